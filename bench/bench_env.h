@@ -1,0 +1,23 @@
+// What every benchmark scenario gets: where things are and the common settings.
+#pragma once
+
+#include <string>
+
+#include "common/result.h"
+
+namespace llmd::bench {
+
+struct BenchEnv {
+  std::string models_dir;  // generated models are cached here
+  std::string vocab_dir;   // llama.cpp's models/ (for llmd-mkmodel's tokenizers)
+  std::string tools_dir;   // llama.cpp's own tools, built from the same pinned source
+  std::string log_path;    // the tools' stderr goes here
+  int threads = 0;         // the same for llmd and llama.cpp
+  int reps = 5;            // repetitions per measurement (llama-bench -r)
+  int rounds = 2;          // llmd and llama.cpp alternate this many times, to share any drift
+};
+
+// The path of a generated model, writing it first if it is not cached yet.
+Result<std::string> ensure_model(const BenchEnv& env, const std::string& shape, const std::string& type);
+
+}  // namespace llmd::bench

@@ -1,0 +1,59 @@
+// Table and JSON output of benchmark results (see report.h).
+#include "bench/report.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace llmd::bench {
+
+Measurement summarize(const std::vector<double>& values) {
+  Measurement m;
+  m.samples = static_cast<int>(values.size());
+  m.values = values;
+  if (values.empty()) return m;
+  double sum = 0.0;
+  for (double v : values) sum += v;
+  m.mean = sum / static_cast<double>(values.size());
+  if (values.size() > 1) {
+    double ss = 0.0;
+    for (double v : values) ss += (v - m.mean) * (v - m.mean);
+    m.stddev = std::sqrt(ss / static_cast<double>(values.size() - 1));
+  }
+  return m;
+}
+
+double Row::ratio() const {
+  if (llmd.mean <= 0.0 || llama.mean <= 0.0) return 0.0;
+  return higher_is_better ? llmd.mean / llama.mean : llama.mean / llmd.mean;
+}
+
+void print_table(const Report& report) {
+  std::printf("\n%-7s  %-10s  %-22s  %18s  %18s\n", "ratio", "scenario", "metric", "llmd", "llama.cpp");
+  std::printf("%-7s  %-10s  %-22s  %18s  %18s\n", "-------", "----------", "----------------------",
+              "------------------", "------------------");
+  for (const auto& r : report.rows) {
+    char a[64], b[64];
+    std::snprintf(a, sizeof a, "%.1f ± %.1f", r.llmd.mean, r.llmd.stddev);
+    std::snprintf(b, sizeof b, "%.1f ± %.1f", r.llama.mean, r.llama.stddev);
+    std::printf("%-7.3f  %-10s  %-22s  %18s  %18s\n", r.ratio(), r.scenario.c_str(), r.metric.c_str(), a, b);
+  }
+  std::printf("\nratio = llmd / llama.cpp (>= 1.0: llmd is as fast or faster)\n");
+}
+
+nlohmann::json to_json(const Report& report) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& r : report.rows) {
+    auto m = [](const Measurement& x) {
+      return nlohmann::json{{"mean", x.mean}, {"stddev", x.stddev}, {"samples", x.samples}, {"values", x.values}};
+    };
+    rows.push_back({{"ratio", r.ratio()},
+                    {"scenario", r.scenario},
+                    {"metric", r.metric},
+                    {"llmd", m(r.llmd)},
+                    {"llama_cpp", m(r.llama)},
+                    {"higher_is_better", r.higher_is_better}});
+  }
+  return {{"results", rows}, {"context", report.context}};
+}
+
+}  // namespace llmd::bench

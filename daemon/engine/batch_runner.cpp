@@ -1,0 +1,135 @@
+// Batched generation over one context (see batch_runner.h).
+#include "daemon/engine/batch_runner.h"
+
+namespace llmd::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::microseconds since(Clock::time_point t0, Clock::time_point t1) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0);
+}
+
+}  // namespace
+
+Status BatchRunner::add(SequenceJob job) {
+  if (!ctx_.valid_seq(job.seq)) return Error(Errc::invalid_argument, "no slot " + std::to_string(job.seq));
+  if (active_.count(job.seq) != 0) return Error(Errc::invalid_argument, "slot " + std::to_string(job.seq) + " is busy");
+  if (job.prompt.empty()) return Error(Errc::invalid_argument, "a job needs at least one prompt token");
+  for (Token t : job.prompt) {
+    if (!tokenizer_.is_valid(t)) return Error(Errc::invalid_argument, "token " + std::to_string(t) + " is not in the vocabulary");
+  }
+  LLMD_TRY_STATUS(validate_generate(job.params));
+  auto sampler = Sampler::create(ctx_.model(), job.params.sampling);
+  if (!sampler) return sampler.error();
+  sampler->accept(job.prompt);
+
+  const SeqId seq = job.seq;
+  const Pos start = ctx_.seq_pos_max(seq) + 1;
+  done_.erase(seq);
+  TextStream stream(tokenizer_, job.params.stop, job.params.max_tokens, job.params.ignore_eog);
+  Active a{std::move(job), std::move(*sampler), std::move(stream), {}, start, 0, kNoToken, -1, {}, {}};
+  a.out.n_prompt = static_cast<int32_t>(a.job.prompt.size());
+  a.out.seed = a.sampler.seed();
+  active_.emplace(seq, std::move(a));
+  return {};
+}
+
+void BatchRunner::finish(Active& a, FinishReason reason) {
+  const auto now = Clock::now();
+  if (!a.stream.done()) {
+    auto d = a.stream.end(reason);
+    if (!d.text.empty() && on_token_) on_token_(a.job.seq, kNoToken, d.text);
+  }
+  a.out.text = a.stream.text();
+  a.out.finish = a.stream.finish();
+  if (a.first_token) a.out.decode_time = since(*a.first_token, now);
+  else if (a.started) a.out.prefill_time = since(*a.started, now);
+}
+
+Result<bool> BatchRunner::step() {
+  if (active_.empty()) return false;
+  Batch batch(static_cast<int32_t>(ctx_.n_batch()));
+  const auto t0 = Clock::now();
+
+  // Decode tokens first: every generating sequence advances by one token per step.
+  for (auto& [seq, a] : active_) {
+    a.batch_index = -1;
+    if (a.pending == kNoToken) continue;
+    if (static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) {
+      finish(a, FinishReason::context_full);
+      continue;
+    }
+    a.batch_index = batch.add(a.pending, a.next_pos++, seq, true);
+    a.pending = kNoToken;
+  }
+  // Then prompt tokens, in slot order, while there is room.
+  for (auto& [seq, a] : active_) {
+    if (a.stream.done() || a.prompt_done >= a.job.prompt.size()) continue;
+    if (!a.started) a.started = t0;
+    while (a.prompt_done < a.job.prompt.size() && !batch.full()) {
+      if (static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) break;
+      const bool last = a.prompt_done + 1 == a.job.prompt.size();
+      const int32_t idx = batch.add(a.job.prompt[a.prompt_done++], a.next_pos++, seq, last);
+      if (last) a.batch_index = idx;
+    }
+    if (a.prompt_done < a.job.prompt.size() && static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) {
+      finish(a, FinishReason::context_full);
+    }
+  }
+
+  if (!batch.empty()) {
+    if (auto st = ctx_.decode(batch); !st) {
+      const FinishReason why = st.error().code() == Errc::resource_exhausted ? FinishReason::context_full
+                               : st.error().code() == Errc::cancelled      ? FinishReason::cancelled
+                                                                           : FinishReason::error;
+      for (auto& [seq, a] : active_) finish(a, why);
+      for (auto& [seq, a] : active_) done_.emplace(seq, std::move(a.out));
+      active_.clear();
+      return st.error();
+    }
+  }
+
+  const auto t1 = Clock::now();
+  for (auto& [seq, a] : active_) {
+    if (a.stream.done() || a.batch_index < 0) continue;
+    const Token t = a.sampler.sample(ctx_, a.batch_index);
+    if (!a.first_token) {
+      a.first_token = t1;
+      if (a.started) a.out.prefill_time = since(*a.started, t1);
+    }
+    a.out.tokens.push_back(t);
+    auto d = a.stream.push(t);
+    if (on_token_) on_token_(seq, t, d.text);
+    if (d.finish != FinishReason::none) {
+      finish(a, d.finish);
+    } else {
+      a.pending = t;
+    }
+  }
+
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (it->second.stream.done()) {
+      done_[it->first] = std::move(it->second.out);
+      it = active_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return !active_.empty();
+}
+
+Status BatchRunner::run() {
+  while (true) {
+    auto more = step();
+    if (!more) return more.error();
+    if (!*more) return {};
+  }
+}
+
+const SequenceOutcome* BatchRunner::outcome(SeqId seq) const {
+  auto it = done_.find(seq);
+  return it == done_.end() ? nullptr : &it->second;
+}
+
+}  // namespace llmd::engine

