@@ -39,11 +39,17 @@ set(LLMD_CACHE_DIR "${_llmd_cache_default}" CACHE PATH "Cache for the pinned lla
 set(_llmd_llama_root "${LLMD_CACHE_DIR}/llama.cpp/${LLMD_LLAMA_TAG}")
 set(LLMD_LLAMA_SOURCE_DIR "${_llmd_llama_root}/src")
 
-# Runs a command at configure time; output goes to the terminal so that the long first build shows
-# its progress. Fails the configure with the log's location on error.
+# Runs a command at configure time. With LOG, its output goes to that file and only build progress
+# is shown (scripts/run-logged.sh); the end of the log is printed if it fails.
 function(_llmd_run what)
+  cmake_parse_arguments(A "" "LOG" "" ${ARGN})
   message(STATUS "llama.cpp: ${what}")
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  if(A_LOG)
+    execute_process(COMMAND "${_llmd_root}/scripts/run-logged.sh" "${A_LOG}" ${A_UNPARSED_ARGUMENTS}
+                    RESULT_VARIABLE rc)
+  else()
+    execute_process(COMMAND ${A_UNPARSED_ARGUMENTS} RESULT_VARIABLE rc)
+  endif()
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "llama.cpp: ${what} failed (exit ${rc})")
   endif()
@@ -88,66 +94,65 @@ function(_llmd_llama_common_args out_var)
   set(${out_var} "${args}" PARENT_SCOPE)
 endfunction()
 
-function(_llmd_build_pinned_llama prefix_var)
-  _llmd_llama_key(key "lib")
-  set(build_dir "${_llmd_llama_root}/build-${key}")
-  set(prefix "${_llmd_llama_root}/install-${key}")
-  set(stamp "${prefix}/.llmd-complete")
+# Configures and builds llama.cpp in build_dir once, under a file lock; a later call finds the
+# stamp and does nothing. With PREFIX the result is installed there (and the stamp goes there).
+function(_llmd_cached_llama_build what build_dir)
+  cmake_parse_arguments(A "" "PREFIX" "CONFIGURE;TARGETS" ${ARGN})
+  set(stamp "${build_dir}/.llmd-complete")
+  if(A_PREFIX)
+    set(stamp "${A_PREFIX}/.llmd-complete")
+  endif()
 
   file(MAKE_DIRECTORY "${_llmd_llama_root}")
   file(LOCK "${_llmd_llama_root}/.lock" GUARD FUNCTION TIMEOUT 3600 RESULT_VARIABLE lock_rc)
   if(NOT lock_rc EQUAL 0)
     message(FATAL_ERROR "llama.cpp: could not lock ${_llmd_llama_root}/.lock: ${lock_rc}")
   endif()
-
   if(EXISTS "${stamp}")
-    message(STATUS "llama.cpp: using cached build ${prefix}")
-  else()
-    _llmd_fetch_llama_source()
-    _llmd_llama_common_args(common)
-    file(REMOVE_RECURSE "${prefix}")
-    cmake_host_system_information(RESULT ncpu QUERY NUMBER_OF_LOGICAL_CORES)
-    _llmd_run("configuring (first build; cached afterwards under ${_llmd_llama_root})"
-      ${CMAKE_COMMAND} -S "${LLMD_LLAMA_SOURCE_DIR}" -B "${build_dir}" ${common}
-        -DBUILD_SHARED_LIBS=OFF
-        -DCMAKE_POSITION_INDEPENDENT_CODE=ON
-        -DLLAMA_BUILD_COMMON=OFF
-        -DLLAMA_BUILD_TOOLS=OFF
-        -DLLAMA_BUILD_SERVER=OFF
-        "-DCMAKE_INSTALL_PREFIX=${prefix}")
-    _llmd_run("building llama + ggml (${ncpu} jobs)"
-      ${CMAKE_COMMAND} --build "${build_dir}" --parallel ${ncpu})
-    _llmd_run("installing into ${prefix}"
-      ${CMAKE_COMMAND} --install "${build_dir}")
-    file(WRITE "${stamp}" "${LLMD_LLAMA_COMMIT}\n")
+    get_filename_component(where "${stamp}" DIRECTORY)
+    message(STATUS "llama.cpp: using cached build ${where}")
+    return()
   endif()
+
+  _llmd_fetch_llama_source()
+  _llmd_llama_common_args(common)
+  cmake_host_system_information(RESULT ncpu QUERY NUMBER_OF_LOGICAL_CORES)
+  set(configure ${A_CONFIGURE})
+  if(A_PREFIX)
+    file(REMOVE_RECURSE "${A_PREFIX}")
+    list(APPEND configure "-DCMAKE_INSTALL_PREFIX=${A_PREFIX}")
+  endif()
+  set(targets)
+  if(A_TARGETS)
+    set(targets --target ${A_TARGETS})
+  endif()
+  set(log "${build_dir}.log")
+  file(REMOVE "${log}")
+  _llmd_run("configuring ${what} (first build; cached afterwards under ${_llmd_llama_root}; log: ${log})"
+    LOG "${log}" ${CMAKE_COMMAND} -S "${LLMD_LLAMA_SOURCE_DIR}" -B "${build_dir}" ${common} ${configure})
+  _llmd_run("building ${what} (${ncpu} jobs)"
+    LOG "${log}.build" ${CMAKE_COMMAND} --build "${build_dir}" --parallel ${ncpu} ${targets})
+  if(A_PREFIX)
+    _llmd_run("installing into ${A_PREFIX}" LOG "${log}.install" ${CMAKE_COMMAND} --install "${build_dir}")
+  endif()
+  file(WRITE "${stamp}" "${LLMD_LLAMA_COMMIT}\n")
+endfunction()
+
+function(_llmd_build_pinned_llama prefix_var)
+  _llmd_llama_key(key "lib")
+  set(prefix "${_llmd_llama_root}/install-${key}")
+  _llmd_cached_llama_build("llama + ggml" "${_llmd_llama_root}/build-${key}" PREFIX "${prefix}"
+    CONFIGURE -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+              -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
   set(${prefix_var} "${prefix}" PARENT_SCOPE)
 endfunction()
 
 function(_llmd_build_llama_tools dir_var)
   _llmd_llama_key(key "tools")
   set(build_dir "${_llmd_llama_root}/tools-${key}")
-  set(stamp "${build_dir}/.llmd-complete")
-  set(tools llama-bench llama-batched-bench llama-server llama-completion)
-
-  file(MAKE_DIRECTORY "${_llmd_llama_root}")
-  file(LOCK "${_llmd_llama_root}/.lock" GUARD FUNCTION TIMEOUT 3600)
-  if(EXISTS "${stamp}")
-    message(STATUS "llama.cpp: using cached tools ${build_dir}/bin")
-  else()
-    _llmd_fetch_llama_source()
-    _llmd_llama_common_args(common)
-    cmake_host_system_information(RESULT ncpu QUERY NUMBER_OF_LOGICAL_CORES)
-    _llmd_run("configuring llama.cpp tools for bench/"
-      ${CMAKE_COMMAND} -S "${LLMD_LLAMA_SOURCE_DIR}" -B "${build_dir}" ${common}
-        -DBUILD_SHARED_LIBS=OFF
-        -DLLAMA_BUILD_COMMON=ON
-        -DLLAMA_BUILD_TOOLS=ON
-        -DLLAMA_BUILD_SERVER=ON)
-    _llmd_run("building ${tools} (${ncpu} jobs)"
-      ${CMAKE_COMMAND} --build "${build_dir}" --parallel ${ncpu} --target ${tools})
-    file(WRITE "${stamp}" "${LLMD_LLAMA_COMMIT}\n")
-  endif()
+  _llmd_cached_llama_build("llama.cpp tools for bench/" "${build_dir}"
+    CONFIGURE -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
+    TARGETS llama-bench llama-batched-bench llama-server llama-completion)
   set(${dir_var} "${build_dir}/bin" PARENT_SCOPE)
 endfunction()
 
