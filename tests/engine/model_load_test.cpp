@@ -1,4 +1,7 @@
 // Loading models: the real tiny model, generated models, and every kind of bad file.
+#include <grp.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -115,11 +118,23 @@ TEST_F(BadModelFile, VocabularyOnlyFile) {
   expect_error(test::vocab_dir() + "/ggml-vocab-llama-spm.gguf", Errc::unsupported, "no tensors");
 }
 
+// Root reads any file, so as root the load runs in a child that has dropped to "nobody".
 TEST_F(BadModelFile, UnreadableFile) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root reads any file";
-  write_file(dir_ + "/secret.gguf", "GGUF");
-  fs::permissions(dir_ + "/secret.gguf", fs::perms::none);
-  expect_error(dir_ + "/secret.gguf", Errc::permission_denied, "secret.gguf");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  fs::permissions(dir_, fs::perms::owner_all | fs::perms::others_exec | fs::perms::group_exec);
+  const std::string path = dir_ + "/secret.gguf";
+  write_file(path, test::read_file(test::stories_path()));
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  auto attempt = [&path] {
+    if (::geteuid() == 0 && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      std::_Exit(3);
+    }
+    auto m = Model::load({path});
+    const bool ok = !m && m.error().code() == Errc::permission_denied &&
+                    m.error().message().find("secret.gguf") != std::string::npos;
+    std::_Exit(ok ? 0 : 1);
+  };
+  EXPECT_EXIT(attempt(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
