@@ -19,6 +19,7 @@ enum class Errc {
   unsupported,         // well-formed, but something llmd (or llama.cpp) cannot handle
   corrupt,             // stored or supplied data fails its own consistency checks
   resource_exhausted,  // a limit or capacity was reached (KV cells, memory, quota)
+  busy,                // the resource is in use by another operation (try again later)
   io_error,            // the operating system refused an operation
   cancelled,           // the operation was stopped on request
   internal,            // a bug or an unexpected failure of a dependency

@@ -16,6 +16,7 @@ Status BatchRunner::add(SequenceJob job) {
   if (!ctx_.valid_seq(job.seq)) return Error(Errc::invalid_argument, "no slot " + std::to_string(job.seq));
   if (active_.count(job.seq) != 0) return Error(Errc::invalid_argument, "slot " + std::to_string(job.seq) + " is busy");
   if (job.prompt.empty()) return Error(Errc::invalid_argument, "a job needs at least one prompt token");
+  if (job.restore_tokens > job.prompt.size()) return Error(Errc::invalid_argument, "more restore tokens than prompt");
   for (Token t : job.prompt) {
     if (!tokenizer_.is_valid(t)) return Error(Errc::invalid_argument, "token " + std::to_string(t) + " is not in the vocabulary");
   }
@@ -28,7 +29,7 @@ Status BatchRunner::add(SequenceJob job) {
   const Pos start = ctx_.seq_pos_max(seq) + 1;
   done_.erase(seq);
   TextStream stream(tokenizer_, job.params.stop, job.params.max_tokens, job.params.ignore_eog);
-  Active a{std::move(job), std::move(*sampler), std::move(stream), {}, start, 0, kNoToken, -1, {}, {}};
+  Active a{std::move(job), std::move(*sampler), std::move(stream), {}, start, 0, kNoToken, -1, {}, {}, {}};
   a.out.n_prompt = static_cast<int32_t>(a.job.prompt.size());
   a.out.seed = a.sampler.seed();
   active_.emplace(seq, std::move(a));
@@ -43,14 +44,41 @@ void BatchRunner::finish(Active& a, FinishReason reason) {
   }
   a.out.text = a.stream.text();
   a.out.finish = a.stream.finish();
-  if (a.first_token) a.out.decode_time = since(*a.first_token, now);
-  else if (a.started) a.out.prefill_time = since(*a.started, now);
+  if (a.first_token) {
+    a.out.decode_time = since(*a.first_token, now);
+  } else if (a.started) {
+    const auto restored = a.restored.value_or(now);
+    a.out.restore_time = since(*a.started, restored);
+    a.out.prefill_time = since(restored, now);
+  }
+}
+
+void BatchRunner::retire_finished() {
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (it->second.stream.done()) {
+      finished_.push_back(it->first);
+      done_[it->first] = std::move(it->second.out);
+      it = active_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Result<bool> BatchRunner::step() {
   if (active_.empty()) return false;
   Batch batch(static_cast<int32_t>(ctx_.n_batch()));
   const auto t0 = Clock::now();
+
+  // What a failed decode must put back.
+  struct Saved {
+    Pos next_pos;
+    std::size_t prompt_done;
+    Token pending;
+    bool had_started;
+  };
+  std::map<SeqId, Saved> saved;
+  for (auto& [seq, a] : active_) saved[seq] = {a.next_pos, a.prompt_done, a.pending, a.started.has_value()};
 
   // Decode tokens first: every generating sequence advances by one token per step.
   for (auto& [seq, a] : active_) {
@@ -80,23 +108,31 @@ Result<bool> BatchRunner::step() {
 
   if (!batch.empty()) {
     if (auto st = ctx_.decode(batch); !st) {
-      const FinishReason why = st.error().code() == Errc::resource_exhausted ? FinishReason::context_full
-                               : st.error().code() == Errc::cancelled      ? FinishReason::cancelled
-                                                                           : FinishReason::error;
-      for (auto& [seq, a] : active_) finish(a, why);
-      for (auto& [seq, a] : active_) done_.emplace(seq, std::move(a.out));
-      active_.clear();
+      for (auto& [seq, a] : active_) {
+        if (a.stream.done()) continue;
+        const Saved& s = saved[seq];
+        a.next_pos = s.next_pos;
+        a.prompt_done = s.prompt_done;
+        a.pending = s.pending;
+        if (!s.had_started) a.started.reset();
+      }
+      retire_finished();
       return st.error();
     }
   }
 
   const auto t1 = Clock::now();
   for (auto& [seq, a] : active_) {
+    if (!a.restored && a.prompt_done >= a.job.restore_tokens && a.started) a.restored = t1;
     if (a.stream.done() || a.batch_index < 0) continue;
     const Token t = a.sampler.sample(ctx_, a.batch_index);
     if (!a.first_token) {
       a.first_token = t1;
-      if (a.started) a.out.prefill_time = since(*a.started, t1);
+      if (a.started) {
+        const auto restored = a.restored.value_or(t1);
+        a.out.restore_time = since(*a.started, restored);
+        a.out.prefill_time = since(restored, t1);
+      }
     }
     a.out.tokens.push_back(t);
     auto d = a.stream.push(t);
@@ -107,29 +143,44 @@ Result<bool> BatchRunner::step() {
       a.pending = t;
     }
   }
-
-  for (auto it = active_.begin(); it != active_.end();) {
-    if (it->second.stream.done()) {
-      done_[it->first] = std::move(it->second.out);
-      it = active_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  retire_finished();
   return !active_.empty();
 }
 
 Status BatchRunner::run() {
   while (true) {
     auto more = step();
-    if (!more) return more.error();
+    if (!more) {
+      const FinishReason why =
+          more.error().code() == Errc::resource_exhausted ? FinishReason::context_full : FinishReason::error;
+      for (auto& [seq, a] : active_) finish(a, why);
+      retire_finished();
+      return more.error();
+    }
     if (!*more) return {};
   }
 }
 
+void BatchRunner::cancel(SeqId seq, FinishReason reason) {
+  auto it = active_.find(seq);
+  if (it == active_.end()) return;
+  finish(it->second, reason);
+  retire_finished();
+}
+
+std::vector<SeqId> BatchRunner::take_finished() { return std::exchange(finished_, {}); }
+
 const SequenceOutcome* BatchRunner::outcome(SeqId seq) const {
   auto it = done_.find(seq);
   return it == done_.end() ? nullptr : &it->second;
+}
+
+std::optional<SequenceOutcome> BatchRunner::take_outcome(SeqId seq) {
+  auto it = done_.find(seq);
+  if (it == done_.end()) return std::nullopt;
+  SequenceOutcome o = std::move(it->second);
+  done_.erase(it);
+  return o;
 }
 
 }  // namespace llmd::engine

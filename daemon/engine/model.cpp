@@ -3,6 +3,10 @@
 
 #include <llama.h>
 
+#include <cerrno>
+
+#include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "daemon/engine/backend.h"
@@ -34,6 +38,18 @@ int32_t meta_int(const llama_model* model, const std::string& key, int32_t fallb
   }
 }
 
+Result<std::string> fingerprint_of(const std::string& path, uint64_t size) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return errno_error(errno, "reading model file " + path);
+  std::vector<unsigned char> buf(1u << 20);
+  const size_t n = std::fread(buf.data(), 1, buf.size(), f.get());
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ buf[i]) * 1099511628211ull;
+  char out[64];
+  std::snprintf(out, sizeof out, "%llu-%016llx", static_cast<unsigned long long>(size), static_cast<unsigned long long>(h));
+  return std::string(out);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Model>> Model::load(const ModelParams& params) {
@@ -60,8 +76,14 @@ Result<std::unique_ptr<Model>> Model::load(const ModelParams& params) {
                  "cannot load model " + params.path + " (architecture '" + probe->architecture + "'): " + why);
   }
 
+  auto fingerprint = fingerprint_of(params.path, probe->file_size);
+  if (!fingerprint) {
+    llama_model_free(model);
+    return fingerprint.error();
+  }
   ModelInfo info;
   info.path = params.path;
+  info.fingerprint = std::move(*fingerprint);
   info.architecture = probe->architecture;
   info.name = probe->name;
   info.file_size = probe->file_size;

@@ -27,6 +27,10 @@ struct ModelInfo {
   std::string description;       // llama.cpp's one-line description, e.g. "llama 1B Q8_0"
   std::string file_type;         // e.g. "Q8_0", "all F32"
   std::uint64_t file_size = 0;   // bytes on disk
+  // Identity of the weights and tokenizer: size + FNV-1a of the file's first MiB (header, metadata,
+  // vocabulary and the first tensors). Stored with sessions: tokens made with another fingerprint
+  // are re-derived from the messages.
+  std::string fingerprint;
   std::uint64_t n_params = 0;
   std::int32_t n_layer = 0;
   std::int32_t n_embd = 0;

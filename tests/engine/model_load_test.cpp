@@ -33,6 +33,13 @@ TEST(ModelLoad, Stories260KLoadsWithItsFacts) {
   EXPECT_EQ(i.kv_bytes_per_token_f16, 5u * 2 * 4 * 8 * 2);
   EXPECT_EQ(m->kv_bytes_per_token("f16", "f16"), i.kv_bytes_per_token_f16);
   EXPECT_EQ(i.file_size, 1185376u);
+  EXPECT_EQ(i.fingerprint.rfind("1185376-", 0), 0u) << i.fingerprint;
+  auto again = test::load_model(test::stories_path());
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->info().fingerprint, i.fingerprint);
+  auto other = test::load_model(test::generated_model("tiny-q8_0"));
+  ASSERT_TRUE(other);
+  EXPECT_NE(other->info().fingerprint, i.fingerprint);
 }
 
 TEST(ModelLoad, GeneratedSmolLM2ShapeHasRealShapeFacts) {
