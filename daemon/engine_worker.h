@@ -1,0 +1,156 @@
+// The engine thread. It owns the Context: it admits jobs to slots in arrival order (FIFO; the fair
+// scheduler replaces this with its own issue), runs every admitted job in one llama_decode per step
+// (BatchRunner), and reports text and results through callbacks it calls on the engine thread.
+//
+// Slots are a cache. A session's KV stays resident in its slot after a job (LRU); a later job of the
+// same session reuses the common prefix of what the slot holds and the job's history, and decodes
+// only the rest. A job whose history is not resident recomputes it (the "restore" part of its
+// prompt). With keep_resident=false every job recomputes its whole history: the baseline that the
+// kvstore's chunk restore is measured against.
+//
+// Thread-safety: submit(), forget_session(), request_stop(), join() and stats() may be called from
+// any thread; the callbacks run on the engine thread and must not block.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/engine/batch_runner.h"
+#include "daemon/engine/context.h"
+#include "daemon/engine/generation.h"
+#include "daemon/engine/tokenizer.h"
+
+namespace llmd::daemon {
+
+using Clock = std::chrono::steady_clock;
+
+struct Timings {  // milliseconds
+  double queue = 0;    // submitted -> admitted to a slot
+  double restore = 0;  // recomputing history that was not resident
+  double prefill = 0;  // the request's own prompt tokens, until the first token
+  double decode = 0;   // first token -> end
+  double ttft = 0;     // submitted -> first token
+};
+
+struct Usage {
+  std::int32_t prompt_tokens = 0;      // the request's own tokens
+  std::int32_t completion_tokens = 0;  // generated tokens
+  std::int32_t cached_tokens = 0;      // history found resident in the slot
+  std::int32_t restored_tokens = 0;    // history recomputed
+};
+
+struct JobResult {
+  engine::FinishReason finish = engine::FinishReason::none;
+  std::vector<engine::Token> generated;
+  std::string text;
+  Usage usage;
+  Timings timings;
+  std::uint32_t seed = 0;
+  std::optional<Error> error;  // set when finish is error (or the job could not run)
+};
+
+struct Job {
+  std::uint64_t id = 0;
+  std::string session_id;                // empty: no slot affinity (a one-off completion)
+  std::vector<engine::Token> history;    // what the sequence must hold before `input`
+  std::vector<engine::Token> input;      // the request's tokens; not empty
+  engine::GenerateParams params;
+  std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
+  std::function<void(const std::string& text)> on_text;  // text as it becomes showable
+  std::function<void(JobResult)> on_done;                 // exactly once
+  Clock::time_point submitted = Clock::now();
+};
+
+struct SlotView {
+  std::uint32_t index = 0;
+  std::string session_id;  // empty: holds no session
+  std::uint32_t cells = 0;  // KV cells in use
+  bool busy = false;
+};
+
+struct WorkerStats {
+  std::size_t queued = 0;
+  std::size_t running = 0;
+  std::uint64_t jobs_done = 0;
+  std::uint64_t tokens_generated = 0;
+  std::vector<SlotView> slots;
+};
+
+struct WorkerOptions {
+  bool keep_resident = true;
+};
+
+class EngineWorker {
+ public:
+  EngineWorker(engine::Context& ctx, const engine::Tokenizer& tokenizer, WorkerOptions options);
+  ~EngineWorker();  // request_stop(0) + join()
+
+  void start();
+  // Queues a job. Errors (job.on_done is not called then): unavailable after request_stop().
+  Status submit(Job job);
+  // The session was deleted: its slot forgets it (and frees the cells) when idle.
+  void forget_session(const std::string& session_id);
+  // No new jobs; queued jobs end now (cancelled); running jobs get `grace` to finish, then are
+  // cancelled. Returns immediately.
+  void request_stop(std::chrono::milliseconds grace);
+  void join();
+  WorkerStats stats() const;
+
+ private:
+  struct Slot {
+    std::string session_id;
+    std::vector<engine::Token> cached;  // the tokens the slot's KV holds, in order
+    std::optional<std::uint64_t> job;   // running job id
+    Clock::time_point last_used{};
+  };
+  struct Running {
+    Job job;
+    Clock::time_point admitted;
+    std::size_t reused = 0;    // history tokens that were resident
+    std::size_t restored = 0;  // history tokens recomputed
+  };
+
+  void run();
+  bool try_admit(Job& job);
+  std::optional<engine::SeqId> pick_slot(const Job& job);
+  bool evict_one_idle();
+  bool make_room(std::size_t cells_needed);
+  std::uint32_t cells_used() const;
+  void complete(engine::SeqId seq, engine::SequenceOutcome outcome);
+  void fail(Job& job, Error error, engine::FinishReason finish);
+  void publish_stats();
+
+  engine::Context& ctx_;
+  const engine::Tokenizer& tok_;
+  const WorkerOptions options_;
+  engine::BatchRunner runner_;
+
+  // Engine-thread state.
+  std::vector<Slot> slots_;
+  std::map<engine::SeqId, Running> running_;
+  std::deque<Job> pending_;
+
+  // Shared with other threads.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> incoming_;                  // GUARDED_BY(mu_)
+  std::vector<std::string> forget_;           // GUARDED_BY(mu_)
+  bool stopping_ = false;                     // GUARDED_BY(mu_)
+  Clock::time_point stop_deadline_{};         // GUARDED_BY(mu_)
+  WorkerStats stats_;                         // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace llmd::daemon

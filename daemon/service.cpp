@@ -1,0 +1,392 @@
+// The daemon's core API (see service.h).
+#include "daemon/service.h"
+
+#include <boost/asio/post.hpp>
+
+#include <random>
+
+#include "daemon/chat_turns.h"
+#include "daemon/engine/utf8.h"
+
+namespace llmd::daemon {
+namespace asio = boost::asio;
+
+namespace {
+
+std::vector<engine::ChatMessage> chat_of(const std::vector<kvstore::MessageRecord>& records) {
+  std::vector<engine::ChatMessage> out;
+  out.reserve(records.size());
+  for (const auto& m : records) out.push_back({m.role, m.content});
+  return out;
+}
+
+SessionInfo info_of(const kvstore::SessionRecord& r) {
+  SessionInfo i;
+  i.id = r.id;
+  i.uid = r.uid;
+  i.app = r.app;
+  i.system_prompt = r.system_prompt;
+  i.created_ms = r.created_ms;
+  i.updated_ms = r.updated_ms;
+  i.n_tokens = r.n_tokens;
+  i.n_messages = r.n_messages;
+  return i;
+}
+
+Error no_session(const std::string& id) { return Error(Errc::not_found, "no session " + id); }
+
+bool saved_finish(engine::FinishReason f) {
+  return f == engine::FinishReason::eog || f == engine::FinishReason::stop || f == engine::FinishReason::length ||
+         f == engine::FinishReason::context_full;
+}
+
+}  // namespace
+
+std::string new_session_id() {
+  static thread_local std::mt19937_64 rng{std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32)};
+  static const char* kHex = "0123456789abcdef";
+  std::string id = "ses_";
+  for (int i = 0; i < 24; ++i) id += kHex[rng() & 15];
+  return id;
+}
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Service::Service(asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
+                 std::uint32_t n_ctx, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
+                 ServiceLimits limits)
+    : io_(io), model_(model), tok_(tokenizer), n_ctx_(n_ctx), worker_(worker), storage_(storage), store_(store),
+      limits_(limits) {}
+
+Status Service::load() {
+  auto all = store_.list();
+  if (!all) return all.error();
+  for (const auto& r : *all) index_[r.id] = {r.uid, false};
+  return {};
+}
+
+bool Service::visible(const Caller& caller, const std::string& id) const {
+  auto it = index_.find(id);
+  return it != index_.end() && (caller.admin || it->second.uid == caller.uid);
+}
+
+std::uint32_t Service::sessions_of(std::uint32_t uid) const {
+  std::uint32_t n = 0;
+  for (const auto& [id, e] : index_) n += e.uid == uid ? 1 : 0;
+  return n;
+}
+
+void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                             std::function<void(Result<SessionInfo>)> done) {
+  if (shutting_down_) return done(Error(Errc::busy, "the daemon is shutting down"));
+  if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
+    return done(Error(Errc::resource_exhausted, "limit of " + std::to_string(limits_.max_sessions_per_user) +
+                                                    " sessions per user reached (max_sessions_per_user)"));
+  }
+  if (system_prompt && (system_prompt->size() > limits_.max_message_bytes || !engine::is_valid_utf8(*system_prompt))) {
+    return done(Error(Errc::invalid_argument, "system_prompt must be valid UTF-8 of at most " +
+                                                  std::to_string(limits_.max_message_bytes) + " bytes"));
+  }
+  if (app.size() > 128 || !engine::is_valid_utf8(app)) {
+    return done(Error(Errc::invalid_argument, "app must be valid UTF-8 of at most 128 bytes"));
+  }
+  kvstore::SessionRecord rec;
+  rec.id = new_session_id();
+  rec.uid = caller.uid;
+  rec.app = std::move(app);
+  rec.system_prompt = std::move(system_prompt);
+  rec.created_ms = rec.updated_ms = unix_ms();
+  rec.model_id = model_.info().fingerprint;
+  index_[rec.id] = {caller.uid, true};  // reserved (busy) until the store has it
+  storage_.post([this, rec, done = std::move(done)]() mutable {
+    std::vector<kvstore::MessageRecord> msgs;
+    if (rec.system_prompt) msgs.push_back({"system", *rec.system_prompt, rec.created_ms});
+    auto st = store_.create(rec, msgs, {});
+    rec.n_messages = static_cast<std::uint32_t>(msgs.size());
+    asio::post(io_, [this, rec = std::move(rec), st, done = std::move(done)]() {
+      if (!st) {
+        index_.erase(rec.id);
+        return done(st.error());
+      }
+      index_[rec.id].busy = false;
+      done(info_of(rec));
+    });
+  });
+}
+
+void Service::list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done) {
+  const std::optional<std::uint32_t> uid = caller.admin ? std::nullopt : std::optional<std::uint32_t>(caller.uid);
+  storage_.post([this, uid, done = std::move(done)]() mutable {
+    auto list = store_.list(uid);
+    asio::post(io_, [this, list = std::move(list), done = std::move(done)]() mutable {
+      if (!list) return done(list.error());
+      const auto stats = worker_.stats();
+      std::vector<SessionInfo> out;
+      for (const auto& r : *list) {
+        auto it = index_.find(r.id);
+        if (it == index_.end()) continue;  // deleted meanwhile
+        SessionInfo i = info_of(r);
+        i.busy = it->second.busy;
+        for (const auto& s : stats.slots) i.resident = i.resident || s.session_id == r.id;
+        out.push_back(std::move(i));
+      }
+      done(std::move(out));
+    });
+  });
+}
+
+void Service::get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done) {
+  if (!visible(caller, id)) return done(no_session(id));
+  storage_.post([this, id, done = std::move(done)]() mutable {
+    Result<SessionDetail> detail = Error(Errc::internal, "");
+    auto rec = store_.get(id);
+    auto msgs = rec ? store_.messages(id) : Result<std::vector<kvstore::MessageRecord>>(rec.error());
+    if (!rec) detail = rec.error();
+    else if (!msgs) detail = msgs.error();
+    else detail = SessionDetail{info_of(*rec), std::move(*msgs)};
+    asio::post(io_, [this, id, detail = std::move(detail), done = std::move(done)]() mutable {
+      if (detail) {
+        auto it = index_.find(id);
+        if (it == index_.end()) return done(no_session(id));
+        detail->info.busy = it->second.busy;
+        for (const auto& s : worker_.stats().slots) detail->info.resident = detail->info.resident || s.session_id == id;
+      }
+      done(std::move(detail));
+    });
+  });
+}
+
+void Service::delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done) {
+  if (!visible(caller, id)) return done(no_session(id));
+  if (index_[id].busy) return done(Error(Errc::busy, "session " + id + " has a request running"));
+  index_[id].busy = true;
+  storage_.post([this, id, done = std::move(done)]() mutable {
+    auto st = store_.remove(id);
+    asio::post(io_, [this, id, st, done = std::move(done)]() {
+      if (st) {
+        index_.erase(id);
+        worker_.forget_session(id);
+      } else if (auto it = index_.find(id); it != index_.end()) {
+        it->second.busy = false;
+      }
+      done(st);
+    });
+  });
+}
+
+Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks) {
+  const RequestId id = ++next_id_;
+  auto reject = [&](Error e) {
+    callbacks.rejected(e);
+    return id;
+  };
+  if (shutting_down_) return reject(Error(Errc::busy, "the daemon is shutting down"));
+  if (in_flight_.size() >= limits_.max_in_flight) {
+    return reject(Error(Errc::resource_exhausted, "too many requests in flight (" +
+                                                      std::to_string(limits_.max_in_flight) + "); try again later"));
+  }
+  if (request.params.max_tokens > static_cast<std::int32_t>(n_ctx_)) {
+    return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
+                                                    std::to_string(n_ctx_) + ")"));
+  }
+  if (auto st = engine::validate_generate(request.params); !st) return reject(st.error());
+  std::size_t text_bytes = request.content.size() + request.prompt.size();
+  for (const auto& m : request.messages) text_bytes += m.content.size();
+  if (text_bytes > limits_.max_message_bytes) {
+    return reject(Error(Errc::invalid_argument, "the request's text is larger than " +
+                                                    std::to_string(limits_.max_message_bytes) + " bytes"));
+  }
+  if (request.kind == TurnRequest::Kind::session_message) {
+    if (!visible(caller, request.session_id)) return reject(no_session(request.session_id));
+    IndexEntry& e = index_[request.session_id];
+    if (e.busy) return reject(Error(Errc::busy, "session " + request.session_id + " is busy with another request"));
+    if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
+    e.busy = true;
+  }
+  InFlight f{std::make_shared<std::atomic<bool>>(false), std::move(callbacks),
+             request.kind == TurnRequest::Kind::session_message ? request.session_id : std::string(), false};
+  in_flight_.emplace(id, std::move(f));
+  storage_.post([this, id, request = std::move(request)]() mutable {
+    auto prep = prepare(request);
+    asio::post(io_, [this, id, request = std::move(request), prep = std::move(prep)]() mutable {
+      prepared(id, std::move(request), std::move(prep));
+    });
+  });
+  return id;
+}
+
+Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
+  Prepared p;
+  switch (request.kind) {
+    case TurnRequest::Kind::completion: {
+      auto t = prompt_tokens(tok_, request.prompt);
+      if (!t) return t.error();
+      p.input = std::move(*t);
+      break;
+    }
+    case TurnRequest::Kind::chat: {
+      auto t = conversation_tokens(model_, tok_, request.messages, /*add_assistant=*/true);
+      if (!t) return t.error();
+      p.input = std::move(*t);
+      break;
+    }
+    case TurnRequest::Kind::session_message: {
+      auto rec = store_.get(request.session_id);
+      if (!rec) return rec.error();
+      auto msgs = store_.messages(request.session_id);
+      if (!msgs) return msgs.error();
+      auto toks = store_.tokens(request.session_id);
+      if (!toks) return toks.error();
+      const auto chat = chat_of(*msgs);
+      if (rec->model_id != model_.info().fingerprint) {
+        // Tokens belong to another model: re-derive them from the messages. (A model change
+        // invalidates a session's KV and tokens, never the session.)
+        std::vector<engine::Token> rebuilt;
+        if (!toks->empty() && !chat.empty()) {
+          auto t = conversation_tokens(model_, tok_, chat, /*add_assistant=*/false);
+          if (!t) return t.error();
+          rebuilt = std::move(*t);
+        }
+        LLMD_TRY_STATUS(store_.replace_tokens(request.session_id, rebuilt, model_.info().fingerprint));
+        *toks = std::move(rebuilt);
+      }
+      auto t = turn_tokens(model_, tok_, chat, toks->size(), request.content);
+      if (!t) return t.error();
+      p.history = std::move(*toks);
+      p.input = std::move(*t);
+      break;
+    }
+  }
+  if (p.input.empty()) return Error(Errc::invalid_argument, "the prompt is empty");
+  const std::size_t total = p.history.size() + p.input.size();
+  if (total + 1 > n_ctx_) {
+    return Error(Errc::invalid_argument,
+                 "context_length_exceeded: " +
+                     (p.history.empty() ? "the prompt has " + std::to_string(p.input.size()) + " tokens"
+                                        : "the session holds " + std::to_string(p.history.size()) +
+                                              " tokens and the message adds " + std::to_string(p.input.size())) +
+                     "; the context holds " + std::to_string(n_ctx_));
+  }
+  return p;
+}
+
+void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep) {
+  auto it = in_flight_.find(id);
+  if (it == in_flight_.end()) return;
+  InFlight& f = it->second;
+  if (!prep) {
+    auto cb = std::move(f.callbacks.rejected);
+    drop(id);
+    cb(prep.error());
+    return;
+  }
+  if (f.cancelled->load()) {
+    auto cb = std::move(f.callbacks.rejected);
+    drop(id);
+    cb(Error(Errc::cancelled, "cancelled before it started"));
+    return;
+  }
+  f.accepted = true;
+  f.callbacks.accepted();
+
+  Job job;
+  job.id = id;
+  job.session_id = f.session_id;
+  job.history = std::move(prep->history);
+  job.input = std::move(prep->input);
+  job.params = request.params;
+  job.cancelled = f.cancelled;
+  job.on_text = [this, id](const std::string& text) {
+    asio::post(io_, [this, id, text] {
+      auto it2 = in_flight_.find(id);
+      if (it2 != in_flight_.end() && it2->second.callbacks.text) it2->second.callbacks.text(text);
+    });
+  };
+  const bool session_turn = request.kind == TurnRequest::Kind::session_message;
+  job.on_done = [this, id, session_turn, session = f.session_id, user = std::move(request.content),
+                 history = job.history.size(), input = job.input](JobResult r) mutable {
+    TurnResult res{r.finish, std::move(r.text), r.usage, r.timings, r.seed, std::move(r.error)};
+    if (!session_turn || !saved_finish(res.finish) || r.generated.empty()) {
+      if (session_turn && !res.error && res.finish != engine::FinishReason::cancelled) {
+        res.error = Error(Errc::resource_exhausted, "the session is full: no room for another token");
+      }
+      asio::post(io_, [this, id, res = std::move(res)]() mutable { finished(id, std::move(res)); });
+      return;
+    }
+    // Persist before acknowledging: the turn's messages and every token now in the KV.
+    storage_.post([this, id, session, user = std::move(user), history, input = std::move(input),
+                   generated = std::move(r.generated), res = std::move(res)]() mutable {
+      const std::int64_t now = unix_ms();
+      const std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", res.text, now}};
+      std::vector<engine::Token> added = std::move(input);
+      added.insert(added.end(), generated.begin(), generated.end());
+      auto st = store_.append_turn(session, msgs, added, static_cast<std::uint32_t>(history), now);
+      if (!st) {
+        res.error = st.error().with_context("saving the turn");
+        res.finish = engine::FinishReason::error;
+      }
+      asio::post(io_, [this, id, res = std::move(res)]() mutable { finished(id, std::move(res)); });
+    });
+  };
+  if (auto st = worker_.submit(std::move(job)); !st) {
+    TurnResult res;
+    res.finish = engine::FinishReason::cancelled;
+    res.error = st.error();
+    finished(id, std::move(res));
+  }
+}
+
+void Service::finished(RequestId id, TurnResult result) {
+  auto it = in_flight_.find(id);
+  if (it == in_flight_.end()) return;
+  auto cb = std::move(it->second.callbacks.done);
+  drop(id);
+  if (cb) cb(result);
+}
+
+void Service::drop(RequestId id) {
+  auto it = in_flight_.find(id);
+  if (it == in_flight_.end()) return;
+  if (!it->second.session_id.empty()) {
+    auto s = index_.find(it->second.session_id);
+    if (s != index_.end()) s->second.busy = false;
+  }
+  in_flight_.erase(it);
+  check_idle();
+}
+
+void Service::cancel(RequestId id) {
+  auto it = in_flight_.find(id);
+  if (it != in_flight_.end()) it->second.cancelled->store(true);
+}
+
+void Service::begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle) {
+  shutting_down_ = true;
+  on_idle_ = std::move(on_idle);
+  worker_.request_stop(grace);
+  check_idle();
+}
+
+void Service::check_idle() {
+  if (!shutting_down_ || !on_idle_ || !in_flight_.empty()) return;
+  // Whatever the storage thread still has (a deletion, a creation) completes before stop() returns.
+  storage_.stop();
+  worker_.join();
+  auto cb = std::move(on_idle_);
+  on_idle_ = nullptr;
+  asio::post(io_, std::move(cb));
+}
+
+ServiceStatus Service::status() const {
+  ServiceStatus s;
+  s.sessions = index_.size();
+  s.in_flight = in_flight_.size();
+  s.shutting_down = shutting_down_;
+  s.worker = worker_.stats();
+  return s;
+}
+
+}  // namespace llmd::daemon

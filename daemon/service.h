@@ -1,0 +1,184 @@
+// The daemon's core API, used by the IPC front ends (HTTP now, D-Bus later): sessions, generation
+// turns, cancellation, status. It runs on the io thread and never blocks it: disk work and prompt
+// formatting go to the storage thread, inference to the engine thread, and results come back to
+// the io thread through the io_context.
+//
+// Ownership: a session belongs to the uid that created it. Another uid gets not_found for it (its
+// existence is not revealed); an admin caller (root, group llmd-admin) sees and manages all.
+//
+// Durability: a session turn is acknowledged (TurnCallbacks::done with no error) only after its
+// messages and tokens are committed to the session store.
+//
+// Thread-safety: every method is called on the io thread; every callback is invoked on it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/result.h"
+#include "daemon/engine/chat_template.h"
+#include "daemon/engine/generation.h"
+#include "daemon/engine/model.h"
+#include "daemon/engine/tokenizer.h"
+#include "daemon/engine_worker.h"
+#include "daemon/task_thread.h"
+#include "kvstore/session_store.h"
+
+namespace llmd::daemon {
+
+struct Caller {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::int32_t pid = 0;
+  bool admin = false;  // root or a member of llmd-admin
+};
+
+struct SessionInfo {
+  std::string id;
+  std::uint32_t uid = 0;
+  std::string app;
+  std::optional<std::string> system_prompt;
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+  std::uint32_t n_tokens = 0;
+  std::uint32_t n_messages = 0;
+  bool busy = false;      // a turn is running
+  bool resident = false;  // its KV is in a slot
+};
+
+struct SessionDetail {
+  SessionInfo info;
+  std::vector<kvstore::MessageRecord> messages;
+};
+
+struct TurnRequest {
+  enum class Kind { session_message, chat, completion };
+  Kind kind = Kind::completion;
+  std::string session_id;                     // session_message
+  std::string content;                        // session_message: the user's message
+  std::vector<engine::ChatMessage> messages;  // chat
+  std::string prompt;                         // completion
+  engine::GenerateParams params;
+};
+
+struct TurnResult {
+  engine::FinishReason finish = engine::FinishReason::none;
+  std::string text;
+  Usage usage;
+  Timings timings;
+  std::uint32_t seed = 0;
+  std::optional<Error> error;  // the turn failed after it was accepted (and was not saved)
+};
+
+struct TurnCallbacks {
+  std::function<void()> accepted;                          // valid and queued; text follows
+  std::function<void(const std::string&)> text;            // a piece of the answer
+  std::function<void(const TurnResult&)> done;             // after accepted, exactly once
+  std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
+};
+
+struct ServiceLimits {
+  std::uint32_t max_sessions_per_user = 1024;
+  std::size_t max_message_bytes = 1u << 20;
+  std::uint32_t max_in_flight = 256;          // turns accepted or being prepared, all callers
+  std::int32_t default_max_tokens = 256;
+};
+
+struct ServiceStatus {
+  std::size_t sessions = 0;
+  std::size_t in_flight = 0;
+  bool shutting_down = false;
+  WorkerStats worker;
+};
+
+class Service {
+ public:
+  using RequestId = std::uint64_t;
+
+  Service(boost::asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
+          std::uint32_t n_ctx, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
+          ServiceLimits limits);
+
+  // Reads the session index from the store. Call once before the storage thread gets work.
+  Status load();
+
+  void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                      std::function<void(Result<SessionInfo>)> done);
+  void list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done);
+  void get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done);
+  // busy if a turn is running on it.
+  void delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done);
+
+  // Starts a turn. Rejections (callbacks.rejected): not_found (no such session for this caller),
+  // busy (the session has a turn running, or the daemon is shutting down), invalid_argument (bad
+  // parameters, prompt longer than the context), resource_exhausted (too many turns in flight).
+  RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
+  // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
+  // its callbacks are still called (done with finish=cancelled).
+  void cancel(RequestId id);
+
+  // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
+  // thread once nothing is in flight and the storage thread has written everything.
+  void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
+
+  ServiceStatus status() const;
+  const ServiceLimits& limits() const { return limits_; }
+  void set_limits(const ServiceLimits& limits) { limits_ = limits; }
+  std::uint32_t n_ctx() const { return n_ctx_; }
+
+ private:
+  struct IndexEntry {
+    std::uint32_t uid = 0;
+    bool busy = false;
+  };
+  struct InFlight {
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    TurnCallbacks callbacks;
+    std::string session_id;  // empty for one-off completions
+    bool accepted = false;
+  };
+  struct Prepared {
+    std::vector<engine::Token> history;
+    std::vector<engine::Token> input;
+  };
+
+  bool visible(const Caller& caller, const std::string& id) const;
+  std::uint32_t sessions_of(std::uint32_t uid) const;
+  Result<Prepared> prepare(const TurnRequest& request);  // storage thread
+  void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
+  void finished(RequestId id, TurnResult result);
+  void drop(RequestId id);
+  void check_idle();
+
+  boost::asio::io_context& io_;
+  const engine::Model& model_;
+  const engine::Tokenizer& tok_;
+  const std::uint32_t n_ctx_;
+  EngineWorker& worker_;
+  TaskThread& storage_;
+  kvstore::SessionStore& store_;  // storage thread only (after load())
+  ServiceLimits limits_;
+
+  std::map<std::string, IndexEntry> index_;
+  std::map<RequestId, InFlight> in_flight_;
+  RequestId next_id_ = 0;
+  bool shutting_down_ = false;
+  std::function<void()> on_idle_;
+  std::unique_ptr<boost::asio::steady_timer> idle_timer_;
+};
+
+// A new random session id: "ses_" and 24 hex digits.
+std::string new_session_id();
+std::int64_t unix_ms();
+
+}  // namespace llmd::daemon
