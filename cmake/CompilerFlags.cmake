@@ -2,7 +2,7 @@
 # Every llmd target calls llmd_target_defaults().
 
 set(LLMD_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
-    -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough -Wformat=2)
+    -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wformat=2)
 set(LLMD_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 
 function(llmd_target_defaults target)

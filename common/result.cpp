@@ -15,6 +15,7 @@ std::string_view errc_name(Errc code) {
     case Errc::corrupt: return "corrupt";
     case Errc::resource_exhausted: return "resource_exhausted";
     case Errc::busy: return "busy";
+    case Errc::unavailable: return "unavailable";
     case Errc::io_error: return "io_error";
     case Errc::cancelled: return "cancelled";
     case Errc::internal: return "internal";

@@ -20,6 +20,7 @@ enum class Errc {
   corrupt,             // stored or supplied data fails its own consistency checks
   resource_exhausted,  // a limit or capacity was reached (KV cells, memory, quota)
   busy,                // the resource is in use by another operation (try again later)
+  unavailable,         // the service cannot take work now (starting or shutting down)
   io_error,            // the operating system refused an operation
   cancelled,           // the operation was stopped on request
   internal,            // a bug or an unexpected failure of a dependency

@@ -47,7 +47,7 @@ Status EngineWorker::submit(Job job) {
   if (!job.cancelled) job.cancelled = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return Error(Errc::busy, "the daemon is shutting down");
+    if (stopping_) return Error(Errc::unavailable, "the daemon is shutting down");
     incoming_.push_back(std::move(job));
     ++stats_.queued;
   }
@@ -147,10 +147,10 @@ std::optional<engine::SeqId> EngineWorker::pick_slot(const Job& job) {
 
 bool EngineWorker::try_admit(Job& job) {
   const std::size_t total = job.history.size() + job.input.size();
-  if (total >= ctx_.n_ctx()) {
+  if (total >= ctx_.max_seq_len()) {
     fail(job,
-         Error(Errc::invalid_argument, "the prompt needs " + std::to_string(total) + " tokens; the context holds " +
-                                           std::to_string(ctx_.n_ctx())),
+         Error(Errc::invalid_argument, "the prompt needs " + std::to_string(total) + " tokens; a sequence holds " +
+                                           std::to_string(ctx_.max_seq_len())),
          engine::FinishReason::error);
     return true;
   }

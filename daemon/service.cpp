@@ -56,9 +56,9 @@ std::int64_t unix_ms() {
 }
 
 Service::Service(asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
-                 std::uint32_t n_ctx, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
+                 std::uint32_t max_session_tokens, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
                  ServiceLimits limits)
-    : io_(io), model_(model), tok_(tokenizer), n_ctx_(n_ctx), worker_(worker), storage_(storage), store_(store),
+    : io_(io), model_(model), tok_(tokenizer), max_session_tokens_(max_session_tokens), worker_(worker), storage_(storage), store_(store),
       limits_(limits) {}
 
 Status Service::load() {
@@ -81,7 +81,7 @@ std::uint32_t Service::sessions_of(std::uint32_t uid) const {
 
 void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                              std::function<void(Result<SessionInfo>)> done) {
-  if (shutting_down_) return done(Error(Errc::busy, "the daemon is shutting down"));
+  if (shutting_down_) return done(Error(Errc::unavailable, "the daemon is shutting down"));
   if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
     return done(Error(Errc::resource_exhausted, "limit of " + std::to_string(limits_.max_sessions_per_user) +
                                                     " sessions per user reached (max_sessions_per_user)"));
@@ -183,14 +183,14 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     callbacks.rejected(e);
     return id;
   };
-  if (shutting_down_) return reject(Error(Errc::busy, "the daemon is shutting down"));
+  if (shutting_down_) return reject(Error(Errc::unavailable, "the daemon is shutting down"));
   if (in_flight_.size() >= limits_.max_in_flight) {
     return reject(Error(Errc::resource_exhausted, "too many requests in flight (" +
                                                       std::to_string(limits_.max_in_flight) + "); try again later"));
   }
-  if (request.params.max_tokens > static_cast<std::int32_t>(n_ctx_)) {
+  if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
     return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
-                                                    std::to_string(n_ctx_) + ")"));
+                                                    std::to_string(max_session_tokens_) + ")"));
   }
   if (auto st = engine::validate_generate(request.params); !st) return reject(st.error());
   std::size_t text_bytes = request.content.size() + request.prompt.size();
@@ -262,13 +262,13 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
   }
   if (p.input.empty()) return Error(Errc::invalid_argument, "the prompt is empty");
   const std::size_t total = p.history.size() + p.input.size();
-  if (total + 1 > n_ctx_) {
+  if (total + 1 > max_session_tokens_) {
     return Error(Errc::invalid_argument,
                  "context_length_exceeded: " +
                      (p.history.empty() ? "the prompt has " + std::to_string(p.input.size()) + " tokens"
                                         : "the session holds " + std::to_string(p.history.size()) +
                                               " tokens and the message adds " + std::to_string(p.input.size())) +
-                     "; the context holds " + std::to_string(n_ctx_));
+                     "; the context holds " + std::to_string(max_session_tokens_));
   }
   return p;
 }
@@ -378,6 +378,12 @@ void Service::check_idle() {
   auto cb = std::move(on_idle_);
   on_idle_ = nullptr;
   asio::post(io_, std::move(cb));
+}
+
+std::optional<std::uint32_t> Service::session_owner(const std::string& id) const {
+  auto it = index_.find(id);
+  if (it == index_.end()) return std::nullopt;
+  return it->second.uid;
 }
 
 ServiceStatus Service::status() const {

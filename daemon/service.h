@@ -106,7 +106,7 @@ class Service {
   using RequestId = std::uint64_t;
 
   Service(boost::asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
-          std::uint32_t n_ctx, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
+          std::uint32_t max_session_tokens, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
           ServiceLimits limits);
 
   // Reads the session index from the store. Call once before the storage thread gets work.
@@ -120,7 +120,7 @@ class Service {
   void delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done);
 
   // Starts a turn. Rejections (callbacks.rejected): not_found (no such session for this caller),
-  // busy (the session has a turn running, or the daemon is shutting down), invalid_argument (bad
+  // busy (the session has a turn running), unavailable (shutting down), invalid_argument (bad
   // parameters, prompt longer than the context), resource_exhausted (too many turns in flight).
   RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
   // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
@@ -132,9 +132,10 @@ class Service {
   void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
 
   ServiceStatus status() const;
+  std::optional<std::uint32_t> session_owner(const std::string& id) const;
   const ServiceLimits& limits() const { return limits_; }
   void set_limits(const ServiceLimits& limits) { limits_ = limits; }
-  std::uint32_t n_ctx() const { return n_ctx_; }
+  std::uint32_t max_session_tokens() const { return max_session_tokens_; }
 
  private:
   struct IndexEntry {
@@ -163,7 +164,7 @@ class Service {
   boost::asio::io_context& io_;
   const engine::Model& model_;
   const engine::Tokenizer& tok_;
-  const std::uint32_t n_ctx_;
+  const std::uint32_t max_session_tokens_;  // longest a session (or prompt + answer) may be
   EngineWorker& worker_;
   TaskThread& storage_;
   kvstore::SessionStore& store_;  // storage thread only (after load())

@@ -84,7 +84,7 @@ Result<bool> BatchRunner::step() {
   for (auto& [seq, a] : active_) {
     a.batch_index = -1;
     if (a.pending == kNoToken) continue;
-    if (static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) {
+    if (static_cast<uint32_t>(a.next_pos) >= ctx_.max_seq_len()) {
       finish(a, FinishReason::context_full);
       continue;
     }
@@ -94,14 +94,17 @@ Result<bool> BatchRunner::step() {
   // Then prompt tokens, in slot order, while there is room.
   for (auto& [seq, a] : active_) {
     if (a.stream.done() || a.prompt_done >= a.job.prompt.size()) continue;
-    if (!a.started) a.started = t0;
+    if (!a.started) {
+      a.started = t0;
+      if (a.job.restore_tokens == 0) a.restored = t0;  // nothing to restore: all of it is prefill
+    }
     while (a.prompt_done < a.job.prompt.size() && !batch.full()) {
-      if (static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) break;
+      if (static_cast<uint32_t>(a.next_pos) >= ctx_.max_seq_len()) break;
       const bool last = a.prompt_done + 1 == a.job.prompt.size();
       const int32_t idx = batch.add(a.job.prompt[a.prompt_done++], a.next_pos++, seq, last);
       if (last) a.batch_index = idx;
     }
-    if (a.prompt_done < a.job.prompt.size() && static_cast<uint32_t>(a.next_pos) >= ctx_.n_ctx()) {
+    if (a.prompt_done < a.job.prompt.size() && static_cast<uint32_t>(a.next_pos) >= ctx_.max_seq_len()) {
       finish(a, FinishReason::context_full);
     }
   }

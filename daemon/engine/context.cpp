@@ -89,6 +89,8 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
   }
   std::unique_ptr<Context> ctx(new Context(model, raw));
   ctx->n_ctx_ = llama_n_ctx(raw);
+  const auto train = static_cast<uint32_t>(std::max(0, model.info().n_ctx_train));
+  ctx->max_seq_len_ = train > 0 ? std::min(ctx->n_ctx_, train) : ctx->n_ctx_;
   ctx->n_slots_ = llama_n_seq_max(raw);
   ctx->n_batch_ = llama_n_batch(raw);
   ctx->n_ubatch_ = llama_n_ubatch(raw);

@@ -86,6 +86,9 @@ class Context {
   const Model& model() const { return model_; }
 
   std::uint32_t n_ctx() const { return n_ctx_; }
+  // The longest one sequence may grow: the KV pool, or the model's training context if smaller
+  // (positions beyond it are outside what the model learned).
+  std::uint32_t max_seq_len() const { return max_seq_len_; }
   std::uint32_t n_slots() const { return n_slots_; }
   std::uint32_t n_batch() const { return n_batch_; }
   std::uint32_t n_ubatch() const { return n_ubatch_; }
@@ -108,7 +111,7 @@ class Context {
   ggml_threadpool* pool_batch_ = nullptr;
   std::atomic<bool> abort_{false};
   KvLayout layout_;
-  std::uint32_t n_ctx_ = 0, n_slots_ = 0, n_batch_ = 0, n_ubatch_ = 0, n_stream_ = 0;
+  std::uint32_t n_ctx_ = 0, n_slots_ = 0, n_batch_ = 0, n_ubatch_ = 0, n_stream_ = 0, max_seq_len_ = 0;
   std::int32_t n_threads_ = 0, n_threads_batch_ = 0;
 };
 

@@ -28,7 +28,7 @@ class ServiceHarness {
     store_ = std::move(*store);
     worker_ = std::make_unique<daemon::EngineWorker>(*ctx_, tok_, daemon::WorkerOptions{keep_resident});
     storage_ = std::make_unique<daemon::TaskThread>("test-storage");
-    service_ = std::make_unique<daemon::Service>(io_, model_, tok_, ctx_->n_ctx(), *worker_, *storage_, *store_,
+    service_ = std::make_unique<daemon::Service>(io_, model_, tok_, ctx_->max_seq_len(), *worker_, *storage_, *store_,
                                                  daemon::ServiceLimits{});
     EXPECT_TRUE(service_->load());
     worker_->start();

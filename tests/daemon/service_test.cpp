@@ -251,7 +251,7 @@ TEST_F(ServiceTest, ShutdownFinishesOrCancelsWorkInFlight) {
   EXPECT_EQ(o->done->finish, engine::FinishReason::cancelled);
   auto late = h->turn(kAlice, ServiceHarness::message(s.id, "hi"));
   ASSERT_TRUE(late.rejected);
-  EXPECT_EQ(late.rejected->code(), Errc::busy);
+  EXPECT_EQ(late.rejected->code(), Errc::unavailable);
 }
 
 }  // namespace

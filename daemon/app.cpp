@@ -1,0 +1,264 @@
+// The running daemon (see app.h).
+#include "daemon/app.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/engine/backend.h"
+#include "daemon/logging.h"
+
+namespace llmd::daemon {
+namespace {
+
+std::optional<std::uint32_t> group_id(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* out = nullptr;
+  if (::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &out) != 0 || out == nullptr) return std::nullopt;
+  return out->gr_gid;
+}
+
+engine::FlashAttn flash_attn_of(const std::string& s) {
+  if (s == "on") return engine::FlashAttn::on;
+  if (s == "off") return engine::FlashAttn::off;
+  return engine::FlashAttn::automatic;
+}
+
+// Logs request bodies and response text at debug level, for log-content = true only.
+class ContentLogger final : public ipc::Responder {
+ public:
+  ContentLogger(std::shared_ptr<ipc::Responder> inner, std::string tag) : inner_(std::move(inner)), tag_(std::move(tag)) {}
+  void reply(unsigned status, std::string body, std::string content_type, std::vector<ipc::Header> headers) override {
+    spdlog::debug("{} -> {} {}", tag_, status, body);
+    inner_->reply(status, std::move(body), std::move(content_type), std::move(headers));
+  }
+  void start_events() override { inner_->start_events(); }
+  void event(const std::string& data) override {
+    spdlog::debug("{} -> event {}", tag_, data);
+    inner_->event(data);
+  }
+  void end_events() override { inner_->end_events(); }
+  bool closed() const override { return inner_->closed(); }
+  void on_close(std::function<void()> cb) override { inner_->on_close(std::move(cb)); }
+
+ private:
+  std::shared_ptr<ipc::Responder> inner_;
+  std::string tag_;
+};
+
+}  // namespace
+
+App::App(Config config, std::vector<std::string> argv) : config_(std::move(config)), argv_(std::move(argv)) {}
+
+App::~App() {
+  // Tear down in dependency order; the threads are already stopped after a normal run().
+  server_.reset();
+  api_.reset();
+  if (worker_) worker_->request_stop(std::chrono::milliseconds(0));
+  if (storage_) storage_->stop();
+  if (worker_) worker_->join();
+  service_.reset();
+}
+
+ipc::HttpLimits App::http_limits() const {
+  ipc::HttpLimits l;
+  l.max_body_bytes = config_.max_body_bytes;
+  l.max_header_bytes = config_.max_header_bytes;
+  l.request_timeout = std::chrono::milliseconds(config_.request_timeout_ms);
+  l.write_timeout = std::chrono::milliseconds(config_.write_timeout_ms);
+  l.max_connections = config_.max_connections;
+  return l;
+}
+
+ServiceLimits App::service_limits() const {
+  ServiceLimits l;
+  l.max_sessions_per_user = config_.max_sessions_per_user;
+  l.max_message_bytes = config_.max_body_bytes;
+  l.max_in_flight = config_.max_in_flight;
+  l.default_max_tokens = config_.default_max_tokens;
+  return l;
+}
+
+Status App::start() {
+  spdlog::info("llmd {} starting (llama.cpp {}), model {}", kVersion, engine::llama_version_string(), config_.model);
+  notify("STATUS=loading " + config_.model);
+  auto model = engine::Model::load({config_.model});
+  if (!model) return model.error();
+  model_ = std::move(*model);
+  const auto& mi = model_->info();
+  spdlog::info("model: {} ({}, {} layers, {} parameters, chat template: {})", mi.description, mi.file_type,
+               mi.n_layer, mi.n_params, mi.has_chat_template ? "model's own" : "chatml fallback");
+
+  engine::ContextParams cp;
+  cp.n_ctx = config_.ctx;
+  cp.n_slots = config_.slots;
+  cp.n_batch = config_.batch;
+  cp.n_ubatch = std::min<std::uint32_t>(config_.batch, 512);
+  cp.n_threads = config_.threads;
+  cp.flash_attn = flash_attn_of(config_.flash_attn);
+  cp.type_k = cp.type_v = config_.kv_type;
+  auto ctx = engine::Context::create(*model_, cp);
+  if (!ctx) return ctx.error();
+  context_ = std::move(*ctx);
+  tokenizer_ = std::make_unique<engine::Tokenizer>(*model_);
+  spdlog::info("context: {} KV cells shared by {} slots, sessions up to {} tokens, {} threads", context_->n_ctx(),
+               context_->n_slots(), context_->max_seq_len(), context_->n_threads());
+
+  std::error_code ec;
+  if (!std::filesystem::exists(config_.state_dir)) {
+    std::filesystem::create_directories(config_.state_dir, ec);
+    if (ec) return errno_error(ec.value(), "creating the state directory " + config_.state_dir);
+    ::chmod(config_.state_dir.c_str(), 0750);
+  }
+  auto store = kvstore::SessionStore::open(config_.state_dir + "/sessions.db");
+  if (!store) return store.error();
+  store_ = std::move(*store);
+
+  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, WorkerOptions{config_.keep_resident});
+  storage_ = std::make_unique<TaskThread>("llmd-storage");
+  service_ = std::make_unique<Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
+                                       service_limits());
+  LLMD_TRY_STATUS(service_->load());
+  spdlog::info("sessions: {} stored in {}", service_->status().sessions, config_.state_dir);
+
+  const auto admin_gid = group_id(config_.admin_group);
+  if (!admin_gid) spdlog::info("group {} does not exist: only root administers all sessions", config_.admin_group);
+  api_ = std::make_unique<ipc::Api>(*service_, *model_, ipc::ApiConfig{kVersion, admin_gid});
+  server_ = std::make_unique<ipc::HttpServer>(io_, http_limits(), [this](ipc::HttpRequest&& req, std::shared_ptr<ipc::Responder> r) {
+    spdlog::debug("uid={} pid={} {} {}", req.peer.uid, req.peer.pid, req.method_name, req.path);
+    if (config_.log_content) {
+      const std::string tag = "uid=" + std::to_string(req.peer.uid) + " " + req.method_name + " " + req.path;
+      if (!req.body.empty()) spdlog::debug("{} <- {}", tag, req.body);
+      r = std::make_shared<ContentLogger>(std::move(r), tag);
+    }
+    api_->handle(std::move(req), std::move(r));
+  });
+  const auto fds = activation_sockets();
+  if (!fds.empty()) {
+    LLMD_TRY_STATUS(server_->listen_on_fd(fds.front()));
+    listening_on_ = "the socket systemd passed (fd " + std::to_string(fds.front()) + ")";
+  } else {
+    LLMD_TRY_STATUS(server_->listen_on_path(config_.socket));
+    listening_on_ = config_.socket;
+  }
+  worker_->start();
+  if (auto wd = watchdog_interval()) {
+    watchdog_ = std::make_unique<Watchdog>(io_, *wd);
+    watchdog_->start();
+    spdlog::info("watchdog: pinging every {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(*wd).count() / 2);
+  }
+  return {};
+}
+
+int App::run() {
+  ::signal(SIGPIPE, SIG_IGN);
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.add(SIGHUP);
+  wait_for_signal();
+  if (auto st = start(); !st) {
+    spdlog::error("cannot start: {}", st.error().message());
+    notify("STATUS=failed: " + st.error().message());
+    return 1;
+  }
+  spdlog::info("ready: serving {} on {}", api_->model_id(), listening_on_);
+  notify("READY=1\nSTATUS=serving " + api_->model_id() + " on " + listening_on_);
+  io_.run();
+  spdlog::info("stopped");
+  return exit_code_;
+}
+
+void App::wait_for_signal() {
+  signals_.async_wait([this](boost::system::error_code ec, int signo) {
+    if (ec) return;
+    on_signal(signo);
+    wait_for_signal();
+  });
+}
+
+void App::on_signal(int signo) {
+  if (signo == SIGHUP) return reload();
+  if (!server_) {  // a stop signal during start-up: nothing is serving yet
+    io_.stop();
+    return;
+  }
+  if (stopping_) {
+    spdlog::warn("second stop signal: cancelling everything now");
+    service_->begin_shutdown(std::chrono::milliseconds(0), [] {});
+    return;
+  }
+  spdlog::info("{}: stopping (running requests get {} ms)", signo == SIGTERM ? "SIGTERM" : "SIGINT",
+               config_.shutdown_timeout_ms);
+  begin_stop();
+}
+
+void App::begin_stop() {
+  stopping_ = true;
+  notify("STOPPING=1\nSTATUS=stopping");
+  server_->stop_accepting();
+  if (watchdog_) watchdog_->stop();
+  const auto grace = std::chrono::milliseconds(config_.shutdown_timeout_ms);
+  service_->begin_shutdown(grace, [this] {
+    // Everything is saved; let the last responses reach their clients, briefly.
+    drain_then_stop(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  });
+}
+
+void App::drain_then_stop(std::chrono::steady_clock::time_point deadline) {
+  if (server_->responding() == 0 || std::chrono::steady_clock::now() >= deadline) {
+    io_.stop();
+    return;
+  }
+  drain_timer_ = std::make_unique<boost::asio::steady_timer>(io_, std::chrono::milliseconds(20));
+  drain_timer_->async_wait([this, deadline](boost::system::error_code) { drain_then_stop(deadline); });
+}
+
+void App::reload() {
+  notify("RELOADING=1");
+  std::vector<const char*> argv;
+  for (const auto& a : argv_) argv.push_back(a.c_str());
+  auto parsed = parse_args(static_cast<int>(argv.size()), argv.data());
+  if (!parsed) {
+    spdlog::error("SIGHUP: the configuration is invalid, keeping the current one: {}", parsed.error().message());
+    notify("READY=1");
+    return;
+  }
+  const Config& n = parsed->config;
+  std::vector<std::string> restart;
+  if (n.model != config_.model) restart.push_back("model");
+  if (n.socket != config_.socket) restart.push_back("socket");
+  if (n.state_dir != config_.state_dir) restart.push_back("state-dir");
+  if (n.threads != config_.threads || n.slots != config_.slots || n.ctx != config_.ctx || n.batch != config_.batch ||
+      n.flash_attn != config_.flash_attn || n.kv_type != config_.kv_type || n.keep_resident != config_.keep_resident ||
+      n.restore != config_.restore || n.admin_group != config_.admin_group) {
+    restart.push_back("context/engine settings");
+  }
+  // Keep what needs a restart; take everything else.
+  Config next = n;
+  next.model = config_.model;
+  next.socket = config_.socket;
+  next.state_dir = config_.state_dir;
+  next.threads = config_.threads;
+  next.slots = config_.slots;
+  next.ctx = config_.ctx;
+  next.batch = config_.batch;
+  next.flash_attn = config_.flash_attn;
+  next.kv_type = config_.kv_type;
+  next.keep_resident = config_.keep_resident;
+  next.restore = config_.restore;
+  next.admin_group = config_.admin_group;
+  config_ = next;
+  (void)set_log_level(config_.log_level);
+  server_->set_limits(http_limits());
+  service_->set_limits(service_limits());
+  spdlog::info("SIGHUP: configuration reloaded (log level, log-content, limits, timeouts)");
+  for (const auto& what : restart) spdlog::warn("SIGHUP: {} changed; restart llmd to apply it", what);
+  notify("READY=1");
+}
+
+}  // namespace llmd::daemon

@@ -1,0 +1,67 @@
+// The running daemon: builds every part from the Config, wires them, runs the io thread, handles
+// signals (SIGTERM/SIGINT: graceful stop; SIGHUP: reload what can be reloaded) and tears down.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/result.h"
+#include "daemon/config.h"
+#include "daemon/engine/context.h"
+#include "daemon/engine/model.h"
+#include "daemon/engine/tokenizer.h"
+#include "daemon/engine_worker.h"
+#include "daemon/service.h"
+#include "daemon/systemd.h"
+#include "daemon/task_thread.h"
+#include "ipc/api.h"
+#include "ipc/http_server.h"
+#include "kvstore/session_store.h"
+
+namespace llmd::daemon {
+
+class App {
+ public:
+  // argv is kept: SIGHUP re-reads the configuration with the same command line.
+  App(Config config, std::vector<std::string> argv);
+  ~App();
+
+  // Runs until a stop signal; the process exit code.
+  int run();
+
+ private:
+  Status start();
+  void wait_for_signal();
+  void on_signal(int signo);
+  void reload();
+  void begin_stop();
+  void drain_then_stop(std::chrono::steady_clock::time_point deadline);
+  ipc::HttpLimits http_limits() const;
+  ServiceLimits service_limits() const;
+
+  Config config_;
+  std::vector<std::string> argv_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_{io_};
+  std::unique_ptr<engine::Model> model_;
+  std::unique_ptr<engine::Context> context_;
+  std::unique_ptr<engine::Tokenizer> tokenizer_;
+  std::unique_ptr<kvstore::SessionStore> store_;
+  std::unique_ptr<EngineWorker> worker_;
+  std::unique_ptr<TaskThread> storage_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<ipc::Api> api_;
+  std::unique_ptr<ipc::HttpServer> server_;
+  std::unique_ptr<Watchdog> watchdog_;
+  std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+  std::string listening_on_;
+  bool stopping_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace llmd::daemon

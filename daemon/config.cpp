@@ -1,0 +1,171 @@
+// Configuration parsing (see config.h).
+#include "daemon/config.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <boost/program_options.hpp>
+
+namespace llmd::daemon {
+namespace po = boost::program_options;
+
+namespace {
+
+po::options_description settings(Config& c) {
+  po::options_description d("Settings (each also a key in the config file)");
+  d.add_options()
+      ("model", po::value(&c.model), "GGUF model file to serve")
+      ("socket", po::value(&c.socket)->default_value(c.socket), "Unix socket to bind (unless socket-activated)")
+      ("state-dir", po::value(&c.state_dir)->default_value(c.state_dir), "directory for sessions.db")
+      ("threads", po::value(&c.threads)->default_value(c.threads), "inference threads (0: one per CPU)")
+      ("slots", po::value(&c.slots)->default_value(c.slots), "sessions resident in the context at once")
+      ("ctx", po::value(&c.ctx)->default_value(c.ctx), "KV cells shared by all slots (longest session)")
+      ("batch", po::value(&c.batch)->default_value(c.batch), "most tokens decoded in one step")
+      ("flash-attn", po::value(&c.flash_attn)->default_value(c.flash_attn), "flash attention: auto, on, off")
+      ("kv-type", po::value(&c.kv_type)->default_value(c.kv_type), "KV cache type: f16, q8_0, ...")
+      ("restore", po::value(&c.restore)->default_value(c.restore),
+       "how a session whose KV is not resident comes back: recompute")
+      ("keep-resident", po::value(&c.keep_resident)->default_value(c.keep_resident),
+       "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)")
+      ("log-level", po::value(&c.log_level)->default_value(c.log_level), "trace, debug, info, warn, error")
+      ("log-content", po::value(&c.log_content)->default_value(c.log_content),
+       "log prompts and answers at debug level (off: text is never logged)")
+      ("admin-group", po::value(&c.admin_group)->default_value(c.admin_group),
+       "members of this group may see and manage every user's sessions")
+      ("max-body-bytes", po::value(&c.max_body_bytes)->default_value(c.max_body_bytes), "largest request body")
+      ("max-header-bytes", po::value(&c.max_header_bytes)->default_value(c.max_header_bytes), "largest request head")
+      ("request-timeout-ms", po::value(&c.request_timeout_ms)->default_value(c.request_timeout_ms),
+       "time a client has to send a whole request (also keep-alive idle time)")
+      ("write-timeout-ms", po::value(&c.write_timeout_ms)->default_value(c.write_timeout_ms),
+       "time a client may stop reading before it is dropped")
+      ("max-connections", po::value(&c.max_connections)->default_value(c.max_connections), "open connections")
+      ("max-sessions-per-user", po::value(&c.max_sessions_per_user)->default_value(c.max_sessions_per_user),
+       "stored sessions per uid")
+      ("max-in-flight", po::value(&c.max_in_flight)->default_value(c.max_in_flight),
+       "generation requests accepted or queued at once")
+      ("default-max-tokens", po::value(&c.default_max_tokens)->default_value(c.default_max_tokens),
+       "max_tokens when a request does not say")
+      ("shutdown-timeout-ms", po::value(&c.shutdown_timeout_ms)->default_value(c.shutdown_timeout_ms),
+       "on SIGTERM, how long running requests may finish before they are cancelled");
+  return d;
+}
+
+po::options_description commands(Config& c) {
+  po::options_description d("Commands");
+  d.add_options()
+      ("config", po::value(&c.config_file), "configuration file (default /etc/llmd/llmd.conf, if it exists)")
+      ("help,h", "show this help")
+      ("version", "print the version")
+      ("check-config", "validate the configuration and the model file, then exit");
+  return d;
+}
+
+Error bad(const std::string& key, const std::string& what) {
+  return Error(Errc::invalid_argument, key + ": " + what);
+}
+
+}  // namespace
+
+Status validate(const Config& c) {
+  if (c.model.empty()) {
+    return Error(Errc::invalid_argument,
+                 "no model configured: pass --model PATH, set LLMD_MODEL, or set model = PATH in " + c.config_file);
+  }
+  if (c.socket.empty()) return bad("socket", "must not be empty");
+  if (c.state_dir.empty()) return bad("state-dir", "must not be empty");
+  if (c.threads < 0 || c.threads > 512) return bad("threads", "must be between 0 and 512");
+  if (c.slots < 1 || c.slots > 256) return bad("slots", "must be between 1 and 256");
+  if (c.ctx < 64 || c.ctx > (1u << 20)) return bad("ctx", "must be between 64 and 1048576");
+  if (c.batch < 1 || c.batch > c.ctx) return bad("batch", "must be between 1 and ctx");
+  if (c.flash_attn != "auto" && c.flash_attn != "on" && c.flash_attn != "off") {
+    return bad("flash-attn", "must be auto, on or off");
+  }
+  if (c.restore != "recompute") return bad("restore", "must be recompute (chunk restore arrives with the kvstore)");
+  if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+      c.log_level != "error") {
+    return bad("log-level", "must be trace, debug, info, warn or error");
+  }
+  if (c.max_body_bytes < 1024 || c.max_body_bytes > (256ull << 20)) return bad("max-body-bytes", "must be between 1 KiB and 256 MiB");
+  if (c.max_header_bytes < 1024 || c.max_header_bytes > (1u << 20)) return bad("max-header-bytes", "must be between 1 KiB and 1 MiB");
+  if (c.request_timeout_ms < 100) return bad("request-timeout-ms", "must be at least 100");
+  if (c.write_timeout_ms < 100) return bad("write-timeout-ms", "must be at least 100");
+  if (c.max_connections < 1) return bad("max-connections", "must be at least 1");
+  if (c.max_sessions_per_user < 1) return bad("max-sessions-per-user", "must be at least 1");
+  if (c.max_in_flight < 1) return bad("max-in-flight", "must be at least 1");
+  if (c.default_max_tokens < 1 || static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
+    return bad("default-max-tokens", "must be between 1 and ctx");
+  }
+  return {};
+}
+
+Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
+  ParsedArgs out;
+  Config& c = out.config;
+  po::options_description all;
+  auto s = settings(c);
+  auto cmds = commands(c);
+  all.add(cmds).add(s);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
+    po::notify(vm);
+    out.sources.push_back("command line");
+    if (vm.count("help")) {
+      std::ostringstream h;
+      h << "usage: llmd [--config FILE] [--model PATH] [--socket PATH] [--state-dir DIR] [options]\n"
+           "llmd serves one language model to every app on the machine over a Unix socket.\n\n"
+        << cmds << "\n" << s;
+      out.help = h.str();
+      out.action = Action::help;
+      return out;
+    }
+    if (vm.count("version")) {
+      out.action = Action::version;
+      return out;
+    }
+    if (vm.count("check-config")) out.action = Action::check_config;
+    if (vm["model"].empty()) {
+      if (const char* env = std::getenv("LLMD_MODEL"); env != nullptr && *env != '\0') {
+        c.model = env;
+        out.sources.push_back("LLMD_MODEL");
+      }
+    }
+    const bool explicit_file = vm.count("config") != 0;
+    if (explicit_file || std::filesystem::exists(c.config_file)) {
+      std::ifstream f(c.config_file);
+      if (!f) {
+        return Error(explicit_file ? Errc::not_found : Errc::permission_denied,
+                     "cannot read the configuration file " + c.config_file);
+      }
+      // Values already given on the command line (or LLMD_MODEL) stay: store() keeps the first.
+      const std::string model_before = c.model;
+      po::store(po::parse_config_file(f, s, /*allow_unregistered=*/false), vm);
+      po::notify(vm);
+      if (!model_before.empty()) c.model = model_before;
+      out.sources.push_back(c.config_file);
+    }
+  } catch (const po::error& e) {
+    return Error(Errc::invalid_argument, e.what());
+  }
+  if (out.action == Action::run || out.action == Action::check_config) LLMD_TRY_STATUS(validate(c));
+  return out;
+}
+
+std::string describe(const Config& c) {
+  std::ostringstream o;
+  o << "model = " << c.model << "\nsocket = " << c.socket << "\nstate-dir = " << c.state_dir
+    << "\nthreads = " << c.threads << "\nslots = " << c.slots << "\nctx = " << c.ctx << "\nbatch = " << c.batch
+    << "\nflash-attn = " << c.flash_attn << "\nkv-type = " << c.kv_type << "\nrestore = " << c.restore
+    << "\nkeep-resident = " << (c.keep_resident ? "true" : "false") << "\nlog-level = " << c.log_level
+    << "\nlog-content = " << (c.log_content ? "true" : "false") << "\nadmin-group = " << c.admin_group
+    << "\nmax-body-bytes = " << c.max_body_bytes << "\nmax-header-bytes = " << c.max_header_bytes
+    << "\nrequest-timeout-ms = " << c.request_timeout_ms << "\nwrite-timeout-ms = " << c.write_timeout_ms
+    << "\nmax-connections = " << c.max_connections << "\nmax-sessions-per-user = " << c.max_sessions_per_user
+    << "\nmax-in-flight = " << c.max_in_flight << "\ndefault-max-tokens = " << c.default_max_tokens
+    << "\nshutdown-timeout-ms = " << c.shutdown_timeout_ms << "\n";
+  return o.str();
+}
+
+}  // namespace llmd::daemon

@@ -1,0 +1,66 @@
+// llmd's configuration: an INI file (default /etc/llmd/llmd.conf, `key = value` lines, '#'
+// comments) where every key is also a command-line flag (--key value); the command line wins.
+// The model may also come from the LLMD_MODEL environment variable (between the flag and the
+// file). See llmd.conf(5) for every key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace llmd::daemon {
+
+inline constexpr const char* kDefaultConfigFile = "/etc/llmd/llmd.conf";
+inline constexpr const char* kVersion = "0.1.0";
+
+struct Config {
+  std::string config_file = kDefaultConfigFile;
+  std::string model;
+  std::string socket = "/run/llmd/llmd.sock";
+  std::string state_dir = "/var/lib/llmd";
+  std::int32_t threads = 0;            // 0: one per CPU
+  std::uint32_t slots = 4;
+  std::uint32_t ctx = 4096;            // KV cells shared by all slots
+  std::uint32_t batch = 512;           // most tokens in one decode step
+  std::string flash_attn = "auto";     // auto | on | off
+  std::string kv_type = "f16";
+  std::string restore = "recompute";   // how a non-resident session's KV comes back
+  bool keep_resident = true;           // false: every turn recomputes its history (baseline)
+  std::string log_level = "info";      // trace | debug | info | warn | error
+  bool log_content = false;            // log prompts and answers (debug level); off by default
+  std::string admin_group = "llmd-admin";
+  // Limits.
+  std::uint64_t max_body_bytes = 1u << 20;
+  std::uint64_t max_header_bytes = 16u << 10;
+  std::uint32_t request_timeout_ms = 10'000;
+  std::uint32_t write_timeout_ms = 30'000;
+  std::uint32_t max_connections = 256;
+  std::uint32_t max_sessions_per_user = 1024;
+  std::uint32_t max_in_flight = 256;
+  std::int32_t default_max_tokens = 256;
+  std::uint32_t shutdown_timeout_ms = 10'000;
+};
+
+enum class Action { run, help, version, check_config };
+
+struct ParsedArgs {
+  Config config;
+  Action action = Action::run;
+  std::string help;       // usage text, for Action::help
+  std::vector<std::string> sources;  // what was read: "command line", "LLMD_MODEL", the file
+};
+
+// Parses argv (and the config file it names, or the default one if it exists, and LLMD_MODEL),
+// then validates. invalid_argument with a message naming the key for unknown keys, bad values,
+// out-of-range numbers; not_found if an explicitly named config file does not exist.
+Result<ParsedArgs> parse_args(int argc, const char* const* argv);
+
+// Range and consistency checks (also run by parse_args).
+Status validate(const Config& config);
+
+// The effective configuration as `key = value` lines (for --check-config and the log).
+std::string describe(const Config& config);
+
+}  // namespace llmd::daemon

@@ -1,0 +1,199 @@
+// Routing and the read-only endpoints (see api.h).
+#include "ipc/api.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <vector>
+
+#include "ipc/api_errors.h"
+
+namespace llmd::ipc {
+namespace http = boost::beast::http;
+
+namespace {
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    const std::size_t j = path.find('/', i);
+    parts.push_back(path.substr(i, j - i));
+    i = j == std::string::npos ? path.size() : j;
+  }
+  return parts;
+}
+
+}  // namespace
+
+nlohmann::json usage_json(const daemon::Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
+          {"restored_tokens", u.restored_tokens}};
+}
+
+nlohmann::json timings_json(const daemon::Timings& t, std::int32_t completion_tokens) {
+  const double tps = t.decode > 0.0 && completion_tokens > 1 ? (completion_tokens - 1) * 1000.0 / t.decode : 0.0;
+  return {{"queue_ms", t.queue},     {"restore_ms", t.restore}, {"prefill_ms", t.prefill},
+          {"decode_ms", t.decode},   {"ttft_ms", t.ttft},       {"decode_tokens_per_second", tps}};
+}
+
+std::string openai_finish_reason(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::eog:
+    case engine::FinishReason::stop: return "stop";
+    case engine::FinishReason::length:
+    case engine::FinishReason::context_full: return "length";
+    case engine::FinishReason::cancelled: return "cancelled";
+    case engine::FinishReason::error: return "error";
+    case engine::FinishReason::none: break;
+  }
+  return "stop";
+}
+
+nlohmann::json session_json(const daemon::SessionInfo& s) {
+  return {{"id", s.id},
+          {"object", "session"},
+          {"created", s.created_ms / 1000},
+          {"updated", s.updated_ms / 1000},
+          {"owner_uid", s.uid},
+          {"app", s.app},
+          {"system_prompt", s.system_prompt ? nlohmann::json(*s.system_prompt) : nlohmann::json(nullptr)},
+          {"n_tokens", s.n_tokens},
+          {"n_messages", s.n_messages},
+          {"busy", s.busy},
+          {"resident", s.resident}};
+}
+
+void reply_json(Responder& r, unsigned status, const nlohmann::json& body) {
+  r.reply(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+Api::Api(daemon::Service& service, const engine::Model& model, ApiConfig config)
+    : service_(service), model_(model), config_(std::move(config)) {
+  model_id_ = model.info().name.empty() ? std::filesystem::path(model.info().path).filename().string()
+                                        : model.info().name;
+}
+
+daemon::Caller Api::caller_of(const PeerCredentials& peer) const {
+  daemon::Caller c;
+  c.uid = peer.uid;
+  c.gid = peer.gid;
+  c.pid = peer.pid;
+  c.admin = peer.uid == 0;
+  if (config_.admin_gid) {
+    const std::uint32_t g = *config_.admin_gid;
+    c.admin = c.admin || peer.gid == g || std::find(peer.groups.begin(), peer.groups.end(), g) != peer.groups.end();
+  }
+  return c;
+}
+
+void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
+  const auto parts = split_path(req.path);
+  using V = http::verb;
+  std::vector<std::string> allowed;  // methods of a route that matched the path only
+  auto route = [&](std::initializer_list<V> methods) {
+    for (V m : methods) {
+      if (m == req.method) return true;
+    }
+    for (V m : methods) allowed.push_back(std::string(http::to_string(m)));
+    return false;
+  };
+  if (parts.size() >= 2 && parts[0] == "v1") {
+    const std::string& what = parts[1];
+    if (parts.size() == 2 && what == "health" && route({V::get})) return health(req, *r);
+    if (parts.size() == 2 && what == "status" && route({V::get})) return status(req, *r);
+    if (parts.size() == 2 && what == "models" && route({V::get})) return models(req, *r);
+    if (parts.size() == 2 && what == "completions" && route({V::post})) return completions(req, r);
+    if (parts.size() == 3 && what == "chat" && parts[2] == "completions" && route({V::post})) {
+      return chat_completions(req, r);
+    }
+    if (what == "sessions") {
+      if (parts.size() == 2 && route({V::get, V::post})) {
+        return req.method == V::post ? create_session(req, r) : list_sessions(req, r);
+      }
+      if (parts.size() == 3 && route({V::get, V::delete_})) {
+        return req.method == V::get ? get_session(req, r, parts[2]) : delete_session(req, r, parts[2]);
+      }
+      if (parts.size() == 4 && parts[3] == "messages" && route({V::post})) return post_message(req, r, parts[2]);
+    }
+  }
+  if (!allowed.empty()) {
+    std::string allow;
+    for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    auto e = http_error(405, req.method_name + " is not allowed on " + req.path + " (allowed: " + allow + ")",
+                        "method_not_allowed");
+    e.headers.push_back({"Allow", allow});
+    return reply_error(*r, e);
+  }
+  reply_error(*r, http_error(404, "no endpoint " + req.method_name + " " + req.path, "not_found"));
+}
+
+void Api::health(const HttpRequest&, Responder& r) {
+  if (service_.status().shutting_down) return reply_json(r, 503, {{"status", "stopping"}});
+  reply_json(r, 200, {{"status", "ok"}});
+}
+
+void Api::models(const HttpRequest&, Responder& r) {
+  const auto& i = model_.info();
+  nlohmann::json m = {{"id", model_id_},
+                      {"object", "model"},
+                      {"created", 0},
+                      {"owned_by", "llmd"},
+                      {"meta",
+                       {{"architecture", i.architecture},
+                        {"n_params", i.n_params},
+                        {"n_ctx_train", i.n_ctx_train},
+                        {"n_vocab", i.n_vocab},
+                        {"file_type", i.file_type}}}};
+  reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({m})}});
+}
+
+void Api::status(const HttpRequest& req, Responder& r) {
+  const daemon::Caller caller = caller_of(req.peer);
+  const auto st = service_.status();
+  const auto& i = model_.info();
+  nlohmann::json slots = nlohmann::json::array();
+  for (const auto& s : st.worker.slots) {
+    // Session ids are shown to their owners and to admins only.
+    const auto owner = s.session_id.empty() ? std::nullopt : service_.session_owner(s.session_id);
+    const bool show = owner && (caller.admin || *owner == caller.uid);
+    slots.push_back({{"index", s.index},
+                     {"busy", s.busy},
+                     {"cells", s.cells},
+                     {"session", show ? nlohmann::json(s.session_id) : nlohmann::json(nullptr)}});
+  }
+  const auto& lim = service_.limits();
+  reply_json(r, 200,
+             {{"version", config_.version},
+              {"status", st.shutting_down ? "stopping" : "ok"},
+              {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
+              {"caller", {{"uid", caller.uid}, {"admin", caller.admin}}},
+              {"model",
+               {{"id", model_id_},
+                {"path", i.path},
+                {"architecture", i.architecture},
+                {"description", i.description},
+                {"n_layer", i.n_layer},
+                {"n_ctx_train", i.n_ctx_train},
+                {"n_vocab", i.n_vocab},
+                {"kv_bytes_per_token", i.kv_bytes_per_token_f16},
+                {"chat_template", i.has_chat_template ? "model" : "chatml (fallback)"}}},
+              {"context", {{"max_session_tokens", service_.max_session_tokens()}, {"slots", st.worker.slots.size()}}},
+              {"slots", slots},
+              {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
+              {"sessions", {{"total", st.sessions}}},
+              {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
+              {"limits",
+               {{"max_sessions_per_user", lim.max_sessions_per_user},
+                {"max_message_bytes", lim.max_message_bytes},
+                {"max_in_flight", lim.max_in_flight},
+                {"default_max_tokens", lim.default_max_tokens}}}});
+}
+
+}  // namespace llmd::ipc

@@ -1,0 +1,79 @@
+// The HTTP API (v1) on top of the daemon's Service: routing, request parsing, response shapes.
+//
+//   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping)
+//   GET    /v1/status                       model, slots, queue, sessions, limits
+//   GET    /v1/models                       OpenAI-compatible model list
+//   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
+//   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
+//                                           extension: "session": ID appends the last (user) message
+//   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}
+//   GET    /v1/sessions                     the caller's sessions (all of them for admins)
+//   GET    /v1/sessions/{id}                metadata and messages
+//   DELETE /v1/sessions/{id}
+//   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//
+// The caller is identified by the connection's kernel credentials, never by the request body.
+// Errors use the OpenAI error shape (api_errors.h). Unknown request fields are ignored.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/engine/model.h"
+#include "daemon/service.h"
+#include "ipc/http_server.h"
+
+namespace llmd::ipc {
+
+struct ApiConfig {
+  std::string version;                     // llmd's version
+  std::optional<std::uint32_t> admin_gid;  // gid of llmd-admin, if the group exists
+};
+
+class Api {
+ public:
+  Api(daemon::Service& service, const engine::Model& model, ApiConfig config);
+
+  // The HttpServer handler.
+  void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
+
+  // The name clients see in "model" fields (the GGUF's general.name, else the file name).
+  const std::string& model_id() const { return model_id_; }
+
+ private:
+  daemon::Caller caller_of(const PeerCredentials& peer) const;
+
+  void health(const HttpRequest&, Responder&);
+  void status(const HttpRequest&, Responder&);
+  void models(const HttpRequest&, Responder&);
+  void completions(HttpRequest&, std::shared_ptr<Responder>);
+  void chat_completions(HttpRequest&, std::shared_ptr<Responder>);
+  void create_session(HttpRequest&, std::shared_ptr<Responder>);
+  void list_sessions(HttpRequest&, std::shared_ptr<Responder>);
+  void get_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void delete_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void post_message(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+
+  enum class Shape { text_completion, chat_completion, session_message };
+  void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon::TurnRequest turn, bool stream,
+                Shape shape);
+
+  daemon::Service& service_;
+  const engine::Model& model_;
+  ApiConfig config_;
+  std::string model_id_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+// Response pieces shared by the handlers.
+nlohmann::json usage_json(const daemon::Usage& usage);
+nlohmann::json timings_json(const daemon::Timings& timings, std::int32_t completion_tokens);
+std::string openai_finish_reason(engine::FinishReason reason);
+nlohmann::json session_json(const daemon::SessionInfo& info);
+void reply_json(Responder& r, unsigned status, const nlohmann::json& body);
+
+}  // namespace llmd::ipc

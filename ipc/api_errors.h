@@ -1,0 +1,28 @@
+// The one place where llmd Errors become HTTP statuses and OpenAI-shaped error bodies:
+//   {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": "..."}}
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+#include "ipc/http_server.h"
+
+namespace llmd::ipc {
+
+struct HttpError {
+  unsigned status = 500;
+  nlohmann::json body;
+  std::vector<Header> headers;  // Retry-After for 429/503
+};
+
+HttpError to_http_error(const Error& error);
+HttpError http_error(unsigned status, const std::string& message, const std::string& code,
+                     const std::string& param = {});
+
+void reply_error(Responder& r, const HttpError& e);
+inline void reply_error(Responder& r, const Error& e) { reply_error(r, to_http_error(e)); }
+
+}  // namespace llmd::ipc

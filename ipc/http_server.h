@@ -1,0 +1,105 @@
+// HTTP/1.1 over a Unix stream socket (Boost.Beast on Boost.Asio), on the daemon's io thread.
+//
+// Each connection: the caller's kernel credentials (SO_PEERCRED, SO_PEERGROUPS) are read once at
+// accept; requests are read with a deadline (slow clients get 408), a header-size limit (431) and a
+// body-size limit (413); malformed requests get 400; beyond max_connections a new connection gets 503
+// and is closed. Responses are either whole (keep-alive) or an event stream (Server-Sent Events, the
+// connection closes at its end). While a request is being handled the connection watches for the
+// client going away and tells the handler (Responder::on_close) so it can cancel the work.
+//
+// Thread-safety: everything runs on the io_context's thread; Responder methods must be called there.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include "common/result.h"
+
+namespace llmd::ipc {
+
+struct PeerCredentials {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::int32_t pid = 0;
+  std::vector<std::uint32_t> groups;  // supplementary groups
+};
+
+struct HttpLimits {
+  std::size_t max_body_bytes = 1u << 20;
+  std::size_t max_header_bytes = 16u << 10;
+  std::chrono::milliseconds request_timeout{10'000};  // to receive a whole request, and keep-alive idle
+  std::chrono::milliseconds write_timeout{30'000};    // a client that stops reading is dropped
+  std::uint32_t max_connections = 256;
+};
+
+struct HttpRequest {
+  boost::beast::http::verb method = boost::beast::http::verb::unknown;
+  std::string method_name;
+  std::string path;   // without the query
+  std::string query;  // after '?', may be empty
+  std::string content_type;
+  std::string body;
+  PeerCredentials peer;
+};
+
+using Header = std::pair<std::string, std::string>;
+
+// Answers one request: either reply() once, or start_events(), event()..., end_events().
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void reply(unsigned status, std::string body, std::string content_type = "application/json",
+                     std::vector<Header> headers = {}) = 0;
+  virtual void start_events() = 0;              // 200, text/event-stream
+  virtual void event(const std::string& data) = 0;  // one "data: ..." event
+  virtual void end_events() = 0;                // flushes, then closes the connection
+  virtual bool closed() const = 0;              // the client went away (or the connection failed)
+  // Called once if the client goes away before the response is complete.
+  virtual void on_close(std::function<void()> cb) = 0;
+};
+
+using Handler = std::function<void(HttpRequest&&, std::shared_ptr<Responder>)>;
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, HttpLimits limits, Handler handler);
+  ~HttpServer();
+
+  // Serves on an inherited listening socket (systemd socket activation).
+  Status listen_on_fd(int fd);
+  // Binds `path`: creates its parent directory, removes a stale socket left by a dead daemon (never
+  // a non-socket, never a socket someone is serving on), binds with mode 0666 and listens.
+  Status listen_on_path(const std::string& path);
+  // Stops accepting; open connections finish what they are doing. Removes a socket this server bound.
+  void stop_accepting();
+
+  void set_limits(const HttpLimits& limits);
+  std::size_t connections() const;
+  // Responses being produced or written (a shutdown waits for them to drain).
+  std::size_t responding() const;
+  const HttpLimits& limits() const;
+
+  struct State;  // shared with the connections
+
+ private:
+  void accept();
+
+  boost::asio::io_context& io_;
+  std::shared_ptr<State> state_;
+  std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
+  std::string bound_path_;
+};
+
+// A short reason phrase for a status code ("Not Found").
+const char* status_reason(unsigned status);
+
+}  // namespace llmd::ipc
