@@ -1,0 +1,397 @@
+// llmctl: the shell's way to llmd. See `llmctl --help` and llmctl(1).
+//
+// Exit codes: 0 success; 1 llmd answered with an error; 2 bad usage; 3 llmd cannot be reached;
+// 4 no such session (or model); 130 interrupted.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "client-lib/http_client.h"
+
+namespace {
+
+using llmd::Errc;
+using llmd::client::HttpClient;
+using llmd::client::Response;
+using nlohmann::json;
+
+constexpr int kOk = 0, kFailed = 1, kUsage = 2, kUnreachable = 3, kNotFound = 4, kInterrupted = 130;
+
+std::atomic<bool> g_interrupt{false};
+
+void on_sigint(int) { g_interrupt.store(true); }
+
+const char* kUsageText =
+    "usage: llmctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  status                         the daemon, its model, slots and queue\n"
+    "  models                         the model llmd serves\n"
+    "  run [OPTIONS] PROMPT...        generate an answer; text streams to stdout\n"
+    "        --session ID             continue a stored session (the prompt is its next message)\n"
+    "        --raw                    plain text completion, no chat template\n"
+    "        --max-tokens N  --temperature T  --seed N  --stop TEXT\n"
+    "  chat [--session ID] [--system TEXT]\n"
+    "                                 interactive chat kept in a session (a new one unless --session);\n"
+    "                                 Ctrl-C stops the current answer, Ctrl-D or /exit leaves\n"
+    "  sessions list                  your sessions (every user's for admins)\n"
+    "  sessions show ID               a session and its messages\n"
+    "  sessions rm ID...              delete sessions\n"
+    "\n"
+    "Options:\n"
+    "  --socket PATH   llmd's socket (default: $LLMD_SOCKET, /run/llmd/llmd.sock,\n"
+    "                  $XDG_RUNTIME_DIR/llmd/llmd.sock)\n"
+    "  --json          print llmd's JSON answers (for scripts); run does not stream then\n"
+    "  -h, --help      this help\n"
+    "\n"
+    "Exit codes: 0 ok, 1 llmd reported an error, 2 usage, 3 llmd not reachable, 4 not found,\n"
+    "130 interrupted.\n";
+
+struct Options {
+  std::string socket;
+  bool json = false;
+};
+
+// llmd's JSON answer, or a null json if it is not JSON (reported by the caller).
+json parse_answer(const std::string& body) { return json::parse(body, nullptr, /*allow_exceptions=*/false); }
+
+int bad_answer(const Response& r) {
+  std::fprintf(stderr, "llmctl: unexpected answer from llmd (status %u): %.200s\n", r.status, r.body.c_str());
+  return kFailed;
+}
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "llmctl: %s\n(see llmctl --help)\n", msg.c_str());
+  return kUsage;
+}
+
+// Reports a transport error; returns the exit code for it.
+int transport_error(const llmd::Error& e) {
+  if (e.code() == Errc::cancelled) {
+    std::fprintf(stderr, "\nllmctl: interrupted\n");
+    return kInterrupted;
+  }
+  std::fprintf(stderr, "llmctl: %s\n", e.message().c_str());
+  if (e.code() == Errc::unavailable) {
+    std::fprintf(stderr,
+                 "llmctl: start it with 'systemctl start llmd' (or 'systemctl --user start llmd'), or run it\n"
+                 "        in the foreground with scripts/run.sh from a source checkout\n");
+    return kUnreachable;
+  }
+  if (e.code() == Errc::permission_denied) return kUnreachable;
+  return kFailed;
+}
+
+// Reports an HTTP error answer; returns the exit code for it.
+int api_error(const Response& r) {
+  std::string msg = r.body;
+  try {
+    const json j = json::parse(r.body);
+    msg = j.at("error").at("message").get<std::string>();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "llmctl: llmd answered %u: %s\n", r.status, msg.c_str());
+  return r.status == 404 ? kNotFound : kFailed;
+}
+
+int simple_get(const Options& o, const std::string& target, void (*pretty)(const json&)) {
+  HttpClient c(o.socket, &g_interrupt);
+  auto r = c.request("GET", target);
+  if (!r) return transport_error(r.error());
+  if (r->status != 200) return api_error(*r);
+  if (o.json) {
+    std::printf("%s\n", r->body.c_str());
+    return kOk;
+  }
+  try {
+    pretty(json::parse(r->body));
+  } catch (const std::exception&) {
+    return bad_answer(*r);
+  }
+  return kOk;
+}
+
+void print_status(const json& j) {
+  const auto& m = j.at("model");
+  std::printf("llmd %s: %s\n", j.value("version", "?").c_str(), j.value("status", "?").c_str());
+  std::printf("model:    %s (%s, %s)\n", m.value("id", "?").c_str(), m.value("description", "").c_str(),
+              m.value("path", "").c_str());
+  std::printf("context:  sessions up to %d tokens, %zu slots\n", j.at("context").value("max_session_tokens", 0),
+              j.at("slots").size());
+  for (const auto& s : j.at("slots")) {
+    std::printf("  slot %d: %s, %d cells%s%s\n", s.value("index", 0), s.value("busy", false) ? "busy" : "idle",
+                s.value("cells", 0), s.at("session").is_string() ? ", session " : "",
+                s.at("session").is_string() ? s.at("session").get<std::string>().c_str() : "");
+  }
+  const auto& q = j.at("queue");
+  std::printf("queue:    %d running, %d queued\n", q.value("running", 0), q.value("queued", 0));
+  std::printf("sessions: %d stored\n", j.at("sessions").value("total", 0));
+  std::printf("uptime:   %.0f s\n", j.value("uptime_s", 0.0));
+}
+
+void print_models(const json& j) {
+  for (const auto& m : j.at("data")) {
+    const auto& meta = m.at("meta");
+    std::printf("%s  (%s, %llu parameters, %s)\n", m.value("id", "?").c_str(), meta.value("architecture", "?").c_str(),
+                static_cast<unsigned long long>(meta.value("n_params", 0ull)), meta.value("file_type", "?").c_str());
+  }
+}
+
+void print_session_line(const json& s) {
+  std::printf("%s  %3d messages  %5d tokens%s%s  %s\n", s.value("id", "?").c_str(), s.value("n_messages", 0),
+              s.value("n_tokens", 0), s.value("busy", false) ? "  busy" : "",
+              s.value("resident", false) ? "  resident" : "", s.value("app", "").c_str());
+}
+
+// Streams one generation; prints text as it arrives. Returns the exit code.
+int generate(const Options& o, const std::string& target, json body, bool print_newline) {
+  HttpClient c(o.socket, &g_interrupt);
+  body["stream"] = !o.json;
+  std::optional<json> error_event;
+  bool any_text = false;
+  auto r = c.request("POST", target, body.dump(), [&](const std::string& data) {
+    if (data == "[DONE]") return true;
+    json ev = parse_answer(data);
+    if (!ev.is_object()) return true;
+    if (ev.contains("error")) {
+      error_event = ev;
+      return true;
+    }
+    if (!ev.contains("choices") || !ev["choices"].is_array() || ev["choices"].empty()) return true;
+    const auto& choice = ev["choices"][0];
+    std::string text;
+    if (choice.contains("delta") && choice["delta"].contains("content") && choice["delta"]["content"].is_string()) {
+      text = choice["delta"]["content"].get<std::string>();
+    } else if (choice.contains("text") && choice["text"].is_string()) {
+      text = choice["text"].get<std::string>();
+    }
+    if (!text.empty()) {
+      any_text = true;
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  });
+  if (!r) {
+    if (any_text) std::printf("\n");
+    return transport_error(r.error());
+  }
+  if (r->status != 200) return api_error(*r);
+  if (error_event) {
+    if (any_text) std::printf("\n");
+    std::fprintf(stderr, "llmctl: %s\n", (*error_event)["error"].value("message", "error").c_str());
+    return kFailed;
+  }
+  if (o.json) std::printf("%s\n", r->body.c_str());
+  else if (print_newline) std::printf("\n");
+  return kOk;
+}
+
+int cmd_run(const Options& o, std::vector<std::string> args) {
+  std::string session, stop;
+  bool raw = false;
+  json body = json::object();
+  std::vector<std::string> words;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::optional<std::string> {
+      if (i + 1 >= args.size()) return std::nullopt;
+      return args[++i];
+    };
+    try {
+      if (a == "--session") {
+        auto v = value();
+        if (!v) return usage_error("--session needs an ID");
+        session = *v;
+      } else if (a == "--raw") {
+        raw = true;
+      } else if (a == "--max-tokens") {
+        auto v = value();
+        if (!v) return usage_error("--max-tokens needs a number");
+        body["max_tokens"] = std::stol(*v);
+      } else if (a == "--temperature") {
+        auto v = value();
+        if (!v) return usage_error("--temperature needs a number");
+        body["temperature"] = std::stod(*v);
+      } else if (a == "--seed") {
+        auto v = value();
+        if (!v) return usage_error("--seed needs a number");
+        body["seed"] = std::stoll(*v);
+      } else if (a == "--stop") {
+        auto v = value();
+        if (!v) return usage_error("--stop needs a text");
+        body["stop"] = *v;
+      } else if (a.rfind("--", 0) == 0 && a.size() > 2) {
+        return usage_error("unknown option for run: " + a);
+      } else {
+        words.push_back(a);
+      }
+    } catch (const std::exception&) {
+      return usage_error("bad number for " + a);
+    }
+  }
+  std::string prompt;
+  for (const auto& w : words) prompt += (prompt.empty() ? "" : " ") + w;
+  if (prompt.empty() && !::isatty(STDIN_FILENO)) {
+    prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (prompt.empty()) return usage_error("run needs a PROMPT (or text on standard input)");
+  if (!session.empty()) {
+    if (raw) return usage_error("--raw and --session do not go together");
+    body["content"] = prompt;
+    return generate(o, "/v1/sessions/" + session + "/messages", body, true);
+  }
+  if (raw) {
+    body["prompt"] = prompt;
+    return generate(o, "/v1/completions", body, true);
+  }
+  body["messages"] = json::array({{{"role", "user"}, {"content", prompt}}});
+  return generate(o, "/v1/chat/completions", body, true);
+}
+
+int cmd_chat(const Options& o, std::vector<std::string> args) {
+  std::string session, system;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--session" && i + 1 < args.size()) session = args[++i];
+    else if (args[i] == "--system" && i + 1 < args.size()) system = args[++i];
+    else return usage_error("unknown argument for chat: " + args[i]);
+  }
+  if (o.json) return usage_error("chat is interactive; --json does not apply");
+  if (session.empty()) {
+    HttpClient c(o.socket, &g_interrupt);
+    json body = {{"app", "llmctl"}};
+    if (!system.empty()) body["system_prompt"] = system;
+    auto r = c.request("POST", "/v1/sessions", body.dump());
+    if (!r) return transport_error(r.error());
+    if (r->status != 201) return api_error(*r);
+    const json created = parse_answer(r->body);
+    if (!created.is_object() || !created.contains("id")) return bad_answer(*r);
+    session = created.value("id", "");
+    std::fprintf(stderr, "session %s (continue later with: llmctl chat --session %s)\n", session.c_str(),
+                 session.c_str());
+  } else if (!system.empty()) {
+    return usage_error("--system applies to new sessions only");
+  }
+  const bool tty = ::isatty(STDIN_FILENO);
+  std::string line;
+  while (true) {
+    if (tty) {
+      std::fputs("> ", stdout);
+      std::fflush(stdout);
+    }
+    g_interrupt.store(false);
+    if (!std::getline(std::cin, line)) {
+      if (g_interrupt.load() && !std::cin.eof()) {  // Ctrl-C at the prompt: a fresh prompt
+        std::cin.clear();
+        std::printf("\n");
+        continue;
+      }
+      if (tty) std::printf("\n");
+      return kOk;
+    }
+    if (line == "/exit" || line == "/quit") return kOk;
+    if (line.empty()) continue;
+    const int rc = generate(o, "/v1/sessions/" + session + "/messages", json{{"content", line}}, true);
+    if (rc == kInterrupted) continue;  // Ctrl-C stopped this answer only
+    if (rc != kOk) return rc;
+  }
+}
+
+int cmd_sessions(const Options& o, std::vector<std::string> args) {
+  if (args.empty()) return usage_error("sessions needs list, show ID or rm ID...");
+  const std::string sub = args[0];
+  HttpClient c(o.socket, &g_interrupt);
+  if (sub == "list" && args.size() == 1) {
+    auto r = c.request("GET", "/v1/sessions");
+    if (!r) return transport_error(r.error());
+    if (r->status != 200) return api_error(*r);
+    if (o.json) {
+      std::printf("%s\n", r->body.c_str());
+      return kOk;
+    }
+    const json j = parse_answer(r->body);
+    if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) return bad_answer(*r);
+    if (j["data"].empty()) std::printf("no sessions\n");
+    for (const auto& s : j["data"]) print_session_line(s);
+    return kOk;
+  }
+  if (sub == "show" && args.size() == 2) {
+    auto r = c.request("GET", "/v1/sessions/" + args[1]);
+    if (!r) return transport_error(r.error());
+    if (r->status != 200) return api_error(*r);
+    if (o.json) {
+      std::printf("%s\n", r->body.c_str());
+      return kOk;
+    }
+    const json s = parse_answer(r->body);
+    if (!s.is_object() || !s.contains("messages") || !s["messages"].is_array()) return bad_answer(*r);
+    print_session_line(s);
+    for (const auto& m : s["messages"]) {
+      std::printf("\n[%s]\n%s\n", m.value("role", "?").c_str(), m.value("content", "").c_str());
+    }
+    return kOk;
+  }
+  if (sub == "rm" && args.size() >= 2) {
+    int rc = kOk;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      auto r = c.request("DELETE", "/v1/sessions/" + args[i]);
+      if (!r) return transport_error(r.error());
+      if (r->status != 200) {
+        rc = api_error(*r);
+        continue;
+      }
+      if (o.json) std::printf("%s\n", r->body.c_str());
+      else std::printf("deleted %s\n", args[i].c_str());
+    }
+    return rc;
+  }
+  return usage_error("sessions needs list, show ID or rm ID...");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (rest.empty() && a == "--socket") {
+      if (i + 1 >= argc) return usage_error("--socket needs a PATH");
+      o.socket = argv[++i];
+    } else if (rest.empty() && a == "--json") {
+      o.json = true;
+    } else if (rest.empty() && (a == "--help" || a == "-h")) {
+      std::fputs(kUsageText, stdout);
+      return kOk;
+    } else {
+      rest.push_back(a);
+    }
+  }
+  if (rest.empty()) return usage_error("no command given");
+  if (o.socket.empty()) o.socket = llmd::client::default_socket_path();
+
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns so the prompt can be redrawn
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  const std::string cmd = rest[0];
+  std::vector<std::string> args(rest.begin() + 1, rest.end());
+  if (cmd == "status" && args.empty()) return simple_get(o, "/v1/status", print_status);
+  if (cmd == "models" && args.empty()) return simple_get(o, "/v1/models", print_models);
+  if (cmd == "run") return cmd_run(o, args);
+  if (cmd == "chat") return cmd_chat(o, args);
+  if (cmd == "sessions") return cmd_sessions(o, args);
+  return usage_error("unknown command or arguments: " + cmd);
+}
