@@ -168,7 +168,15 @@ int App::run() {
   }
   spdlog::info("ready: serving {} on {}", api_->model_id(), listening_on_);
   notify("READY=1\nSTATUS=serving " + api_->model_id() + " on " + listening_on_);
-  io_.run();
+  // A callback that throws loses its own request, not the daemon.
+  while (true) {
+    try {
+      io_.run();
+      break;
+    } catch (const std::exception& e) {
+      spdlog::error("unexpected exception on the io thread (the daemon keeps serving): {}", e.what());
+    }
+  }
   spdlog::info("stopped");
   return exit_code_;
 }

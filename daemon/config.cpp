@@ -22,7 +22,7 @@ po::options_description settings(Config& c) {
       ("threads", po::value(&c.threads)->default_value(c.threads), "inference threads (0: one per CPU)")
       ("slots", po::value(&c.slots)->default_value(c.slots), "sessions resident in the context at once")
       ("ctx", po::value(&c.ctx)->default_value(c.ctx), "KV cells shared by all slots (longest session)")
-      ("batch", po::value(&c.batch)->default_value(c.batch), "most tokens decoded in one step")
+      ("batch", po::value(&c.batch)->default_value(c.batch), "most tokens decoded in one step (at most ctx)")
       ("flash-attn", po::value(&c.flash_attn)->default_value(c.flash_attn), "flash attention: auto, on, off")
       ("kv-type", po::value(&c.kv_type)->default_value(c.kv_type), "KV cache type: f16, q8_0, ...")
       ("restore", po::value(&c.restore)->default_value(c.restore),
@@ -78,7 +78,7 @@ Status validate(const Config& c) {
   if (c.threads < 0 || c.threads > 512) return bad("threads", "must be between 0 and 512");
   if (c.slots < 1 || c.slots > 256) return bad("slots", "must be between 1 and 256");
   if (c.ctx < 64 || c.ctx > (1u << 20)) return bad("ctx", "must be between 64 and 1048576");
-  if (c.batch < 1 || c.batch > c.ctx) return bad("batch", "must be between 1 and ctx");
+  if (c.batch < 1 || c.batch > 65536) return bad("batch", "must be between 1 and 65536 (it is capped at ctx)");
   if (c.flash_attn != "auto" && c.flash_attn != "on" && c.flash_attn != "off") {
     return bad("flash-attn", "must be auto, on or off");
   }

@@ -71,7 +71,7 @@ nlohmann::json session_json(const daemon::SessionInfo& s) {
 }
 
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body) {
-  r.reply(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  r.reply(status, to_wire(body));
 }
 
 Api::Api(daemon::Service& service, const engine::Model& model, ApiConfig config)

@@ -46,6 +46,8 @@ HttpError to_http_error(const Error& error) {
   return http_error(500, m, "internal_error");
 }
 
-void reply_error(Responder& r, const HttpError& e) { r.reply(e.status, e.body.dump(), "application/json", e.headers); }
+std::string to_wire(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+void reply_error(Responder& r, const HttpError& e) { r.reply(e.status, to_wire(e.body), "application/json", e.headers); }
 
 }  // namespace llmd::ipc

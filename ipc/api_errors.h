@@ -22,6 +22,10 @@ HttpError to_http_error(const Error& error);
 HttpError http_error(unsigned status, const std::string& message, const std::string& code,
                      const std::string& param = {});
 
+// JSON text for the wire. Bytes that are not UTF-8 (say, quoted from a client's bad input) become
+// U+FFFD instead of making the serialiser throw.
+std::string to_wire(const nlohmann::json& j);
+
 void reply_error(Responder& r, const HttpError& e);
 inline void reply_error(Responder& r, const Error& e) { reply_error(r, to_http_error(e)); }
 

@@ -21,8 +21,6 @@ std::int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
-
 // Text of a chat message's content: a string, or an array of {"type": "text", "text": ...} parts.
 Result<std::string> content_text(const nlohmann::json& content) {
   if (content.is_string()) return content.get<std::string>();
@@ -183,17 +181,17 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon:
   cb.accepted = [r, stream, chunk] {
     if (!stream) return;
     r->start_events();
-    r->event(dump(chunk("", nullptr, true)));
+    r->event(to_wire(chunk("", nullptr, true)));
   };
   cb.text = [r, stream, chunk](const std::string& text) {
-    if (stream) r->event(dump(chunk(text, nullptr, false)));
+    if (stream) r->event(to_wire(chunk(text, nullptr, false)));
   };
   cb.done = [r, stream, chunk, whole](const daemon::TurnResult& res) {
     if (r->closed()) return;
     if (res.error && res.finish != engine::FinishReason::cancelled) {
       const HttpError e = to_http_error(*res.error);
       if (!stream) return reply_error(*r, e);
-      r->event(dump(e.body));
+      r->event(to_wire(e.body));
       r->event("[DONE]");
       return r->end_events();
     }
@@ -201,7 +199,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon:
     nlohmann::json last = chunk("", openai_finish_reason(res.finish), false);
     last["usage"] = usage_json(res.usage);
     last["timings"] = timings_json(res.timings, res.usage.completion_tokens);
-    r->event(dump(last));
+    r->event(to_wire(last));
     r->event("[DONE]");
     r->end_events();
   };

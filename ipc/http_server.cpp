@@ -251,7 +251,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto responder = std::make_shared<ResponderImpl>(shared_from_this(), msg.keep_alive());
     responder_ = responder;
     watch_for_hangup();
-    state_->handler(std::move(req), std::move(responder));
+    // No exception leaves a handler: a bug in one request must not take the daemon down.
+    try {
+      state_->handler(std::move(req), responder);
+    } catch (const std::exception&) {
+      responder->reply(500, error_json("internal error while handling the request", "server_error", "internal_error"),
+                       "application/json", {});
+    }
   }
 
   // While a request is handled, notice the client hanging up (EOF) without consuming anything it

@@ -97,6 +97,9 @@ Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_l
       p.sampling.repeat_penalty = static_cast<float>(**v);
     }
   }
+  auto ignore_eos = opt_bool(obj, "ignore_eos");
+  if (!ignore_eos) return ignore_eos.error();
+  if (*ignore_eos) p.ignore_eog = **ignore_eos;
   if (auto it = obj.find("stop"); it != obj.end() && !it->is_null()) {
     p.stop.clear();
     if (it->is_string()) {

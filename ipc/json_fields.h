@@ -25,7 +25,8 @@ Result<std::optional<bool>> opt_bool(const nlohmann::json& obj, const char* key)
 
 // The sampling and length fields shared by every generating endpoint: max_tokens (or
 // max_completion_tokens), temperature, top_p, top_k, min_p, seed, stop (string or array of
-// strings), repeat_penalty (or repetition_penalty). Missing fields keep `params`' values.
+// strings), repeat_penalty (or repetition_penalty), ignore_eos (generate through end-of-generation
+// tokens, for benchmarks). Missing fields keep `params`' values.
 Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_limit, engine::GenerateParams& params);
 
 }  // namespace llmd::ipc

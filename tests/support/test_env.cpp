@@ -19,6 +19,8 @@ struct ScratchRoot {
     std::string tmpl = (fs::temp_directory_path() / "llmd-test.XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
     root = tmpl;
+    // Tests that drop to other uids reach sockets below here.
+    fs::permissions(root, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   }
   ~ScratchRoot() {
     std::error_code ec;

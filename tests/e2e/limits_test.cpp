@@ -1,0 +1,192 @@
+// Bad input against the real daemon: each gets a clear error, never a crash, hang or lost data.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "tests/e2e/e2e_util.h"
+
+namespace llmd::test {
+namespace {
+
+int connect_to(const std::string& sock) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Everything the server sends until it closes (or `limit_ms` passes with nothing more).
+std::string read_all(int fd, int limit_ms = 30000) {
+  std::string out;
+  char buf[4096];
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, limit_ms) <= 0) break;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+unsigned status_of(const std::string& response) {
+  if (response.rfind("HTTP/1.1 ", 0) != 0) return 0;
+  return static_cast<unsigned>(std::stoul(response.substr(9, 3)));
+}
+
+class LimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DaemonOptions o;
+    o.args = {"--max-body-bytes", "4096", "--request-timeout-ms", "400", "--max-connections", "4",
+              "--max-header-bytes", "2048"};
+    daemon_ = std::make_unique<DaemonProcess>(scratch_dir(), o);
+    ASSERT_TRUE(daemon_->start()) << daemon_->log();
+    c_ = std::make_unique<client::HttpClient>(daemon_->client());
+  }
+  void TearDown() override {
+    // Whatever happened, the daemon is alive and well.
+    auto h = call(*c_, "GET", "/v1/health");
+    EXPECT_EQ(h.status, 200u) << daemon_->log();
+    EXPECT_TRUE(daemon_->running());
+  }
+  void expect_error(const JsonReply& r, unsigned status, const std::string& needle) {
+    EXPECT_EQ(r.status, status) << r.raw;
+    ASSERT_TRUE(r.body.is_object()) << r.raw;
+    ASSERT_TRUE(r.body.contains("error")) << r.raw;
+    EXPECT_TRUE(r.body["error"]["message"].is_string());
+    EXPECT_TRUE(r.body["error"]["type"].is_string());
+    EXPECT_NE(r.body["error"]["message"].get<std::string>().find(needle), std::string::npos) << r.raw;
+  }
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<client::HttpClient> c_;
+};
+
+TEST_F(LimitsTest, BodyTooLarge) {
+  nlohmann::json b = {{"prompt", std::string(8000, 'a')}};
+  expect_error(call(*c_, "POST", "/v1/completions", b), 413, "larger than 4096");
+}
+
+TEST_F(LimitsTest, PromptLongerThanTheContext) {
+  DaemonOptions o;
+  o.args = {"--ctx", "256"};
+  DaemonProcess small(scratch_dir(), o);
+  ASSERT_TRUE(small.start()) << small.log();
+  nlohmann::json b = {{"prompt", std::string(1500, 'a')}, {"max_tokens", 4}};
+  auto r = call(small.client(), "POST", "/v1/completions", b);
+  expect_error(r, 400, "context_length_exceeded");
+  EXPECT_EQ(r.body["error"]["code"], "context_length_exceeded");
+}
+
+TEST_F(LimitsTest, InvalidJson) {
+  expect_error(call(*c_, "POST", "/v1/completions", std::string("{\"prompt\": ")), 400, "not valid JSON");
+  expect_error(call(*c_, "POST", "/v1/completions", std::string("[1,2]")), 400, "JSON object");
+  expect_error(call(*c_, "POST", "/v1/completions", std::string()), 400, "JSON object");
+}
+
+TEST_F(LimitsTest, InvalidUtf8) {
+  expect_error(call(*c_, "POST", "/v1/completions", std::string("{\"prompt\": \"caf\xC3\"}")), 400, "UTF-8");
+  const std::string id = call(*c_, "POST", "/v1/sessions", std::string("{}")).body["id"];
+  expect_error(call(*c_, "POST", "/v1/sessions/" + id + "/messages", std::string("{\"content\": \"\xFF\xFE\"}")), 400,
+               "UTF-8");
+}
+
+TEST_F(LimitsTest, WrongTypesNameTheField) {
+  expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"temperature", "hot"}}), 400,
+               "temperature");
+  expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", 42}}), 400, "prompt");
+  expect_error(call(*c_, "POST", "/v1/chat/completions", nlohmann::json{{"messages", "hi"}}), 400, "messages");
+  expect_error(call(*c_, "POST", "/v1/chat/completions",
+                    nlohmann::json{{"messages", {{{"role", "user"}, {"content", 5}}}}}),
+               400, "content");
+  expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"stream", "yes"}}), 400, "stream");
+  expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"stop", {1}}}), 400, "stop");
+  expect_error(call(*c_, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", {1}}}), 400, "system_prompt");
+}
+
+TEST_F(LimitsTest, MaxTokensOutOfRange) {
+  for (const auto& bad : {nlohmann::json(0), nlohmann::json(-3), nlohmann::json(1000000000), nlohmann::json(2.5)}) {
+    expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"max_tokens", bad}}), 400,
+                 "max_tokens");
+  }
+}
+
+TEST_F(LimitsTest, UnknownEndpointAndWrongMethod) {
+  expect_error(call(*c_, "GET", "/v2/nothing"), 404, "no endpoint");
+  expect_error(call(*c_, "GET", "/v1/sessions/x/messages/y"), 404, "no endpoint");
+  auto r = call(*c_, "DELETE", "/v1/completions");
+  expect_error(r, 405, "not allowed");
+  expect_error(call(*c_, "PUT", "/v1/sessions"), 405, "GET, POST");
+  expect_error(call(*c_, "GET", "/v1/sessions/ses_nope"), 404, "ses_nope");
+}
+
+TEST_F(LimitsTest, SlowClientGetsRequestTimeout) {
+  const int fd = connect_to(daemon_->socket());
+  ASSERT_GE(fd, 0);
+  const std::string partial = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";  // and then nothing
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  EXPECT_EQ(status_of(resp), 408u) << resp;
+}
+
+TEST_F(LimitsTest, HeadersTooLarge) {
+  const int fd = connect_to(daemon_->socket());
+  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'y') + "\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  EXPECT_EQ(status_of(resp), 431u) << resp;
+}
+
+TEST_F(LimitsTest, MalformedHttp) {
+  const int fd = connect_to(daemon_->socket());
+  const std::string req = "HELLO THERE\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  EXPECT_EQ(status_of(resp), 400u) << resp;
+}
+
+TEST_F(LimitsTest, TooManyConnections) {
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(connect_to(daemon_->socket()));
+    ASSERT_GE(held.back(), 0);
+  }
+  // Let the server accept them all before the fifth arrives.
+  for (int i = 0; i < 50 && call(*c_, "GET", "/v1/status").status != 503; ++i) {
+  }
+  const int extra = connect_to(daemon_->socket());
+  ASSERT_GE(extra, 0);
+  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+  (void)::send(extra, req.data(), req.size(), MSG_NOSIGNAL);
+  const std::string resp = read_all(extra);
+  EXPECT_EQ(status_of(resp), 503u) << resp;
+  EXPECT_NE(resp.find("too many connections"), std::string::npos);
+  ::close(extra);
+  for (int fd : held) ::close(fd);
+  // Once they are gone, connections are welcome again (TearDown checks health).
+  for (int i = 0; i < 100 && call(*c_, "GET", "/v1/health").status != 200; ++i) ::usleep(10000);
+}
+
+TEST_F(LimitsTest, KeepAliveServesSeveralRequests) {
+  const int fd = connect_to(daemon_->socket());
+  const std::string two = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::send(fd, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  EXPECT_NE(resp.find("\"status\":\"ok\""), std::string::npos) << resp;
+  EXPECT_NE(resp.find("\"object\":\"list\""), std::string::npos) << resp;
+}
+
+}  // namespace
+}  // namespace llmd::test

@@ -1,0 +1,266 @@
+// Sessions against the real daemon: restarts (clean and kill -9), other users, cancellation by
+// disconnect, busy sessions, many concurrent clients.
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "tests/e2e/e2e_util.h"
+
+namespace llmd::test {
+namespace {
+
+const std::vector<std::string> kTurns = {"Tell me a story.", "What happened next?", "How did it end?"};
+
+std::string say(const client::HttpClient& c, const std::string& id, const std::string& text) {
+  auto body = greedy_body(20);
+  body["content"] = text;
+  body["stream"] = false;
+  auto r = call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+  EXPECT_EQ(r.status, 200u) << r.raw;
+  return r.status == 200 ? r.body["message"]["content"].get<std::string>() : "";
+}
+
+std::string new_session(const client::HttpClient& c) {
+  auto r = call(c, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", "You tell stories."}});
+  EXPECT_EQ(r.status, 201u) << r.raw;
+  return r.body.value("id", "");
+}
+
+// The answers of a session that never restarts.
+std::vector<std::string> reference_answers() {
+  DaemonProcess d(scratch_dir());
+  EXPECT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  const std::string id = new_session(c);
+  std::vector<std::string> out;
+  for (const auto& t : kTurns) out.push_back(say(c, id, t));
+  return out;
+}
+
+TEST(DaemonRestart, SessionContinuesIdenticallyAfterSigterm) {
+  const auto expected = reference_answers();
+  const std::string dir = scratch_dir();
+  std::string id;
+  std::vector<std::string> got;
+  {
+    DaemonProcess d(dir);
+    ASSERT_TRUE(d.start()) << d.log();
+    id = new_session(d.client());
+    got.push_back(say(d.client(), id, kTurns[0]));
+    got.push_back(say(d.client(), id, kTurns[1]));
+    const int status = d.stop(SIGTERM);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << d.log();
+    const auto notes = d.notifications();
+    bool stopping = false;
+    for (const auto& n : notes) stopping = stopping || n.find("STOPPING=1") != std::string::npos;
+    EXPECT_TRUE(stopping) << "no STOPPING=1 notification";
+  }
+  DaemonProcess again(dir);
+  ASSERT_TRUE(again.start()) << again.log();
+  got.push_back(say(again.client(), id, kTurns[2]));
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(call(again.client(), "GET", "/v1/sessions/" + id).body["messages"].size(), 7u);
+}
+
+TEST(DaemonRestart, SessionContinuesIdenticallyAfterKill9) {
+  const auto expected = reference_answers();
+  const std::string dir = scratch_dir();
+  std::string id;
+  std::vector<std::string> got;
+  {
+    DaemonProcess d(dir);
+    ASSERT_TRUE(d.start()) << d.log();
+    id = new_session(d.client());
+    got.push_back(say(d.client(), id, kTurns[0]));
+    got.push_back(say(d.client(), id, kTurns[1]));  // acknowledged: must survive
+    d.kill9();
+  }
+  DaemonProcess again(dir);
+  ASSERT_TRUE(again.start()) << again.log();
+  got.push_back(say(again.client(), id, kTurns[2]));
+  EXPECT_EQ(got, expected);
+}
+
+// A turn in flight when the daemon is killed is simply not there afterwards; the session is
+// intact and continues.
+TEST(DaemonRestart, Kill9MidTurnLeavesTheLastAcknowledgedTurn) {
+  const std::string dir = scratch_dir();
+  std::string id;
+  {
+    DaemonProcess d(dir);
+    ASSERT_TRUE(d.start()) << d.log();
+    id = new_session(d.client());
+    say(d.client(), id, kTurns[0]);
+    std::thread killer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      d.kill9();
+    });
+    auto body = greedy_body(2000);
+    body["content"] = "A very long answer, please.";
+    body["ignore_eos"] = true;
+    client::HttpClient c = d.client();
+    auto r = c.request("POST", "/v1/sessions/" + id + "/messages", body.dump(), [](const std::string&) { return true; });
+    killer.join();
+  }
+  DaemonProcess again(dir);
+  ASSERT_TRUE(again.start()) << again.log();
+  auto shown = call(again.client(), "GET", "/v1/sessions/" + id);
+  ASSERT_EQ(shown.status, 200u);
+  EXPECT_EQ(shown.body["messages"].size(), 3u);  // system + the one acknowledged turn
+  EXPECT_FALSE(say(again.client(), id, kTurns[1]).empty());
+}
+
+// Runs fn in a child process with the given uid/gid (real kernel credentials); returns its exit code.
+int as_user(uid_t uid, gid_t gid, const std::function<int()>& fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(100);
+    _exit(fn());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+TEST(DaemonOwnership, OtherUidsCannotSeeOrTouchASession) {
+  DaemonProcess d(scratch_dir());
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string sock = d.socket();
+  // uid 4242 creates a session and reports its id through a pipe.
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const int created = as_user(4242, 4242, [&] {
+    client::HttpClient c(sock);
+    auto r = c.request("POST", "/v1/sessions", "{}");
+    if (!r || r->status != 201) return 1;
+    const auto id = nlohmann::json::parse(r->body)["id"].get<std::string>();
+    if (::write(p[1], id.data(), id.size()) != static_cast<ssize_t>(id.size())) return 2;
+    // Its owner sees it.
+    auto mine = c.request("GET", "/v1/sessions/" + id);
+    return mine && mine->status == 200 ? 0 : 3;
+  });
+  ::close(p[1]);
+  ASSERT_EQ(created, 0);
+  char buf[64] = {};
+  ASSERT_GT(::read(p[0], buf, sizeof buf - 1), 0);
+  ::close(p[0]);
+  const std::string id = buf;
+
+  // nobody gets 404 for everything about it, and does not see it listed.
+  const int nobody = as_user(65534, 65534, [&] {
+    client::HttpClient c(sock);
+    auto get = c.request("GET", "/v1/sessions/" + id);
+    auto del = c.request("DELETE", "/v1/sessions/" + id);
+    auto msg = c.request("POST", "/v1/sessions/" + id + "/messages", R"({"content":"hi","stream":false})");
+    auto list = c.request("GET", "/v1/sessions");
+    if (!get || get->status != 404) return 1;
+    if (!del || del->status != 404) return 2;
+    if (!msg || msg->status != 404) return 3;
+    if (!list || list->status != 200 || nlohmann::json::parse(list->body)["data"].size() != 0) return 4;
+    if (get->body.find(id) == std::string::npos) return 5;  // the message names what was asked for
+    return 0;
+  });
+  EXPECT_EQ(nobody, 0);
+  // root (an admin) sees and may manage it.
+  auto all = call(d.client(), "GET", "/v1/sessions");
+  ASSERT_EQ(all.body["data"].size(), 1u);
+  EXPECT_EQ(all.body["data"][0]["owner_uid"], 4242);
+  EXPECT_EQ(call(d.client(), "DELETE", "/v1/sessions/" + id).status, 200u);
+}
+
+// Connects, sends a request, returns the socket (the caller reads or closes it).
+int send_raw(const std::string& sock, const std::string& request) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) return -1;
+  return fd;
+}
+
+TEST(DaemonCancel, ClientThatHangsUpFreesItsSlot) {
+  DaemonOptions one_slot;
+  one_slot.args = {"--slots", "1"};
+  DaemonProcess d(scratch_dir(), one_slot);
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string body = R"({"prompt":"Once upon a time","max_tokens":1900,"ignore_eos":true,"stream":true})";
+  const int fd = send_raw(d.socket(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                          std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_GE(fd, 0);
+  char buf[512];
+  ASSERT_GT(::read(fd, buf, sizeof buf), 0);  // generation has started
+  ::close(fd);                                 // and the client is gone
+  // The only slot must come free: this request completes instead of waiting for 1900 tokens.
+  auto b = greedy_body(4);
+  b["prompt"] = "Hello";
+  auto r = call(d.client(), "POST", "/v1/completions", b);
+  EXPECT_EQ(r.status, 200u) << r.raw;
+  auto st = call(d.client(), "GET", "/v1/status");
+  EXPECT_EQ(st.body["queue"]["running"], 0);
+  // ignore_eos makes the abandoned request need 1900 tokens; it was cut short.
+  EXPECT_LT(st.body["counters"]["tokens_generated"].get<int>(), 1900) << "the abandoned generation ran to the end";
+}
+
+TEST(DaemonBusy, SecondRequestOnABusySessionGets409) {
+  DaemonProcess d(scratch_dir());
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string id = new_session(d.client());
+  const std::string body = R"({"content":"Go on and on","max_tokens":1900,"ignore_eos":true})";
+  const int fd = send_raw(d.socket(), "POST /v1/sessions/" + id + "/messages HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                          std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_GE(fd, 0);
+  char buf[512];
+  ASSERT_GT(::read(fd, buf, sizeof buf), 0);
+  auto second = call(d.client(), "POST", "/v1/sessions/" + id + "/messages", nlohmann::json{{"content", "hi"}});
+  EXPECT_EQ(second.status, 409u) << second.raw;
+  EXPECT_EQ(second.body["error"]["code"], "busy");
+  EXPECT_EQ(call(d.client(), "DELETE", "/v1/sessions/" + id).status, 409u);
+  ::close(fd);
+}
+
+TEST(DaemonConcurrency, SixteenClientsAllCompleteCorrectly) {
+  DaemonProcess d(scratch_dir());
+  ASSERT_TRUE(d.start()) << d.log();
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 16; ++i) prompts.push_back("Story number " + std::to_string(i) + ": once upon a time");
+  std::vector<std::string> expected;
+  for (const auto& p : prompts) {
+    auto b = greedy_body(16);
+    b["prompt"] = p;
+    expected.push_back(call(d.client(), "POST", "/v1/completions", b).body["choices"][0]["text"]);
+  }
+  std::vector<std::string> got(prompts.size());
+  std::vector<unsigned> status(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      client::HttpClient c(d.socket());
+      auto b = greedy_body(16);
+      b["prompt"] = prompts[i];
+      b["stream"] = i % 2 == 0;
+      std::string streamed;
+      auto r = c.request("POST", "/v1/completions", b.dump(), [&](const std::string& data) {
+        auto ev = nlohmann::json::parse(data, nullptr, false);
+        if (ev.is_object() && ev.contains("choices")) streamed += ev["choices"][0]["text"].get<std::string>();
+        return true;
+      });
+      if (!r) return;
+      status[i] = r->status;
+      got[i] = b["stream"] ? streamed : nlohmann::json::parse(r->body)["choices"][0]["text"].get<std::string>();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(status[i], 200u) << i;
+    EXPECT_EQ(got[i], expected[i]) << "client " << i;
+  }
+}
+
+}  // namespace
+}  // namespace llmd::test
