@@ -64,9 +64,9 @@ Status DaemonProcess::start() {
   }
   notes_.clear();
   std::vector<std::string> args = {llmd_binary(), "--model", options_.model, "--socket", socket_,
-                                   "--state-dir", state_dir_, "--config", "/dev/null"};
+                                   "--state-dir", state_dir_};
   // Test defaults, unless the test sets them itself.
-  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{{"--threads", "2"}, {"--ctx", "2048"}}) {
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{{"--threads", "2"}, {"--ctx", "2048"}, {"--config", "/dev/null"}}) {
     if (std::find(options_.args.begin(), options_.args.end(), flag) == options_.args.end()) {
       args.push_back(flag);
       args.push_back(value);
@@ -144,8 +144,8 @@ void DaemonProcess::kill9() {
   pid_ = -1;
 }
 
-Run run_program(const std::vector<std::string>& argv, const std::string& input, const std::vector<std::string>& env) {
-  Run r;
+ProgramResult run_program(const std::vector<std::string>& argv, const std::string& input, const std::vector<std::string>& env) {
+  ProgramResult r;
   int in[2], out[2], err[2];
   if (::pipe(in) != 0 || ::pipe(out) != 0 || ::pipe(err) != 0) return r;
   const pid_t pid = ::fork();

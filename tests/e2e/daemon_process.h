@@ -59,11 +59,11 @@ std::string llmd_binary();
 std::string llmctl_binary();
 
 // Runs a program, returns (exit code, stdout). stdin from `input`.
-struct Run {
+struct ProgramResult {
   int exit_code = -1;
   std::string out, err;
 };
-Run run_program(const std::vector<std::string>& argv, const std::string& input = {},
+ProgramResult run_program(const std::vector<std::string>& argv, const std::string& input = {},
                 const std::vector<std::string>& env = {});
 
 }  // namespace llmd::test
