@@ -37,6 +37,9 @@ void setup_logging(bool to_journal) {
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
   engine::set_log_sink([](engine::LogLevel level, std::string_view text) {
+    // The shared KV pool may exceed the training context; llmd caps each session at it
+    // (Context::max_seq_len), so llama.cpp's warning about it is not news.
+    if (text.find("possible training context overflow") != std::string_view::npos) level = engine::LogLevel::debug;
     switch (level) {
       case engine::LogLevel::error: spdlog::error("llama.cpp: {}", text); break;
       case engine::LogLevel::warn: spdlog::warn("llama.cpp: {}", text); break;
