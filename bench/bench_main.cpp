@@ -16,6 +16,7 @@
 
 #include "bench/bench_env.h"
 #include "bench/report.h"
+#include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
 #include "daemon/engine/backend.h"
 #include "daemon/engine/context.h"
@@ -30,6 +31,8 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
   static const std::map<std::string, std::pair<Scenario, std::string>> s = {
       {"engine", {llmd::bench::run_engine_scenario,
                   "engine prefill (pp512) and decode (tg128) tokens/s vs llama-bench, smollm2-135m q8_0"}},
+      {"daemon", {llmd::bench::run_daemon_scenario,
+                  "decode tokens/s through llmd (SSE, measured by the client) vs llama-bench tg128; TTFT"}},
   };
   return s;
 }

@@ -11,5 +11,5 @@ build="${LLMD_BENCH_BUILD_DIR:-$root/build-bench}"
 "$root/scripts/install-deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMD_LLAMA_TOOLS=ON \
       -DLLMD_BUILD_TESTS=OFF ${LLMD_BENCH_CMAKE_ARGS:-} >/dev/null
-cmake --build "$build" --target llmd-bench
+cmake --build "$build" --target llmd-bench llmd
 exec "$build/bench/llmd-bench" "$@"

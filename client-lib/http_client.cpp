@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -90,12 +91,16 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
     req.append("Content-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n");
   }
   req.append("Connection: close\r\n\r\n").append(body);
+  // llmd may answer before it has read everything (413, 503) and close: then sending fails, and
+  // the answer is what matters, so it is read before the send error is reported.
+  std::optional<Error> send_error;
   for (std::size_t sent = 0; sent < req.size();) {
     LLMD_TRY_STATUS(wait(POLLOUT));
     const ssize_t n = ::send(fd.get(), req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      return errno_error(errno, "sending the request");
+      send_error = errno_error(errno, "sending the request");
+      break;
     }
     sent += static_cast<std::size_t>(n);
   }
@@ -116,6 +121,7 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
       const ssize_t n = ::recv(fd.get(), in, sizeof in, 0);
       if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
+        if (send_error) return *send_error;
         return errno_error(errno, "reading the response");
       }
       if (n == 0) eof = true;
@@ -133,10 +139,14 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
       pending.erase(0, used);
     } else if (eof) {
       parser.put_eof(ec);
-      if (!ec && !parser.is_done()) return Error(Errc::io_error, "llmd closed the connection mid-response");
+      if (!ec && !parser.is_done()) {
+        if (send_error) return *send_error;
+        return Error(Errc::io_error, "llmd closed the connection mid-response");
+      }
     }
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
+      if (send_error && !parser.is_header_done()) return *send_error;
       if (eof && !parser.is_header_done()) return Error(Errc::io_error, "llmd closed the connection without answering");
       return Error(Errc::invalid_argument, "malformed response from llmd: " + ec.message());
     }

@@ -65,7 +65,7 @@ endfunction()
 function(_llmd_llama_key out_var flavour)
   set(parts "${LLMD_LLAMA_COMMIT}" "${flavour}" "${CMAKE_C_COMPILER}" "${CMAKE_C_COMPILER_VERSION}"
             "${CMAKE_CXX_COMPILER}" "${CMAKE_CXX_COMPILER_VERSION}" "native=${LLMD_LLAMA_NATIVE}"
-            "cuda=${LLMD_CUDA}" "cuda_arch=${CMAKE_CUDA_ARCHITECTURES}" "layout=2")
+            "cuda=${LLMD_CUDA}" "cuda_arch=${CMAKE_CUDA_ARCHITECTURES}" "openmp=off" "layout=3")
   string(SHA256 key "${parts}")
   string(SUBSTRING "${key}" 0 16 key)
   set(${out_var} "${key}" PARENT_SCOPE)
@@ -87,6 +87,12 @@ function(_llmd_llama_common_args out_var)
     -DLLAMA_BUILD_NUMBER=0
     -DLLAMA_BUILD_COMMIT=${LLMD_LLAMA_COMMIT}
     -DGGML_NATIVE=${LLMD_LLAMA_NATIVE}
+    # ggml's own thread pool instead of OpenMP. With OpenMP every thread that calls llama_decode
+    # gets its own worker team, and a team left behind by another thread (the daemon creates the
+    # context on its main thread, decodes on the engine thread) competes for the cores: decode
+    # ran at 102 instead of 185 tok/s on 2 cores. Without it: no such penalty, decode ~4% faster,
+    # prefill the same (smollm2-135m q8_0, 2 threads; ARCHITECTURE.md, "Decisions").
+    -DGGML_OPENMP=OFF
     -DGGML_CUDA=${LLMD_CUDA})
   if(LLMD_CUDA AND CMAKE_CUDA_ARCHITECTURES)
     list(APPEND args "-DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES}")

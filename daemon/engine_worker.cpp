@@ -235,6 +235,7 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
     ++stats_.jobs_done;
     stats_.tokens_generated += res.generated.size();
   }
+  publish_stats();  // before the callback: whoever hears of the result sees the slot free
   if (r.job.on_done) r.job.on_done(std::move(res));
 }
 
