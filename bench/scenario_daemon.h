@@ -2,8 +2,9 @@
 // (smollm2-135m q8_0) and threads:
 //   - decode tokens/s of one streamed generation, measured by the client from the SSE events
 //     (first token to last), vs llama-bench tg128;
-//   - time to first token for a 16-token prompt on an idle daemon, measured by the client, vs
-//     llama-bench's time for a 16-token prompt (pp16) plus one generated token.
+//   - time to first token for a 16-token prompt on an idle daemon, measured by the client (socket,
+//     HTTP, tokenising, queueing, prefill, sampling, SSE), vs llama-bench's time for the prompt
+//     alone (pp16): the ratio is the cost of being a service.
 #pragma once
 
 #include "bench/bench_env.h"

@@ -58,6 +58,10 @@ class Api {
   void delete_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void post_message(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
 
+  // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
+  // defaulting to default-max-tokens) and returns the "stream" field.
+  Result<std::optional<bool>> read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const;
+
   enum class Shape { text_completion, chat_completion, session_message };
   void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon::TurnRequest turn, bool stream,
                 Shape shape);

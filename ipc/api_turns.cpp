@@ -39,6 +39,12 @@ Result<std::string> content_text(const nlohmann::json& content) {
 
 }  // namespace
 
+Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const {
+  turn.params.max_tokens = service_.limits().default_max_tokens;
+  LLMD_TRY_STATUS(read_generate_params(body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params));
+  return opt_bool(body, "stream");
+}
+
 void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
@@ -54,11 +60,7 @@ void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
     return reply_error(*r, http_error(400, "prompt must be a string (or an array of one string)", "invalid_request",
                                       "prompt"));
   }
-  turn.params.max_tokens = service_.limits().default_max_tokens;
-  if (auto st = read_generate_params(*body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params); !st) {
-    return reply_error(*r, st.error());
-  }
-  auto stream = opt_bool(*body, "stream");
+  auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
   run_turn(req, std::move(r), std::move(turn), stream->value_or(false), Shape::text_completion);
 }
@@ -81,11 +83,7 @@ void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
     if (!text) return reply_error(*r, text.error());
     turn.messages.push_back({m["role"].get<std::string>(), std::move(*text)});
   }
-  turn.params.max_tokens = service_.limits().default_max_tokens;
-  if (auto st = read_generate_params(*body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params); !st) {
-    return reply_error(*r, st.error());
-  }
-  auto stream = opt_bool(*body, "stream");
+  auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
   auto session = opt_string(*body, "session");
   if (!session) return reply_error(*r, session.error());
@@ -114,11 +112,7 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   turn.kind = daemon::TurnRequest::Kind::session_message;
   turn.session_id = id;
   turn.content = std::move(**content);
-  turn.params.max_tokens = service_.limits().default_max_tokens;
-  if (auto st = read_generate_params(*body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params); !st) {
-    return reply_error(*r, st.error());
-  }
-  auto stream = opt_bool(*body, "stream");
+  auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
   run_turn(req, std::move(r), std::move(turn), stream->value_or(true), Shape::session_message);
 }

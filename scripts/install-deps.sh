@@ -10,8 +10,8 @@ packages=(
   # libraries (see ARCHITECTURE.md, "Dependencies")
   libsystemd-dev libboost-dev libboost-program-options-dev libsqlite3-dev
   libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev
-  # tests: a private dbus-daemon; sqlite3 CLI for inspecting state in tests
-  dbus sqlite3
+  # tests: a private dbus-daemon, systemd-socket-activate, the sqlite3 CLI
+  dbus sqlite3 systemd
 )
 
 missing=()

@@ -165,3 +165,37 @@ TEST(DaemonSignals, SigintStopsCleanly) {
 
 }  // namespace
 }  // namespace llmd::test
+
+namespace llmd::test {
+namespace {
+
+// Socket activation: systemd-socket-activate holds the listening socket; the first connection
+// starts llmd on the inherited socket, and that first connection is served.
+TEST(DaemonSystemd, SocketActivation) {
+  const std::string dir = scratch_dir();
+  const std::string sock = dir + "/activated.sock";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string log = dir + "/llmd.log";
+    std::freopen(log.c_str(), "a", stderr);
+    ::execl("/usr/bin/systemd-socket-activate", "systemd-socket-activate", "-l", sock.c_str(), llmd_binary().c_str(),
+            "--config", "/dev/null", "--model", stories_path().c_str(), "--state-dir", (dir + "/state").c_str(),
+            "--socket", (dir + "/unused.sock").c_str(), "--threads", "2", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 500 && !std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(std::filesystem::exists(sock)) << "systemd-socket-activate did not create the socket";
+  // llmd is not running yet; this connection starts it and is answered.
+  auto r = call(client::HttpClient(sock), "GET", "/v1/status");
+  EXPECT_EQ(r.status, 200u) << r.raw << read_file(dir + "/llmd.log");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/unused.sock")) << "llmd bound its own socket instead";
+  EXPECT_NE(read_file(dir + "/llmd.log").find("the socket systemd passed"), std::string::npos);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+}  // namespace
+}  // namespace llmd::test

@@ -42,24 +42,30 @@ std::vector<std::string> reference_answers() {
   return out;
 }
 
+// Two turns on a new session in a daemon over `dir`, then stop(daemon); returns the session id.
+std::string two_turns_then(const std::string& dir, std::vector<std::string>& answers,
+                           const std::function<void(DaemonProcess&)>& stop) {
+  DaemonProcess d(dir);
+  EXPECT_TRUE(d.start()) << d.log();
+  const std::string id = new_session(d.client());
+  answers.push_back(say(d.client(), id, kTurns[0]));
+  answers.push_back(say(d.client(), id, kTurns[1]));  // acknowledged: must survive
+  stop(d);
+  return id;
+}
+
 TEST(DaemonRestart, SessionContinuesIdenticallyAfterSigterm) {
   const auto expected = reference_answers();
   const std::string dir = scratch_dir();
-  std::string id;
   std::vector<std::string> got;
-  {
-    DaemonProcess d(dir);
-    ASSERT_TRUE(d.start()) << d.log();
-    id = new_session(d.client());
-    got.push_back(say(d.client(), id, kTurns[0]));
-    got.push_back(say(d.client(), id, kTurns[1]));
+  const std::string id = two_turns_then(dir, got, [](DaemonProcess& d) {
     const int status = d.stop(SIGTERM);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << d.log();
     const auto notes = d.notifications();
     bool stopping = false;
     for (const auto& n : notes) stopping = stopping || n.find("STOPPING=1") != std::string::npos;
     EXPECT_TRUE(stopping) << "no STOPPING=1 notification";
-  }
+  });
   DaemonProcess again(dir);
   ASSERT_TRUE(again.start()) << again.log();
   got.push_back(say(again.client(), id, kTurns[2]));
@@ -70,16 +76,8 @@ TEST(DaemonRestart, SessionContinuesIdenticallyAfterSigterm) {
 TEST(DaemonRestart, SessionContinuesIdenticallyAfterKill9) {
   const auto expected = reference_answers();
   const std::string dir = scratch_dir();
-  std::string id;
   std::vector<std::string> got;
-  {
-    DaemonProcess d(dir);
-    ASSERT_TRUE(d.start()) << d.log();
-    id = new_session(d.client());
-    got.push_back(say(d.client(), id, kTurns[0]));
-    got.push_back(say(d.client(), id, kTurns[1]));  // acknowledged: must survive
-    d.kill9();
-  }
+  const std::string id = two_turns_then(dir, got, [](DaemonProcess& d) { d.kill9(); });
   DaemonProcess again(dir);
   ASSERT_TRUE(again.start()) << again.log();
   got.push_back(say(again.client(), id, kTurns[2]));
