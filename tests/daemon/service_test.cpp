@@ -82,6 +82,33 @@ TEST_F(ServiceTest, ResidentAndRecomputedSessionsAnswerIdentically) {
   EXPECT_EQ(resident, recomputed);
 }
 
+// One slot, two sessions taking turns: each turn evicts the other session (LRU), which then
+// recomputes its history, and answers exactly as a session that kept its slot.
+TEST_F(ServiceTest, SessionWhoseSlotWasReusedRecomputesIdentically) {
+  ASSERT_TRUE(model_);
+  std::vector<std::string> alone;
+  {
+    ServiceHarness h(*model_, dir_ + "/alone.db", 1);
+    alone = three_turns(h, h.create(kAlice).id);
+  }
+  ServiceHarness h(*model_, dir_ + "/shared.db", 1);
+  const auto a = h.create(kAlice);
+  const auto b = h.create(kAlice);
+  std::vector<std::string> got;
+  for (size_t i = 0; i < 3; ++i) {
+    const char* q = i == 0 ? "Tell me a story." : i == 1 ? "What happened next?" : "How did it end?";
+    auto oa = h.turn(kAlice, ServiceHarness::message(a.id, q));
+    ASSERT_TRUE(oa.done);
+    got.push_back(oa.done->text);
+    if (i > 0) {
+      EXPECT_GT(oa.done->usage.restored_tokens, 0) << "turn " << i << " of the evicted session";
+      EXPECT_EQ(oa.done->usage.cached_tokens, 0);
+    }
+    ASSERT_TRUE(h.turn(kAlice, ServiceHarness::message(b.id, "Something else entirely.")).done);
+  }
+  EXPECT_EQ(got, alone);
+}
+
 // A session continues after the service (and its store) is torn down and rebuilt, exactly as if
 // it had never stopped.
 TEST_F(ServiceTest, SessionContinuesIdenticallyAfterRestart) {

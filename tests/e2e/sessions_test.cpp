@@ -113,6 +113,48 @@ TEST(DaemonRestart, Kill9MidTurnLeavesTheLastAcknowledgedTurn) {
   EXPECT_FALSE(say(again.client(), id, kTurns[1]).empty());
 }
 
+// SIGTERM while a turn streams: the stream ends properly (a last event, [DONE]), the daemon exits 0
+// after its grace period, and the session keeps every acknowledged turn (not the cut one).
+TEST(DaemonRestart, SigtermDuringAStreamEndsItCleanly) {
+  const std::string dir = scratch_dir();
+  DaemonOptions o;
+  o.args = {"--shutdown-timeout-ms", "200"};
+  DaemonProcess d(dir, o);
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string id = new_session(d.client());
+  say(d.client(), id, kTurns[0]);
+  std::string last_finish;
+  bool done = false;
+  int events = 0;
+  std::thread stopper;
+  client::HttpClient c = d.client();
+  auto body = greedy_body(1900);
+  body["content"] = "Keep going.";
+  body["ignore_eos"] = true;
+  body["stream"] = true;
+  auto r = c.request("POST", "/v1/sessions/" + id + "/messages", body.dump(), [&](const std::string& data) {
+    if (data == "[DONE]") {
+      done = true;
+      return true;
+    }
+    if (++events == 3) stopper = std::thread([&] { ::kill(d.pid(), SIGTERM); });
+    auto ev = nlohmann::json::parse(data, nullptr, false);
+    if (ev.is_object() && ev.contains("choices") && ev["choices"][0]["finish_reason"].is_string()) {
+      last_finish = ev["choices"][0]["finish_reason"];
+    }
+    return true;
+  });
+  if (stopper.joinable()) stopper.join();
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(last_finish, "cancelled");
+  const int status = d.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << d.log();
+  DaemonProcess again(dir);
+  ASSERT_TRUE(again.start()) << again.log();
+  EXPECT_EQ(call(again.client(), "GET", "/v1/sessions/" + id).body["messages"].size(), 3u);
+}
+
 // Runs fn in a child process with the given uid/gid (real kernel credentials); returns its exit code.
 int as_user(uid_t uid, gid_t gid, const std::function<int()>& fn) {
   const pid_t pid = ::fork();
