@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build git pkg-config ca-certificates
   # libraries (see ARCHITECTURE.md, "Dependencies")
   libsystemd-dev libboost-dev libboost-program-options-dev libsqlite3-dev
-  libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev
+  libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev libxxhash-dev
   # tests: a private dbus-daemon, systemd-socket-activate, the sqlite3 CLI
   dbus sqlite3 systemd
 )

@@ -52,6 +52,14 @@ std::optional<uint64_t> ggml_row_bytes(GgmlType type, int64_t n) {
   return static_cast<uint64_t>(ggml_row_size(static_cast<ggml_type>(type), n));
 }
 
+std::optional<int64_t> ggml_row_elements(GgmlType type, uint64_t row_bytes) {
+  if (!valid_type(type)) return std::nullopt;
+  const auto t = static_cast<ggml_type>(type);
+  const uint64_t block_bytes = ggml_type_size(t);
+  if (block_bytes == 0 || row_bytes % block_bytes != 0) return std::nullopt;
+  return static_cast<int64_t>(row_bytes / block_bytes) * ggml_blck_size(t);
+}
+
 std::optional<uint64_t> kv_type_row_bytes(std::string_view type_name, int64_t n) {
   auto t = ggml_type_from_name(type_name);
   if (!t) return std::nullopt;

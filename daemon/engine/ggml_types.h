@@ -24,6 +24,8 @@ std::string ggml_type_to_name(GgmlType type);
 // multiple of its block size.
 std::optional<std::uint64_t> ggml_row_bytes(GgmlType type, std::int64_t n);
 std::optional<std::uint64_t> kv_type_row_bytes(std::string_view type_name, std::int64_t n);
+// Elements in a row of `row_bytes` bytes of the type; nullopt if that is not a whole number of blocks.
+std::optional<std::int64_t> ggml_row_elements(GgmlType type, std::uint64_t row_bytes);
 
 // Converts n_rows rows of n_per_row elements from src_type to dst_type (through f32), e.g. f16 ->
 // q4_0 to compress a chunk and q4_0 -> f16 to restore it. src/dst hold whole rows of their types.

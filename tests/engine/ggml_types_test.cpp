@@ -26,6 +26,9 @@ TEST(GgmlTypes, RowBytes) {
   EXPECT_EQ(*kv_type_row_bytes("q4_0", 64), 36u);
   EXPECT_FALSE(kv_type_row_bytes("q8_0", 33).has_value());  // not a whole block
   EXPECT_FALSE(kv_type_row_bytes("nope", 32).has_value());
+  EXPECT_EQ(*ggml_row_elements(*ggml_type_from_name("f16"), 128), 64);
+  EXPECT_EQ(*ggml_row_elements(*ggml_type_from_name("q8_0"), 68), 64);
+  EXPECT_FALSE(ggml_row_elements(*ggml_type_from_name("q8_0"), 67).has_value());
 }
 
 // f32 -> f16 -> q8_0 / q4_0 -> f32 keeps values close, with error growing as bits shrink.

@@ -1,0 +1,275 @@
+// KV chunk encoding (see chunk.h).
+#include "kvstore/chunk.h"
+
+#include <cstring>
+#include <string>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "daemon/engine/ggml_types.h"
+
+namespace llmd::kvstore {
+namespace {
+
+constexpr std::uint32_t kMagic = 0x43564B4Cu;  // "LKVC"
+constexpr std::uint16_t kVersion = 1;
+constexpr std::size_t kHeaderBytes = 64;
+constexpr std::size_t kChecksumOffset = 48;
+constexpr int kZstdLevel = 3;
+
+template <typename T>
+void put(std::vector<std::uint8_t>& out, std::size_t at, T v) {
+  std::memcpy(out.data() + at, &v, sizeof(T));
+}
+template <typename T>
+T get(std::span<const std::uint8_t> in, std::size_t at) {
+  T v;
+  std::memcpy(&v, in.data() + at, sizeof(T));
+  return v;
+}
+
+Error corrupt(const std::string& what) { return Error(Errc::corrupt, "KV chunk: " + what); }
+
+// The type rows are stored in under a codec (the layout's own type for the exact codecs).
+Result<engine::GgmlType> stored_type(Codec codec, engine::GgmlType own) {
+  switch (codec) {
+    case Codec::exact:
+    case Codec::exact_zstd: return own;
+    case Codec::q8_0: return engine::ggml_type_from_name("q8_0");
+    case Codec::q4_0: return engine::ggml_type_from_name("q4_0");
+  }
+  return Error(Errc::invalid_argument, "unknown codec");
+}
+
+// Bytes of one stored row: the layout's row re-expressed in the codec's type.
+Result<std::uint64_t> stored_row_bytes(Codec codec, engine::GgmlType own, std::uint64_t own_row_bytes) {
+  auto t = stored_type(codec, own);
+  if (!t) return t.error();
+  if (*t == own) return own_row_bytes;
+  auto n = engine::ggml_row_elements(own, own_row_bytes);
+  if (!n) return Error(Errc::invalid_argument, "a KV row is not a whole number of blocks");
+  auto b = engine::ggml_row_bytes(*t, *n);
+  if (!b) {
+    return Error(Errc::invalid_argument, "KV rows of " + std::to_string(*n) + " elements cannot be stored as " +
+                                             std::string(codec_name(codec)));
+  }
+  return *b;
+}
+
+// Converts n rows between types (a copy when they are the same).
+Status convert(engine::GgmlType from, const std::uint8_t* src, std::uint64_t from_row_bytes, engine::GgmlType to,
+               std::uint8_t* dst, std::size_t n_rows) {
+  if (from == to) {
+    std::memcpy(dst, src, from_row_bytes * n_rows);
+    return {};
+  }
+  auto n = engine::ggml_row_elements(from, from_row_bytes);
+  if (!n) return Error(Errc::invalid_argument, "a KV row is not a whole number of blocks");
+  return engine::convert_rows(from, src, to, dst, static_cast<std::int64_t>(n_rows), *n);
+}
+
+Result<std::uint64_t> payload_bytes(const engine::KvLayout& layout, Codec codec, std::uint32_t n_cells) {
+  std::uint64_t total = static_cast<std::uint64_t>(n_cells) * (sizeof(engine::Pos) + layout.cell_ext_bytes);
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    auto k = stored_row_bytes(codec, layout.k_type[l], layout.k_row_bytes[l]);
+    if (!k) return k.error();
+    auto v = stored_row_bytes(codec, layout.v_type[l], layout.v_row_bytes[l]);
+    if (!v) return v.error();
+    total += static_cast<std::uint64_t>(n_cells) * (*k + *v);
+  }
+  return total;
+}
+
+// Covers every byte of the blob except the checksum field itself.
+std::uint64_t checksum(std::span<const std::uint8_t> header, std::span<const std::uint8_t> payload) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, header.data(), kChecksumOffset);
+  XXH3_64bits_update(&state, header.data() + kChecksumOffset + 8, kHeaderBytes - kChecksumOffset - 8);
+  XXH3_64bits_update(&state, payload.data(), payload.size());
+  return XXH3_64bits_digest(&state);
+}
+
+}  // namespace
+
+std::string_view codec_name(Codec codec) {
+  switch (codec) {
+    case Codec::exact: return "exact";
+    case Codec::exact_zstd: return "exact+zstd";
+    case Codec::q8_0: return "q8_0";
+    case Codec::q4_0: return "q4_0";
+  }
+  return "unknown";
+}
+
+Result<Codec> codec_from_name(std::string_view name) {
+  for (Codec c : {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0}) {
+    if (name == codec_name(c)) return c;
+  }
+  return Error(Errc::invalid_argument, "unknown codec '" + std::string(name) + "' (exact, exact+zstd, q8_0, q4_0)");
+}
+
+std::uint64_t layout_id(const engine::KvLayout& l) {
+  std::vector<std::uint64_t> v = {l.n_layer, l.v_trans ? 1u : 0u, l.cell_ext_bytes};
+  for (auto x : l.k_type) v.push_back(static_cast<std::uint64_t>(x));
+  for (auto x : l.k_row_bytes) v.push_back(x);
+  for (auto x : l.v_type) v.push_back(static_cast<std::uint64_t>(x));
+  for (auto x : l.v_row_bytes) v.push_back(x);
+  for (auto x : l.v_elem_bytes) v.push_back(x);
+  return XXH3_64bits(v.data(), v.size() * sizeof(std::uint64_t));
+}
+
+Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
+                                               Codec codec) {
+  if (cells.cells.empty()) return Error(Errc::invalid_argument, "a chunk needs at least one cell");
+  if (!(engine::layout_of(cells, layout.cell_ext_bytes) == layout)) {
+    return Error(Errc::invalid_argument, "the cells do not have the given KV layout");
+  }
+  const auto n_cells = static_cast<std::uint32_t>(cells.cells.size());
+  auto raw_size = payload_bytes(layout, codec, n_cells);
+  if (!raw_size) return raw_size.error();
+
+  std::vector<std::uint8_t> raw(*raw_size);
+  std::size_t at = 0;
+  for (const auto& c : cells.cells) {
+    std::memcpy(raw.data() + at, &c.pos, sizeof c.pos);
+    at += sizeof c.pos;
+    for (std::uint32_t i = 0; i < layout.cell_ext_bytes; ++i) raw[at++] = i < c.ext.size() ? c.ext[i] : 0;
+  }
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    for (const auto* rows : {&cells.k[l], &cells.v[l]}) {
+      auto to = stored_type(codec, rows->type);
+      auto bytes = stored_row_bytes(codec, rows->type, rows->row_bytes);
+      if (!to) return to.error();
+      if (!bytes) return bytes.error();
+      LLMD_TRY_STATUS(convert(rows->type, rows->data.data(), rows->row_bytes, *to, raw.data() + at, n_cells));
+      at += *bytes * n_cells;
+    }
+  }
+
+  std::vector<std::uint8_t> payload;
+  if (codec == Codec::exact_zstd) {
+    payload.resize(ZSTD_compressBound(raw.size()));
+    const std::size_t n = ZSTD_compress(payload.data(), payload.size(), raw.data(), raw.size(), kZstdLevel);
+    if (ZSTD_isError(n)) return Error(Errc::internal, std::string("zstd: ") + ZSTD_getErrorName(n));
+    payload.resize(n);
+  } else {
+    payload = std::move(raw);
+  }
+
+  std::vector<std::uint8_t> blob(kHeaderBytes + payload.size(), 0);
+  put(blob, 0, kMagic);
+  put(blob, 4, kVersion);
+  put(blob, 6, static_cast<std::uint8_t>(codec));
+  put(blob, 8, n_cells);
+  put(blob, 12, cells.cells.front().pos);
+  put(blob, 16, layout.n_layer);
+  put(blob, 20, layout.cell_ext_bytes);
+  put(blob, 24, layout_id(layout));
+  put(blob, 32, static_cast<std::uint64_t>(payload.size()));
+  put(blob, 40, *raw_size);
+  std::memcpy(blob.data() + kHeaderBytes, payload.data(), payload.size());
+  put(blob, kChecksumOffset, checksum(blob, payload));
+  return blob;
+}
+
+Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob) {
+  if (blob.size() < kHeaderBytes) return corrupt("shorter than its header");
+  if (get<std::uint32_t>(blob, 0) != kMagic) return corrupt("wrong magic");
+  if (get<std::uint16_t>(blob, 4) != kVersion) return corrupt("unknown version " + std::to_string(get<std::uint16_t>(blob, 4)));
+  const auto stored = get<std::uint64_t>(blob, 32);
+  if (stored != blob.size() - kHeaderBytes) return corrupt("payload size does not match the blob");
+  if (checksum(blob, blob.subspan(kHeaderBytes)) != get<std::uint64_t>(blob, kChecksumOffset)) {
+    return corrupt("checksum mismatch");
+  }
+  const auto codec = get<std::uint8_t>(blob, 6);
+  if (codec > static_cast<std::uint8_t>(Codec::q4_0)) return corrupt("unknown codec " + std::to_string(codec));
+  ChunkInfo info;
+  info.codec = static_cast<Codec>(codec);
+  info.n_cells = get<std::uint32_t>(blob, 8);
+  info.first_pos = get<engine::Pos>(blob, 12);
+  info.layout = get<std::uint64_t>(blob, 24);
+  info.bytes = blob.size();
+  if (info.n_cells == 0) return corrupt("no cells");
+  return info;
+}
+
+Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const engine::KvLayout& layout) {
+  auto info = inspect_chunk(blob);
+  if (!info) return info.error();
+  if (info->layout != layout_id(layout) || get<std::uint32_t>(blob, 16) != layout.n_layer ||
+      get<std::uint32_t>(blob, 20) != layout.cell_ext_bytes) {
+    return Error(Errc::invalid_argument, "KV chunk was made under another model or KV settings");
+  }
+  const std::uint32_t n_cells = info->n_cells;
+  auto expected = payload_bytes(layout, info->codec, n_cells);
+  if (!expected) return expected.error();
+  if (get<std::uint64_t>(blob, 40) != *expected) return corrupt("payload size does not match its cells");
+
+  const auto payload = blob.subspan(kHeaderBytes);
+  std::vector<std::uint8_t> inflated;
+  std::span<const std::uint8_t> raw = payload;
+  if (info->codec == Codec::exact_zstd) {
+    const unsigned long long size = ZSTD_getFrameContentSize(payload.data(), payload.size());
+    if (size != *expected) return corrupt("compressed payload has the wrong size");
+    inflated.resize(*expected);
+    const std::size_t n = ZSTD_decompress(inflated.data(), inflated.size(), payload.data(), payload.size());
+    if (ZSTD_isError(n) || n != *expected) return corrupt("payload does not decompress");
+    raw = inflated;
+  } else if (payload.size() != *expected) {
+    return corrupt("payload size does not match its cells");
+  }
+
+  engine::KvStream out;
+  out.v_trans = layout.v_trans;
+  out.cells.resize(n_cells);
+  std::size_t at = 0;
+  for (auto& c : out.cells) {
+    std::memcpy(&c.pos, raw.data() + at, sizeof c.pos);
+    at += sizeof c.pos;
+    c.ext.assign(raw.begin() + static_cast<std::ptrdiff_t>(at),
+                 raw.begin() + static_cast<std::ptrdiff_t>(at + layout.cell_ext_bytes));
+    at += layout.cell_ext_bytes;
+    c.seq_ids = {0};
+  }
+  out.k.resize(layout.n_layer);
+  out.v.resize(layout.n_layer);
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    for (const bool is_k : {true, false}) {
+      engine::KvRows& rows = is_k ? out.k[l] : out.v[l];
+      rows.type = is_k ? layout.k_type[l] : layout.v_type[l];
+      rows.row_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
+      rows.elem_bytes = !is_k && layout.v_trans ? layout.v_elem_bytes[l] : 0;
+      auto from = stored_type(info->codec, rows.type);
+      auto from_bytes = stored_row_bytes(info->codec, rows.type, rows.row_bytes);
+      if (!from) return from.error();
+      if (!from_bytes) return from_bytes.error();
+      rows.data.resize(rows.row_bytes * n_cells);
+      LLMD_TRY_STATUS(convert(*from, raw.data() + at, *from_bytes, rows.type, rows.data.data(), n_cells));
+      at += *from_bytes * n_cells;
+    }
+  }
+  return out;
+}
+
+Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,
+                                        std::uint32_t n_stream, std::uint32_t stream, std::uint32_t cell_ext_bytes) {
+  if (stream >= n_stream) return Error(Errc::invalid_argument, "no such KV stream");
+  engine::SeqState st;
+  st.seq_id = seq;
+  st.cell_ext_bytes = cell_ext_bytes;
+  st.streams.resize(n_stream);
+  engine::KvStream& dst = st.streams[stream];
+  for (const auto& c : chunks) LLMD_TRY_STATUS(engine::append_cells(dst, c));
+  for (std::size_t i = 0; i < dst.cells.size(); ++i) {
+    if (i > 0 && dst.cells[i].pos <= dst.cells[i - 1].pos) {
+      return Error(Errc::invalid_argument, "chunks are not in position order");
+    }
+    dst.cells[i].seq_ids = {seq};
+  }
+  return st;
+}
+
+}  // namespace llmd::kvstore

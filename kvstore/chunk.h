@@ -1,0 +1,68 @@
+// KV chunks: N consecutive cells of one session's KV (the K and V rows of every layer, plus their
+// positions), encoded with a codec into a self-describing, checksummed blob — the unit the kvstore
+// keeps in host RAM (T1) and on disk (T2) and restores into a slot.
+//
+// Codecs:
+//   exact       the context's own KV type, bit for bit
+//   exact_zstd  the same, zstd-compressed (for disk)
+//   q8_0, q4_0  rows re-quantized through ggml (engine::convert_rows); lossy, 53% / 28% of f16
+// A decoded chunk always comes back in the context's KV types (engine::KvLayout), ready to join
+// other chunks and go into llama.cpp.
+//
+// Blob layout (little endian): a 64-byte header (magic "LKVC", version, codec, cell count, first
+// position, layer count, cell extension size, layout id, payload sizes, an XXH3-64 checksum of every
+// other byte of the blob), then the payload: per cell its position (and extension bytes), then per layer the
+// K rows and the V rows of all cells, in the codec's type; the payload is zstd-compressed for
+// exact_zstd.
+//
+// Pure code over the engine's layout types; no llama.h, no I/O. Thread-safe (no shared state).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/engine/seq_state.h"
+
+namespace llmd::kvstore {
+
+enum class Codec : std::uint8_t { exact = 0, exact_zstd = 1, q8_0 = 2, q4_0 = 3 };
+
+std::string_view codec_name(Codec codec);
+Result<Codec> codec_from_name(std::string_view name);  // invalid_argument for unknown names
+
+// An identity of a KV layout: chunks made under one layout decode only under the same one (a
+// model or KV-type change makes old chunks unusable, never wrongly used).
+std::uint64_t layout_id(const engine::KvLayout& layout);
+
+struct ChunkInfo {
+  Codec codec = Codec::exact;
+  std::uint32_t n_cells = 0;
+  engine::Pos first_pos = 0;
+  std::uint64_t layout = 0;
+  std::uint64_t bytes = 0;  // whole blob
+};
+
+// Encodes a stream's cells (all of them; cut them with engine::slice_cells first). Errors:
+// invalid_argument if the cells do not match the layout, or a row cannot be quantized to the
+// codec's type (its length is not a multiple of 32 elements).
+Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
+                                               Codec codec);
+
+// Reads a blob's header after checking its checksum (corrupt) and size.
+Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob);
+
+// Decodes a blob made under `layout` back to cells and rows in the layout's types. Errors: corrupt
+// (checksum, sizes, decompression), invalid_argument (made under another layout). The cells' seq_ids
+// are {0}; whoever assembles a state sets the destination sequence.
+Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const engine::KvLayout& layout);
+
+// Joins decoded chunks (in position order) into a sequence state for `seq` in a context with
+// `n_stream` streams whose active one is `stream` (what engine::Context::seq_state_set takes).
+Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,
+                                        std::uint32_t n_stream, std::uint32_t stream,
+                                        std::uint32_t cell_ext_bytes);
+
+}  // namespace llmd::kvstore
