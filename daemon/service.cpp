@@ -141,12 +141,13 @@ void Service::list_sessions(const Caller& caller, std::function<void(Result<std:
 void Service::get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done) {
   if (!visible(caller, id)) return done(no_session(id));
   storage_.post([this, id, done = std::move(done)]() mutable {
-    Result<SessionDetail> detail = Error(Errc::internal, "");
-    auto rec = store_.get(id);
-    auto msgs = rec ? store_.messages(id) : Result<std::vector<kvstore::MessageRecord>>(rec.error());
-    if (!rec) detail = rec.error();
-    else if (!msgs) detail = msgs.error();
-    else detail = SessionDetail{info_of(*rec), std::move(*msgs)};
+    auto detail = [&]() -> Result<SessionDetail> {
+      auto rec = store_.get(id);
+      if (!rec) return rec.error();
+      auto msgs = store_.messages(id);
+      if (!msgs) return msgs.error();
+      return SessionDetail{info_of(*rec), std::move(*msgs)};
+    }();
     asio::post(io_, [this, id, detail = std::move(detail), done = std::move(done)]() mutable {
       if (detail) {
         auto it = index_.find(id);

@@ -103,19 +103,29 @@ int api_error(const Response& r) {
   return r.status == 404 ? kNotFound : kFailed;
 }
 
+// Sends a request expecting `status`; on a transport error or another status, reports it and
+// returns the exit code for it (nullopt: `out` holds the expected answer).
+std::optional<int> request_as(HttpClient& c, const char* method, const std::string& target, unsigned status,
+                              Response& out, const std::string& body = {}) {
+  auto r = c.request(method, target, body);
+  if (!r) return transport_error(r.error());
+  if (r->status != status) return api_error(*r);
+  out = std::move(*r);
+  return std::nullopt;
+}
+
 int simple_get(const Options& o, const std::string& target, void (*pretty)(const json&)) {
   HttpClient c(o.socket, &g_interrupt);
-  auto r = c.request("GET", target);
-  if (!r) return transport_error(r.error());
-  if (r->status != 200) return api_error(*r);
+  Response r;
+  if (auto rc = request_as(c, "GET", target, 200, r)) return *rc;
   if (o.json) {
-    std::printf("%s\n", r->body.c_str());
+    std::printf("%s\n", r.body.c_str());
     return kOk;
   }
   try {
-    pretty(json::parse(r->body));
+    pretty(json::parse(r.body));
   } catch (const std::exception&) {
-    return bad_answer(*r);
+    return bad_answer(r);
   }
   return kOk;
 }
@@ -270,11 +280,10 @@ int cmd_chat(const Options& o, std::vector<std::string> args) {
     HttpClient c(o.socket, &g_interrupt);
     json body = {{"app", "llmctl"}};
     if (!system.empty()) body["system_prompt"] = system;
-    auto r = c.request("POST", "/v1/sessions", body.dump());
-    if (!r) return transport_error(r.error());
-    if (r->status != 201) return api_error(*r);
-    const json created = parse_answer(r->body);
-    if (!created.is_object() || !created.contains("id")) return bad_answer(*r);
+    Response r;
+    if (auto rc = request_as(c, "POST", "/v1/sessions", 201, r, body.dump())) return *rc;
+    const json created = parse_answer(r.body);
+    if (!created.is_object() || !created.contains("id")) return bad_answer(r);
     session = created.value("id", "");
     std::fprintf(stderr, "session %s (continue later with: llmctl chat --session %s)\n", session.c_str(),
                  session.c_str());
@@ -310,30 +319,27 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
   if (args.empty()) return usage_error("sessions needs list, show ID or rm ID...");
   const std::string sub = args[0];
   HttpClient c(o.socket, &g_interrupt);
+  Response r;
   if (sub == "list" && args.size() == 1) {
-    auto r = c.request("GET", "/v1/sessions");
-    if (!r) return transport_error(r.error());
-    if (r->status != 200) return api_error(*r);
+    if (auto rc = request_as(c, "GET", "/v1/sessions", 200, r)) return *rc;
     if (o.json) {
-      std::printf("%s\n", r->body.c_str());
+      std::printf("%s\n", r.body.c_str());
       return kOk;
     }
-    const json j = parse_answer(r->body);
-    if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) return bad_answer(*r);
+    const json j = parse_answer(r.body);
+    if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) return bad_answer(r);
     if (j["data"].empty()) std::printf("no sessions\n");
     for (const auto& s : j["data"]) print_session_line(s);
     return kOk;
   }
   if (sub == "show" && args.size() == 2) {
-    auto r = c.request("GET", "/v1/sessions/" + args[1]);
-    if (!r) return transport_error(r.error());
-    if (r->status != 200) return api_error(*r);
+    if (auto rc = request_as(c, "GET", "/v1/sessions/" + args[1], 200, r)) return *rc;
     if (o.json) {
-      std::printf("%s\n", r->body.c_str());
+      std::printf("%s\n", r.body.c_str());
       return kOk;
     }
-    const json s = parse_answer(r->body);
-    if (!s.is_object() || !s.contains("messages") || !s["messages"].is_array()) return bad_answer(*r);
+    const json s = parse_answer(r.body);
+    if (!s.is_object() || !s.contains("messages") || !s["messages"].is_array()) return bad_answer(r);
     print_session_line(s);
     for (const auto& m : s["messages"]) {
       std::printf("\n[%s]\n%s\n", m.value("role", "?").c_str(), m.value("content", "").c_str());
@@ -343,13 +349,14 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
   if (sub == "rm" && args.size() >= 2) {
     int rc = kOk;
     for (std::size_t i = 1; i < args.size(); ++i) {
-      auto r = c.request("DELETE", "/v1/sessions/" + args[i]);
-      if (!r) return transport_error(r.error());
-      if (r->status != 200) {
-        rc = api_error(*r);
+      // A session that is not there does not stop the others; an unreachable daemon does.
+      auto del = c.request("DELETE", "/v1/sessions/" + args[i]);
+      if (!del) return transport_error(del.error());
+      if (del->status != 200) {
+        rc = api_error(*del);
         continue;
       }
-      if (o.json) std::printf("%s\n", r->body.c_str());
+      if (o.json) std::printf("%s\n", del->body.c_str());
       else std::printf("deleted %s\n", args[i].c_str());
     }
     return rc;

@@ -37,6 +37,17 @@ std::string read_all(int fd, int limit_ms = 30000) {
   return out;
 }
 
+// Connects, sends `request` as is, returns everything the server sends until it closes.
+std::string raw_exchange(const std::string& sock, const std::string& request) {
+  const int fd = connect_to(sock);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return {};
+  EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  return resp;
+}
+
 unsigned status_of(const std::string& response) {
   if (response.rfind("HTTP/1.1 ", 0) != 0) return 0;
   return static_cast<unsigned>(std::stoul(response.substr(9, 3)));
@@ -129,30 +140,19 @@ TEST_F(LimitsTest, UnknownEndpointAndWrongMethod) {
 }
 
 TEST_F(LimitsTest, SlowClientGetsRequestTimeout) {
-  const int fd = connect_to(daemon_->socket());
-  ASSERT_GE(fd, 0);
-  const std::string partial = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";  // and then nothing
-  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
-  const std::string resp = read_all(fd);
-  ::close(fd);
+  // The head of a request, and then nothing.
+  const std::string resp = raw_exchange(daemon_->socket(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\n");
   EXPECT_EQ(status_of(resp), 408u) << resp;
 }
 
 TEST_F(LimitsTest, HeadersTooLarge) {
-  const int fd = connect_to(daemon_->socket());
-  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'y') + "\r\n\r\n";
-  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
-  const std::string resp = read_all(fd);
-  ::close(fd);
+  const std::string resp = raw_exchange(
+      daemon_->socket(), "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'y') + "\r\n\r\n");
   EXPECT_EQ(status_of(resp), 431u) << resp;
 }
 
 TEST_F(LimitsTest, MalformedHttp) {
-  const int fd = connect_to(daemon_->socket());
-  const std::string req = "HELLO THERE\r\n\r\n";
-  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
-  const std::string resp = read_all(fd);
-  ::close(fd);
+  const std::string resp = raw_exchange(daemon_->socket(), "HELLO THERE\r\n\r\n");
   EXPECT_EQ(status_of(resp), 400u) << resp;
 }
 
@@ -179,11 +179,9 @@ TEST_F(LimitsTest, TooManyConnections) {
 }
 
 TEST_F(LimitsTest, KeepAliveServesSeveralRequests) {
-  const int fd = connect_to(daemon_->socket());
-  const std::string two = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  ASSERT_EQ(::send(fd, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
-  const std::string resp = read_all(fd);
-  ::close(fd);
+  const std::string resp = raw_exchange(daemon_->socket(),
+                                    "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                                    "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_NE(resp.find("\"status\":\"ok\""), std::string::npos) << resp;
   EXPECT_NE(resp.find("\"object\":\"list\""), std::string::npos) << resp;
 }
