@@ -119,10 +119,28 @@ Status App::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
 
-  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, WorkerOptions{config_.keep_resident});
+  if (config_.restore == "chunks") {
+    kvstore::ChunkStoreOptions co;
+    co.dir = config_.state_dir + "/kv";
+    co.chunk_tokens = config_.chunk_tokens;
+    co.ram_budget = config_.kv_ram_mib << 20;
+    co.disk_budget = config_.kv_disk_mib << 20;
+    co.disk_zstd = config_.kv_disk_zstd;
+    auto policy = kvstore::policy_from_name(config_.kv_policy);
+    if (!policy) return policy.error();
+    co.policy.kind = *policy;
+    co.policy.target_ratio = config_.kv_target_ratio;
+    auto chunks = kvstore::ChunkStore::open(std::move(co), context_->kv_layout(), mi.fingerprint);
+    if (!chunks) return Error(chunks.error().code(), "KV chunk store: " + chunks.error().message());
+    chunks_ = std::move(*chunks);
+    spdlog::info("kv: restore from chunks of {} tokens, policy {}, RAM budget {} MiB, disk budget {} MiB",
+                 config_.chunk_tokens, config_.kv_policy, config_.kv_ram_mib, config_.kv_disk_mib);
+  }
+  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, WorkerOptions{config_.keep_resident, chunks_.get()});
   storage_ = std::make_unique<TaskThread>("llmd-storage");
   service_ = std::make_unique<Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
                                        service_limits());
+  service_->set_chunk_store(chunks_.get());
   LLMD_TRY_STATUS(service_->load());
   spdlog::info("sessions: {} stored in {}", service_->status().sessions, config_.state_dir);
 
@@ -243,7 +261,9 @@ void App::reload() {
   if (n.state_dir != config_.state_dir) restart.push_back("state-dir");
   if (n.threads != config_.threads || n.slots != config_.slots || n.ctx != config_.ctx || n.batch != config_.batch ||
       n.flash_attn != config_.flash_attn || n.kv_type != config_.kv_type || n.keep_resident != config_.keep_resident ||
-      n.restore != config_.restore || n.admin_group != config_.admin_group) {
+      n.restore != config_.restore || n.admin_group != config_.admin_group || n.chunk_tokens != config_.chunk_tokens ||
+      n.kv_ram_mib != config_.kv_ram_mib || n.kv_disk_mib != config_.kv_disk_mib || n.kv_policy != config_.kv_policy ||
+      n.kv_target_ratio != config_.kv_target_ratio || n.kv_disk_zstd != config_.kv_disk_zstd) {
     restart.push_back("context/engine settings");
   }
   // Keep what needs a restart; take everything else.
@@ -259,6 +279,12 @@ void App::reload() {
   next.kv_type = config_.kv_type;
   next.keep_resident = config_.keep_resident;
   next.restore = config_.restore;
+  next.chunk_tokens = config_.chunk_tokens;
+  next.kv_ram_mib = config_.kv_ram_mib;
+  next.kv_disk_mib = config_.kv_disk_mib;
+  next.kv_policy = config_.kv_policy;
+  next.kv_target_ratio = config_.kv_target_ratio;
+  next.kv_disk_zstd = config_.kv_disk_zstd;
   next.admin_group = config_.admin_group;
   config_ = next;
   (void)set_log_level(config_.log_level);

@@ -52,6 +52,7 @@ class App {
   std::unique_ptr<engine::Context> context_;
   std::unique_ptr<engine::Tokenizer> tokenizer_;
   std::unique_ptr<kvstore::SessionStore> store_;
+  std::unique_ptr<kvstore::ChunkStore> chunks_;  // restore=chunks; outlives the worker
   std::unique_ptr<EngineWorker> worker_;
   std::unique_ptr<TaskThread> storage_;
   std::unique_ptr<Service> service_;

@@ -26,7 +26,18 @@ po::options_description settings(Config& c) {
       ("flash-attn", po::value(&c.flash_attn)->default_value(c.flash_attn), "flash attention: auto, on, off")
       ("kv-type", po::value(&c.kv_type)->default_value(c.kv_type), "KV cache type: f16, q8_0, ...")
       ("restore", po::value(&c.restore)->default_value(c.restore),
-       "how a session whose KV is not resident comes back: recompute")
+       "how a session whose KV is not resident comes back: chunks (stored KV), recompute")
+      ("chunk-tokens", po::value(&c.chunk_tokens)->default_value(c.chunk_tokens), "KV positions per stored chunk")
+      ("kv-ram-mib", po::value(&c.kv_ram_mib)->default_value(c.kv_ram_mib),
+       "budget of encoded KV chunks in RAM (T1), MiB; 0: none")
+      ("kv-disk-mib", po::value(&c.kv_disk_mib)->default_value(c.kv_disk_mib),
+       "budget of encoded KV chunks on disk (T2, state-dir/kv), MiB; 0: none")
+      ("kv-policy", po::value(&c.kv_policy)->default_value(c.kv_policy),
+       "codec per chunk: exact, position (sinks and recent exact, older compressed), q8_0, q4_0")
+      ("kv-target-ratio", po::value(&c.kv_target_ratio)->default_value(c.kv_target_ratio),
+       "position policy: encoded bytes / exact bytes to aim for, (0, 1]")
+      ("kv-disk-zstd", po::value(&c.kv_disk_zstd)->default_value(c.kv_disk_zstd),
+       "zstd-compress exact chunks on disk")
       ("keep-resident", po::value(&c.keep_resident)->default_value(c.keep_resident),
        "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)")
       ("log-level", po::value(&c.log_level)->default_value(c.log_level), "trace, debug, info, warn, error")
@@ -82,7 +93,14 @@ Status validate(const Config& c) {
   if (c.flash_attn != "auto" && c.flash_attn != "on" && c.flash_attn != "off") {
     return bad("flash-attn", "must be auto, on or off");
   }
-  if (c.restore != "recompute") return bad("restore", "must be recompute (chunk restore arrives with the kvstore)");
+  if (c.restore != "recompute" && c.restore != "chunks") return bad("restore", "must be chunks or recompute");
+  if (c.chunk_tokens < 1 || c.chunk_tokens > 4096) return bad("chunk-tokens", "must be between 1 and 4096");
+  if (c.kv_ram_mib > (1ull << 24)) return bad("kv-ram-mib", "must be at most 16777216 (16 TiB)");
+  if (c.kv_disk_mib > (1ull << 26)) return bad("kv-disk-mib", "must be at most 67108864 (64 TiB)");
+  if (c.kv_policy != "exact" && c.kv_policy != "position" && c.kv_policy != "q8_0" && c.kv_policy != "q4_0") {
+    return bad("kv-policy", "must be exact, position, q8_0 or q4_0");
+  }
+  if (!(c.kv_target_ratio > 0.0 && c.kv_target_ratio <= 1.0)) return bad("kv-target-ratio", "must be in (0, 1]");
   if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
       c.log_level != "error") {
     return bad("log-level", "must be trace, debug, info, warn or error");
@@ -158,6 +176,9 @@ std::string describe(const Config& c) {
   o << "model = " << c.model << "\nsocket = " << c.socket << "\nstate-dir = " << c.state_dir
     << "\nthreads = " << c.threads << "\nslots = " << c.slots << "\nctx = " << c.ctx << "\nbatch = " << c.batch
     << "\nflash-attn = " << c.flash_attn << "\nkv-type = " << c.kv_type << "\nrestore = " << c.restore
+    << "\nchunk-tokens = " << c.chunk_tokens << "\nkv-ram-mib = " << c.kv_ram_mib << "\nkv-disk-mib = " << c.kv_disk_mib
+    << "\nkv-policy = " << c.kv_policy << "\nkv-target-ratio = " << c.kv_target_ratio
+    << "\nkv-disk-zstd = " << (c.kv_disk_zstd ? "true" : "false")
     << "\nkeep-resident = " << (c.keep_resident ? "true" : "false") << "\nlog-level = " << c.log_level
     << "\nlog-content = " << (c.log_content ? "true" : "false") << "\nadmin-group = " << c.admin_group
     << "\nmax-body-bytes = " << c.max_body_bytes << "\nmax-header-bytes = " << c.max_header_bytes

@@ -26,7 +26,13 @@ struct Config {
   std::uint32_t batch = 512;           // most tokens in one decode step
   std::string flash_attn = "auto";     // auto | on | off
   std::string kv_type = "f16";
-  std::string restore = "recompute";   // how a non-resident session's KV comes back
+  std::string restore = "chunks";      // how a non-resident session's KV comes back: chunks | recompute
+  std::uint32_t chunk_tokens = 64;     // KV positions per chunk
+  std::uint64_t kv_ram_mib = 1024;     // T1: encoded chunks in host RAM
+  std::uint64_t kv_disk_mib = 8192;    // T2: encoded chunks on disk, under state-dir/kv
+  std::string kv_policy = "exact";     // exact | position | q8_0 | q4_0
+  double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
+  bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
   std::string log_level = "info";      // trace | debug | info | warn | error
   bool log_content = false;            // log prompts and answers (debug level); off by default

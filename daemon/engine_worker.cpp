@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 namespace llmd::daemon {
 namespace {
 
@@ -175,6 +177,18 @@ bool EngineWorker::try_admit(Job& job) {
     if (!running_.empty()) return false;  // wait for running jobs to free cells
   }
 
+  Running run{};
+  run.admitted = Clock::now();
+  kvstore::ChunkStore* chunks = job.session_id.empty() ? nullptr : options_.chunks;
+  if (chunks) {
+    chunks->pin(job.session_id);
+    if (reuse == 0 && !job.history.empty()) {
+      restore_from_chunks(seq, job, run);
+      reuse = run.loaded;
+      slot.cached.assign(job.history.begin(), job.history.begin() + static_cast<std::ptrdiff_t>(reuse));
+    }
+  }
+
   std::vector<engine::Token> prompt(job.history.begin() + static_cast<std::ptrdiff_t>(reuse), job.history.end());
   prompt.insert(prompt.end(), job.input.begin(), job.input.end());
   // A resident session lacks exactly one history token: the last one it generated, sampled but
@@ -183,14 +197,44 @@ bool EngineWorker::try_admit(Job& job) {
   if (reuse > 0 && restore == 1) restore = 0;
   engine::SequenceJob sj{seq, std::move(prompt), job.params, restore};
   if (auto st = runner_.add(std::move(sj)); !st) {
+    if (chunks) chunks->unpin(job.session_id);
     fail(job, st.error(), engine::FinishReason::error);
     return true;
   }
   slot.session_id = job.session_id;
   slot.job = job.id;
   slot.last_used = Clock::now();
-  running_.emplace(seq, Running{std::move(job), Clock::now(), reuse, restore});
+  run.reused = run.loaded > 0 ? 0 : reuse;
+  run.restored = restore;
+  run.job = std::move(job);
+  running_.emplace(seq, std::move(run));
   return true;
+}
+
+void EngineWorker::restore_from_chunks(engine::SeqId seq, const Job& job, Running& r) {
+  ctx_.seq_clear(seq);
+  auto loaded = options_.chunks->load(job.session_id, job.history);
+  r.read_ms = loaded.read_ms;
+  r.decode_ms = loaded.decode_ms;
+  if (loaded.tokens == 0) return;
+  const auto t = Clock::now();
+  const std::size_t n = loaded.tokens;
+  if (auto st = ctx_.seq_cells_set(seq, std::move(loaded.cells)); !st) {
+    spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", job.session_id, st.error().message());
+    ctx_.seq_clear(seq);
+  } else {
+    r.loaded = n;
+  }
+  r.decode_ms += ms_between(t, Clock::now());
+}
+
+void EngineWorker::write_back(engine::SeqId seq, const std::string& session_id) {
+  auto state = ctx_.seq_state_get(seq);
+  if (!state) {
+    spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
+    return;
+  }
+  options_.chunks->write_back(session_id, slots_[static_cast<std::size_t>(seq)].cached, std::move(*state));
 }
 
 void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
@@ -208,6 +252,11 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   slot.cached = std::move(all);
   slot.job.reset();
   slot.last_used = Clock::now();
+  if (options_.chunks && !r.job.session_id.empty()) {
+    // Ahead-of-time write-back: a later eviction of this slot only drops memory.
+    if (o.finish != engine::FinishReason::error && !slot.cached.empty()) write_back(seq, r.job.session_id);
+    options_.chunks->unpin(r.job.session_id);
+  }
   if (r.job.session_id.empty() || !options_.keep_resident) {
     // One-off work and the no-residency baseline keep nothing for later.
     ctx_.seq_clear(seq);
@@ -224,8 +273,12 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.usage.completion_tokens = static_cast<std::int32_t>(res.generated.size());
   res.usage.cached_tokens = static_cast<std::int32_t>(r.reused);
   res.usage.restored_tokens = static_cast<std::int32_t>(r.restored);
+  res.usage.loaded_tokens = static_cast<std::int32_t>(r.loaded);
   res.timings.queue = ms_between(r.job.submitted, r.admitted);
-  res.timings.restore = ms(o.restore_time);
+  res.timings.restore_read = r.read_ms;
+  res.timings.restore_decode = r.decode_ms;
+  res.timings.restore_recompute = ms(o.restore_time);
+  res.timings.restore = r.read_ms + r.decode_ms + ms(o.restore_time);
   res.timings.prefill = ms(o.prefill_time);
   res.timings.decode = ms(o.decode_time);
   res.timings.ttft = res.timings.queue + res.timings.restore + res.timings.prefill;

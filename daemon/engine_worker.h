@@ -31,6 +31,7 @@
 #include "daemon/engine/context.h"
 #include "daemon/engine/generation.h"
 #include "daemon/engine/tokenizer.h"
+#include "kvstore/chunk_store.h"
 
 namespace llmd::daemon {
 
@@ -38,7 +39,10 @@ using Clock = std::chrono::steady_clock;
 
 struct Timings {  // milliseconds
   double queue = 0;    // submitted -> admitted to a slot
-  double restore = 0;  // recomputing history that was not resident
+  double restore = 0;  // bringing back history that was not resident: read + decode + recompute
+  double restore_read = 0;       // reading KV chunks from disk
+  double restore_decode = 0;     // checking, decoding and installing KV chunks into the slot
+  double restore_recompute = 0;  // recomputing history no chunk covered
   double prefill = 0;  // the request's own prompt tokens, until the first token
   double decode = 0;   // first token -> end
   double ttft = 0;     // submitted -> first token
@@ -49,6 +53,7 @@ struct Usage {
   std::int32_t completion_tokens = 0;  // generated tokens
   std::int32_t cached_tokens = 0;      // history found resident in the slot
   std::int32_t restored_tokens = 0;    // history recomputed
+  std::int32_t loaded_tokens = 0;      // history restored from KV chunks (T1/T2)
 };
 
 struct JobResult {
@@ -90,6 +95,9 @@ struct WorkerStats {
 
 struct WorkerOptions {
   bool keep_resident = true;
+  // restore=chunks: sessions' KV is written back to this store after each job and restored from it
+  // when not resident. Null: history that is not resident is recomputed (restore=recompute).
+  kvstore::ChunkStore* chunks = nullptr;
 };
 
 class EngineWorker {
@@ -120,10 +128,15 @@ class EngineWorker {
     Clock::time_point admitted;
     std::size_t reused = 0;    // history tokens that were resident
     std::size_t restored = 0;  // history tokens recomputed
+    std::size_t loaded = 0;    // history tokens restored from chunks
+    double read_ms = 0, decode_ms = 0;
   };
 
   void run();
   bool try_admit(Job& job);
+  // Restores the longest chunk-covered prefix of the job's history into the (empty) slot.
+  void restore_from_chunks(engine::SeqId seq, const Job& job, Running& r);
+  void write_back(engine::SeqId seq, const std::string& session_id);
   std::optional<engine::SeqId> pick_slot(const Job& job);
   bool evict_one_idle();
   bool make_room(std::size_t cells_needed);

@@ -1,6 +1,8 @@
 // The daemon's core API (see service.h).
 #include "daemon/service.h"
 
+#include <set>
+
 #include <boost/asio/post.hpp>
 
 #include <random>
@@ -65,6 +67,11 @@ Status Service::load() {
   auto all = store_.list();
   if (!all) return all.error();
   for (const auto& r : *all) index_[r.id] = {r.uid, false};
+  if (chunks_) {
+    std::set<std::string> ids;
+    for (const auto& r : *all) ids.insert(r.id);
+    chunks_->retain_only(std::move(ids));
+  }
   return {};
 }
 
@@ -131,6 +138,7 @@ void Service::list_sessions(const Caller& caller, std::function<void(Result<std:
         SessionInfo i = info_of(r);
         i.busy = it->second.busy;
         for (const auto& s : stats.slots) i.resident = i.resident || s.session_id == r.id;
+        if (chunks_) i.kv = chunks_->residency(r.id);
         out.push_back(std::move(i));
       }
       done(std::move(out));
@@ -154,6 +162,7 @@ void Service::get_session(const Caller& caller, const std::string& id, std::func
         if (it == index_.end()) return done(no_session(id));
         detail->info.busy = it->second.busy;
         for (const auto& s : worker_.stats().slots) detail->info.resident = detail->info.resident || s.session_id == id;
+        if (chunks_) detail->info.kv = chunks_->residency(id);
       }
       done(std::move(detail));
     });
@@ -170,6 +179,7 @@ void Service::delete_session(const Caller& caller, const std::string& id, std::f
       if (st) {
         index_.erase(id);
         worker_.forget_session(id);
+        if (chunks_) chunks_->drop_session(id);
       } else if (auto it = index_.find(id); it != index_.end()) {
         it->second.busy = false;
       }
@@ -393,6 +403,7 @@ ServiceStatus Service::status() const {
   s.in_flight = in_flight_.size();
   s.shutting_down = shutting_down_;
   s.worker = worker_.stats();
+  if (chunks_) s.kv = chunks_->stats();
   return s;
 }
 

@@ -32,6 +32,7 @@
 #include "daemon/engine/tokenizer.h"
 #include "daemon/engine_worker.h"
 #include "daemon/task_thread.h"
+#include "kvstore/chunk_store.h"
 #include "kvstore/session_store.h"
 
 namespace llmd::daemon {
@@ -54,6 +55,7 @@ struct SessionInfo {
   std::uint32_t n_messages = 0;
   bool busy = false;      // a turn is running
   bool resident = false;  // its KV is in a slot
+  kvstore::SessionResidency kv;  // its stored KV chunks (restore=chunks)
 };
 
 struct SessionDetail {
@@ -99,6 +101,7 @@ struct ServiceStatus {
   std::size_t in_flight = 0;
   bool shutting_down = false;
   WorkerStats worker;
+  std::optional<kvstore::StoreStats> kv;  // restore=chunks
 };
 
 class Service {
@@ -111,6 +114,9 @@ class Service {
 
   // Reads the session index from the store. Call once before the storage thread gets work.
   Status load();
+  // restore=chunks: the store of sessions' KV chunks (deleted sessions' chunks go too). Before load().
+  void set_chunk_store(kvstore::ChunkStore* chunks) { chunks_ = chunks; }
+  const kvstore::ChunkStoreOptions& chunk_options() const { return chunks_ ? chunks_->options() : no_chunks_; }
 
   void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                       std::function<void(Result<SessionInfo>)> done);
@@ -168,6 +174,8 @@ class Service {
   EngineWorker& worker_;
   TaskThread& storage_;
   kvstore::SessionStore& store_;  // storage thread only (after load())
+  kvstore::ChunkStore* chunks_ = nullptr;
+  kvstore::ChunkStoreOptions no_chunks_;
   ServiceLimits limits_;
 
   std::map<std::string, IndexEntry> index_;

@@ -34,13 +34,56 @@ nlohmann::json usage_json(const daemon::Usage& u) {
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
           {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
-          {"restored_tokens", u.restored_tokens}};
+          {"restored_tokens", u.restored_tokens},
+          {"loaded_tokens", u.loaded_tokens}};
+}
+
+namespace {
+
+nlohmann::json by_codec(const auto& values) {
+  nlohmann::json j = nlohmann::json::object();
+  for (kvstore::Codec c : {kvstore::Codec::exact, kvstore::Codec::exact_zstd, kvstore::Codec::q8_0, kvstore::Codec::q4_0}) {
+    const auto v = values[static_cast<std::size_t>(c)];
+    if (v != 0) j[std::string(kvstore::codec_name(c))] = v;
+  }
+  return j;
+}
+
+nlohmann::json tier_json(const kvstore::TierStats& t) {
+  return {{"budget_bytes", t.budget},
+          {"bytes", t.bytes},
+          {"chunks", t.chunks},
+          {"bytes_by_codec", by_codec(t.bytes_by_codec)},
+          {"chunks_by_codec", by_codec(t.chunks_by_codec)}};
+}
+
+}  // namespace
+
+nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::ChunkStoreOptions& o) {
+  return {{"restore", "chunks"},
+          {"chunk_tokens", o.chunk_tokens},
+          {"policy", std::string(kvstore::policy_name(o.policy.kind))},
+          {"ram", tier_json(s.ram)},
+          {"disk", tier_json(s.disk)},
+          {"write_backs", s.write_backs},
+          {"chunks_encoded", s.chunks_encoded},
+          {"pending_write_backs", s.pending},
+          {"write_errors", s.write_errors},
+          {"bad_chunks", s.bad_chunks},
+          {"last_error", s.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.last_error)}};
 }
 
 nlohmann::json timings_json(const daemon::Timings& t, std::int32_t completion_tokens) {
   const double tps = t.decode > 0.0 && completion_tokens > 1 ? (completion_tokens - 1) * 1000.0 / t.decode : 0.0;
-  return {{"queue_ms", t.queue},     {"restore_ms", t.restore}, {"prefill_ms", t.prefill},
-          {"decode_ms", t.decode},   {"ttft_ms", t.ttft},       {"decode_tokens_per_second", tps}};
+  return {{"queue_ms", t.queue},
+          {"restore_ms", t.restore},
+          {"restore_read_ms", t.restore_read},
+          {"restore_decode_ms", t.restore_decode},
+          {"restore_recompute_ms", t.restore_recompute},
+          {"prefill_ms", t.prefill},
+          {"decode_ms", t.decode},
+          {"ttft_ms", t.ttft},
+          {"decode_tokens_per_second", tps}};
 }
 
 std::string openai_finish_reason(engine::FinishReason reason) {
@@ -67,7 +110,13 @@ nlohmann::json session_json(const daemon::SessionInfo& s) {
           {"n_tokens", s.n_tokens},
           {"n_messages", s.n_messages},
           {"busy", s.busy},
-          {"resident", s.resident}};
+          {"resident", s.resident},
+          {"kv",
+           {{"chunks", s.kv.chunks},
+            {"tokens", s.kv.tokens},
+            {"ram", {{"chunks", s.kv.ram_chunks}, {"bytes", s.kv.ram_bytes}}},
+            {"disk", {{"chunks", s.kv.disk_chunks}, {"bytes", s.kv.disk_bytes}}},
+            {"chunks_by_codec", by_codec(s.kv.chunks_by_codec)}}}};
 }
 
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body) {
@@ -189,6 +238,7 @@ void Api::status(const HttpRequest& req, Responder& r) {
               {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
               {"sessions", {{"total", st.sessions}}},
               {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
+              {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
               {"limits",
                {{"max_sessions_per_user", lim.max_sessions_per_user},
                 {"max_message_bytes", lim.max_message_bytes},

@@ -130,6 +130,9 @@ int simple_get(const Options& o, const std::string& target, void (*pretty)(const
   return kOk;
 }
 
+std::string mib(double bytes);
+std::string codec_mix(const json& by_codec);
+
 void print_status(const json& j) {
   const auto& m = j.at("model");
   std::printf("llmd %s: %s\n", j.value("version", "?").c_str(), j.value("status", "?").c_str());
@@ -145,6 +148,20 @@ void print_status(const json& j) {
   const auto& q = j.at("queue");
   std::printf("queue:    %d running, %d queued\n", q.value("running", 0), q.value("queued", 0));
   std::printf("sessions: %d stored\n", j.at("sessions").value("total", 0));
+  if (j.contains("kv") && j["kv"].value("restore", "") == "chunks") {
+    const json& kv = j["kv"];
+    for (const char* tier : {"ram", "disk"}) {
+      const json& t = kv[tier];
+      std::printf("kv %-5s %s of %s, %d chunks (%s)\n", tier, mib(t.value("bytes", 0.0)).c_str(),
+                  mib(t.value("budget_bytes", 0.0)).c_str(), t.value("chunks", 0),
+                  codec_mix(t.value("chunks_by_codec", json::object())).c_str());
+    }
+    if (kv.contains("last_error") && kv["last_error"].is_string()) {
+      std::printf("kv last error: %s\n", kv["last_error"].get<std::string>().c_str());
+    }
+  } else {
+    std::printf("kv:       restore by recompute\n");
+  }
   std::printf("uptime:   %.0f s\n", j.value("uptime_s", 0.0));
 }
 
@@ -160,6 +177,33 @@ void print_session_line(const json& s) {
   std::printf("%s  %3d messages  %5d tokens%s%s  %s\n", s.value("id", "?").c_str(), s.value("n_messages", 0),
               s.value("n_tokens", 0), s.value("busy", false) ? "  busy" : "",
               s.value("resident", false) ? "  resident" : "", s.value("app", "").c_str());
+}
+
+std::string mib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
+  return buf;
+}
+
+std::string codec_mix(const json& by_codec) {
+  std::string out;
+  if (!by_codec.is_object()) return out;
+  for (const auto& [codec, n] : by_codec.items()) {
+    if (!out.empty()) out += ", ";
+    out += codec + " " + n.dump();
+  }
+  return out.empty() ? "none" : out;
+}
+
+// Where a session's KV is: its slot (resident), and its stored chunks per tier and codec.
+void print_session_kv(const json& s) {
+  if (!s.contains("kv") || !s["kv"].is_object()) return;
+  const json& kv = s["kv"];
+  std::printf("kv: %s; %d chunks stored covering %d tokens (RAM %d, %s; disk %d, %s); codecs: %s\n",
+              s.value("resident", false) ? "resident in a slot" : "not resident", kv.value("chunks", 0),
+              kv.value("tokens", 0), kv["ram"].value("chunks", 0), mib(kv["ram"].value("bytes", 0.0)).c_str(),
+              kv["disk"].value("chunks", 0), mib(kv["disk"].value("bytes", 0.0)).c_str(),
+              codec_mix(kv.value("chunks_by_codec", json::object())).c_str());
 }
 
 // Streams one generation; prints text as it arrives. Returns the exit code.
@@ -341,6 +385,7 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
     const json s = parse_answer(r.body);
     if (!s.is_object() || !s.contains("messages") || !s["messages"].is_array()) return bad_answer(r);
     print_session_line(s);
+    print_session_kv(s);
     for (const auto& m : s["messages"]) {
       std::printf("\n[%s]\n%s\n", m.value("role", "?").c_str(), m.value("content", "").c_str());
     }

@@ -81,6 +81,11 @@ class Context {
   // resource_exhausted if there are not enough free cells.
   Status seq_state_set(SeqId seq, std::span<const std::uint8_t> bytes);
 
+  // The same from cells in the context's layout (what the kvstore restores): positions must
+  // increase; their seq_ids are set to `seq`. invalid_argument for another layout,
+  // resource_exhausted if there are not enough free cells.
+  Status seq_cells_set(SeqId seq, KvStream&& cells);
+
   const KvLayout& kv_layout() const { return layout_; }
   SeqStateFormat seq_state_format() const { return {model_.info().seq_state_cell_ext_bytes}; }
   const Model& model() const { return model_; }
@@ -101,6 +106,7 @@ class Context {
  private:
   Context(const Model& model, llama_context* ctx);
   Status probe_layout();
+  Status set_validated(SeqId seq, std::span<const uint8_t> bytes);
 
   const Model& model_;
   llama_context* ctx_;

@@ -1,0 +1,185 @@
+// The chunk store: every session's KV cache as chunks of `chunk_tokens` positions, kept encoded in
+// host RAM (T1) and on disk (T2) under byte budgets that are never exceeded, indexed in SQLite.
+// It is a cache of the sessions' tokens (the SessionStore holds the truth): a chunk that is missing,
+// evicted, stale or corrupt only means its positions are recomputed.
+//
+// Write-back: after a request, the engine hands the slot's KV state and tokens to write_back(); a
+// background thread cuts it into chunks, picks each chunk's codec with the tolerance policy,
+// encodes the new or changed ones, keeps them in T1 and writes them to T2. Eviction later only
+// drops memory. Every chunk records the hash of all tokens up to its end (KV at a position depends
+// on every token before it), so a chunk is used only for a history that really produced it.
+//
+// Eviction: LCTRU (eviction.h) within each tier; chunks of pinned sessions (in use) are kept.
+//
+// On disk (dir):  index.db            SQLite (WAL): meta(key, value), chunks(session, idx, ...)
+//                 <session>/<idx>-<gen>.kvc   one chunk blob each (chunk.h), written atomically
+// A chunk file is written before its index row is committed and old files are removed after, so a
+// crash (kill -9 at any moment) leaves either the old or the new chunk indexed, plus unindexed
+// files that open() sweeps. A different model or KV layout at open() invalidates every chunk.
+//
+// Thread-safety: all public methods may be called from any thread. write_back() and
+// drop_session() are queued to the store's own thread; load() runs on the caller's thread and waits
+// for the session's queued write-backs first.
+#pragma once
+
+#include <array>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/engine/seq_state.h"
+#include "daemon/engine/types.h"
+#include "kvstore/chunk.h"
+#include "kvstore/file_system.h"
+#include "kvstore/policy.h"
+
+namespace llmd::kvstore {
+
+class Db;
+
+struct ChunkStoreOptions {
+  std::filesystem::path dir;              // created if missing
+  std::uint32_t chunk_tokens = 64;        // positions per chunk
+  std::uint64_t ram_budget = 512ull << 20;   // T1 bytes; 0 disables the RAM tier
+  std::uint64_t disk_budget = 8ull << 30;    // T2 bytes; 0 disables the disk tier
+  bool disk_zstd = false;                 // exact chunks are zstd-compressed on disk
+  PolicyParams policy;
+  std::shared_ptr<FileSystem> fs;         // null: the real file system
+};
+
+inline constexpr std::uint32_t kMaxChunkTokens = 4096;
+
+struct TierStats {
+  std::uint64_t budget = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t chunks = 0;
+  std::array<std::uint64_t, 4> bytes_by_codec{};  // index: Codec value
+  std::array<std::uint64_t, 4> chunks_by_codec{};
+};
+
+struct StoreStats {
+  TierStats ram, disk;
+  std::uint64_t write_backs = 0;     // states written back
+  std::uint64_t chunks_encoded = 0;  // new or changed chunks encoded
+  std::uint64_t write_errors = 0;    // chunk files that could not be written
+  std::uint64_t bad_chunks = 0;      // chunks that failed their checksum or could not be read
+  std::size_t pending = 0;           // queued write-backs
+  std::string last_error;            // the most recent write or read error, for the status page
+};
+
+struct SessionResidency {
+  std::uint32_t chunks = 0;          // chunks held in any tier
+  std::uint32_t tokens = 0;          // positions they cover
+  std::uint32_t ram_chunks = 0, disk_chunks = 0;
+  std::uint64_t ram_bytes = 0, disk_bytes = 0;
+  std::array<std::uint32_t, 4> chunks_by_codec{};  // by the codec of the RAM copy, else the disk copy
+};
+
+struct LoadResult {
+  engine::KvStream cells;   // positions 0..tokens-1, in the layout's own types
+  std::size_t tokens = 0;   // history positions covered
+  std::size_t from_ram = 0, from_disk = 0;  // chunks
+  std::size_t bad = 0;      // chunks that failed and were dropped (their positions get recomputed)
+  double read_ms = 0;       // reading chunk files
+  double decode_ms = 0;     // checking, decoding and joining chunks
+};
+
+// Chained hash of tokens[0, n): a chunk's identity (plus its codec).
+std::uint64_t token_prefix_hash(std::uint64_t seed, std::span<const engine::Token> tokens);
+
+class ChunkStore {
+ public:
+  // Opens or creates the store for a model. Errors: invalid_argument (options), io_error /
+  // corrupt (the index cannot be opened).
+  static Result<std::unique_ptr<ChunkStore>> open(ChunkStoreOptions options, const engine::KvLayout& layout,
+                                                  const std::string& model_fingerprint);
+  ~ChunkStore();  // finishes queued write-backs
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // Queues a write-back of a session's KV: `state` is the sequence state (llama.cpp's format) whose
+  // cells hold `tokens` at positions 0..n-1.
+  void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state);
+  // Restores the longest prefix of `history` that valid chunks cover (possibly none).
+  LoadResult load(const std::string& session, std::span<const engine::Token> history);
+
+  // Pinned sessions' chunks are not evicted (counted: pin twice, unpin twice).
+  void pin(const std::string& session);
+  void unpin(const std::string& session);
+  void drop_session(const std::string& session);  // queued
+  // Forgets every session not in `keep` (sessions deleted while the store could not hear of it).
+  void retain_only(std::set<std::string> keep);   // queued
+  void flush();  // waits until every queued operation is done
+
+  StoreStats stats() const;
+  SessionResidency residency(const std::string& session) const;
+  const ChunkStoreOptions& options() const { return opt_; }
+
+ private:
+  struct Chunk {
+    std::uint32_t index = 0;
+    std::uint32_t n_cells = 0;
+    Codec codec = Codec::exact;  // the policy's choice (RAM copy's codec)
+    std::uint64_t prefix_hash = 0;
+    std::uint64_t last_use = 0;
+    std::shared_ptr<const std::vector<std::uint8_t>> ram;  // T1 copy
+    std::string file;            // T2 file name in the session's directory; empty: none
+    Codec disk_codec = Codec::exact;
+    std::uint64_t disk_bytes = 0;
+  };
+  struct Session {
+    std::vector<Chunk> chunks;  // by index; a missing chunk has n_cells == 0
+    int pins = 0;
+    std::size_t pending = 0;    // queued write-backs
+  };
+  struct Op {
+    enum class Kind { write_back, drop, retain, drop_from } kind;
+    std::string session;
+    std::vector<engine::Token> tokens;
+    std::vector<std::uint8_t> state;
+    std::set<std::string> keep;
+    std::uint32_t from = 0;
+  };
+
+  ChunkStore(ChunkStoreOptions options, const engine::KvLayout& layout);
+  Status init(const std::string& model_fingerprint);
+  void run();
+  void do_write_back(Op& op);
+  void do_drop(const std::string& session, std::uint32_t from);
+  Status write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob);
+  // Under mu_: frees room in a tier by LCTRU; false if the budget cannot hold `bytes`.
+  bool make_ram_room(std::uint64_t bytes);
+  bool make_disk_room(std::uint64_t bytes, std::vector<std::pair<std::string, Chunk>>& evicted);
+  void remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows);
+  std::filesystem::path session_dir(const std::string& session) const { return opt_.dir / session; }
+  void record_error(const std::string& message);
+
+  ChunkStoreOptions opt_;
+  engine::KvLayout layout_;
+  std::array<double, 4> ratios_{};
+  std::unique_ptr<Db> db_;  // the store's thread (and open())
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;       // ops queued / done
+  std::map<std::string, Session> sessions_;  // GUARDED_BY(mu_)
+  std::deque<Op> ops_;                        // GUARDED_BY(mu_)
+  bool busy_ = false;                         // GUARDED_BY(mu_): an op is running
+  bool stop_ = false;                         // GUARDED_BY(mu_)
+  std::uint64_t clock_ = 0;                   // GUARDED_BY(mu_)
+  std::uint64_t gen_ = 0;                     // GUARDED_BY(mu_): file generation counter
+  StoreStats stats_;                          // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace llmd::kvstore

@@ -1,0 +1,35 @@
+// The file operations the chunk store's disk tier (T2) uses, behind a small interface so that tests
+// can inject write errors (a full disk, an I/O error) into the real store.
+//
+// real_file_system(): POSIX files. write_file is atomic: the bytes go to "<path>.tmp", then are
+// renamed over path, so a reader (or a restart after a crash) sees the old file or the new one,
+// never a torn one (a torn .tmp is swept at startup). Files are not fsync'd: a chunk lost or torn
+// by a power failure fails its checksum and is recomputed from the session's tokens.
+//
+// Thread-safety: the implementations are stateless and may be used from any thread.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+
+namespace llmd::kvstore {
+
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+  // Errors: resource_exhausted (ENOSPC, EDQUOT), io_error, permission_denied.
+  virtual Status write_file(const std::filesystem::path& path, std::span<const std::uint8_t> bytes) = 0;
+  // Errors: not_found, io_error.
+  virtual Result<std::vector<std::uint8_t>> read_file(const std::filesystem::path& path, std::uint64_t max_bytes) = 0;
+  virtual Status remove_file(const std::filesystem::path& path) = 0;  // a missing file is fine
+  virtual Status make_dirs(const std::filesystem::path& path) = 0;
+};
+
+std::shared_ptr<FileSystem> real_file_system();
+
+}  // namespace llmd::kvstore

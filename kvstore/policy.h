@@ -1,0 +1,59 @@
+// Tolerance policies: which codec each chunk of a session is kept in (in T1 and T2; a resident
+// slot always holds the context's own KV type).
+//
+// A policy scores each chunk's importance (how much later tokens depend on it) and picks codecs so
+// that the session's encoded bytes stay under a target ratio of its exact bytes, compressing the
+// least important chunks hardest (LLMS: "tolerance-aware compression"). Protected chunks — the
+// first `sink_chunks` (attention sinks) and the last `recent_chunks` (the recent window) — are
+// always exact.
+//
+//   exact      every chunk exact (bit-identical restore; the default)
+//   position   importance from position alone: sinks and the recent window exact, older chunks
+//              compressed harder (q8_0, then q4_0) until the target ratio holds
+//   q8_0, q4_0 every unprotected chunk in that codec (measurement baselines)
+//
+// Pure code; thread-safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "kvstore/chunk.h"
+
+namespace llmd::kvstore {
+
+enum class PolicyKind { exact, position, q8_0, q4_0 };
+
+std::string_view policy_name(PolicyKind kind);
+Result<PolicyKind> policy_from_name(std::string_view name);  // invalid_argument, naming the choices
+
+struct PolicyParams {
+  PolicyKind kind = PolicyKind::exact;
+  double target_ratio = 0.5;       // encoded bytes / exact bytes the position policy aims for
+  std::uint32_t sink_chunks = 1;   // first chunks kept exact
+  std::uint32_t recent_chunks = 2;  // last chunks kept exact
+};
+
+// Encoded size of each codec relative to exact, for a layout (index: Codec value). A codec the
+// layout cannot use (rows not a whole number of its blocks) gets ratio 0 and is never chosen.
+std::array<double, 4> codec_ratios(const engine::KvLayout& layout);
+
+// Position-based importance of chunk i of n: 1 for protected chunks, else decreasing with age
+// (distance from the end), in (0, 1).
+std::vector<float> position_importance(std::size_t n_chunks, const PolicyParams& params);
+
+// The codec for each of n chunks with the given importance scores (same length). Chunks of equal
+// importance are compressed oldest first.
+std::vector<Codec> choose_codecs(const PolicyParams& params, std::span<const float> importance,
+                                 const std::array<double, 4>& ratios);
+
+// How tolerant a codec's chunks are of compression, for LCTRU eviction: exact 0 (least, evicted
+// first), q8_0 1, q4_0 2.
+int tolerance_level(Codec codec);
+
+}  // namespace llmd::kvstore
