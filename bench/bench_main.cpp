@@ -18,6 +18,7 @@
 #include "bench/report.h"
 #include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
+#include "bench/scenario_switch.h"
 #include "bench/scenario_quality.h"
 #include "daemon/engine/backend.h"
 #include "daemon/engine/context.h"
@@ -34,6 +35,8 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
                   "engine prefill (pp512) and decode (tg128) tokens/s vs llama-bench, smollm2-135m q8_0"}},
       {"daemon", {llmd::bench::run_daemon_scenario,
                   "decode tokens/s through llmd (SSE, measured by the client) vs llama-bench tg128; TTFT"}},
+      {"switch", {llmd::bench::run_switch_scenario,
+                  "context switch: TTFT from T1/T2 vs re-prefill; restore vs llama-server /slots, memcpy, read"}},
       {"quality", {llmd::bench::run_quality_scenario,
                    "KV policies x chunk sizes: bytes/token vs greedy agreement and KL, stories260K"}},
   };

@@ -28,16 +28,17 @@ double Row::ratio() const {
 }
 
 void print_table(const Report& report) {
-  std::printf("\n%-7s  %-10s  %-22s  %18s  %18s\n", "ratio", "scenario", "metric", "llmd", "llama.cpp");
-  std::printf("%-7s  %-10s  %-22s  %18s  %18s\n", "-------", "----------", "----------------------",
-              "------------------", "------------------");
+  std::printf("\n%-7s  %-10s  %-34s  %18s  %18s  %s\n", "ratio", "scenario", "metric", "llmd", "baseline", "baseline is");
+  std::printf("%-7s  %-10s  %-34s  %18s  %18s  %s\n", "-------", "----------", "----------------------------------",
+              "------------------", "------------------", "-----------");
   for (const auto& r : report.rows) {
     char a[64], b[64];
-    std::snprintf(a, sizeof a, "%.1f ± %.1f", r.llmd.mean, r.llmd.stddev);
-    std::snprintf(b, sizeof b, "%.1f ± %.1f", r.llama.mean, r.llama.stddev);
-    std::printf("%-7.3f  %-10s  %-22s  %18s  %18s\n", r.ratio(), r.scenario.c_str(), r.metric.c_str(), a, b);
+    std::snprintf(a, sizeof a, "%.2f ± %.2f", r.llmd.mean, r.llmd.stddev);
+    std::snprintf(b, sizeof b, "%.2f ± %.2f", r.llama.mean, r.llama.stddev);
+    std::printf("%-7.3f  %-10s  %-34s  %18s  %18s  %s\n", r.ratio(), r.scenario.c_str(), r.metric.c_str(), a, b,
+                r.baseline.c_str());
   }
-  std::printf("\nratio = llmd / llama.cpp (>= 1.0: llmd is as fast or faster)\n");
+  std::printf("\nratio = llmd / baseline, inverted where lower is better (>= 1.0: llmd is as fast or faster)\n");
 }
 
 nlohmann::json to_json(const Report& report) {
@@ -51,6 +52,7 @@ nlohmann::json to_json(const Report& report) {
                     {"metric", r.metric},
                     {"llmd", m(r.llmd)},
                     {"llama_cpp", m(r.llama)},
+                    {"baseline", r.baseline},
                     {"higher_is_better", r.higher_is_better}});
   }
   return {{"results", rows}, {"context", report.context}};

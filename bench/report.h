@@ -25,6 +25,7 @@ struct Row {
   Measurement llmd;
   Measurement llama;   // llama.cpp's own tool, same source, same run
   bool higher_is_better = true;
+  std::string baseline = "llama.cpp";  // what the second column is
   double ratio() const;  // llmd / llama.cpp for higher-is-better metrics, inverted otherwise
 };
 

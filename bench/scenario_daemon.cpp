@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/llmd_process.h"
 #include "bench/process.h"
 #include "client-lib/http_client.h"
 
@@ -20,49 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kGen = 128;
-
-class Daemon {
- public:
-  Status start(const BenchEnv& env, const std::string& model) {
-    dir_ = std::filesystem::temp_directory_path() / ("llmd-bench-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    socket_ = (dir_ / "llmd.sock").string();
-    pid_ = ::fork();
-    if (pid_ < 0) return errno_error(errno, "fork");
-    if (pid_ == 0) {
-      std::freopen(env.log_path.c_str(), "a", stderr);
-      const std::string threads = std::to_string(env.threads);
-      const std::string state = (dir_ / "state").string();
-      ::execl(LLMD_BENCH_LLMD_BIN, "llmd", "--config", "/dev/null", "--model", model.c_str(), "--socket",
-              socket_.c_str(), "--state-dir", state.c_str(), "--threads", threads.c_str(), "--slots", "1", "--ctx",
-              "4096", "--log-level", "warn", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    for (int i = 0; i < 600; ++i) {
-      client::HttpClient c(socket_);
-      auto r = c.request("GET", "/v1/health");
-      if (r && r->status == 200) return {};
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return Error(Errc::internal, "llmd did not come up; see " + env.log_path);
-  }
-  ~Daemon() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  const std::string& socket() const { return socket_; }
-
- private:
-  std::filesystem::path dir_;
-  std::string socket_;
-  pid_t pid_ = -1;
-};
 
 struct Streamed {
   double ttft_ms = 0;
@@ -131,8 +89,8 @@ Status run_daemon_scenario(const BenchEnv& env, Report& report) {
       const bool llmd_now = (side == 0) == (round % 2 == 0);
       std::fprintf(stderr, "llmd-bench: daemon round %d/%d: %s\n", round + 1, env.rounds, llmd_now ? "llmd" : "llama-bench");
       if (llmd_now) {
-        Daemon d;
-        LLMD_TRY_STATUS(d.start(env, *model));
+        LlmdProcess d;
+        LLMD_TRY_STATUS(d.start(env, *model, {"--slots", "1", "--ctx", "4096"}));
         if (auto w = stream_once(d.socket(), prompt16, 8); !w) return w.error();  // warm-up
         for (int r = 0; r < env.reps; ++r) {
           auto s = stream_once(d.socket(), "Once upon a time", kGen + 1);

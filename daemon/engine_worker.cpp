@@ -213,19 +213,24 @@ bool EngineWorker::try_admit(Job& job) {
 
 void EngineWorker::restore_from_chunks(engine::SeqId seq, const Job& job, Running& r) {
   ctx_.seq_clear(seq);
-  auto loaded = options_.chunks->load(job.session_id, job.history);
+  const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
+  auto loaded = options_.chunks->load(job.session_id, job.history, target, restore_buf_);
   r.read_ms = loaded.read_ms;
   r.decode_ms = loaded.decode_ms;
   if (loaded.tokens == 0) return;
   const auto t = Clock::now();
-  const std::size_t n = loaded.tokens;
-  if (auto st = ctx_.seq_cells_set(seq, std::move(loaded.cells)); !st) {
+  if (auto st = ctx_.seq_state_set_built(seq, std::span(restore_buf_.data(), loaded.state_bytes)); !st) {
     spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", job.session_id, st.error().message());
     ctx_.seq_clear(seq);
   } else {
-    r.loaded = n;
+    r.loaded = loaded.tokens;
   }
-  r.decode_ms += ms_between(t, Clock::now());
+  const double install_ms = ms_between(t, Clock::now());
+  r.decode_ms += install_ms;
+  spdlog::debug("engine: {} restored {} tokens from KV chunks ({} from RAM, {} from disk): read {:.2f} ms, "
+                "decode {:.2f} ms, install {:.2f} ms",
+                job.session_id, r.loaded, loaded.from_ram, loaded.from_disk, loaded.read_ms, loaded.decode_ms,
+                install_ms);
 }
 
 void EngineWorker::write_back(engine::SeqId seq, const std::string& session_id) {

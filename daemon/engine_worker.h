@@ -154,6 +154,7 @@ class EngineWorker {
   std::vector<Slot> slots_;
   std::map<engine::SeqId, Running> running_;
   std::deque<Job> pending_;
+  std::vector<std::uint8_t> restore_buf_;  // states built from chunks (reused: no page faults per restore)
 
   // Shared with other threads.
   mutable std::mutex mu_;

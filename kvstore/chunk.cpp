@@ -196,62 +196,116 @@ Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob) {
   return info;
 }
 
-Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const engine::KvLayout& layout) {
+namespace {
+
+struct Payload {
+  ChunkInfo info;
+  std::span<const std::uint8_t> raw;  // positions, then rows: in the blob or in `scratch`
+};
+
+// Checks a blob against the layout and returns its (decompressed) payload.
+Result<Payload> open_payload(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
+                             std::vector<std::uint8_t>& scratch) {
   auto info = inspect_chunk(blob);
   if (!info) return info.error();
   if (info->layout != layout_id(layout) || get<std::uint32_t>(blob, 16) != layout.n_layer ||
       get<std::uint32_t>(blob, 20) != layout.cell_ext_bytes) {
     return Error(Errc::invalid_argument, "KV chunk was made under another model or KV settings");
   }
-  const std::uint32_t n_cells = info->n_cells;
-  auto expected = payload_bytes(layout, info->codec, n_cells);
+  auto expected = payload_bytes(layout, info->codec, info->n_cells);
   if (!expected) return expected.error();
   if (get<std::uint64_t>(blob, 40) != *expected) return corrupt("payload size does not match its cells");
-
   const auto payload = blob.subspan(kHeaderBytes);
-  std::vector<std::uint8_t> inflated;
-  std::span<const std::uint8_t> raw = payload;
   if (info->codec == Codec::exact_zstd) {
     const unsigned long long size = ZSTD_getFrameContentSize(payload.data(), payload.size());
     if (size != *expected) return corrupt("compressed payload has the wrong size");
-    inflated.resize(*expected);
-    const std::size_t n = ZSTD_decompress(inflated.data(), inflated.size(), payload.data(), payload.size());
+    if (scratch.size() < *expected) scratch.resize(*expected);
+    const std::size_t n = ZSTD_decompress(scratch.data(), *expected, payload.data(), payload.size());
     if (ZSTD_isError(n) || n != *expected) return corrupt("payload does not decompress");
-    raw = inflated;
-  } else if (payload.size() != *expected) {
-    return corrupt("payload size does not match its cells");
+    return Payload{*info, std::span<const std::uint8_t>(scratch.data(), *expected)};
   }
+  if (payload.size() != *expected) return corrupt("payload size does not match its cells");
+  return Payload{*info, payload};
+}
 
+// Calls cell(i, pos, ext) for every cell and rows(layer, is_k, stored type, stored row bytes,
+// data) for every layer's K and V rows of the payload.
+template <typename CellFn, typename RowsFn>
+Status walk_payload(const Payload& p, const engine::KvLayout& layout, CellFn&& cell, RowsFn&& rows) {
+  std::size_t at = 0;
+  for (std::uint32_t i = 0; i < p.info.n_cells; ++i) {
+    engine::Pos pos;
+    std::memcpy(&pos, p.raw.data() + at, sizeof pos);
+    at += sizeof pos;
+    cell(i, pos, layout.cell_ext_bytes ? p.raw.data() + at : nullptr);
+    at += layout.cell_ext_bytes;
+  }
+  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+    for (const bool is_k : {true, false}) {
+      const engine::GgmlType own = is_k ? layout.k_type[l] : layout.v_type[l];
+      const std::uint64_t own_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
+      auto from = stored_type(p.info.codec, own);
+      if (!from) return from.error();
+      auto from_bytes = stored_row_bytes(p.info.codec, own, own_bytes);
+      if (!from_bytes) return from_bytes.error();
+      LLMD_TRY_STATUS(rows(l, is_k, *from, *from_bytes, p.raw.data() + at));
+      at += *from_bytes * p.info.n_cells;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const engine::KvLayout& layout) {
+  std::vector<std::uint8_t> scratch;
+  auto p = open_payload(blob, layout, scratch);
+  if (!p) return p.error();
+  const std::uint32_t n_cells = p->info.n_cells;
   engine::KvStream out;
   out.v_trans = layout.v_trans;
   out.cells.resize(n_cells);
-  std::size_t at = 0;
-  for (auto& c : out.cells) {
-    std::memcpy(&c.pos, raw.data() + at, sizeof c.pos);
-    at += sizeof c.pos;
-    c.ext.assign(raw.begin() + static_cast<std::ptrdiff_t>(at),
-                 raw.begin() + static_cast<std::ptrdiff_t>(at + layout.cell_ext_bytes));
-    at += layout.cell_ext_bytes;
-    c.seq_ids = {0};
-  }
   out.k.resize(layout.n_layer);
   out.v.resize(layout.n_layer);
-  for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
-    for (const bool is_k : {true, false}) {
-      engine::KvRows& rows = is_k ? out.k[l] : out.v[l];
-      rows.type = is_k ? layout.k_type[l] : layout.v_type[l];
-      rows.row_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
-      rows.elem_bytes = !is_k && layout.v_trans ? layout.v_elem_bytes[l] : 0;
-      auto from = stored_type(info->codec, rows.type);
-      auto from_bytes = stored_row_bytes(info->codec, rows.type, rows.row_bytes);
-      if (!from) return from.error();
-      if (!from_bytes) return from_bytes.error();
-      rows.data.resize(rows.row_bytes * n_cells);
-      LLMD_TRY_STATUS(convert(*from, raw.data() + at, *from_bytes, rows.type, rows.data.data(), n_cells));
-      at += *from_bytes * n_cells;
-    }
-  }
+  LLMD_TRY_STATUS(walk_payload(
+      *p, layout,
+      [&](std::uint32_t i, engine::Pos pos, const std::uint8_t* ext) {
+        out.cells[i].pos = pos;
+        if (ext) out.cells[i].ext.assign(ext, ext + layout.cell_ext_bytes);
+        out.cells[i].seq_ids = {0};
+      },
+      [&](std::uint32_t l, bool is_k, engine::GgmlType from, std::uint64_t from_bytes, const std::uint8_t* src) -> Status {
+        engine::KvRows& rows = is_k ? out.k[l] : out.v[l];
+        rows.type = is_k ? layout.k_type[l] : layout.v_type[l];
+        rows.row_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
+        rows.elem_bytes = !is_k && layout.v_trans ? layout.v_elem_bytes[l] : 0;
+        rows.data.resize(rows.row_bytes * n_cells);
+        return convert(from, src, from_bytes, rows.type, rows.data.data(), n_cells);
+      }));
   return out;
+}
+
+Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
+                                    engine::SeqStateWriter& out, std::size_t first_cell,
+                                    std::vector<std::uint8_t>& scratch) {
+  auto p = open_payload(blob, layout, scratch);
+  if (!p) return p.error();
+  const std::uint32_t n = p->info.n_cells;
+  if (first_cell + n > out.n_cells()) return Error(Errc::invalid_argument, "the chunk does not fit the state");
+  std::vector<std::uint8_t> vtmp;
+  const Status walked = walk_payload(
+      *p, layout, [&](std::uint32_t i, engine::Pos pos, const std::uint8_t* ext) { out.set_cell(first_cell + i, pos, ext); },
+      [&](std::uint32_t l, bool is_k, engine::GgmlType from, std::uint64_t from_bytes, const std::uint8_t* src) -> Status {
+        const engine::GgmlType own = is_k ? layout.k_type[l] : layout.v_type[l];
+        if (is_k) return convert(from, src, from_bytes, own, out.k_rows(l, first_cell), n);
+        if (std::uint8_t* dst = out.v_rows(l, first_cell)) return convert(from, src, from_bytes, own, dst, n);
+        vtmp.resize(layout.v_row_bytes[l] * n);  // v_trans: convert, then scatter
+        LLMD_TRY_STATUS(convert(from, src, from_bytes, own, vtmp.data(), n));
+        out.put_v_rows(l, first_cell, n, vtmp.data());
+        return {};
+      });
+  if (!walked) return walked.error();
+  return p->info;
 }
 
 Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,

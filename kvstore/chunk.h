@@ -59,6 +59,13 @@ Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob);
 // are {0}; whoever assembles a state sets the destination sequence.
 Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const engine::KvLayout& layout);
 
+// Decodes a blob made under `layout` straight into cells [first_cell, first_cell + n) of a state
+// being built (no intermediate copy); `scratch` is reused for decompression. Returns the chunk's
+// header. Errors as decode_chunk, and invalid_argument if the cells do not fit `out`.
+Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
+                                    engine::SeqStateWriter& out, std::size_t first_cell,
+                                    std::vector<std::uint8_t>& scratch);
+
 // Joins decoded chunks (in position order) into a sequence state for `seq` in a context with
 // `n_stream` streams whose active one is `stream` (what engine::Context::seq_state_set takes).
 Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,

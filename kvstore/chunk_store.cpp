@@ -73,7 +73,9 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::open(ChunkStoreOptions options, 
 
 Status ChunkStore::init(const std::string& model_fingerprint) {
   LLMD_TRY_STATUS(opt_.fs->make_dirs(opt_.dir));
-  auto db = Db::open((opt_.dir / "index.db").string());
+  // The index is a cache of the sessions' tokens: a power failure that rolls back its latest
+  // commits only costs recomputation (a row naming a removed file reads as a missing chunk).
+  auto db = Db::open((opt_.dir / "index.db").string(), Db::Durability::process);
   if (!db) return db.error();
   db_ = std::move(*db);
   LLMD_TRY_STATUS(db_->exec(kSchema));
@@ -330,7 +332,8 @@ void ChunkStore::remove_rows(const std::vector<std::pair<std::string, std::uint3
   if (!st) record_error("cannot update the chunk index: " + st.error().message());
 }
 
-Status ChunkStore::write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob) {
+Status ChunkStore::write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
+                                    std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows) {
   std::vector<std::pair<std::string, Chunk>> evicted;
   std::string name;
   {
@@ -341,12 +344,12 @@ Status ChunkStore::write_chunk_file(const std::string& session, Chunk& c, std::s
     stats_.disk.bytes += blob.size();  // reserved
     name = std::to_string(c.index) + "-" + std::to_string(++gen_) + ".kvc";
   }
-  std::vector<std::pair<std::string, std::uint32_t>> rows;
+  // An evicted chunk's row goes in the caller's transaction; its file can go now (a row without
+  // its file reads as a missing chunk, should the process die before that commit).
   for (auto& [s, e] : evicted) {
-    rows.emplace_back(s, e.index);
+    evicted_rows.emplace_back(s, e.index);
     (void)opt_.fs->remove_file(session_dir(s) / e.file);
   }
-  remove_rows(rows);
   Status st = opt_.fs->make_dirs(session_dir(session));
   if (st) st = opt_.fs->write_file(session_dir(session) / name, blob);
   if (!st) {
@@ -409,6 +412,7 @@ void ChunkStore::do_write_back(Op& op) {
     }
   }
   std::vector<Chunk> fresh;
+  std::vector<std::pair<std::string, std::uint32_t>> evicted_rows;  // other chunks' rows, evicted from disk
   for (std::size_t i = 0; i < n_chunks; ++i) {
     if (keep[i]) continue;
     const std::size_t b = i * C, e = std::min(n, b + C);
@@ -438,7 +442,7 @@ void ChunkStore::do_write_back(Op& op) {
           c.disk_codec = Codec::exact_zstd;
         }
       }
-      if (auto st = write_chunk_file(op.session, c, disk_blob); !st) {
+      if (auto st = write_chunk_file(op.session, c, disk_blob, evicted_rows); !st) {
         record_error("cannot write a KV chunk of " + op.session + " to disk: " + st.error().message());
       }
     }
@@ -463,6 +467,13 @@ void ChunkStore::do_write_back(Op& op) {
     if (!del) return del.error();
     auto del_from = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx >= ?");
     if (!del_from) return del_from.error();
+    for (const auto& [session, idx] : evicted_rows) {
+      if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&](const Chunk& c) { return c.index == idx; })) {
+        continue;  // replaced below
+      }
+      LLMD_TRY_STATUS(del->bind(1, session).bind(2, static_cast<std::int64_t>(idx)).run());
+      del->reset();
+    }
     for (const Chunk& c : fresh) {
       if (c.file.empty()) {
         LLMD_TRY_STATUS(del->bind(1, op.session).bind(2, static_cast<std::int64_t>(c.index)).run());
@@ -547,7 +558,8 @@ void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
   }
 }
 
-LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history) {
+LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
+                            const RestoreTarget& target, std::vector<std::uint8_t>& buffer) {
   LoadResult r;
   std::vector<Chunk> chunks;
   {
@@ -562,50 +574,44 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     for (auto& c : it->second.chunks) c.last_use = now;
     chunks = it->second.chunks;
   }
+  // 1. The chunks whose token prefix matches the history, their blobs fetched and checksummed.
   const std::uint32_t C = opt_.chunk_tokens;
+  std::vector<std::shared_ptr<const std::vector<std::uint8_t>>> blobs;
   std::uint64_t h = 0;
+  std::size_t cells = 0;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const Chunk& c = chunks[i];
     const std::size_t start = i * C;
     if (!present(c) || start + c.n_cells > history.size()) break;
     h = token_prefix_hash(h, history.subspan(start, c.n_cells));
     if (h != c.prefix_hash) break;
-
     std::shared_ptr<const std::vector<std::uint8_t>> blob = c.ram;
+    Status ok;
     if (!blob) {
       const auto t = Clock::now();
       // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
       const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
       auto bytes = opt_.fs->read_file(session_dir(session) / c.file, max_bytes);
       r.read_ms += ms_since(t);
-      if (!bytes) {
-        record_error("KV chunk " + std::to_string(i) + " of " + session + " is unreadable (" +
-                     bytes.error().message() + "); recomputing from there");
-        ++r.bad;
-        break;
+      if (bytes) blob = std::make_shared<const std::vector<std::uint8_t>>(std::move(*bytes));
+      else ok = bytes.error();
+    }
+    if (ok) {
+      const auto t = Clock::now();
+      auto info = inspect_chunk(*blob);
+      if (!info) ok = info.error();
+      else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(start)) {
+        ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
       }
-      blob = std::make_shared<const std::vector<std::uint8_t>>(std::move(*bytes));
-      ++r.from_disk;
-    } else {
-      ++r.from_ram;
+      r.decode_ms += ms_since(t);
     }
-    const auto t = Clock::now();
-    auto info = inspect_chunk(*blob);
-    Result<engine::KvStream> cells = info ? decode_chunk(*blob, layout_) : Result<engine::KvStream>(info.error());
-    Status joined = cells ? Status{} : Status(cells.error());
-    if (joined && (cells->cells.size() != c.n_cells || cells->cells.front().pos != static_cast<engine::Pos>(start))) {
-      joined = Error(Errc::corrupt, "the chunk holds other positions than its index says");
-    }
-    if (joined) joined = engine::append_cells(r.cells, *cells);
-    r.decode_ms += ms_since(t);
-    if (!joined) {
-      record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + joined.error().message() +
+    if (!ok) {
+      record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + ok.error().message() +
                    "); recomputing from there");
       ++r.bad;
-      if (r.from_ram + r.from_disk > 0 && !c.ram) --r.from_disk;
       break;
     }
-    r.tokens += c.n_cells;
+    (c.ram ? r.from_ram : r.from_disk) += 1;
     if (!c.ram && opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
       std::lock_guard lock(mu_);
       auto it = sessions_.find(session);
@@ -615,7 +621,27 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
         it->second.chunks[i].ram = blob;
       }
     }
+    blobs.push_back(std::move(blob));
+    cells += c.n_cells;
     if (c.n_cells < C) break;  // a partial chunk is the last one
+  }
+  // 2. Decoded straight into the state.
+  if (cells > 0) {
+    const auto t = Clock::now();
+    engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
+    std::size_t at = 0;
+    for (const auto& blob : blobs) {
+      auto info = decode_chunk_into(*blob, layout_, out, at, scratch_);
+      if (!info) {  // checked above, so only a store bug gets here: recompute everything
+        record_error("cannot decode a KV chunk of " + session + ": " + info.error().message());
+        at = 0;
+        break;
+      }
+      at += info->n_cells;
+    }
+    r.decode_ms += ms_since(t);
+    r.tokens = at;
+    r.state_bytes = at > 0 ? out.bytes().size() : 0;
   }
   if (r.bad > 0) {
     std::lock_guard lock(mu_);
@@ -623,7 +649,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     Op op;
     op.kind = Op::Kind::drop_from;
     op.session = session;
-    op.from = static_cast<std::uint32_t>(r.tokens / C);
+    op.from = static_cast<std::uint32_t>(blobs.size());
     ops_.push_back(std::move(op));
     cv_.notify_all();
   }

@@ -86,13 +86,20 @@ struct SessionResidency {
   std::array<std::uint32_t, 4> chunks_by_codec{};  // by the codec of the RAM copy, else the disk copy
 };
 
+// Where a restored state goes: what engine::Context says for the destination slot.
+struct RestoreTarget {
+  engine::SeqId seq = 0;
+  std::uint32_t n_stream = 1;
+  std::uint32_t stream = 0;
+};
+
 struct LoadResult {
-  engine::KvStream cells;   // positions 0..tokens-1, in the layout's own types
-  std::size_t tokens = 0;   // history positions covered
+  std::size_t tokens = 0;       // history positions covered (cells of the built state)
+  std::size_t state_bytes = 0;  // the state is the buffer's first state_bytes bytes (0: nothing)
   std::size_t from_ram = 0, from_disk = 0;  // chunks
   std::size_t bad = 0;      // chunks that failed and were dropped (their positions get recomputed)
   double read_ms = 0;       // reading chunk files
-  double decode_ms = 0;     // checking, decoding and joining chunks
+  double decode_ms = 0;     // checking and decoding chunks into the state
 };
 
 // Chained hash of tokens[0, n): a chunk's identity (plus its codec).
@@ -111,8 +118,11 @@ class ChunkStore {
   // Queues a write-back of a session's KV: `state` is the sequence state (llama.cpp's format) whose
   // cells hold `tokens` at positions 0..n-1.
   void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state);
-  // Restores the longest prefix of `history` that valid chunks cover (possibly none).
-  LoadResult load(const std::string& session, std::span<const engine::Token> history);
+  // Builds the sequence state (llama.cpp's format, the store's layout) of the longest prefix of
+  // `history` that valid chunks cover (possibly none) into `buffer`, which is reused between calls
+  // (grown, never shrunk) so that a restore allocates nothing.
+  LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
+                  std::vector<std::uint8_t>& buffer);
 
   // Pinned sessions' chunks are not evicted (counted: pin twice, unpin twice).
   void pin(const std::string& session);
@@ -157,7 +167,8 @@ class ChunkStore {
   void run();
   void do_write_back(Op& op);
   void do_drop(const std::string& session, std::uint32_t from);
-  Status write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob);
+  Status write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
+                          std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows);
   // Under mu_: frees room in a tier by LCTRU; false if the budget cannot hold `bytes`.
   bool make_ram_room(std::uint64_t bytes);
   bool make_disk_room(std::uint64_t bytes, std::vector<std::pair<std::string, Chunk>>& evicted);
@@ -178,6 +189,7 @@ class ChunkStore {
   bool stop_ = false;                         // GUARDED_BY(mu_)
   std::uint64_t clock_ = 0;                   // GUARDED_BY(mu_)
   std::uint64_t gen_ = 0;                     // GUARDED_BY(mu_): file generation counter
+  std::vector<std::uint8_t> scratch_;         // load(): decompression (one loader at a time)
   StoreStats stats_;                          // GUARDED_BY(mu_)
   std::thread thread_;
 };

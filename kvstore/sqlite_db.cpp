@@ -21,7 +21,7 @@ Errc map_code(int rc) {
 
 }  // namespace
 
-Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
+Result<std::unique_ptr<Db>> Db::open(const std::string& path, Durability durability) {
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -35,7 +35,9 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path) {
   sqlite3_extended_result_codes(raw, 1);
   // Refuse a file that is not a database before changing anything in it.
   LLMD_TRY_STATUS(db->exec("SELECT count(*) FROM sqlite_master"));
-  LLMD_TRY_STATUS(db->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+  LLMD_TRY_STATUS(db->exec(durability == Durability::full
+                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                               : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   return db;
 }
 

@@ -21,9 +21,13 @@ class Statement;
 
 class Db {
  public:
-  // Opens (creating if needed) the database file; sets WAL mode, synchronous=FULL (a committed
-  // transaction survives a crash of the process or the machine), foreign keys on.
-  static Result<std::unique_ptr<Db>> open(const std::string& path);
+  // How committed transactions survive: full — a crash of the process or the machine
+  // (synchronous=FULL, an fsync per commit); process — a crash of the process (kill -9), while a
+  // power failure may roll back the latest commits, never corrupting the file (synchronous=NORMAL:
+  // for caches whose loss costs only recomputation).
+  enum class Durability { full, process };
+  // Opens (creating if needed) the database file; sets WAL mode, the durability, foreign keys on.
+  static Result<std::unique_ptr<Db>> open(const std::string& path, Durability durability = Durability::full);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;

@@ -226,32 +226,8 @@ Status Context::seq_state_set(SeqId seq, std::span<const uint8_t> bytes) {
   return set_validated(seq, bytes);
 }
 
-Status Context::seq_cells_set(SeqId seq, KvStream&& cells) {
+Status Context::seq_state_set_built(SeqId seq, std::span<const uint8_t> bytes) {
   if (!valid_seq(seq)) return Error(Errc::invalid_argument, "no sequence " + std::to_string(seq));
-  if (cells.cells.empty()) {
-    seq_clear(seq);
-    return {};
-  }
-  if (!(layout_of(cells, layout_.cell_ext_bytes) == layout_)) {
-    return Error(Errc::invalid_argument, "KV cells were made with a different model or KV settings");
-  }
-  if (cells.cells.size() > n_ctx_) {
-    return Error(Errc::resource_exhausted, std::to_string(cells.cells.size()) + " KV cells do not fit a context of " +
-                                               std::to_string(n_ctx_));
-  }
-  for (std::size_t i = 0; i < cells.cells.size(); ++i) {
-    KvCell& c = cells.cells[i];
-    if (c.pos < 0 || (i > 0 && c.pos <= cells.cells[i - 1].pos)) {
-      return Error(Errc::invalid_argument, "KV cells are not in increasing position order");
-    }
-    c.seq_ids = {seq};
-  }
-  SeqState st;
-  st.seq_id = seq;
-  st.cell_ext_bytes = layout_.cell_ext_bytes;
-  st.streams.resize(n_stream_);
-  st.streams[n_stream_ == 1 ? 0 : static_cast<std::size_t>(seq)] = std::move(cells);
-  const std::vector<uint8_t> bytes = serialize_seq_state(st);
   return set_validated(seq, bytes);
 }
 

@@ -81,10 +81,12 @@ class Context {
   // resource_exhausted if there are not enough free cells.
   Status seq_state_set(SeqId seq, std::span<const std::uint8_t> bytes);
 
-  // The same from cells in the context's layout (what the kvstore restores): positions must
-  // increase; their seq_ids are set to `seq`. invalid_argument for another layout,
+  // Installs state bytes built for this context by SeqStateWriter over its kv_layout(), n_stream()
+  // and stream_of(seq) from checked chunks (the kvstore's restore): no second validation pass.
   // resource_exhausted if there are not enough free cells.
-  Status seq_cells_set(SeqId seq, KvStream&& cells);
+  Status seq_state_set_built(SeqId seq, std::span<const uint8_t> bytes);
+  std::uint32_t n_stream() const { return n_stream_; }
+  std::uint32_t stream_of(SeqId seq) const { return n_stream_ == 1 ? 0 : static_cast<std::uint32_t>(seq); }
 
   const KvLayout& kv_layout() const { return layout_; }
   SeqStateFormat seq_state_format() const { return {model_.info().seq_state_cell_ext_bytes}; }

@@ -227,6 +227,103 @@ std::vector<std::uint8_t> serialize_seq_state(const SeqState& state) {
   return out;
 }
 
+namespace {
+
+template <typename T>
+void put_at(std::vector<std::uint8_t>& out, std::size_t& at, T v) {
+  std::memcpy(out.data() + at, &v, sizeof(T));
+  at += sizeof(T);
+}
+
+}  // namespace
+
+SeqStateWriter::SeqStateWriter(std::vector<std::uint8_t>& buffer, const KvLayout& layout, SeqId seq,
+                               std::uint32_t n_stream, std::uint32_t stream, std::size_t n_cells)
+    : buf_(buffer), layout_(layout), n_cells_(n_cells), seq_(seq) {
+  cell_bytes_ = 4 + 4 + layout.cell_ext_bytes + 4;
+  std::size_t size = 12 + 4 * static_cast<std::size_t>(n_stream);
+  if (n_cells > 0) {
+    size += n_cells * cell_bytes_ + 8;
+    for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+      size += 12 + n_cells * layout.k_row_bytes[l];
+      size += (layout.v_trans ? 12 : 12) + n_cells * layout.v_row_bytes[l];
+    }
+  }
+  size_ = size;
+  if (buf_.size() < size_) buf_.resize(size_);  // grown once, then reused without clearing
+  std::size_t at = 0;
+  put_at(buf_, at, kSeqStateMagic);
+  put_at(buf_, at, seq);
+  put_at(buf_, at, n_stream);
+  for (std::uint32_t s = 0; s < n_stream; ++s) {
+    if (s != stream || n_cells == 0) {
+      put_at(buf_, at, std::uint32_t{0});
+      continue;
+    }
+    put_at(buf_, at, static_cast<std::uint32_t>(n_cells));
+    cells_at_ = at;
+    at += n_cells * cell_bytes_;
+    put_at(buf_, at, static_cast<std::uint32_t>(layout.v_trans ? 1 : 0));
+    put_at(buf_, at, layout.n_layer);
+    k_at_.resize(layout.n_layer);
+    v_at_.resize(layout.n_layer);
+    for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+      put_at(buf_, at, layout.k_type[l]);
+      put_at(buf_, at, layout.k_row_bytes[l]);
+      k_at_[l] = at;
+      at += n_cells * layout.k_row_bytes[l];
+    }
+    for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
+      put_at(buf_, at, layout.v_type[l]);
+      if (!layout.v_trans) {
+        put_at(buf_, at, layout.v_row_bytes[l]);
+      } else {
+        const std::uint32_t elem = layout.v_elem_bytes[l];
+        put_at(buf_, at, elem);
+        put_at(buf_, at, static_cast<std::uint32_t>(elem ? layout.v_row_bytes[l] / elem : 0));
+      }
+      v_at_[l] = at;
+      at += n_cells * layout.v_row_bytes[l];
+    }
+  }
+}
+
+void SeqStateWriter::set_cell(std::size_t i, Pos pos, const std::uint8_t* ext) {
+  std::size_t at = cells_at_ + i * cell_bytes_;
+  put_at(buf_, at, pos);
+  put_at(buf_, at, std::uint32_t{1});
+  if (layout_.cell_ext_bytes > 0) {
+    if (ext) std::memcpy(buf_.data() + at, ext, layout_.cell_ext_bytes);
+    else std::memset(buf_.data() + at, 0, layout_.cell_ext_bytes);
+    at += layout_.cell_ext_bytes;
+  }
+  put_at(buf_, at, seq_);
+}
+
+std::uint8_t* SeqStateWriter::k_rows(std::uint32_t layer, std::size_t cell) {
+  return buf_.data() + k_at_[layer] + cell * layout_.k_row_bytes[layer];
+}
+
+std::uint8_t* SeqStateWriter::v_rows(std::uint32_t layer, std::size_t cell) {
+  if (layout_.v_trans) return nullptr;
+  return buf_.data() + v_at_[layer] + cell * layout_.v_row_bytes[layer];
+}
+
+void SeqStateWriter::put_v_rows(std::uint32_t layer, std::size_t cell, std::size_t n, const std::uint8_t* rows) {
+  const std::uint64_t row = layout_.v_row_bytes[layer];
+  if (!layout_.v_trans) {
+    std::memcpy(v_rows(layer, cell), rows, n * row);
+    return;
+  }
+  const std::uint32_t elem = layout_.v_elem_bytes[layer];
+  const std::size_t dims = elem ? row / elem : 0;
+  std::uint8_t* base = buf_.data() + v_at_[layer];
+  for (std::size_t j = 0; j < dims; ++j) {
+    std::uint8_t* dst = base + (j * n_cells_ + cell) * elem;
+    for (std::size_t c = 0; c < n; ++c) std::memcpy(dst + c * elem, rows + c * row + j * elem, elem);
+  }
+}
+
 KvLayout layout_of(const KvStream& stream, std::uint32_t cell_ext_bytes) {
   KvLayout l;
   l.n_layer = static_cast<std::uint32_t>(stream.k.size());

@@ -81,6 +81,32 @@ struct KvLayout {
   bool operator==(const KvLayout&) const = default;
 };
 
+// Builds one sequence's state bytes straight into a caller's buffer, for n_cells cells of one
+// stream, filled by cell ranges (the kvstore's chunks) in place: restoring neither allocates (the
+// buffer is reused, only grown) nor copies rows twice. Every cell must be written before bytes()
+// is used; the cells get the sequence id `seq`.
+class SeqStateWriter {
+ public:
+  SeqStateWriter(std::vector<std::uint8_t>& buffer, const KvLayout& layout, SeqId seq, std::uint32_t n_stream,
+                 std::uint32_t stream, std::size_t n_cells);
+  void set_cell(std::size_t i, Pos pos, const std::uint8_t* ext);  // ext: layout.cell_ext_bytes bytes, or null
+  // Where cell `cell`'s K row of a layer goes; the rows of consecutive cells are contiguous.
+  std::uint8_t* k_rows(std::uint32_t layer, std::size_t cell);
+  // The same for V when the layout is not v_trans; nullptr when it is (use put_v_rows).
+  std::uint8_t* v_rows(std::uint32_t layer, std::size_t cell);
+  // Writes n cell-major V rows from `cell` on (scattered to dimension-major when v_trans).
+  void put_v_rows(std::uint32_t layer, std::size_t cell, std::size_t n, const std::uint8_t* rows);
+  std::size_t n_cells() const { return n_cells_; }
+  std::span<const std::uint8_t> bytes() const { return {buf_.data(), size_}; }
+
+ private:
+  std::vector<std::uint8_t>& buf_;
+  const KvLayout& layout_;
+  std::size_t n_cells_ = 0, size_ = 0, cells_at_ = 0, cell_bytes_ = 0;
+  SeqId seq_ = 0;
+  std::vector<std::size_t> k_at_, v_at_;  // per layer: offset of the first row / element
+};
+
 // Errors: corrupt (wrong magic, truncated, inconsistent sizes, trailing bytes).
 Result<SeqState> parse_seq_state(std::span<const std::uint8_t> bytes, const SeqStateFormat& format = {});
 std::vector<std::uint8_t> serialize_seq_state(const SeqState& state);

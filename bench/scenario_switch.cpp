@@ -1,0 +1,292 @@
+// Scenario "switch" (see scenario_switch.h).
+#include "bench/scenario_switch.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/llmd_process.h"
+#include "client-lib/http_client.h"
+
+namespace llmd::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+// About n tokens of plain English words (one token each in these vocabularies, mostly).
+std::string words(int n, unsigned seed) {
+  static const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then", "we", "saw", "big",
+                                       "red", "dog", "run", "to", "house", "in", "town", "with", "old", "man",
+                                       "who", "had", "small", "green", "car", "that", "was", "very", "fast"};
+  std::mt19937 rng(seed);
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    if (i > 0) out += ' ';
+    out += kWords[rng() % (sizeof kWords / sizeof kWords[0])];
+  }
+  return out;
+}
+
+Result<json> post(const std::string& socket, const std::string& path, const json& body) {
+  client::HttpClient c(socket);
+  auto r = c.request("POST", path, body.dump());
+  if (!r) return r.error();
+  auto j = json::parse(r->body, nullptr, false);
+  if (r->status >= 300 || j.is_discarded()) {
+    return Error(Errc::internal, "POST " + path + " -> " + std::to_string(r->status) + ": " + r->body.substr(0, 300));
+  }
+  return j;
+}
+
+struct TurnTimes {
+  double client_ttft = 0;  // request sent -> first token event
+  json timings, usage;
+};
+
+// One streamed turn; the client's time to the first token, and the server's timings.
+Result<TurnTimes> turn(const std::string& socket, const std::string& session, const std::string& content) {
+  client::HttpClient c(socket);
+  const json body = {{"content", content}, {"max_tokens", 2}, {"temperature", 0}, {"ignore_eos", true},
+                     {"stream", true}};
+  TurnTimes t;
+  const auto t0 = Clock::now();
+  bool first = false;
+  auto r = c.request("POST", "/v1/sessions/" + session + "/messages", body.dump(), [&](const std::string& data) {
+    if (data == "[DONE]") return true;
+    auto ev = json::parse(data, nullptr, false);
+    if (!ev.is_object()) return true;
+    if (!first && ev.contains("choices")) {
+      first = true;
+      t.client_ttft = ms_since(t0);
+    }
+    if (ev.contains("timings")) t.timings = ev["timings"];
+    if (ev.contains("usage")) t.usage = ev["usage"];
+    return true;
+  });
+  if (!r) return r.error();
+  if (r->status != 200 || t.timings.is_null()) return Error(Errc::internal, "bad turn answer: " + r->body.substr(0, 300));
+  return t;
+}
+
+struct ModeSamples {
+  std::vector<double> ttft, restore, read, decode, recompute;
+  std::uint64_t ram_bytes = 0, disk_bytes = 0;
+  int history = 0;
+  std::vector<fs::path> files;  // the session's chunk files (T2)
+};
+
+// A session with ~n tokens of history in a daemon with one slot; each rep: another session's turn
+// swaps it out, then its own turn swaps it back in.
+Status measure_mode(const BenchEnv& env, const std::string& model, int n, const std::vector<std::string>& args,
+                    bool restart_between, ModeSamples& out) {
+  std::vector<std::string> all = {"--slots", "1", "--ctx", "4096", "--batch", "2048"};
+  all.insert(all.end(), args.begin(), args.end());
+  LlmdProcess d;
+  LLMD_TRY_STATUS(d.start(env, model, all));
+  auto a = post(d.socket(), "/v1/sessions", json::object());
+  if (!a) return a.error();
+  auto b = post(d.socket(), "/v1/sessions", json::object());
+  if (!b) return b.error();
+  const std::string A = (*a)["id"], B = (*b)["id"];
+  auto first = turn(d.socket(), A, words(n - 12, static_cast<unsigned>(n)));
+  if (!first) return first.error();
+  out.history = first->usage.value("prompt_tokens", 0) + 1;
+  for (int rep = -1; rep < env.reps; ++rep) {  // rep -1 warms up
+    if (restart_between) {
+      d.stop();
+      LLMD_TRY_STATUS(d.start(env, model, all, /*keep_state=*/true));
+    } else {
+      auto other = turn(d.socket(), B, "Hi.");
+      if (!other) return other.error();
+    }
+    auto t = turn(d.socket(), A, "Go on.");
+    if (!t) return t.error();
+    if (rep < 0) continue;
+    const json& tm = t->timings;
+    out.ttft.push_back(t->client_ttft);
+    out.restore.push_back(tm.value("restore_read_ms", 0.0) + tm.value("restore_decode_ms", 0.0));
+    out.read.push_back(tm.value("restore_read_ms", 0.0));
+    out.decode.push_back(tm.value("restore_decode_ms", 0.0));
+    out.recompute.push_back(tm.value("restore_recompute_ms", 0.0));
+  }
+  client::HttpClient c(d.socket());
+  if (auto s = c.request("GET", "/v1/sessions/" + A); s && s->status == 200) {
+    auto j = json::parse(s->body, nullptr, false);
+    if (j.is_object() && j.contains("kv")) {
+      out.ram_bytes = j["kv"]["ram"].value("bytes", 0ull);
+      out.disk_bytes = j["kv"]["disk"].value("bytes", 0ull);
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(d.state_dir() / "kv" / A, ec)) out.files.push_back(e.path());
+  return {};
+}
+
+// llama-server with one slot: the same history as a prompt, saved with /slots, then restored.
+Status measure_llama_server(const BenchEnv& env, const std::string& model, int n, std::vector<double>& restore_ms,
+                            std::uint64_t& state_bytes) {
+  const fs::path dir = fs::temp_directory_path() / ("llmd-bench-ls-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "slots");
+  const std::string sock = (dir / "ls.sock").string();
+  const pid_t pid = ::fork();
+  if (pid < 0) return errno_error(errno, "fork");
+  if (pid == 0) {
+    std::freopen(env.log_path.c_str(), "a", stderr);
+    std::freopen(env.log_path.c_str(), "a", stdout);
+    const std::string bin = env.tools_dir + "/llama-server", t = std::to_string(env.threads),
+                      slots = (dir / "slots").string();
+    ::execl(bin.c_str(), "llama-server", "-m", model.c_str(), "-c", "4096", "-np", "1", "-t", t.c_str(), "-tb",
+            t.c_str(), "-b", "2048", "-fa", "auto", "--host", sock.c_str(), "--slot-save-path", slots.c_str(),
+            "--no-webui", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  struct Reaper {
+    pid_t pid;
+    fs::path dir;
+    ~Reaper() {
+      ::kill(pid, SIGTERM);
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } reaper{pid, dir};
+  bool up = false;
+  for (int i = 0; i < 600 && !up; ++i) {
+    client::HttpClient c(sock);
+    auto r = c.request("GET", "/health");
+    up = r && r->status == 200;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!up) return Error(Errc::internal, "llama-server did not come up; see " + env.log_path);
+  auto done = post(sock, "/completion", {{"prompt", words(n - 12, static_cast<unsigned>(n))}, {"n_predict", 1},
+                                         {"cache_prompt", true}});
+  if (!done) return done.error();
+  auto saved = post(sock, "/slots/0?action=save", {{"filename", "a.bin"}});
+  if (!saved) return saved.error();
+  state_bytes = fs::file_size(dir / "slots" / "a.bin");
+  for (int rep = -1; rep < env.reps; ++rep) {
+    auto erased = post(sock, "/slots/0?action=erase", json::object());
+    if (!erased) return erased.error();
+    auto r = post(sock, "/slots/0?action=restore", {{"filename", "a.bin"}});
+    if (!r) return r.error();
+    if (rep >= 0) restore_ms.push_back((*r)["timings"].value("restore_ms", 0.0));
+  }
+  return {};
+}
+
+// Plain memcpy of `bytes`, and a plain read of the files, best of reps (the floors for T1 and T2).
+double memcpy_ms(std::uint64_t bytes, int reps) {
+  std::vector<std::uint8_t> src(bytes, 1), dst(bytes);
+  double best = 1e9;
+  for (int i = 0; i < reps + 1; ++i) {
+    const auto t = Clock::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    best = std::min(best, ms_since(t));
+  }
+  volatile std::uint8_t sink = dst[bytes / 2];
+  (void)sink;
+  return best;
+}
+
+double read_files_ms(const std::vector<fs::path>& files, int reps) {
+  double best = 1e9;
+  std::vector<char> buf;
+  for (int i = 0; i < reps + 1; ++i) {
+    const auto t = Clock::now();
+    for (const auto& f : files) {
+      std::ifstream in(f, std::ios::binary);
+      buf.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    best = std::min(best, ms_since(t));
+  }
+  return best;
+}
+
+Status run_model(const BenchEnv& env, const std::string& shape, Report& report, json& ctx) {
+  auto model = ensure_model(env, shape, "q8_0");
+  if (!model) return model.error();
+  json per_n = json::array();
+  for (int n : {512, 1024, 2048}) {
+    std::fprintf(stderr, "llmd-bench: switch %s, %d tokens of history\n", shape.c_str(), n);
+    ModeSamples t1, t2, re;
+    LLMD_TRY_STATUS(measure_mode(env, *model, n, {"--restore", "chunks"}, false, t1));
+    LLMD_TRY_STATUS(measure_mode(env, *model, n, {"--restore", "chunks", "--kv-ram-mib", "0"}, true, t2));
+    LLMD_TRY_STATUS(measure_mode(env, *model, n, {"--restore", "recompute"}, false, re));
+    std::vector<double> ls;
+    std::uint64_t ls_bytes = 0;
+    if (auto st = measure_llama_server(env, *model, n, ls, ls_bytes); !st) {
+      std::fprintf(stderr, "llmd-bench: llama-server /slots: %s\n", st.error().message().c_str());
+    }
+    const std::string tag = shape + " " + std::to_string(n);
+    auto row = [&](const std::string& metric, const std::vector<double>& ours, const std::vector<double>& base,
+                   const char* baseline) {
+      Row r{"switch", tag + " " + metric, summarize(ours), summarize(base), false};
+      r.baseline = baseline;
+      report.rows.push_back(std::move(r));
+    };
+    row("TTFT T1 ms", t1.ttft, re.ttft, "re-prefill");
+    row("TTFT T2 ms", t2.ttft, re.ttft, "re-prefill");
+    if (!ls.empty()) row("restore T1 ms", t1.restore, ls, "llama-server /slots");
+    if (!ls.empty()) row("restore T2 ms", t2.restore, ls, "llama-server /slots");
+    const double copy = t1.ram_bytes ? memcpy_ms(t1.ram_bytes, env.reps) : 0.0;
+    row("restore T1 ms", t1.restore, {copy}, "memcpy of its bytes");
+    const double rd = read_files_ms(t2.files, env.reps);
+    row("T2 read ms", t2.read, {rd}, "plain read of files");
+    per_n.push_back({{"history_tokens", t1.history},
+                     {"t1", {{"ttft_ms", summarize(t1.ttft).mean}, {"read_ms", summarize(t1.read).mean},
+                             {"decode_ms", summarize(t1.decode).mean}, {"recompute_ms", summarize(t1.recompute).mean},
+                             {"bytes", t1.ram_bytes}}},
+                     {"t2", {{"ttft_ms", summarize(t2.ttft).mean}, {"read_ms", summarize(t2.read).mean},
+                             {"decode_ms", summarize(t2.decode).mean}, {"recompute_ms", summarize(t2.recompute).mean},
+                             {"bytes", t2.disk_bytes}}},
+                     {"recompute", {{"ttft_ms", summarize(re.ttft).mean}, {"recompute_ms", summarize(re.recompute).mean}}},
+                     {"llama_server_slots", {{"restore_ms", summarize(ls).mean}, {"state_bytes", ls_bytes}}},
+                     {"memcpy_ms", copy},
+                     {"plain_read_ms", rd}});
+    // LLMS: sessions of this length that switch in under 10 ms, for a T1 budget.
+    const double restore_ms = summarize(t1.restore).mean;
+    json under10 = json::object();
+    for (std::uint64_t mib : {256ull, 1024ull}) {
+      const std::uint64_t fit = t1.ram_bytes ? (mib << 20) / t1.ram_bytes : 0;
+      under10[std::to_string(mib) + "MiB"] = restore_ms > 0 && restore_ms < 10.0 ? fit : 0;
+    }
+    per_n.back()["sessions_under_10ms_t1"] = under10;
+    std::fprintf(stderr, "llmd-bench:   TTFT T1 %.1f ms, T2 %.1f ms, re-prefill %.1f ms; restore T1 %.2f ms, "
+                         "llama-server %.2f ms; sessions under 10 ms: %s\n",
+                 summarize(t1.ttft).mean, summarize(t2.ttft).mean, summarize(re.ttft).mean, restore_ms,
+                 summarize(ls).mean, under10.dump().c_str());
+  }
+  ctx[shape] = per_n;
+  return {};
+}
+
+}  // namespace
+
+Status run_switch_scenario(const BenchEnv& env, Report& report) {
+  json ctx = json::object();
+  LLMD_TRY_STATUS(run_model(env, "smollm2-135m", report, ctx));
+  if (const char* big = std::getenv("LLMD_BENCH_BIG"); big != nullptr && std::strcmp(big, "1") == 0) {
+    LLMD_TRY_STATUS(run_model(env, "llama-3.2-1b", report, ctx));
+  }
+  report.context["switch"] = ctx;
+  return {};
+}
+
+}  // namespace llmd::bench
