@@ -53,7 +53,7 @@
 namespace llmd::bench {
 namespace {
 
-constexpr int kHistory = 128;
+constexpr int kHistory = 512;  // long enough that the position policies have unprotected chunks to grade
 constexpr int kFollow = 128;
 constexpr int kSinkTokens = 16, kRecentTokens = 32;
 constexpr int kChunkSizes[] = {16, 32, 64};
@@ -78,6 +78,7 @@ struct Policy {
 constexpr Policy kPolicies[] = {{"exact", kvstore::PolicyKind::exact, 0.0},
                                 {"q8_0", kvstore::PolicyKind::q8_0, 0.0},
                                 {"q4_0", kvstore::PolicyKind::q4_0, 0.0},
+                                {"pos0.75", kvstore::PolicyKind::position, 0.75},
                                 {"pos0.5", kvstore::PolicyKind::position, 0.5},
                                 {"pos0.35", kvstore::PolicyKind::position, 0.35}};
 constexpr std::size_t kNumPolicies = std::size(kPolicies);

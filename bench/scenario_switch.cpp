@@ -70,7 +70,9 @@ Result<TurnTimes> turn(const std::string& socket, const std::string& session, co
     if (data == "[DONE]") return true;
     auto ev = json::parse(data, nullptr, false);
     if (!ev.is_object()) return true;
-    if (!first && ev.contains("choices")) {
+    // The first event announces the role; the first token is the first content.
+    if (!first && ev.contains("choices") && ev["choices"][0].contains("delta") &&
+        ev["choices"][0]["delta"].value("content", "") != "") {
       first = true;
       t.client_ttft = ms_since(t0);
     }
@@ -83,11 +85,29 @@ Result<TurnTimes> turn(const std::string& socket, const std::string& session, co
   return t;
 }
 
+double read_files_ms(const std::vector<fs::path>& files, int reps) {
+  double best = 1e9;
+  std::vector<char> buf;
+  for (int i = 0; i < reps + 1; ++i) {
+    const auto t = Clock::now();
+    for (const auto& f : files) {
+      std::FILE* in = std::fopen(f.c_str(), "rb");
+      if (!in) continue;
+      buf.resize(fs::file_size(f));
+      const std::size_t n = std::fread(buf.data(), 1, buf.size(), in);
+      (void)n;
+      std::fclose(in);
+    }
+    best = std::min(best, ms_since(t));
+  }
+  return best;
+}
+
 struct ModeSamples {
   std::vector<double> ttft, restore, read, decode, recompute;
   std::uint64_t ram_bytes = 0, disk_bytes = 0;
   int history = 0;
-  std::vector<fs::path> files;  // the session's chunk files (T2)
+  double plain_read_ms = 0;  // reading the session's chunk files with plain reads (best of reps)
 };
 
 // A session with ~n tokens of history in a daemon with one slot; each rep: another session's turn
@@ -96,6 +116,19 @@ Status measure_mode(const BenchEnv& env, const std::string& model, int n, const 
                     bool restart_between, ModeSamples& out) {
   std::vector<std::string> all = {"--slots", "1", "--ctx", "4096", "--batch", "2048"};
   all.insert(all.end(), args.begin(), args.end());
+  // LLMD_BENCH_SWITCH_ARGS: extra llmd settings to compare, e.g. "--chunk-tokens 16".
+  if (const char* extra = std::getenv("LLMD_BENCH_SWITCH_ARGS")) {
+    std::string word;
+    for (const char* p = extra;; ++p) {
+      if (*p == ' ' || *p == '\0') {
+        if (!word.empty()) all.push_back(word);
+        word.clear();
+        if (*p == '\0') break;
+      } else {
+        word += *p;
+      }
+    }
+  }
   LlmdProcess d;
   LLMD_TRY_STATUS(d.start(env, model, all));
   auto a = post(d.socket(), "/v1/sessions", json::object());
@@ -133,7 +166,9 @@ Status measure_mode(const BenchEnv& env, const std::string& model, int n, const 
     }
   }
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(d.state_dir() / "kv" / A, ec)) out.files.push_back(e.path());
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(d.state_dir() / "kv" / A, ec)) files.push_back(e.path());
+  out.plain_read_ms = read_files_ms(files, env.reps);
   return {};
 }
 
@@ -205,20 +240,6 @@ double memcpy_ms(std::uint64_t bytes, int reps) {
   return best;
 }
 
-double read_files_ms(const std::vector<fs::path>& files, int reps) {
-  double best = 1e9;
-  std::vector<char> buf;
-  for (int i = 0; i < reps + 1; ++i) {
-    const auto t = Clock::now();
-    for (const auto& f : files) {
-      std::ifstream in(f, std::ios::binary);
-      buf.assign(std::istreambuf_iterator<char>(in), {});
-    }
-    best = std::min(best, ms_since(t));
-  }
-  return best;
-}
-
 Status run_model(const BenchEnv& env, const std::string& shape, Report& report, json& ctx) {
   auto model = ensure_model(env, shape, "q8_0");
   if (!model) return model.error();
@@ -247,7 +268,7 @@ Status run_model(const BenchEnv& env, const std::string& shape, Report& report, 
     if (!ls.empty()) row("restore T2 ms", t2.restore, ls, "llama-server /slots");
     const double copy = t1.ram_bytes ? memcpy_ms(t1.ram_bytes, env.reps) : 0.0;
     row("restore T1 ms", t1.restore, {copy}, "memcpy of its bytes");
-    const double rd = read_files_ms(t2.files, env.reps);
+    const double rd = t2.plain_read_ms;
     row("T2 read ms", t2.read, {rd}, "plain read of files");
     per_n.push_back({{"history_tokens", t1.history},
                      {"t1", {{"ttft_ms", summarize(t1.ttft).mean}, {"read_ms", summarize(t1.read).mean},

@@ -8,7 +8,8 @@
 //     plain read of the chunk files;
 //   - LLMS's metric: how many sessions of each length can be switched in under 10 ms with a T1
 //     budget of 256 MiB and 1 GiB, from the measured restore time and bytes.
-// Model: smollm2-135m q8_0 (and llama-3.2-1b q8_0 with LLMD_BENCH_BIG=1), one slot, f16 KV.
+// Model: smollm2-135m q8_0 (and llama-3.2-1b q8_0 with LLMD_BENCH_BIG=1), one slot, f16 KV;
+// LLMD_BENCH_SWITCH_ARGS adds llmd settings (e.g. "--chunk-tokens 16") to compare.
 #pragma once
 
 #include "bench/bench_env.h"

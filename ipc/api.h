@@ -1,16 +1,23 @@
 // The HTTP API (v1) on top of the daemon's Service: routing, request parsing, response shapes.
 //
 //   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping)
-//   GET    /v1/status                       model, slots, queue, sessions, limits
+//   GET    /v1/status                       model, slots, queue, sessions, limits; "kv": the chunk
+//                                           store (bytes and chunks per tier and codec, budgets,
+//                                           write-backs, errors) or {"restore": "recompute"}
 //   GET    /v1/models                       OpenAI-compatible model list
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
 //                                           extension: "session": ID appends the last (user) message
 //   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}
 //   GET    /v1/sessions                     the caller's sessions (all of them for admins)
-//   GET    /v1/sessions/{id}                metadata and messages
+//   GET    /v1/sessions/{id}                metadata, "resident", "kv" (its stored chunks: tokens
+//                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
 //   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//
+// Generation answers carry "usage" (prompt/completion tokens, cached_tokens resident in the slot,
+// loaded_tokens restored from KV chunks, restored_tokens recomputed) and "timings" in ms (queue,
+// restore = restore_read + restore_decode + restore_recompute, prefill, decode, ttft).
 //
 // The caller is identified by the connection's kernel credentials, never by the request body.
 // Errors use the OpenAI error shape (api_errors.h). Unknown request fields are ignored.

@@ -175,13 +175,14 @@ Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, co
   return blob;
 }
 
-Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob) {
+Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob, Verify verify) {
   if (blob.size() < kHeaderBytes) return corrupt("shorter than its header");
   if (get<std::uint32_t>(blob, 0) != kMagic) return corrupt("wrong magic");
   if (get<std::uint16_t>(blob, 4) != kVersion) return corrupt("unknown version " + std::to_string(get<std::uint16_t>(blob, 4)));
   const auto stored = get<std::uint64_t>(blob, 32);
   if (stored != blob.size() - kHeaderBytes) return corrupt("payload size does not match the blob");
-  if (checksum(blob, blob.subspan(kHeaderBytes)) != get<std::uint64_t>(blob, kChecksumOffset)) {
+  if (verify == Verify::checksum &&
+      checksum(blob, blob.subspan(kHeaderBytes)) != get<std::uint64_t>(blob, kChecksumOffset)) {
     return corrupt("checksum mismatch");
   }
   const auto codec = get<std::uint8_t>(blob, 6);
@@ -205,8 +206,8 @@ struct Payload {
 
 // Checks a blob against the layout and returns its (decompressed) payload.
 Result<Payload> open_payload(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
-                             std::vector<std::uint8_t>& scratch) {
-  auto info = inspect_chunk(blob);
+                             std::vector<std::uint8_t>& scratch, Verify verify = Verify::checksum) {
+  auto info = inspect_chunk(blob, verify);
   if (!info) return info.error();
   if (info->layout != layout_id(layout) || get<std::uint32_t>(blob, 16) != layout.n_layer ||
       get<std::uint32_t>(blob, 20) != layout.cell_ext_bytes) {
@@ -287,8 +288,8 @@ Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const 
 
 Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
                                     engine::SeqStateWriter& out, std::size_t first_cell,
-                                    std::vector<std::uint8_t>& scratch) {
-  auto p = open_payload(blob, layout, scratch);
+                                    std::vector<std::uint8_t>& scratch, Verify verify) {
+  auto p = open_payload(blob, layout, scratch, verify);
   if (!p) return p.error();
   const std::uint32_t n = p->info.n_cells;
   if (first_cell + n > out.n_cells()) return Error(Errc::invalid_argument, "the chunk does not fit the state");

@@ -51,8 +51,12 @@ struct ChunkInfo {
 Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
                                                Codec codec);
 
+// Whether a blob's checksum is checked: always for what comes from disk; a blob the process made
+// and kept in its own memory (T1) may skip it (a restore then reads its bytes once, not twice).
+enum class Verify { checksum, header_only };
+
 // Reads a blob's header after checking its checksum (corrupt) and size.
-Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob);
+Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob, Verify verify = Verify::checksum);
 
 // Decodes a blob made under `layout` back to cells and rows in the layout's types. Errors: corrupt
 // (checksum, sizes, decompression), invalid_argument (made under another layout). The cells' seq_ids
@@ -64,7 +68,7 @@ Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const 
 // header. Errors as decode_chunk, and invalid_argument if the cells do not fit `out`.
 Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const engine::KvLayout& layout,
                                     engine::SeqStateWriter& out, std::size_t first_cell,
-                                    std::vector<std::uint8_t>& scratch);
+                                    std::vector<std::uint8_t>& scratch, Verify verify = Verify::checksum);
 
 // Joins decoded chunks (in position order) into a sequence state for `seq` in a context with
 // `n_stream` streams whose active one is `stream` (what engine::Context::seq_state_set takes).

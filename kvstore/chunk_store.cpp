@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #define XXH_INLINE_ALL
@@ -574,74 +575,80 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     for (auto& c : it->second.chunks) c.last_use = now;
     chunks = it->second.chunks;
   }
-  // 1. The chunks whose token prefix matches the history, their blobs fetched and checksummed.
+  // The plan: the chunks whose token prefix matches the history.
   const std::uint32_t C = opt_.chunk_tokens;
-  std::vector<std::shared_ptr<const std::vector<std::uint8_t>>> blobs;
+  std::size_t plan = 0;
   std::uint64_t h = 0;
-  std::size_t cells = 0;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const Chunk& c = chunks[i];
-    const std::size_t start = i * C;
-    if (!present(c) || start + c.n_cells > history.size()) break;
-    h = token_prefix_hash(h, history.subspan(start, c.n_cells));
+    if (!present(c) || i * C + c.n_cells > history.size()) break;
+    h = token_prefix_hash(h, history.subspan(i * C, c.n_cells));
     if (h != c.prefix_hash) break;
-    std::shared_ptr<const std::vector<std::uint8_t>> blob = c.ram;
-    Status ok;
-    if (!blob) {
-      const auto t = Clock::now();
-      // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
-      const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-      auto bytes = opt_.fs->read_file(session_dir(session) / c.file, max_bytes);
-      r.read_ms += ms_since(t);
-      if (bytes) blob = std::make_shared<const std::vector<std::uint8_t>>(std::move(*bytes));
-      else ok = bytes.error();
-    }
-    if (ok) {
-      const auto t = Clock::now();
-      auto info = inspect_chunk(*blob);
-      if (!info) ok = info.error();
-      else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(start)) {
-        ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
-      }
-      r.decode_ms += ms_since(t);
-    }
-    if (!ok) {
-      record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + ok.error().message() +
-                   "); recomputing from there");
-      ++r.bad;
-      break;
-    }
-    (c.ram ? r.from_ram : r.from_disk) += 1;
-    if (!c.ram && opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
-      std::lock_guard lock(mu_);
-      auto it = sessions_.find(session);
-      if (it != sessions_.end() && i < it->second.chunks.size() && it->second.chunks[i].prefix_hash == c.prefix_hash &&
-          !it->second.chunks[i].ram && make_ram_room(blob->size())) {
-        stats_.ram.bytes += blob->size();
-        it->second.chunks[i].ram = blob;
-      }
-    }
-    blobs.push_back(std::move(blob));
-    cells += c.n_cells;
+    plan = i + 1;
     if (c.n_cells < C) break;  // a partial chunk is the last one
   }
-  // 2. Decoded straight into the state.
-  if (cells > 0) {
-    const auto t = Clock::now();
+  // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
+  // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
+  while (plan > 0) {
+    std::size_t cells = 0;
+    for (std::size_t i = 0; i < plan; ++i) cells += chunks[i].n_cells;
     engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
-    std::size_t at = 0;
-    for (const auto& blob : blobs) {
-      auto info = decode_chunk_into(*blob, layout_, out, at, scratch_);
-      if (!info) {  // checked above, so only a store bug gets here: recompute everything
-        record_error("cannot decode a KV chunk of " + session + ": " + info.error().message());
-        at = 0;
+    std::size_t at = 0, from_ram = 0, from_disk = 0;
+    std::optional<std::size_t> failed;
+    for (std::size_t i = 0; i < plan; ++i) {
+      Chunk& c = chunks[i];
+      Status ok;
+      if (!c.ram) {
+        const auto t = Clock::now();
+        // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
+        const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
+        ok = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, read_buf_);
+        r.read_ms += ms_since(t);
+      }
+      if (ok) {
+        const auto t = Clock::now();
+        const std::span<const std::uint8_t> blob = c.ram ? std::span<const std::uint8_t>(*c.ram) : read_buf_;
+        auto info = decode_chunk_into(blob, layout_, out, at, scratch_, c.ram ? Verify::header_only : Verify::checksum);
+        if (!info) ok = info.error();
+        else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(at)) {
+          ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
+        }
+        r.decode_ms += ms_since(t);
+      }
+      if (!ok) {
+        record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + ok.error().message() +
+                     "); recomputing from there");
+        ++r.bad;
+        failed = i;
         break;
       }
-      at += info->n_cells;
+      if (c.ram) {
+        ++from_ram;
+      } else {
+        ++from_disk;
+        if (opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
+          std::lock_guard lock(mu_);
+          auto it = sessions_.find(session);
+          if (it != sessions_.end() && i < it->second.chunks.size() &&
+              it->second.chunks[i].prefix_hash == c.prefix_hash && !it->second.chunks[i].ram &&
+              make_ram_room(read_buf_.size())) {
+            stats_.ram.bytes += read_buf_.size();
+            c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(read_buf_));
+            it->second.chunks[i].ram = c.ram;
+            read_buf_ = {};
+          }
+        }
+      }
+      at += c.n_cells;
     }
-    r.decode_ms += ms_since(t);
-    r.tokens = at;
-    r.state_bytes = at > 0 ? out.bytes().size() : 0;
+    if (!failed) {
+      r.tokens = at;
+      r.state_bytes = out.bytes().size();
+      r.from_ram = from_ram;
+      r.from_disk = from_disk;
+      break;
+    }
+    plan = *failed;
   }
   if (r.bad > 0) {
     std::lock_guard lock(mu_);
@@ -649,7 +656,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     Op op;
     op.kind = Op::Kind::drop_from;
     op.session = session;
-    op.from = static_cast<std::uint32_t>(blobs.size());
+    op.from = static_cast<std::uint32_t>(plan);
     ops_.push_back(std::move(op));
     cv_.notify_all();
   }

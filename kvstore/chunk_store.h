@@ -190,6 +190,7 @@ class ChunkStore {
   std::uint64_t clock_ = 0;                   // GUARDED_BY(mu_)
   std::uint64_t gen_ = 0;                     // GUARDED_BY(mu_): file generation counter
   std::vector<std::uint8_t> scratch_;         // load(): decompression (one loader at a time)
+  std::vector<std::uint8_t> read_buf_;        // load(): a chunk file's bytes (one loader at a time)
   StoreStats stats_;                          // GUARDED_BY(mu_)
   std::thread thread_;
 };

@@ -64,7 +64,7 @@ class PosixFileSystem final : public FileSystem {
     return {};
   }
 
-  Result<std::vector<std::uint8_t>> read_file(const std::filesystem::path& path, std::uint64_t max_bytes) override {
+  Status read_file(const std::filesystem::path& path, std::uint64_t max_bytes, std::vector<std::uint8_t>& out) override {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) return io("cannot open", path, errno);
     struct stat st {};
@@ -72,7 +72,7 @@ class PosixFileSystem final : public FileSystem {
     if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
       return Error(Errc::corrupt, path.string() + " is larger than any chunk can be");
     }
-    std::vector<std::uint8_t> out(static_cast<std::size_t>(st.st_size));
+    out.resize(static_cast<std::size_t>(st.st_size));
     std::size_t done = 0;
     while (done < out.size()) {
       const ssize_t n = ::read(fd.get(), out.data() + done, out.size() - done);
@@ -84,7 +84,7 @@ class PosixFileSystem final : public FileSystem {
       done += static_cast<std::size_t>(n);
     }
     out.resize(done);
-    return out;
+    return {};
   }
 
   Status remove_file(const std::filesystem::path& path) override {

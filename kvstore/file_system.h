@@ -24,8 +24,9 @@ class FileSystem {
   virtual ~FileSystem() = default;
   // Errors: resource_exhausted (ENOSPC, EDQUOT), io_error, permission_denied.
   virtual Status write_file(const std::filesystem::path& path, std::span<const std::uint8_t> bytes) = 0;
-  // Errors: not_found, io_error.
-  virtual Result<std::vector<std::uint8_t>> read_file(const std::filesystem::path& path, std::uint64_t max_bytes) = 0;
+  // Reads the whole file into `out` (resized to it; its capacity is reused). Errors: not_found,
+  // io_error, corrupt (larger than max_bytes).
+  virtual Status read_file(const std::filesystem::path& path, std::uint64_t max_bytes, std::vector<std::uint8_t>& out) = 0;
   virtual Status remove_file(const std::filesystem::path& path) = 0;  // a missing file is fine
   virtual Status make_dirs(const std::filesystem::path& path) = 0;
 };

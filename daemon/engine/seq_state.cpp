@@ -250,7 +250,8 @@ SeqStateWriter::SeqStateWriter(std::vector<std::uint8_t>& buffer, const KvLayout
     }
   }
   size_ = size;
-  if (buf_.size() < size_) buf_.resize(size_);  // grown once, then reused without clearing
+  // Grown with headroom (a session grows a little every turn), then reused without clearing.
+  if (buf_.size() < size_) buf_.resize(size_ + size_ / 4);
   std::size_t at = 0;
   put_at(buf_, at, kSeqStateMagic);
   put_at(buf_, at, seq);

@@ -246,3 +246,39 @@ TEST(KvCapacity, TwoHundredSessionsThroughFourSlotsUnderSmallBudgets) {
 
 }  // namespace
 }  // namespace llmd::test
+
+namespace llmd::test {
+namespace {
+
+TEST(KvConfig, BadKvSettingsAreRefusedNamingTheKey) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--kv-policy", "zip"}, "kv-policy"},
+      {{"--chunk-tokens", "0"}, "chunk-tokens"},
+      {{"--chunk-tokens", "5000"}, "chunk-tokens"},
+      {{"--kv-target-ratio", "1.5"}, "kv-target-ratio"},
+      {{"--kv-target-ratio", "0"}, "kv-target-ratio"},
+      {{"--restore", "magic"}, "restore"},
+  };
+  for (const auto& [args, key] : cases) {
+    std::vector<std::string> argv = {llmd_binary(), "--config", "/dev/null", "--model", stories_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--check-config");
+    const auto r = run_program(argv);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1];
+    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
+  }
+}
+
+// A state directory whose kv/ cannot be created: llmd says so and does not start.
+TEST(KvConfig, UnusableChunkDirectoryIsAClearStartupError) {
+  const std::string dir = scratch_dir();
+  std::filesystem::create_directories(dir + "/state");
+  write_file(dir + "/state/kv", "a file where the chunk directory should be");
+  const auto r = run_program({llmd_binary(), "--config", "/dev/null", "--model", stories_path(), "--socket",
+                              dir + "/s.sock", "--state-dir", dir + "/state"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("KV chunk store"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace llmd::test

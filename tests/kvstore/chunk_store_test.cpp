@@ -70,7 +70,9 @@ class FailingFs : public FileSystem {
     if (fail) return Error(Errc::resource_exhausted, "cannot write " + p.string() + ": No space left on device");
     return real->write_file(p, b);
   }
-  Result<std::vector<std::uint8_t>> read_file(const fs::path& p, std::uint64_t max) override { return real->read_file(p, max); }
+  Status read_file(const fs::path& p, std::uint64_t max, std::vector<std::uint8_t>& out) override {
+    return real->read_file(p, max, out);
+  }
   Status remove_file(const fs::path& p) override { return real->remove_file(p); }
   Status make_dirs(const fs::path& p) override { return real->make_dirs(p); }
   std::shared_ptr<FileSystem> real = real_file_system();
