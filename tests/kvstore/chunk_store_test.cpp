@@ -4,6 +4,9 @@
 #include "kvstore/chunk_store.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -320,6 +323,48 @@ TEST(ChunkStore, OpenSweepsTornAndUnindexedFiles) {
   store->flush();
   EXPECT_EQ(store->residency("ses_a").chunks, 0u);
   EXPECT_FALSE(fs::exists(dir + "/ses_a"));
+}
+
+// kill -9 at random moments of a stream of write-backs (a child process doing them as fast as it
+// can): after every kill the store opens, serves only intact chunks, and they are exact.
+TEST(ChunkStore, Kill9DuringWriteBacksLeavesAConsistentStore) {
+  const std::string dir = test::scratch_dir();
+  const auto cells = make_cells(400, 11);
+  const auto toks = tokens(400);
+  std::mt19937 rng(5);
+  std::size_t served = 0;
+  for (int round = 0; round < 8; ++round) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto o = options(dir);
+      o.chunk_tokens = 16;
+      auto opened = ChunkStore::open(o, layout(), "model-a");
+      if (!opened) _exit(3);
+      for (std::size_t n = 40;; n = 40 + (n * 7 + 13) % 360) {
+        (*opened)->write_back("ses_a", std::vector(toks.begin(), toks.begin() + static_cast<std::ptrdiff_t>(n)),
+                              state_of(*engine::slice_cells(cells, 0, n)));
+        (*opened)->flush();
+      }
+    }
+    ::usleep(20'000 + rng() % 80'000);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer exited by itself: " << status;
+
+    auto o = options(dir);
+    o.chunk_tokens = 16;
+    o.ram_budget = 0;
+    auto store = open_store(o);
+    ASSERT_TRUE(store);
+    const auto r = load(*store, "ses_a", toks);
+    EXPECT_EQ(r.bad, 0u) << "round " << round;
+    if (r.tokens > 0) expect_same_cells(r.cells, *engine::slice_cells(cells, 0, r.tokens), r.tokens);
+    served += r.tokens;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  }
+  EXPECT_GT(served, 0u);  // the kills did not always come before the first commit
 }
 
 TEST(ChunkStore, RejectsBadOptionsAndHostileSessionNames) {
