@@ -42,6 +42,10 @@ EngineWorker::~EngineWorker() {
 void EngineWorker::start() {
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "llmd-engine");
+  if (options_.chunks) {
+    loader_ = std::thread([this] { load_loop(); });
+    pthread_setname_np(loader_.native_handle(), "llmd-kvload");
+  }
 }
 
 Status EngineWorker::submit(Job job) {
@@ -80,6 +84,12 @@ void EngineWorker::request_stop(std::chrono::milliseconds grace) {
 
 void EngineWorker::join() {
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(load_mu_);
+    load_stop_ = true;
+  }
+  load_cv_.notify_all();
+  if (loader_.joinable()) loader_.join();
 }
 
 WorkerStats EngineWorker::stats() const {
@@ -174,21 +184,40 @@ bool EngineWorker::try_admit(Job& job) {
   }
   // Cells for the prompt; generation may need more, handled when a step finds the pool full.
   if (!make_room(total - reuse)) {
-    if (!running_.empty()) return false;  // wait for running jobs to free cells
+    if (!running_.empty() || !restoring_.empty()) return false;  // wait for running jobs to free cells
   }
 
   Running run{};
   run.admitted = Clock::now();
   kvstore::ChunkStore* chunks = job.session_id.empty() ? nullptr : options_.chunks;
+  slot.session_id = job.session_id;
+  slot.job = job.id;
+  slot.last_used = Clock::now();
   if (chunks) {
     chunks->pin(job.session_id);
     if (reuse == 0 && !job.history.empty()) {
-      restore_from_chunks(seq, job, run);
-      reuse = run.loaded;
-      slot.cached.assign(job.history.begin(), job.history.begin() + static_cast<std::ptrdiff_t>(reuse));
+      // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
+      // the other sequences; the slot stays reserved (busy) meanwhile.
+      ctx_.seq_clear(seq);
+      const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
+      run.job = std::move(job);
+      const Job& queued = restoring_.emplace(seq, std::move(run)).first->second.job;
+      {
+        std::lock_guard lock(load_mu_);
+        load_queue_.push_back({seq, queued.session_id, queued.history, target});
+      }
+      load_cv_.notify_one();
+      return true;
     }
   }
+  run.job = std::move(job);
+  start(seq, std::move(run), reuse);
+  return true;
+}
 
+void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
+  Slot& slot = slots_[static_cast<std::size_t>(seq)];
+  Job& job = run.job;
   std::vector<engine::Token> prompt(job.history.begin() + static_cast<std::ptrdiff_t>(reuse), job.history.end());
   prompt.insert(prompt.end(), job.input.begin(), job.input.end());
   // A resident session lacks exactly one history token: the last one it generated, sampled but
@@ -197,40 +226,88 @@ bool EngineWorker::try_admit(Job& job) {
   if (reuse > 0 && restore == 1) restore = 0;
   engine::SequenceJob sj{seq, std::move(prompt), job.params, restore};
   if (auto st = runner_.add(std::move(sj)); !st) {
-    if (chunks) chunks->unpin(job.session_id);
+    release_slot(seq, job);
     fail(job, st.error(), engine::FinishReason::error);
-    return true;
+    return;
   }
-  slot.session_id = job.session_id;
-  slot.job = job.id;
   slot.last_used = Clock::now();
   run.reused = run.loaded > 0 ? 0 : reuse;
   run.restored = restore;
-  run.job = std::move(job);
   running_.emplace(seq, std::move(run));
-  return true;
 }
 
-void EngineWorker::restore_from_chunks(engine::SeqId seq, const Job& job, Running& r) {
-  ctx_.seq_clear(seq);
-  const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
-  auto loaded = options_.chunks->load(job.session_id, job.history, target, restore_buf_);
-  r.read_ms = loaded.read_ms;
-  r.decode_ms = loaded.decode_ms;
-  if (loaded.tokens == 0) return;
-  const auto t = Clock::now();
-  if (auto st = ctx_.seq_state_set_built(seq, std::span(restore_buf_.data(), loaded.state_bytes)); !st) {
-    spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", job.session_id, st.error().message());
-    ctx_.seq_clear(seq);
-  } else {
-    r.loaded = loaded.tokens;
+void EngineWorker::release_slot(engine::SeqId seq, const Job& job) {
+  Slot& slot = slots_[static_cast<std::size_t>(seq)];
+  slot.job.reset();
+  if (options_.chunks && !job.session_id.empty()) options_.chunks->unpin(job.session_id);
+}
+
+void EngineWorker::load_loop() {
+  while (true) {
+    LoadTask task;
+    {
+      std::unique_lock lock(load_mu_);
+      load_cv_.wait(lock, [&] { return load_stop_ || (!load_queue_.empty() && !load_buf_busy_); });
+      if (load_stop_) return;
+      task = std::move(load_queue_.front());
+      load_queue_.pop_front();
+      load_buf_busy_ = true;  // until the engine has installed the state
+    }
+    auto result = options_.chunks->load(task.session_id, task.history, task.target, load_buf_);
+    {
+      std::lock_guard lock(mu_);
+      loaded_.emplace_back(task.seq, result);
+    }
+    cv_.notify_one();
   }
-  const double install_ms = ms_between(t, Clock::now());
-  r.decode_ms += install_ms;
-  spdlog::debug("engine: {} restored {} tokens from KV chunks ({} from RAM, {} from disk): read {:.2f} ms, "
-                "decode {:.2f} ms, install {:.2f} ms",
-                job.session_id, r.loaded, loaded.from_ram, loaded.from_disk, loaded.read_ms, loaded.decode_ms,
-                install_ms);
+}
+
+void EngineWorker::finish_restores() {
+  std::vector<std::pair<engine::SeqId, kvstore::LoadResult>> done;
+  {
+    std::lock_guard lock(mu_);
+    done.swap(loaded_);
+  }
+  for (auto& [seq, loaded] : done) {
+    auto it = restoring_.find(seq);
+    if (it == restoring_.end()) continue;
+    Running run = std::move(it->second);
+    restoring_.erase(it);
+    run.read_ms = loaded.read_ms;
+    run.decode_ms = loaded.decode_ms;
+    if (loaded.tokens > 0 && !run.job.cancelled->load()) {
+      const auto t = Clock::now();
+      if (auto st = ctx_.seq_state_set_built(seq, std::span(load_buf_.data(), loaded.state_bytes)); !st) {
+        spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", run.job.session_id,
+                     st.error().message());
+        ctx_.seq_clear(seq);
+      } else {
+        run.loaded = loaded.tokens;
+      }
+      const double install_ms = ms_between(t, Clock::now());
+      run.decode_ms += install_ms;
+      spdlog::debug("engine: {} restored {} tokens from KV chunks ({} from RAM, {} from disk): read {:.2f} ms, "
+                    "decode {:.2f} ms, install {:.2f} ms",
+                    run.job.session_id, run.loaded, loaded.from_ram, loaded.from_disk, loaded.read_ms,
+                    loaded.decode_ms, install_ms);
+    }
+    {
+      std::lock_guard lock(load_mu_);
+      load_buf_busy_ = false;
+    }
+    load_cv_.notify_one();
+    if (run.job.cancelled->load()) {
+      release_slot(seq, run.job);
+      ctx_.seq_clear(seq);
+      fail(run.job, Error(Errc::cancelled, "cancelled while its session was being restored"),
+           engine::FinishReason::cancelled);
+      continue;
+    }
+    slots_[static_cast<std::size_t>(seq)].cached.assign(run.job.history.begin(),
+                                                        run.job.history.begin() + static_cast<std::ptrdiff_t>(run.loaded));
+    const std::size_t reuse = run.loaded;
+    start(seq, std::move(run), reuse);
+  }
 }
 
 void EngineWorker::write_back(engine::SeqId seq, const std::string& session_id) {
@@ -316,8 +393,12 @@ void EngineWorker::run() {
     std::vector<std::string> forget;
     {
       std::unique_lock lock(mu_);
-      if (incoming_.empty() && forget_.empty() && pending_.empty() && running_.empty() && !stopping_) {
-        cv_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !forget_.empty(); });
+      if (incoming_.empty() && forget_.empty() && pending_.empty() && running_.empty() && loaded_.empty() &&
+          !stopping_) {
+        cv_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !forget_.empty() || !loaded_.empty(); });
+      } else if (running_.empty() && loaded_.empty() && !restoring_.empty()) {
+        // Only swap-ins in progress: wait for one (or for anything new).
+        cv_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !forget_.empty() || !loaded_.empty(); });
       }
       while (!incoming_.empty()) {
         pending_.push_back(std::move(incoming_.front()));
@@ -345,6 +426,7 @@ void EngineWorker::run() {
         for (auto& [seq, r] : running_) r.job.cancelled->store(true);
       }
     }
+    finish_restores();
     // Cancellation requested by clients (or the shutdown deadline).
     for (auto& [seq, r] : running_) {
       if (r.job.cancelled->load()) runner_.cancel(seq);
@@ -386,7 +468,7 @@ void EngineWorker::run() {
       if (o) complete(seq, std::move(*o));
     }
     publish_stats();
-    if (stopping && pending_.empty() && running_.empty()) {
+    if (stopping && pending_.empty() && running_.empty() && restoring_.empty()) {
       std::lock_guard lock(mu_);
       if (incoming_.empty()) return;
     }

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,9 +134,20 @@ class EngineWorker {
   };
 
   void run();
+  struct LoadTask {
+    engine::SeqId seq = 0;
+    std::string session_id;
+    std::span<const engine::Token> history;  // the restoring job's (restoring_ keeps it alive)
+    kvstore::RestoreTarget target;
+  };
+
   bool try_admit(Job& job);
-  // Restores the longest chunk-covered prefix of the job's history into the (empty) slot.
-  void restore_from_chunks(engine::SeqId seq, const Job& job, Running& r);
+  // Hands the job to the runner with `reuse` history tokens already in its slot.
+  void start(engine::SeqId seq, Running run, std::size_t reuse);
+  void release_slot(engine::SeqId seq, const Job& job);
+  // Swap-in: the loader thread builds states from chunks; the engine installs them.
+  void load_loop();
+  void finish_restores();
   void write_back(engine::SeqId seq, const std::string& session_id);
   std::optional<engine::SeqId> pick_slot(const Job& job);
   bool evict_one_idle();
@@ -154,7 +166,7 @@ class EngineWorker {
   std::vector<Slot> slots_;
   std::map<engine::SeqId, Running> running_;
   std::deque<Job> pending_;
-  std::vector<std::uint8_t> restore_buf_;  // states built from chunks (reused: no page faults per restore)
+  std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
 
   // Shared with other threads.
   mutable std::mutex mu_;
@@ -164,7 +176,18 @@ class EngineWorker {
   bool stopping_ = false;                     // GUARDED_BY(mu_)
   Clock::time_point stop_deadline_{};         // GUARDED_BY(mu_)
   WorkerStats stats_;                         // GUARDED_BY(mu_)
+  std::vector<std::pair<engine::SeqId, kvstore::LoadResult>> loaded_;  // GUARDED_BY(mu_): built states
   std::thread thread_;
+
+  // The loader thread (restore=chunks): one swap-in at a time into load_buf_, which it reuses (no
+  // page faults per restore) once the engine has installed the previous state.
+  std::mutex load_mu_;
+  std::condition_variable load_cv_;
+  std::deque<LoadTask> load_queue_;  // GUARDED_BY(load_mu_)
+  bool load_buf_busy_ = false;       // GUARDED_BY(load_mu_)
+  bool load_stop_ = false;           // GUARDED_BY(load_mu_)
+  std::vector<std::uint8_t> load_buf_;  // loader writes, engine reads, handed over by load_buf_busy_
+  std::thread loader_;
 };
 
 }  // namespace llmd::daemon

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "tests/e2e/e2e_util.h"
 
@@ -96,6 +97,47 @@ TEST_P(KvSwap, SwapOutSwapInIsBitIdenticalFromRamAndFromDisk) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, KvSwap, ::testing::Values("stories260K", "tiny-q8_0"));
+
+// Swap-ins run beside a generation: two sessions take turns in one slot while a long answer streams
+// in the other (the loader builds each state while the engine keeps decoding); both sessions answer
+// exactly as when they never leave their slots.
+TEST(KvSwapConcurrent, SwapInsBesideARunningGenerationStayExact) {
+  std::vector<Turn> reference;
+  {
+    DaemonProcess d(scratch_dir(), with({"--slots", "3", "--flash-attn", "off"}));
+    ASSERT_TRUE(d.start()) << d.log();
+    reference = alternate(d, 3);
+  }
+  DaemonProcess d(scratch_dir(), with({"--slots", "2", "--flash-attn", "off", "--chunk-tokens", "16"}));
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  const std::string busy = new_session(c);
+  std::vector<Turn> got;
+  std::thread background([&] {
+    auto body = greedy_body(1500);
+    body["content"] = "Tell me a very long story.";
+    body["ignore_eos"] = true;
+    body["stream"] = false;
+    call(c, "POST", "/v1/sessions/" + busy + "/messages", body);
+  });
+  // Wait until the long answer holds its slot.
+  for (int i = 0; i < 200; ++i) {
+    const auto st = call(c, "GET", "/v1/status").body;
+    if (st["queue"].value("running", 0) > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  got = alternate(d, 3);
+  const bool overlapped = call(c, "GET", "/v1/status").body["queue"].value("running", 0) > 0;
+  background.join();
+  ASSERT_EQ(got.size(), reference.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].text, reference[i].text) << "turn " << i;
+    if (i >= 2) {
+      EXPECT_GT(got[i].usage.value("loaded_tokens", 0), 0) << i;
+    }
+  }
+  EXPECT_TRUE(overlapped) << "the long answer ended before the swaps did; make it longer";
+}
 
 std::vector<std::string> reference_answers(std::size_t n) {
   DaemonProcess d(scratch_dir());
