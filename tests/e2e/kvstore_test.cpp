@@ -311,6 +311,37 @@ TEST(KvConfig, BadKvSettingsAreRefusedNamingTheKey) {
   }
 }
 
+// llmctl shows where KV lives: per tier in `status`, per session in `sessions show`.
+TEST(KvVisibility, LlmctlShowsTiersAndASessionsResidency) {
+  DaemonProcess d(scratch_dir(), with({"--slots", "1", "--chunk-tokens", "16"}));
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  const std::string a = new_session(c), b = new_session(c);
+  turn(c, a, kTurns[0]);
+  turn(c, b, kTurns[0]);  // a leaves the slot
+  const auto status = run_program({llmctl_binary(), "--socket", d.socket(), "status"});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("kv ram"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("kv disk"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("exact"), std::string::npos) << status.out;
+  const auto show = run_program({llmctl_binary(), "--socket", d.socket(), "sessions", "show", a});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("kv: not resident;"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("chunks stored covering"), std::string::npos) << show.out;
+  const auto kv = call(c, "GET", "/v1/sessions/" + a).body["kv"];
+  EXPECT_GT(kv.value("chunks", 0), 0);
+  EXPECT_GT(kv["ram"].value("bytes", 0), 0);
+  EXPECT_GT(kv["chunks_by_codec"].value("exact", 0), 0);
+  // Deleting the session drops its chunks.
+  EXPECT_EQ(call(c, "DELETE", "/v1/sessions/" + a).status, 200u);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = !std::filesystem::exists(d.state_dir() + "/kv/" + a);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone);
+}
+
 // A state directory whose kv/ cannot be created: llmd says so and does not start.
 TEST(KvConfig, UnusableChunkDirectoryIsAClearStartupError) {
   const std::string dir = scratch_dir();
