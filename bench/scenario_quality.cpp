@@ -80,7 +80,10 @@ constexpr Policy kPolicies[] = {{"exact", kvstore::PolicyKind::exact, 0.0},
                                 {"q4_0", kvstore::PolicyKind::q4_0, 0.0},
                                 {"pos0.75", kvstore::PolicyKind::position, 0.75},
                                 {"pos0.5", kvstore::PolicyKind::position, 0.5},
-                                {"pos0.35", kvstore::PolicyKind::position, 0.35}};
+                                {"pos0.35", kvstore::PolicyKind::position, 0.35},
+                                {"attn0.75", kvstore::PolicyKind::attention, 0.75},
+                                {"attn0.5", kvstore::PolicyKind::attention, 0.5},
+                                {"attn0.35", kvstore::PolicyKind::attention, 0.35}};
 constexpr std::size_t kNumPolicies = std::size(kPolicies);
 constexpr std::size_t kNumChunks = std::size(kChunkSizes);
 
@@ -132,7 +135,9 @@ Status feed(engine::Context& ctx, const std::vector<engine::Token>& tokens, engi
 // Greedy history (kHistory tokens, decoded into the exact slot) and its greedy continuation
 // (kFollow tokens); on return the exact slot holds the history only.
 Status generate(engine::Context& ctx, const engine::Tokenizer& tok, const std::vector<bool>& allowed,
-                const char* word, std::vector<engine::Token>& history, std::vector<engine::Token>& follow) {
+                const char* word, std::vector<engine::Token>& history, std::vector<engine::Token>& follow,
+                std::vector<float>& attention) {
+  ctx.seq_clear(kExactSlot);
   auto start = tok.tokenize(word, true, false);
   if (!start) return start.error();
   history = *start;
@@ -145,6 +150,9 @@ Status generate(engine::Context& ctx, const engine::Tokenizer& tok, const std::v
   const std::size_t total = kHistory + kFollow;
   for (std::size_t n = history.size(); n < total; ++n) {  // n: the next token's position
     const engine::Token next = greedy(ctx.logits(last), allowed);
+    // The attention the history received while it was written: what the daemon knows at write-back
+    // (the continuation's attention would leak the evaluated future into the policy).
+    if (n == kHistory) attention = ctx.attention_importance(kExactSlot);
     (n < kHistory ? history : follow).push_back(next);
     if (n + 1 < total) {  // the last continuation token is only fed later, as a batch
       LLMD_TRY_STATUS(feed(ctx, {next}, static_cast<engine::Pos>(n), kExactSlot, false));
@@ -207,11 +215,15 @@ Result<Outcome> teacher_force(engine::Context& ctx, const std::vector<std::uint8
 // Encodes the chunks with the policy's codecs and decodes them (timed), restores the result into
 // the policy slot and compares it with the reference; one sample into `cell`.
 Status measure_policy(engine::Context& ctx, const engine::SeqState& state, const std::vector<engine::KvStream>& parts,
+                      std::uint32_t chunk_tokens, const std::vector<float>& attention,
                       const kvstore::PolicyParams& params, const std::vector<engine::Token>& follow,
                       const std::vector<float>& reference, Seen& seen, Cell& cell) {
   const auto& layout = ctx.kv_layout();
-  const auto codecs =
-      kvstore::choose_codecs(params, kvstore::position_importance(parts.size(), params), kvstore::codec_ratios(layout));
+  auto importance = params.kind == kvstore::PolicyKind::attention
+                        ? kvstore::attention_chunk_importance(attention, kHistory, chunk_tokens)
+                        : std::vector<float>{};
+  if (importance.empty()) importance = kvstore::position_importance(parts.size(), params);
+  const auto codecs = kvstore::choose_codecs(params, importance, kvstore::codec_ratios(layout));
   std::vector<std::vector<std::uint8_t>> blobs;
   std::vector<engine::KvStream> decoded;
   std::uint64_t bytes = 0, n_cells = 0, lossy = 0;
@@ -270,7 +282,11 @@ Status measure_policy(engine::Context& ctx, const engine::SeqState& state, const
 Status measure_prompt(engine::Context& ctx, const engine::Tokenizer& tok, const std::vector<bool>& allowed,
                       const char* word, Results& results) {
   std::vector<engine::Token> history, follow;
-  LLMD_TRY_STATUS(generate(ctx, tok, allowed, word, history, follow));
+  std::vector<float> attention;
+  LLMD_TRY_STATUS(generate(ctx, tok, allowed, word, history, follow, attention));
+  if (attention.size() < static_cast<std::size_t>(kHistory)) {
+    return Error(Errc::internal, "no attention was observed while writing the history");
+  }
 
   // The reference: the exact slot fed the continuation as one batch, then cut back again.
   LLMD_TRY_STATUS(feed(ctx, follow, kHistory, kExactSlot, true));
@@ -312,7 +328,8 @@ Status measure_prompt(engine::Context& ctx, const engine::Tokenizer& tok, const 
       params.target_ratio = kPolicies[p].target_ratio;
       params.sink_chunks = static_cast<std::uint32_t>((kSinkTokens + size - 1) / size);
       params.recent_chunks = static_cast<std::uint32_t>((kRecentTokens + size - 1) / size);
-      LLMD_TRY_STATUS(measure_policy(ctx, *state, parts, params, follow, reference, seen, results.cells[p][c]));
+      LLMD_TRY_STATUS(measure_policy(ctx, *state, parts, static_cast<std::uint32_t>(size), attention, params, follow,
+                                     reference, seen, results.cells[p][c]));
     }
   }
   return {};
@@ -388,7 +405,10 @@ Status run_quality_scenario(const BenchEnv& env, Report& report) {
   cp.n_batch = 512;
   cp.n_ubatch = 512;
   cp.n_threads = env.threads;
-  cp.flash_attn = engine::FlashAttn::automatic;
+  // Flash attention off: the attention policy needs the weights it never materialises (all rows
+  // are measured in this one context, each against its own exact cache).
+  cp.flash_attn = engine::FlashAttn::off;
+  cp.observe_attention = true;
   auto ctx = engine::Context::create(**model, cp);
   if (!ctx) return ctx.error();
   if ((*ctx)->max_seq_len() < static_cast<std::uint32_t>(kHistory + kFollow)) {

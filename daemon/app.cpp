@@ -102,6 +102,7 @@ Status App::start() {
   cp.n_threads = config_.threads;
   cp.flash_attn = flash_attn_of(config_.flash_attn);
   cp.type_k = cp.type_v = config_.kv_type;
+  cp.observe_attention = config_.restore == "chunks" && config_.kv_policy == "attention";
   auto ctx = engine::Context::create(*model_, cp);
   if (!ctx) return ctx.error();
   context_ = std::move(*ctx);

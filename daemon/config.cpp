@@ -33,7 +33,8 @@ po::options_description settings(Config& c) {
       ("kv-disk-mib", po::value(&c.kv_disk_mib)->default_value(c.kv_disk_mib),
        "budget of encoded KV chunks on disk (T2, state-dir/kv), MiB; 0: none")
       ("kv-policy", po::value(&c.kv_policy)->default_value(c.kv_policy),
-       "codec per chunk: exact, position (sinks and recent exact, older compressed), q8_0, q4_0")
+       "codec per chunk: exact, position (sinks and recent exact, older compressed), attention (by the "
+       "attention chunks receive; needs flash-attn = off), q8_0, q4_0")
       ("kv-target-ratio", po::value(&c.kv_target_ratio)->default_value(c.kv_target_ratio),
        "position policy: encoded bytes / exact bytes to aim for, (0, 1]")
       ("kv-disk-zstd", po::value(&c.kv_disk_zstd)->default_value(c.kv_disk_zstd),
@@ -97,8 +98,12 @@ Status validate(const Config& c) {
   if (c.chunk_tokens < 1 || c.chunk_tokens > 4096) return bad("chunk-tokens", "must be between 1 and 4096");
   if (c.kv_ram_mib > (1ull << 24)) return bad("kv-ram-mib", "must be at most 16777216 (16 TiB)");
   if (c.kv_disk_mib > (1ull << 26)) return bad("kv-disk-mib", "must be at most 67108864 (64 TiB)");
-  if (c.kv_policy != "exact" && c.kv_policy != "position" && c.kv_policy != "q8_0" && c.kv_policy != "q4_0") {
-    return bad("kv-policy", "must be exact, position, q8_0 or q4_0");
+  if (c.kv_policy != "exact" && c.kv_policy != "position" && c.kv_policy != "attention" && c.kv_policy != "q8_0" &&
+      c.kv_policy != "q4_0") {
+    return bad("kv-policy", "must be exact, position, attention, q8_0 or q4_0");
+  }
+  if (c.kv_policy == "attention" && c.flash_attn != "off") {
+    return bad("kv-policy", "attention needs flash-attn = off (flash attention never materialises the weights)");
   }
   if (!(c.kv_target_ratio > 0.0 && c.kv_target_ratio <= 1.0)) return bad("kv-target-ratio", "must be in (0, 1]");
   if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&

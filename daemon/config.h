@@ -30,7 +30,7 @@ struct Config {
   std::uint32_t chunk_tokens = 64;     // KV positions per chunk
   std::uint64_t kv_ram_mib = 1024;     // T1: encoded chunks in host RAM
   std::uint64_t kv_disk_mib = 8192;    // T2: encoded chunks on disk, under state-dir/kv
-  std::string kv_policy = "exact";     // exact | position | q8_0 | q4_0
+  std::string kv_policy = "exact";     // exact | position | attention | q8_0 | q4_0
   double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
   bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)

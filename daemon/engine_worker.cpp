@@ -316,7 +316,8 @@ void EngineWorker::write_back(engine::SeqId seq, const std::string& session_id) 
     spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
     return;
   }
-  options_.chunks->write_back(session_id, slots_[static_cast<std::size_t>(seq)].cached, std::move(*state));
+  options_.chunks->write_back(session_id, slots_[static_cast<std::size_t>(seq)].cached, std::move(*state),
+                              ctx_.attention_importance(seq));
 }
 
 void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {

@@ -177,7 +177,8 @@ void ChunkStore::record_error(const std::string& message) {
   stats_.last_error = message;
 }
 
-void ChunkStore::write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state) {
+void ChunkStore::write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
+                            std::vector<float> attention) {
   if (!safe_name(session)) return;
   {
     std::lock_guard lock(mu_);
@@ -188,6 +189,7 @@ void ChunkStore::write_back(std::string session, std::vector<engine::Token> toke
     op.session = std::move(session);
     op.tokens = std::move(tokens);
     op.state = std::move(state);
+    op.attention = std::move(attention);
     ops_.push_back(std::move(op));
   }
   cv_.notify_all();
@@ -398,7 +400,10 @@ void ChunkStore::do_write_back(Op& op) {
     h = token_prefix_hash(h, std::span(op.tokens).subspan(b, e - b));
     hashes[i] = h;
   }
-  const auto importance = position_importance(n_chunks, opt_.policy);
+  auto importance = opt_.policy.kind == PolicyKind::attention
+                        ? attention_chunk_importance(op.attention, n, C)
+                        : std::vector<float>{};
+  if (importance.empty()) importance = position_importance(n_chunks, opt_.policy);
   const auto codecs = choose_codecs(opt_.policy, importance, ratios_);
 
   // Which chunks are new or changed.

@@ -116,8 +116,10 @@ class ChunkStore {
   ChunkStore& operator=(const ChunkStore&) = delete;
 
   // Queues a write-back of a session's KV: `state` is the sequence state (llama.cpp's format) whose
-  // cells hold `tokens` at positions 0..n-1.
-  void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state);
+  // cells hold `tokens` at positions 0..n-1; `attention`: per-position importance observed by the
+  // engine (used by the attention policy; may be empty).
+  void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
+                  std::vector<float> attention = {});
   // Builds the sequence state (llama.cpp's format, the store's layout) of the longest prefix of
   // `history` that valid chunks cover (possibly none) into `buffer`, which is reused between calls
   // (grown, never shrunk) so that a restore allocates nothing.
@@ -158,6 +160,7 @@ class ChunkStore {
     std::string session;
     std::vector<engine::Token> tokens;
     std::vector<std::uint8_t> state;
+    std::vector<float> attention;
     std::set<std::string> keep;
     std::uint32_t from = 0;
   };

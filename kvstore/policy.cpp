@@ -19,6 +19,7 @@ std::string_view policy_name(PolicyKind kind) {
   switch (kind) {
     case PolicyKind::exact: return "exact";
     case PolicyKind::position: return "position";
+    case PolicyKind::attention: return "attention";
     case PolicyKind::q8_0: return "q8_0";
     case PolicyKind::q4_0: return "q4_0";
   }
@@ -26,10 +27,11 @@ std::string_view policy_name(PolicyKind kind) {
 }
 
 Result<PolicyKind> policy_from_name(std::string_view name) {
-  for (PolicyKind k : {PolicyKind::exact, PolicyKind::position, PolicyKind::q8_0, PolicyKind::q4_0}) {
+  for (PolicyKind k : {PolicyKind::exact, PolicyKind::position, PolicyKind::attention, PolicyKind::q8_0, PolicyKind::q4_0}) {
     if (name == policy_name(k)) return k;
   }
-  return Error(Errc::invalid_argument, "unknown KV policy '" + std::string(name) + "' (exact, position, q8_0, q4_0)");
+  return Error(Errc::invalid_argument,
+               "unknown KV policy '" + std::string(name) + "' (exact, position, attention, q8_0, q4_0)");
 }
 
 std::array<double, 4> codec_ratios(const engine::KvLayout& layout) {
@@ -63,6 +65,19 @@ std::vector<float> position_importance(std::size_t n, const PolicyParams& p) {
     imp[i] = is_protected(i, n, p) ? 1.0f : 1.0f / static_cast<float>(2 + (n - 1 - i));
   }
   return imp;
+}
+
+std::vector<float> attention_chunk_importance(std::span<const float> per_position, std::size_t n_cells,
+                                              std::uint32_t chunk_tokens) {
+  if (chunk_tokens == 0 || per_position.size() < n_cells) return {};
+  std::vector<float> out;
+  for (std::size_t b = 0; b < n_cells; b += chunk_tokens) {
+    const std::size_t e = std::min(n_cells, b + chunk_tokens);
+    double sum = 0;
+    for (std::size_t i = b; i < e; ++i) sum += per_position[i];
+    out.push_back(static_cast<float>(sum / static_cast<double>(e - b)));
+  }
+  return out;
 }
 
 std::vector<Codec> choose_codecs(const PolicyParams& p, std::span<const float> importance,

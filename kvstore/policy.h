@@ -10,6 +10,8 @@
 //   exact      every chunk exact (bit-identical restore; the default)
 //   position   importance from position alone: sinks and the recent window exact, older chunks
 //              compressed harder (q8_0, then q4_0) until the target ratio holds
+//   attention  like position, but importance is the attention each chunk received (the engine's
+//              AttentionProbe, flash attention off), falling back to position when none was seen
 //   q8_0, q4_0 every unprotected chunk in that codec (measurement baselines)
 //
 // Pure code; thread-safe.
@@ -27,7 +29,7 @@
 
 namespace llmd::kvstore {
 
-enum class PolicyKind { exact, position, q8_0, q4_0 };
+enum class PolicyKind { exact, position, attention, q8_0, q4_0 };
 
 std::string_view policy_name(PolicyKind kind);
 Result<PolicyKind> policy_from_name(std::string_view name);  // invalid_argument, naming the choices
@@ -46,6 +48,11 @@ std::array<double, 4> codec_ratios(const engine::KvLayout& layout);
 // Position-based importance of chunk i of n: 1 for protected chunks, else decreasing with age
 // (distance from the end), in (0, 1).
 std::vector<float> position_importance(std::size_t n_chunks, const PolicyParams& params);
+
+// Chunk importance from per-position attention (the mean over each chunk's positions); empty if
+// the positions do not cover all n_cells (then the caller falls back to position_importance).
+std::vector<float> attention_chunk_importance(std::span<const float> per_position, std::size_t n_cells,
+                                              std::uint32_t chunk_tokens);
 
 // The codec for each of n chunks with the given importance scores (same length). Chunks of equal
 // importance are compressed oldest first.

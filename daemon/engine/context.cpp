@@ -79,6 +79,13 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
     case FlashAttn::off: cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED; break;
   }
 
+  std::unique_ptr<AttentionProbe> probe;
+  if (params.observe_attention) {
+    probe = std::make_unique<AttentionProbe>(static_cast<std::uint32_t>(model.info().n_layer), params.n_slots);
+    cp.cb_eval = &AttentionProbe::callback;
+    cp.cb_eval_user_data = probe.get();
+  }
+
   clear_llama_errors();
   llama_context* raw = llama_init_from_model(model.handle(), cp);
   if (raw == nullptr) {
@@ -88,6 +95,7 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
                                                (why.empty() ? std::string() : ": " + why));
   }
   std::unique_ptr<Context> ctx(new Context(model, raw));
+  ctx->probe_ = std::move(probe);
   ctx->n_ctx_ = llama_n_ctx(raw);
   const auto train = static_cast<uint32_t>(std::max(0, model.info().n_ctx_train));
   ctx->max_seq_len_ = train > 0 ? std::min(ctx->n_ctx_, train) : ctx->n_ctx_;
@@ -151,6 +159,7 @@ Status Context::decode(const Batch& batch) {
   b.seq_id = const_cast<SeqId**>(batch.seq_ptrs_.data());
   b.logits = const_cast<int8_t*>(batch.logits_.data());
 
+  if (probe_) probe_->begin_decode(batch);
   clear_llama_errors();
   const int32_t rc = llama_decode(ctx_, b);
   abort_.store(false, std::memory_order_relaxed);
@@ -167,7 +176,14 @@ Status Context::decode(const Batch& batch) {
 
 const float* Context::logits(int32_t batch_index) const { return llama_get_logits_ith(ctx_, batch_index); }
 
-void Context::seq_clear(SeqId seq) { llama_memory_seq_rm(llama_get_memory(ctx_), seq, -1, -1); }
+void Context::seq_clear(SeqId seq) {
+  llama_memory_seq_rm(llama_get_memory(ctx_), seq, -1, -1);
+  if (probe_) probe_->reset(seq);
+}
+
+std::vector<float> Context::attention_importance(SeqId seq) const {
+  return probe_ ? probe_->importance(seq) : std::vector<float>{};
+}
 
 bool Context::seq_truncate(SeqId seq, Pos from) {
   return llama_memory_seq_rm(llama_get_memory(ctx_), seq, from < 0 ? 0 : from, -1);
@@ -180,7 +196,12 @@ void Context::seq_copy(SeqId from, SeqId to) {
 
 Pos Context::seq_pos_max(SeqId seq) const { return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq); }
 
-void Context::clear_all() { llama_memory_clear(llama_get_memory(ctx_), true); }
+void Context::clear_all() {
+  llama_memory_clear(llama_get_memory(ctx_), true);
+  if (probe_) {
+    for (std::uint32_t s = 0; s < n_slots_; ++s) probe_->reset(static_cast<SeqId>(s));
+  }
+}
 
 Result<std::vector<uint8_t>> Context::seq_state_get(SeqId seq) const {
   if (!valid_seq(seq)) return Error(Errc::invalid_argument, "no sequence " + std::to_string(seq));

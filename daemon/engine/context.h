@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "daemon/engine/attention_probe.h"
 #include "daemon/engine/batch.h"
 #include "daemon/engine/model.h"
 #include "daemon/engine/seq_state.h"
@@ -36,6 +37,9 @@ struct ContextParams {
   std::string type_k = "f16";     // KV cache types (ggml names)
   std::string type_v = "f16";
   bool kv_unified = true;         // one cell pool shared by all sequences
+  // Observe the attention each position receives (attention_probe.h). Costs a callback per
+  // sampled layer and decode; sees nothing with flash attention on.
+  bool observe_attention = false;
 };
 
 // Limits on ContextParams (invalid_argument beyond them).
@@ -67,8 +71,12 @@ class Context {
   // Makes the next or current decode() stop early; cleared when decode() returns.
   void request_abort() { abort_.store(true, std::memory_order_relaxed); }
 
+  // Per-position attention importance of a sequence since it was last cleared (empty unless
+  // observe_attention and something was observed); see AttentionProbe::importance.
+  std::vector<float> attention_importance(SeqId seq) const;
+
   // Sequence (slot) management.
-  void seq_clear(SeqId seq);                 // forget all of the sequence's cells
+  void seq_clear(SeqId seq);                 // forget all of the sequence's cells (and its attention)
   bool seq_truncate(SeqId seq, Pos from);    // forget positions >= from
   void seq_copy(SeqId from, SeqId to);       // to shares from's cells (no copy of data)
   Pos seq_pos_max(SeqId seq) const;          // last stored position, -1 if empty
@@ -115,6 +123,7 @@ class Context {
   // Persistent worker pools, one for single-token decode and one for batches (llama.cpp otherwise
   // builds a throw-away pool per graph): +2-3% decode tokens/s, prefill unchanged (measured on
   // the smollm2-135m shape, 2 threads; sharing one pool for both made prefill 5% slower).
+  std::unique_ptr<AttentionProbe> probe_;  // observe_attention only
   ggml_threadpool* pool_ = nullptr;
   ggml_threadpool* pool_batch_ = nullptr;
   std::atomic<bool> abort_{false};

@@ -342,6 +342,36 @@ TEST(KvVisibility, LlmctlShowsTiersAndASessionsResidency) {
   EXPECT_TRUE(gone);
 }
 
+// The lossy policies through the daemon: chunks are compressed as the policy says, and sessions
+// restored from them keep answering.
+TEST(KvPolicies, CompressedChunksRestoreAndKeepAnswering) {
+  for (const std::vector<std::string>& policy :
+       {std::vector<std::string>{"--kv-policy", "attention", "--flash-attn", "off"},
+        std::vector<std::string>{"--kv-policy", "position"}}) {
+    std::vector<std::string> args = {"--slots", "1", "--chunk-tokens", "16", "--kv-target-ratio", "0.5"};
+    args.insert(args.end(), policy.begin(), policy.end());
+    DaemonProcess d(scratch_dir(), with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const auto c = d.client();
+    const std::string a = new_session(c), b = new_session(c);
+    for (std::size_t i = 0; i < 3; ++i) {
+      turn(c, a, kTurns[i], 48);
+      turn(c, b, kTurns[i], 48);
+    }
+    const auto kv = call(c, "GET", "/v1/sessions/" + a).body["kv"];
+    const auto& mix = kv["chunks_by_codec"];
+    EXPECT_GT(mix.value("q8_0", 0) + mix.value("q4_0", 0), 0) << policy[1] << ": " << kv.dump();
+    EXPECT_GT(mix.value("exact", 0), 0) << policy[1] << ": " << kv.dump();  // sinks and the recent window
+    const Turn t = turn(c, a, kTurns[3], 16);
+    EXPECT_FALSE(t.text.empty()) << policy[1];
+    EXPECT_GT(t.usage.value("loaded_tokens", 0), 0) << policy[1];
+  }
+  const auto r = run_program({llmd_binary(), "--config", "/dev/null", "--model", stories_path(), "--kv-policy",
+                              "attention", "--check-config"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("flash-attn"), std::string::npos) << r.err;
+}
+
 // A state directory whose kv/ cannot be created: llmd says so and does not start.
 TEST(KvConfig, UnusableChunkDirectoryIsAClearStartupError) {
   const std::string dir = scratch_dir();
