@@ -336,6 +336,7 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   slot.job.reset();
   slot.last_used = Clock::now();
   if (options_.chunks && !r.job.session_id.empty()) {
+    if (r.restored > 0) options_.chunks->report_recompute(r.restored, ms(o.restore_time));
     // Ahead-of-time write-back: a later eviction of this slot only drops memory.
     if (o.finish != engine::FinishReason::error && !slot.cached.empty()) write_back(seq, r.job.session_id);
     options_.chunks->unpin(r.job.session_id);

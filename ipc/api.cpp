@@ -70,6 +70,8 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
           {"pending_write_backs", s.pending},
           {"write_errors", s.write_errors},
           {"bad_chunks", s.bad_chunks},
+          {"costs_ms_per_token",
+           {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},
           {"last_error", s.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.last_error)}};
 }
 

@@ -592,6 +592,9 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     plan = i + 1;
     if (c.n_cells < C) break;  // a partial chunk is the last one
   }
+  // Load only the prefix whose measured load cost plus the recompute of the rest is smallest.
+  r.matched = plan;
+  plan = cheapest_prefix(chunks, plan, history.size());
   // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
   // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
   while (plan > 0) {
@@ -600,8 +603,11 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
     std::size_t at = 0, from_ram = 0, from_disk = 0;
     std::optional<std::size_t> failed;
+    LoadCostSample cost;
     for (std::size_t i = 0; i < plan; ++i) {
       Chunk& c = chunks[i];
+      const bool in_ram = c.ram != nullptr;
+      const auto chunk_start = Clock::now();
       Status ok;
       if (!c.ram) {
         const auto t = Clock::now();
@@ -644,9 +650,12 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
           }
         }
       }
+      (in_ram ? cost.ram_cells : cost.disk_cells) += c.n_cells;
+      (in_ram ? cost.ram_ms : cost.disk_ms) += ms_since(chunk_start);
       at += c.n_cells;
     }
     if (!failed) {
+      learn_load_costs(cost);
       r.tokens = at;
       r.state_bytes = out.bytes().size();
       r.from_ram = from_ram;
@@ -668,9 +677,53 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
   return r;
 }
 
+void ChunkStore::report_recompute(std::size_t tokens, double ms) {
+  if (tokens == 0 || !(ms > 0.0)) return;
+  std::lock_guard lock(mu_);
+  const double per = ms / static_cast<double>(tokens);
+  costs_.recompute_ms = costs_.recompute_ms > 0.0 ? 0.7 * costs_.recompute_ms + 0.3 * per : per;
+}
+
+void ChunkStore::learn_load_costs(const LoadCostSample& s) {
+  std::lock_guard lock(mu_);
+  auto learn = [](double& avg, double ms, std::size_t cells) {
+    if (cells == 0) return;
+    const double per = ms / static_cast<double>(cells);
+    avg = avg > 0.0 ? 0.7 * avg + 0.3 * per : per;
+  };
+  learn(costs_.ram_ms, s.ram_ms, s.ram_cells);
+  learn(costs_.disk_ms, s.disk_ms, s.disk_cells);
+}
+
+RestoreCosts ChunkStore::costs() const {
+  std::lock_guard lock(mu_);
+  return costs_;
+}
+
+std::size_t ChunkStore::cheapest_prefix(const std::vector<Chunk>& chunks, std::size_t matched,
+                                        std::size_t history) const {
+  const RestoreCosts k = costs();
+  if (k.recompute_ms <= 0.0) return matched;  // nothing measured yet: loading is the safe bet
+  // Total time if the first n chunks are loaded and the rest of the history is recomputed. A cost
+  // not measured yet (a tier never read) counts as free, so that it gets measured.
+  double best = static_cast<double>(history) * k.recompute_ms, load = 0.0;
+  std::size_t best_n = 0, cells = 0;
+  for (std::size_t i = 0; i < matched; ++i) {
+    load += static_cast<double>(chunks[i].n_cells) * (chunks[i].ram ? k.ram_ms : k.disk_ms);
+    cells += chunks[i].n_cells;
+    const double total = load + static_cast<double>(history - cells) * k.recompute_ms;
+    if (total <= best) {
+      best = total;
+      best_n = i + 1;
+    }
+  }
+  return best_n;
+}
+
 StoreStats ChunkStore::stats() const {
   std::lock_guard lock(mu_);
   StoreStats s = stats_;
+  s.costs = costs_;
   s.ram.budget = opt_.ram_budget;
   s.disk.budget = opt_.disk_budget;
   s.ram.chunks = s.disk.chunks = 0;

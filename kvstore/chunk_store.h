@@ -68,6 +68,12 @@ struct TierStats {
   std::array<std::uint64_t, 4> chunks_by_codec{};
 };
 
+// Measured costs, ms per token (cell), smoothed: restoring a chunk's cells from T1 or T2 (read,
+// check, decode) and recomputing a token (reported by the engine). 0: not measured yet.
+struct RestoreCosts {
+  double ram_ms = 0, disk_ms = 0, recompute_ms = 0;
+};
+
 struct StoreStats {
   TierStats ram, disk;
   std::uint64_t write_backs = 0;     // states written back
@@ -76,6 +82,7 @@ struct StoreStats {
   std::uint64_t bad_chunks = 0;      // chunks that failed their checksum or could not be read
   std::size_t pending = 0;           // queued write-backs
   std::string last_error;            // the most recent write or read error, for the status page
+  RestoreCosts costs;                // what swap-in planning goes by
 };
 
 struct SessionResidency {
@@ -94,6 +101,7 @@ struct RestoreTarget {
 };
 
 struct LoadResult {
+  std::size_t matched = 0;      // chunks whose tokens match the history (the most that could load)
   std::size_t tokens = 0;       // history positions covered (cells of the built state)
   std::size_t state_bytes = 0;  // the state is the buffer's first state_bytes bytes (0: nothing)
   std::size_t from_ram = 0, from_disk = 0;  // chunks
@@ -125,6 +133,12 @@ class ChunkStore {
   // (grown, never shrunk) so that a restore allocates nothing.
   LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
                   std::vector<std::uint8_t>& buffer);
+
+  // The engine's measured cost of recomputing history: `tokens` took `ms`. With the measured load
+  // costs it decides how much of a matched prefix load() loads (recomputing the rest when that
+  // is cheaper: a slow disk, a fast accelerator).
+  void report_recompute(std::size_t tokens, double ms);
+  RestoreCosts costs() const;
 
   // Pinned sessions' chunks are not evicted (counted: pin twice, unpin twice).
   void pin(const std::string& session);
@@ -178,6 +192,14 @@ class ChunkStore {
   void remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows);
   std::filesystem::path session_dir(const std::string& session) const { return opt_.dir / session; }
   void record_error(const std::string& message);
+  struct LoadCostSample {
+    double ram_ms = 0, disk_ms = 0;
+    std::size_t ram_cells = 0, disk_cells = 0;
+  };
+  void learn_load_costs(const LoadCostSample& sample);
+  // How many of the first `matched` chunks to load so that loading them and recomputing the rest
+  // of a `history`-token history takes least time, by the measured costs.
+  std::size_t cheapest_prefix(const std::vector<Chunk>& chunks, std::size_t matched, std::size_t history) const;
 
   ChunkStoreOptions opt_;
   engine::KvLayout layout_;
@@ -195,6 +217,7 @@ class ChunkStore {
   std::vector<std::uint8_t> scratch_;         // load(): decompression (one loader at a time)
   std::vector<std::uint8_t> read_buf_;        // load(): a chunk file's bytes (one loader at a time)
   StoreStats stats_;                          // GUARDED_BY(mu_)
+  RestoreCosts costs_;                        // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

@@ -367,6 +367,30 @@ TEST(ChunkStore, Kill9DuringWriteBacksLeavesAConsistentStore) {
   EXPECT_GT(served, 0u);  // the kills did not always come before the first commit
 }
 
+// The swap-in plan weighs measured costs: when recomputing is cheaper than reading chunks, it
+// loads less (here nothing); when reading is cheaper, everything that matches.
+TEST(ChunkStore, LoadsOnlyWhatIsCheaperThanRecomputing) {
+  auto o = options(test::scratch_dir());
+  o.ram_budget = 0;  // every chunk comes from disk
+  auto store = open_store(o);
+  const auto toks = tokens(192);
+  store->write_back("ses_a", toks, state_of(make_cells(192, 12)));
+  store->flush();
+  EXPECT_EQ(load(*store, "ses_a", toks).tokens, 192u);  // nothing measured yet: load
+  ASSERT_GT(store->costs().disk_ms, 0.0);
+
+  for (int i = 0; i < 20; ++i) store->report_recompute(1'000'000, 1e-3);  // recomputing is ~free
+  auto cheap = load(*store, "ses_a", toks);
+  EXPECT_EQ(cheap.matched, 3u);
+  EXPECT_EQ(cheap.tokens, 0u);
+  EXPECT_EQ(cheap.state_bytes, 0u);
+
+  for (int i = 0; i < 40; ++i) store->report_recompute(1, 1e3);  // recomputing is very slow
+  auto dear = load(*store, "ses_a", toks);
+  EXPECT_EQ(dear.tokens, 192u);
+  EXPECT_EQ(dear.from_disk, 3u);
+}
+
 TEST(ChunkStore, RejectsBadOptionsAndHostileSessionNames) {
   auto o = options(test::scratch_dir());
   o.chunk_tokens = 0;
