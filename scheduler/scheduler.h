@@ -1,0 +1,153 @@
+// The scheduler: which requests run, and what each engine step carries — as pure logic. Clients,
+// their pending requests and the running ones go in; a step plan comes out. No I/O, no llama.cpp,
+// no clock of its own (time is passed in), so it is tested by simulation.
+//
+// Fair policy: virtual token counters (VTC, Sheng et al., OSDI'24). Each client's counter grows by
+// the weighted tokens it is served — prompt tokens (w_input), generated tokens (w_output) and the
+// swap-in work its requests cause (w_swap per restored token) — divided by the client's weight.
+// The backlogged client with the smallest counter goes next; a client that becomes backlogged is
+// lifted to the smallest counter among the backlogged ones, so idle time is not banked.
+//
+// Each step (continuous batching with chunked prefill): one decode token for every running
+// generation, then prefill chunks for running requests that still have prompt left, by counter,
+// within the step's token budget — a long prompt takes several steps and never holds the others'
+// decoding back for more than one. Free slots admit pending requests by counter. Interactive
+// requests go before background ones, which are admitted only when no interactive one waits, and
+// are preempted first. A running request whose client is more than `preempt_gap` ahead of a
+// waiting client with no free slot is preempted (the engine swaps it out; it resumes exactly later).
+//
+// FIFO policy (the baseline for measurements): admission and prefill in arrival order, no
+// preemption.
+//
+// Thread-safety: none; one owner (the engine thread) calls it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace llmd::scheduler {
+
+using Clock = std::chrono::steady_clock;
+using RequestId = std::uint64_t;
+using ClientId = std::string;  // "uid:1000", or "uid:1000/app" when the app declared a name
+
+enum class Policy { fair, fifo };
+enum class Priority { interactive, background };
+
+struct Weights {
+  double input = 1.0;   // per prompt token prefilled (VTC's w_p)
+  double output = 2.0;  // per generated token (VTC's w_q)
+  double swap = 0.5;    // per history token restored for the request (loaded or recomputed)
+};
+
+struct Quotas {  // per client; 0 = unlimited
+  std::uint32_t max_queued = 64;         // pending requests
+  std::uint32_t max_running = 8;         // running requests
+  std::uint32_t max_prompt_tokens = 0;   // one request's prompt
+};
+
+struct Options {
+  Policy policy = Policy::fair;
+  Weights weights;
+  Quotas quotas;
+  double preempt_gap = 0;  // counter lead that allows preemption; 0 = none
+};
+
+struct Request {
+  RequestId id = 0;
+  ClientId client;
+  Priority priority = Priority::interactive;
+  std::uint32_t prompt_tokens = 0;  // to prefill (after what the slot already holds)
+  std::uint32_t swap_tokens = 0;    // history to bring back for it
+};
+
+// A running request as the engine sees it before a step.
+struct Running {
+  RequestId id = 0;
+  std::uint32_t prefill_left = 0;  // prompt tokens not yet decoded; 0: it is generating
+};
+
+struct StepInput {
+  std::vector<Running> running;
+  std::uint32_t free_slots = 0;  // slots a new request could take (free, or holding an idle session)
+  std::uint32_t token_budget = 0;  // tokens one step may carry (n_batch)
+};
+
+struct StepPlan {
+  std::vector<RequestId> preempt;  // running -> pending again (swapped out), before anything else
+  std::vector<RequestId> admit;    // pending -> running, in this order
+  std::vector<RequestId> decode;   // one generated token each
+  std::vector<std::pair<RequestId, std::uint32_t>> prefill;  // prompt tokens this step
+  bool empty() const { return admit.empty() && decode.empty() && prefill.empty() && preempt.empty(); }
+};
+
+struct ClientView {
+  ClientId client;
+  double weight = 1;
+  double counter = 0;
+  std::uint32_t queued = 0, running = 0;
+  std::uint64_t input_tokens = 0, output_tokens = 0, swap_tokens = 0;  // served so far
+  double service = 0;  // weighted tokens served (not divided by the weight)
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(Options options);
+
+  void set_weight(const ClientId& client, double weight);  // > 0; default 1
+  // Queues a request. Errors: resource_exhausted naming the quota (max_queued, max_running is
+  // checked at admission, max_prompt_tokens), invalid_argument (duplicate id).
+  Status submit(Request request, Clock::time_point now);
+  // The request left (finished, failed, cancelled), pending or running.
+  void remove(RequestId id);
+  // Plans one step and charges the clients for it (the engine carries the plan out).
+  StepPlan plan(const StepInput& input, Clock::time_point now);
+  // A preempted request that was running comes back as pending with what is left of it.
+  void requeue(RequestId id, std::uint32_t prompt_tokens, std::uint32_t swap_tokens);
+
+  std::vector<ClientView> clients() const;
+  std::size_t pending() const { return pending_.size(); }
+  const Options& options() const { return opt_; }
+
+ private:
+  struct Client {
+    double weight = 1, counter = 0;
+    std::uint32_t queued = 0, running = 0;
+    std::uint64_t input = 0, output = 0, swap = 0;
+    double service = 0;
+  };
+  struct Pending {
+    Request req;
+    Clock::time_point arrived;
+    std::uint64_t seq = 0;  // arrival order
+  };
+  struct Admitted {
+    ClientId client;
+    Priority priority = Priority::interactive;
+    std::uint64_t seq = 0;
+  };
+
+  bool backlogged(const Client& c) const { return c.queued + c.running > 0; }
+  std::optional<double> min_backlogged_counter(const ClientId* except) const;
+  void charge(Client& c, double input, double output, double swap);
+  // The pending request to admit next, if any: by counter (fair) or arrival (fifo), interactive first.
+  std::optional<std::size_t> next_pending(bool skip_running_quota) const;
+
+  Options opt_;
+  std::map<ClientId, Client> clients_;
+  std::vector<Pending> pending_;
+  std::map<RequestId, Admitted> running_;
+  std::uint64_t next_seq_ = 0;
+};
+
+std::string_view policy_name(Policy p);
+Result<Policy> policy_from_name(std::string_view name);
+
+}  // namespace llmd::scheduler
