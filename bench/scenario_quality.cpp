@@ -1,14 +1,18 @@
 // Scenario "quality" (see scenario_quality.h).
 //
 // Method, per prompt p (50 prompts, each from its own first word of a fixed list):
-//  1. History: BOS + the first word, then greedy tokens until slot 0 holds 128 tokens. End-of-
+//  1. History: BOS + the first word, then greedy tokens until slot 0 holds 512 tokens. End-of-
 //     generation and control tokens are masked out of every greedy choice, so that no story ends
 //     (after a story's natural end the model starts another one).
 //  2. Continuation: 128 greedy tokens from slot 0 (single-token decodes, as the daemon generates).
 //     Slot 0 is then cut back to the history and fed those 128 tokens again as one batch with
-//     logits for every token: the reference distributions P_exact (step i: after token i).
+//     logits for every token: the reference distributions P_exact (step i: after token i). The
+//     attention the history received while it was written (AttentionProbe; flash attention is off
+//     in this scenario) is kept for the attention policies — not the continuation's, which would
+//     leak the evaluated future into the policy.
 //  3. Per (policy, chunk size): slot 0's state is parsed, cut into chunks, each chunk encoded with
-//     the codec kvstore::choose_codecs picks (position importance, the layout's codec ratios) and
+//     the codec kvstore::choose_codecs picks (position or attention importance, the layout's codec
+//     ratios) and
 //     decoded again (both timed per token, best of 5 runs), and the chunks are assembled and set
 //     into slot 1. Slot 1 is fed the same 128 tokens the same way (one batch, same positions, teacher forcing),
 //     giving P_policy at each step. Greedy agreement: argmax P_policy == argmax P_exact. KL is over
@@ -21,9 +25,8 @@
 //
 // Protected chunks scale with the chunk size so that they always cover >= 16 tokens of attention
 // sink and >= 32 tokens of recent window: sink_chunks = ceil(16 / chunk), recent_chunks =
-// ceil(32 / chunk), i.e. 1 + 2 at 16, 1 + 1 at 32 and 64. A 128-token history at 64-token chunks
-// is therefore all protected (the "lossy %" column shows how much of the history each row
-// actually compressed).
+// ceil(32 / chunk), i.e. 1 + 2 at 16, 1 + 1 at 32 and 64 (the "lossy %" column shows how much of
+// the history each row actually compressed).
 //
 // Bytes per token are whole blobs (headers included) over cells; "vs q8_0" compares with every
 // chunk in q8_0, protected ones too. Rows in the common report table (bytes/token and agreement
@@ -225,12 +228,12 @@ Status measure_policy(engine::Context& ctx, const engine::SeqState& state, const
   if (importance.empty()) importance = kvstore::position_importance(parts.size(), params);
   const auto codecs = kvstore::choose_codecs(params, importance, kvstore::codec_ratios(layout));
   std::vector<std::vector<std::uint8_t>> blobs;
-  std::vector<engine::KvStream> decoded;
+  std::vector<std::uint8_t> state_buf, scratch, state_bytes;
   std::uint64_t bytes = 0, n_cells = 0, lossy = 0;
+  for (const auto& part : parts) n_cells += part.cells.size();
   double encode_s = 1e30, decode_s = 1e30;  // best of kTimingReps
   for (int rep = 0; rep < kTimingReps; ++rep) {
     blobs.clear();
-    decoded.clear();
     bytes = 0;
     const auto t0 = Clock::now();
     for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -239,25 +242,25 @@ Status measure_policy(engine::Context& ctx, const engine::SeqState& state, const
       bytes += blob->size();
       blobs.push_back(std::move(*blob));
     }
+    // Decoded as the daemon restores: straight into the policy slot's state.
     const auto t1 = Clock::now();
+    engine::SeqStateWriter out(state_buf, layout, kPolicySlot, static_cast<std::uint32_t>(state.streams.size()),
+                               static_cast<std::uint32_t>(state.active_stream()), n_cells);
+    std::size_t at = 0;
     for (const auto& blob : blobs) {
-      auto back = kvstore::decode_chunk(blob, layout);
-      if (!back) return back.error();
-      decoded.push_back(std::move(*back));
+      auto info = kvstore::decode_chunk_into(blob, layout, out, at, scratch);
+      if (!info) return info.error();
+      at += info->n_cells;
     }
     const auto t2 = Clock::now();
+    state_bytes.assign(out.bytes().begin(), out.bytes().end());
     encode_s = std::min(encode_s, std::chrono::duration<double>(t1 - t0).count());
     decode_s = std::min(decode_s, std::chrono::duration<double>(t2 - t1).count());
   }
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    n_cells += parts[i].cells.size();
     if (kvstore::tolerance_level(codecs[i]) > 0) lossy += parts[i].cells.size();
   }
 
-  auto assembled = kvstore::assemble_state(decoded, kPolicySlot, static_cast<std::uint32_t>(state.streams.size()),
-                                           static_cast<std::uint32_t>(state.active_stream()), state.cell_ext_bytes);
-  if (!assembled) return assembled.error();
-  auto state_bytes = engine::serialize_seq_state(*assembled);
   auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == state_bytes; });
   if (it == seen.end()) {
     auto outcome = teacher_force(ctx, state_bytes, follow, reference);

@@ -4,9 +4,12 @@
 //
 // Slots are a cache. A session's KV stays resident in its slot after a job (LRU); a later job of the
 // same session reuses the common prefix of what the slot holds and the job's history, and decodes
-// only the rest. A job whose history is not resident recomputes it (the "restore" part of its
-// prompt). With keep_resident=false every job recomputes its whole history: the baseline that the
-// kvstore's chunk restore is measured against.
+// only the rest. With a chunk store (restore=chunks), every session job's KV is written back after
+// it, and a job whose history is not resident is swapped in: its slot is reserved, the loader
+// thread builds the state from chunks while the engine keeps decoding, the engine installs it and
+// recomputes what no chunk covered. Without one, the history is recomputed (the "restore" part of
+// the prompt); with keep_resident=false as well, every job recomputes its whole history: the
+// baseline that the chunk restore is measured against.
 //
 // Thread-safety: submit(), forget_session(), request_stop(), join() and stats() may be called from
 // any thread; the callbacks run on the engine thread and must not block.

@@ -57,8 +57,6 @@ nlohmann::json tier_json(const kvstore::TierStats& t) {
           {"chunks_by_codec", by_codec(t.chunks_by_codec)}};
 }
 
-}  // namespace
-
 nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::ChunkStoreOptions& o) {
   return {{"restore", "chunks"},
           {"chunk_tokens", o.chunk_tokens},
@@ -74,6 +72,8 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
            {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},
           {"last_error", s.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.last_error)}};
 }
+
+}  // namespace
 
 nlohmann::json timings_json(const daemon::Timings& t, std::int32_t completion_tokens) {
   const double tps = t.decode > 0.0 && completion_tokens > 1 ? (completion_tokens - 1) * 1000.0 / t.decode : 0.0;

@@ -309,22 +309,5 @@ Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const en
   return p->info;
 }
 
-Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,
-                                        std::uint32_t n_stream, std::uint32_t stream, std::uint32_t cell_ext_bytes) {
-  if (stream >= n_stream) return Error(Errc::invalid_argument, "no such KV stream");
-  engine::SeqState st;
-  st.seq_id = seq;
-  st.cell_ext_bytes = cell_ext_bytes;
-  st.streams.resize(n_stream);
-  engine::KvStream& dst = st.streams[stream];
-  for (const auto& c : chunks) LLMD_TRY_STATUS(engine::append_cells(dst, c));
-  for (std::size_t i = 0; i < dst.cells.size(); ++i) {
-    if (i > 0 && dst.cells[i].pos <= dst.cells[i - 1].pos) {
-      return Error(Errc::invalid_argument, "chunks are not in position order");
-    }
-    dst.cells[i].seq_ids = {seq};
-  }
-  return st;
-}
 
 }  // namespace llmd::kvstore

@@ -70,10 +70,5 @@ Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const en
                                     engine::SeqStateWriter& out, std::size_t first_cell,
                                     std::vector<std::uint8_t>& scratch, Verify verify = Verify::checksum);
 
-// Joins decoded chunks (in position order) into a sequence state for `seq` in a context with
-// `n_stream` streams whose active one is `stream` (what engine::Context::seq_state_set takes).
-Result<engine::SeqState> assemble_state(std::span<const engine::KvStream> chunks, engine::SeqId seq,
-                                        std::uint32_t n_stream, std::uint32_t stream,
-                                        std::uint32_t cell_ext_bytes);
 
 }  // namespace llmd::kvstore

@@ -506,13 +506,7 @@ void ChunkStore::do_write_back(Op& op) {
     std::lock_guard lock(mu_);
     Session& s = sessions_[op.session];
     const std::uint64_t now = ++clock_;
-    auto release = [&](Chunk& c) {
-      if (c.ram) stats_.ram.bytes -= c.ram->size();
-      if (!c.file.empty()) {
-        stats_.disk.bytes -= c.disk_bytes;
-        old_files.push_back(c.file);
-      }
-    };
+    auto release = [&](const Chunk& c) { release_chunk(c, old_files); };
     for (std::size_t i = n_chunks; i < s.chunks.size(); ++i) release(s.chunks[i]);
     s.chunks.resize(n_chunks);
     for (Chunk& c : fresh) {
@@ -533,6 +527,14 @@ void ChunkStore::do_write_back(Op& op) {
   for (const auto& f : old_files) (void)opt_.fs->remove_file(session_dir(op.session) / f);
 }
 
+void ChunkStore::release_chunk(const Chunk& c, std::vector<std::string>& files) {
+  if (c.ram) stats_.ram.bytes -= c.ram->size();
+  if (!c.file.empty()) {
+    stats_.disk.bytes -= c.disk_bytes;
+    files.push_back(c.file);
+  }
+}
+
 void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
   std::vector<std::string> files;
   {
@@ -540,14 +542,7 @@ void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return;
     Session& s = it->second;
-    for (std::size_t i = from; i < s.chunks.size(); ++i) {
-      Chunk& c = s.chunks[i];
-      if (c.ram) stats_.ram.bytes -= c.ram->size();
-      if (!c.file.empty()) {
-        stats_.disk.bytes -= c.disk_bytes;
-        files.push_back(c.file);
-      }
-    }
+    for (std::size_t i = from; i < s.chunks.size(); ++i) release_chunk(s.chunks[i], files);
     if (from < s.chunks.size()) s.chunks.resize(from);
     if (from == 0 && s.pins == 0 && s.pending == 0) sessions_.erase(it);
   }

@@ -184,6 +184,9 @@ class ChunkStore {
   void run();
   void do_write_back(Op& op);
   void do_drop(const std::string& session, std::uint32_t from);
+  // Under mu_: takes a chunk's bytes off both tiers' counts; its file (if any) goes to `files`
+  // for removal once the index no longer names it.
+  void release_chunk(const Chunk& c, std::vector<std::string>& files);
   Status write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
                           std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows);
   // Under mu_: frees room in a tier by LCTRU; false if the budget cannot hold `bytes`.

@@ -246,7 +246,7 @@ SeqStateWriter::SeqStateWriter(std::vector<std::uint8_t>& buffer, const KvLayout
     size += n_cells * cell_bytes_ + 8;
     for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
       size += 12 + n_cells * layout.k_row_bytes[l];
-      size += (layout.v_trans ? 12 : 12) + n_cells * layout.v_row_bytes[l];
+      size += 12 + n_cells * layout.v_row_bytes[l];  // type + row size, or type + element size + dims
     }
   }
   size_ = size;

@@ -32,7 +32,7 @@ TEST_P(ChunkRestore, ChunksRestoreASequence) {
   const auto& layout = ctx->kv_layout();
 
   for (Codec codec : {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0}) {
-    std::vector<engine::KvStream> decoded;
+    std::vector<std::vector<std::uint8_t>> blobs;
     std::size_t encoded_bytes = 0;
     for (std::size_t b = 0; b < cells.cells.size(); b += 16) {
       auto part = engine::slice_cells(cells, b, std::min(b + 16, cells.cells.size()));
@@ -40,15 +40,21 @@ TEST_P(ChunkRestore, ChunksRestoreASequence) {
       auto blob = encode_chunk(*part, layout, codec);
       ASSERT_TRUE(blob) << blob.error().to_string();
       encoded_bytes += blob->size();
-      auto back = decode_chunk(*blob, layout);
-      ASSERT_TRUE(back) << back.error().to_string();
-      decoded.push_back(std::move(*back));
+      blobs.push_back(std::move(*blob));
     }
-    auto state = assemble_state(decoded, 2, static_cast<std::uint32_t>(st->streams.size()),
-                                static_cast<std::uint32_t>(stream), st->cell_ext_bytes);
-    ASSERT_TRUE(state) << state.error().to_string();
+    // Decoded as the daemon restores (straight into the state for slot 2), then installed through
+    // the validating seq_state_set: the built bytes are well-formed llama.cpp state.
+    std::vector<std::uint8_t> buffer, scratch;
+    engine::SeqStateWriter out(buffer, layout, 2, ctx->n_stream(), ctx->stream_of(2), cells.cells.size());
+    std::size_t at = 0;
+    for (const auto& blob : blobs) {
+      auto info = decode_chunk_into(blob, layout, out, at, scratch);
+      ASSERT_TRUE(info) << info.error().to_string();
+      at += info->n_cells;
+    }
+    ASSERT_EQ(at, cells.cells.size());
     ctx->seq_clear(2);
-    ASSERT_TRUE(ctx->seq_state_set(2, engine::serialize_seq_state(*state))) << codec_name(codec);
+    ASSERT_TRUE(ctx->seq_state_set(2, out.bytes())) << codec_name(codec);
     ASSERT_EQ(ctx->seq_pos_max(2), ctx->seq_pos_max(0));
     const auto rest = test::run_one(*ctx, tok, {2, {first.tokens.back()}, test::greedy(24)});
     if (codec == Codec::exact || codec == Codec::exact_zstd) {

@@ -303,6 +303,31 @@ TEST(ChunkStore, CorruptOrMissingFilesAreDroppedAndReported) {
   EXPECT_EQ(store->residency("ses_b").chunks, 2u);
 }
 
+// Intact chunks in the wrong place (two files swapped behind the index's back) pass their checksums
+// but hold other positions: they are refused like corrupt ones.
+TEST(ChunkStore, ChunksAtTheWrongPositionsAreRefused) {
+  const std::string dir = test::scratch_dir();
+  const auto toks = tokens(128);
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", toks, state_of(make_cells(128, 13)));
+  }
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(fs::path(dir) / "ses_a")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 2u);
+  const fs::path tmp = fs::path(dir) / "swap";
+  fs::rename(files[0], tmp);
+  fs::rename(files[1], files[0]);
+  fs::rename(tmp, files[1]);
+  auto o = options(dir);
+  o.ram_budget = 0;
+  auto store = open_store(o);
+  auto r = load(*store, "ses_a", toks);
+  EXPECT_EQ(r.tokens, 0u);
+  EXPECT_EQ(r.bad, 1u);
+  EXPECT_NE(store->stats().last_error.find("other positions"), std::string::npos) << store->stats().last_error;
+}
+
 TEST(ChunkStore, OpenSweepsTornAndUnindexedFiles) {
   const std::string dir = test::scratch_dir();
   {

@@ -122,18 +122,34 @@ TEST(Chunk, AnotherLayoutIsRefused) {
   EXPECT_FALSE(encode_chunk(engine::KvStream{}, layout_of(s), Codec::exact));
 }
 
-TEST(Chunk, AssembledChunksFormAState) {
-  const auto a = cells(4, false, 1, 0);
-  const auto b = cells(4, false, 2, 4);
-  std::vector<engine::KvStream> parts = {*decode_chunk(*encode_chunk(a, layout_of(a), Codec::exact), layout_of(a)),
-                                         *decode_chunk(*encode_chunk(b, layout_of(b), Codec::exact), layout_of(b))};
-  auto st = assemble_state(parts, 3, 1, 0, 0);
-  ASSERT_TRUE(st) << st.error().to_string();
-  EXPECT_EQ(st->seq_id, 3);
-  ASSERT_EQ(st->n_cells(), 8u);
-  EXPECT_EQ(st->streams[0].cells[7].seq_ids, std::vector<engine::SeqId>{3});
-  std::swap(parts[0], parts[1]);
-  EXPECT_EQ(assemble_state(parts, 3, 1, 0, 0).error().code(), Errc::invalid_argument);  // out of order
+// Chunks decoded straight into a state being built, with V cell-major and transposed: parsed
+// back, the state holds every cell for the destination sequence with the original rows.
+TEST(Chunk, ChunksDecodeIntoAState) {
+  for (const bool v_trans : {false, true}) {
+    const auto a = cells(4, v_trans, 1, 0);
+    const auto b = cells(4, v_trans, 2, 4);
+    const auto layout = layout_of(a);
+    std::vector<std::uint8_t> buffer(3, 0xee), scratch;  // a reused buffer: old bytes do not matter
+    engine::SeqStateWriter out(buffer, layout, 3, 1, 0, 8);
+    ASSERT_TRUE(decode_chunk_into(*encode_chunk(a, layout, Codec::exact), layout, out, 0, scratch));
+    ASSERT_TRUE(decode_chunk_into(*encode_chunk(b, layout, Codec::exact_zstd), layout, out, 4, scratch));
+    auto st = engine::parse_seq_state(out.bytes());
+    ASSERT_TRUE(st) << st.error().to_string();
+    EXPECT_EQ(st->seq_id, 3);
+    ASSERT_EQ(st->n_cells(), 8u);
+    EXPECT_EQ(st->streams[0].cells[7].seq_ids, std::vector<engine::SeqId>{3});
+    EXPECT_EQ(st->streams[0].cells[5].pos, 5);
+    auto whole = a;
+    ASSERT_TRUE(engine::append_cells(whole, b));
+    for (std::size_t l = 0; l < 2; ++l) {
+      EXPECT_EQ(st->streams[0].k[l].data, whole.k[l].data) << l;
+      EXPECT_EQ(st->streams[0].v[l].data, whole.v[l].data) << l;
+    }
+    // A chunk that does not fit the cells the state was built for.
+    auto over = decode_chunk_into(*encode_chunk(b, layout, Codec::exact), layout, out, 6, scratch);
+    ASSERT_FALSE(over);
+    EXPECT_EQ(over.error().code(), Errc::invalid_argument);
+  }
 }
 
 TEST(Chunk, CodecNames) {
