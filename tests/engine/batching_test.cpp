@@ -141,3 +141,138 @@ TEST(BatchRunnerControl, RestoreTimeIsReportedForRestoreTokens) {
 
 }  // namespace
 }  // namespace llmd::engine
+
+namespace llmd::engine {
+namespace {
+
+GenerateParams sampled(int32_t max_tokens) {
+  GenerateParams p = test::greedy(max_tokens);
+  p.sampling.temperature = 0.9f;
+  p.sampling.seed = 1234;
+  p.ignore_eog = true;
+  return p;
+}
+
+// Prompt chunks go only where the limits say, as many as they say; the output does not change.
+TEST(BatchRunnerLimits, PrefillFollowsTheLimits) {
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  Tokenizer tok(*model);
+  auto ctx = test::make_context(*model);
+  ASSERT_TRUE(ctx);
+  const auto prompt = test::tokens_of(tok, "Once upon a time there was a little girl who liked to play in the park.");
+  ASSERT_GT(prompt.size(), 12u);
+  const auto alone = test::run_one(*ctx, tok, {0, prompt, test::greedy(16)}).tokens;
+  ctx->clear_all();
+
+  BatchRunner r(*ctx, tok);
+  ASSERT_TRUE(r.add({0, prompt, test::greedy(16)}));
+  const auto other = test::tokens_of(tok, "The dog");
+  ASSERT_TRUE(r.add({1, other, test::greedy(8)}));
+  EXPECT_EQ(r.prompt_left(0), prompt.size());
+  StepLimits limits{{{0, 4}}};
+  ASSERT_TRUE(r.step(&limits));
+  EXPECT_EQ(r.prompt_left(0), prompt.size() - 4);
+  EXPECT_EQ(r.prompt_left(1), other.size()) << "slot 1 was not named: it gets no prompt tokens";
+  EXPECT_EQ(ctx->seq_pos_max(1), -1);
+  while (r.prompt_left(0) > 0) {
+    const auto before = r.prompt_left(0);
+    ASSERT_TRUE(r.step(&limits));
+    EXPECT_EQ(r.prompt_left(0), before - std::min<std::uint32_t>(before, 4));
+  }
+  ASSERT_TRUE(r.run());
+  EXPECT_EQ(r.outcome(0)->tokens, alone);
+}
+
+struct ResumeCase {
+  const char* name;
+  int steps_before;   // steps run before the suspension
+  int kv_kept;        // positions of the KV kept (-1: all of it)
+  bool other_slot;    // resume on slot 1 (the KV copied over) instead of slot 0
+  bool sampled;       // temperature sampling with a seed instead of greedy
+};
+
+class BatchRunnerResume : public ::testing::TestWithParam<ResumeCase> {};
+
+// A job suspended at any point and resumed — its KV kept, partly or wholly lost and replayed, on
+// its slot or another — generates exactly what it generates uninterrupted.
+TEST_P(BatchRunnerResume, ContinuesExactly) {
+  const ResumeCase& c = GetParam();
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  Tokenizer tok(*model);
+  auto ctx = test::make_context(*model);
+  ASSERT_TRUE(ctx);
+  const auto prompt = test::tokens_of(tok, "Once upon a time there was a girl named Lily. She liked to");
+  const GenerateParams params = c.sampled ? sampled(40) : test::greedy(40);
+  const auto alone = test::run_one(*ctx, tok, {0, prompt, params}).tokens;
+  ASSERT_EQ(alone.size(), 40u);
+  ctx->clear_all();
+
+  BatchRunner r(*ctx, tok);
+  ASSERT_TRUE(r.add({0, prompt, params}));
+  StepLimits limits{{{0, 5}}};  // a 5-token prompt chunk per step: early suspensions land mid-prompt
+  for (int i = 0; i < c.steps_before; ++i) ASSERT_TRUE(r.step(&limits));
+  auto s = r.suspend(0);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_FALSE(r.active(0));
+  EXPECT_EQ(s->first_pos(), 0);
+  EXPECT_EQ(s->end_pos(), static_cast<Pos>(s->decoded().size()));
+  EXPECT_EQ(ctx->seq_pos_max(0) + 1, s->end_pos());
+
+  std::vector<Token> held(s->decoded());
+  SeqId target = 0;
+  if (c.other_slot) {
+    auto state = ctx->seq_state_get(0);
+    ASSERT_TRUE(state);
+    ASSERT_TRUE(ctx->seq_state_set(1, *state));
+    ctx->seq_clear(0);
+    target = 1;
+  }
+  const std::size_t kept = c.kv_kept < 0 ? held.size() : std::min<std::size_t>(static_cast<std::size_t>(c.kv_kept), held.size());
+  if (kept < held.size()) {
+    if (kept == 0) {
+      ctx->seq_clear(target);
+    } else {
+      ASSERT_TRUE(ctx->seq_truncate(target, static_cast<Pos>(kept)));
+    }
+  }
+  std::vector<Token> replay(held.begin() + static_cast<std::ptrdiff_t>(kept), held.end());
+  ASSERT_TRUE(r.resume(target, std::move(*s), std::move(replay)));
+  EXPECT_TRUE(r.active(target));
+  ASSERT_TRUE(r.run());
+  EXPECT_EQ(r.outcome(target)->tokens, alone);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BatchRunnerResume,
+    ::testing::Values(ResumeCase{"MidPromptKeptKv", 2, -1, false, false},
+                      ResumeCase{"MidPromptLostKv", 2, 0, false, false},
+                      ResumeCase{"GeneratingKeptKv", 8, -1, false, false},
+                      ResumeCase{"GeneratingOtherSlot", 8, -1, true, false},
+                      ResumeCase{"GeneratingPartlyLost", 9, 7, false, false},
+                      ResumeCase{"GeneratingAllLost", 10, 0, true, false},
+                      ResumeCase{"SampledPartlyLost", 10, 5, false, true},
+                      ResumeCase{"SampledOtherSlot", 12, -1, true, true}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+TEST(BatchRunnerResumeErrors, PositionsMustAddUp) {
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  Tokenizer tok(*model);
+  auto ctx = test::make_context(*model);
+  ASSERT_TRUE(ctx);
+  BatchRunner r(*ctx, tok);
+  ASSERT_TRUE(r.add({0, test::tokens_of(tok, "Tom and Sue"), test::greedy(20)}));
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(r.step());
+  auto s = r.suspend(0);
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(r.suspend(0).has_value());
+  ctx->seq_clear(0);
+  std::vector<Token> too_short(s->decoded().begin() + 1, s->decoded().end());
+  EXPECT_EQ(test::code_of(r.resume(0, std::move(*s), too_short)), Errc::invalid_argument);
+  ASSERT_TRUE(r.add({1, test::tokens_of(tok, "The dog"), test::greedy(4)}));
+}
+
+}  // namespace
+}  // namespace llmd::engine
