@@ -60,6 +60,7 @@ Status Scheduler::submit(Request r, Clock::time_point now) {
     if (auto m = min_backlogged_counter(&r.client)) c.counter = std::max(c.counter, *m);
   }
   ++c.queued;
+  c.last_active = next_seq_;
   pending_.push_back({std::move(r), now, next_seq_++});
   return {};
 }
@@ -90,36 +91,44 @@ void Scheduler::requeue(RequestId id, std::uint32_t prompt_tokens, std::uint32_t
   pending_.push_back({Request{id, a.client, a.priority, prompt_tokens, swap_tokens}, Clock::time_point{}, a.seq});
 }
 
-std::optional<std::size_t> Scheduler::next_pending(bool skip_running_quota) const {
+void Scheduler::forget_idle(std::size_t keep) {
+  std::vector<std::pair<std::uint64_t, ClientId>> idle;
+  for (const auto& [id, c] : clients_) {
+    if (!backlogged(c)) idle.emplace_back(c.last_active, id);
+  }
+  if (clients_.size() <= keep || idle.empty()) return;
+  std::sort(idle.begin(), idle.end());
+  std::size_t excess = clients_.size() - keep;
+  for (std::size_t i = 0; i < idle.size() && excess > 0; ++i, --excess) clients_.erase(idle[i].second);
+}
+
+std::optional<std::size_t> Scheduler::next_pending(const std::map<ClientId, double>& projected) const {
   std::optional<std::size_t> best;
   auto key = [&](const Pending& p) {
-    const double counter = opt_.policy == Policy::fair ? clients_.at(p.req.client).counter : 0.0;
+    double counter = 0;
+    if (opt_.policy == Policy::fair) {
+      counter = clients_.at(p.req.client).counter;
+      if (auto it = projected.find(p.req.client); it != projected.end()) counter += it->second;
+    }
     return std::tuple(p.req.priority == Priority::interactive ? 0 : 1, counter, p.seq);
   };
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     const Pending& p = pending_[i];
-    if (!skip_running_quota && opt_.quotas.max_running != 0 &&
-        clients_.at(p.req.client).running >= opt_.quotas.max_running) {
-      continue;
-    }
+    if (opt_.quotas.max_running != 0 && clients_.at(p.req.client).running >= opt_.quotas.max_running) continue;
     if (!best || key(p) < key(pending_[*best])) best = i;
   }
   return best;
 }
 
-StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
-  StepPlan plan;
-  std::uint32_t budget = input.token_budget;
+SlotPlan Scheduler::schedule_slots(const StepInput& input) {
+  SlotPlan plan;
   std::uint32_t slots = input.free_slots;
-  std::vector<Running> running;
-  for (const Running& r : input.running) {
-    if (running_.count(r.id) != 0) running.push_back(r);
-  }
+  const std::map<ClientId, double> none;
 
-  // 1. Preemption: no slot free, and a waiting client is far behind a running one (or an
-  //    interactive request waits behind background work).
-  if (opt_.policy == Policy::fair && slots == 0 && !running.empty()) {
-    if (auto next = next_pending(false)) {
+  // Preemption: no slot free, and a waiting client is far behind a running one (or an interactive
+  // request waits behind background work).
+  if (opt_.policy == Policy::fair && slots == 0 && !input.running.empty()) {
+    if (auto next = next_pending(none)) {
       const Pending& waiting = pending_[*next];
       const double waiting_counter = clients_.at(waiting.req.client).counter;
       std::optional<std::size_t> victim;
@@ -127,37 +136,68 @@ StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
         const Admitted& a = running_.at(r.id);
         return std::tuple(a.priority == Priority::background ? 1 : 0, clients_.at(a.client).counter);
       };
-      for (std::size_t i = 0; i < running.size(); ++i) {
-        const Admitted& a = running_.at(running[i].id);
-        if (a.client == waiting.req.client) continue;
-        const bool background_blocks = a.priority == Priority::background &&
+      for (std::size_t i = 0; i < input.running.size(); ++i) {
+        const Running& r = input.running[i];
+        auto a = running_.find(r.id);
+        if (!r.preemptible || a == running_.end() || a->second.client == waiting.req.client) continue;
+        const bool background_blocks = a->second.priority == Priority::background &&
                                        waiting.req.priority == Priority::interactive;
-        const bool far_ahead = opt_.preempt_gap > 0 && clients_.at(a.client).counter - waiting_counter > opt_.preempt_gap;
+        const bool far_ahead =
+            opt_.preempt_gap > 0 && clients_.at(a->second.client).counter - waiting_counter > opt_.preempt_gap;
         if (!background_blocks && !far_ahead) continue;
-        if (!victim || victim_key(running[i]) > victim_key(running[*victim])) victim = i;
+        if (!victim || victim_key(r) > victim_key(input.running[*victim])) victim = i;
       }
       if (victim) {
-        plan.preempt.push_back(running[*victim].id);
-        running.erase(running.begin() + static_cast<std::ptrdiff_t>(*victim));
+        const RequestId id = input.running[*victim].id;
+        plan.preempt.push_back(id);
+        ++clients_[running_.at(id).client].preempted;
         slots = 1;
       }
     }
   }
 
-  // 2. One token for every generation.
+  // Admission into free slots: interactive first; background only when no interactive waits.
+  // Within the round, a client's counter counts what its admitted requests are about to be charged
+  // for their prompts and swap-ins, so the slots do not all go to whoever was behind.
+  std::map<ClientId, double> projected;
+  while (slots > 0) {
+    auto next = next_pending(projected);
+    if (!next) break;
+    Pending p = std::move(pending_[*next]);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(*next));
+    Client& c = clients_[p.req.client];
+    if (c.queued > 0) --c.queued;
+    ++c.running;
+    projected[p.req.client] +=
+        std::max(1.0, opt_.weights.input * p.req.prompt_tokens + opt_.weights.swap * p.req.swap_tokens) / c.weight;
+    running_[p.req.id] = {p.req.client, p.req.priority, p.seq, p.req.prompt_tokens, p.req.swap_tokens};
+    plan.admit.push_back(p.req.id);
+    --slots;
+  }
+  return plan;
+}
+
+TokenPlan Scheduler::schedule_tokens(const std::vector<Running>& input, std::uint32_t token_budget) {
+  TokenPlan plan;
+  std::uint32_t budget = token_budget;
+  std::vector<Running> running;
+  for (const Running& r : input) {
+    if (running_.count(r.id) != 0) running.push_back(r);
+  }
   auto order = [&](const Running& r) {
     const Admitted& a = running_.at(r.id);
     const double counter = opt_.policy == Policy::fair ? clients_.at(a.client).counter : 0.0;
     return std::tuple(a.priority == Priority::interactive ? 0 : 1, counter, a.seq);
   };
   std::sort(running.begin(), running.end(), [&](const Running& a, const Running& b) { return order(a) < order(b); });
+  // One token for every generation.
   for (const Running& r : running) {
     if (r.prefill_left != 0 || budget == 0) continue;
     plan.decode.push_back(r.id);
     --budget;
     charge(clients_[running_.at(r.id).client], 0, 1, 0);
   }
-  // 3. Prompt chunks for running requests, by counter.
+  // Prompt chunks, by counter (fair) or arrival (fifo).
   for (const Running& r : running) {
     if (r.prefill_left == 0 || budget == 0) continue;
     const std::uint32_t n = std::min(r.prefill_left, budget);
@@ -165,33 +205,39 @@ StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
     budget -= n;
     charge(clients_[running_.at(r.id).client], n, 0, 0);
   }
-  // 4. Admission into free slots: interactive first; background only when no interactive waits.
-  while (slots > 0) {
-    auto next = next_pending(false);
-    if (!next) break;
-    Pending p = std::move(pending_[*next]);
-    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(*next));
-    Client& c = clients_[p.req.client];
-    if (c.queued > 0) --c.queued;
-    ++c.running;
-    running_[p.req.id] = {p.req.client, p.req.priority, p.seq};
-    plan.admit.push_back(p.req.id);
-    charge(c, 0, 0, p.req.swap_tokens);
-    const std::uint32_t n = std::min(p.req.prompt_tokens, budget);
-    if (n > 0) {
-      plan.prefill.emplace_back(p.req.id, n);
-      budget -= n;
-      charge(c, n, 0, 0);
-    }
-    --slots;
+  return plan;
+}
+
+void Scheduler::charge_swap(RequestId id, std::uint32_t tokens) {
+  auto it = running_.find(id);
+  if (it != running_.end() && tokens > 0) charge(clients_[it->second.client], 0, 0, tokens);
+}
+
+StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
+  StepPlan plan;
+  SlotPlan slots = schedule_slots(input);
+  std::vector<Running> running;
+  for (const Running& r : input.running) {
+    if (std::find(slots.preempt.begin(), slots.preempt.end(), r.id) == slots.preempt.end()) running.push_back(r);
   }
+  // The requests admitted now: their swap-in is charged, and they prefill in this step already.
+  for (RequestId id : slots.admit) {
+    const Admitted& a = running_.at(id);
+    charge_swap(id, a.swap_tokens);
+    running.push_back({id, a.prompt_tokens, true});
+  }
+  TokenPlan tokens = schedule_tokens(running, input.token_budget);
+  plan.preempt = std::move(slots.preempt);
+  plan.admit = std::move(slots.admit);
+  plan.decode = std::move(tokens.decode);
+  plan.prefill = std::move(tokens.prefill);
   return plan;
 }
 
 std::vector<ClientView> Scheduler::clients() const {
   std::vector<ClientView> out;
   for (const auto& [id, c] : clients_) {
-    out.push_back({id, c.weight, c.counter, c.queued, c.running, c.input, c.output, c.swap, c.service});
+    out.push_back({id, c.weight, c.counter, c.queued, c.running, c.input, c.output, c.swap, c.service, c.preempted});
   }
   return out;
 }

@@ -8,13 +8,17 @@
 // The backlogged client with the smallest counter goes next; a client that becomes backlogged is
 // lifted to the smallest counter among the backlogged ones, so idle time is not banked.
 //
-// Each step (continuous batching with chunked prefill): one decode token for every running
-// generation, then prefill chunks for running requests that still have prompt left, by counter,
-// within the step's token budget — a long prompt takes several steps and never holds the others'
-// decoding back for more than one. Free slots admit pending requests by counter. Interactive
+// Each step has two phases. Slots (schedule_slots): free slots admit pending requests by counter
+// (within one step, a client's counter includes what its requests admitted in that step are about
+// to be charged, so free slots spread over clients); with no slot free, a running request whose
+// client is more than `preempt_gap` ahead of the next waiting client is preempted (the engine swaps
+// it out; it resumes exactly later). Tokens (schedule_tokens; continuous batching with chunked
+// prefill): one decode token for every running generation, then prefill chunks for running
+// requests that still have prompt left, by counter, within the step's token budget — a long prompt
+// takes several steps and never holds the others' decoding back for more than one. Interactive
 // requests go before background ones, which are admitted only when no interactive one waits, and
-// are preempted first. A running request whose client is more than `preempt_gap` ahead of a
-// waiting client with no free slot is preempted (the engine swaps it out; it resumes exactly later).
+// are preempted first.
+// plan() runs both phases at once (for simulation: admitted requests prefill in the same step).
 //
 // FIFO policy (the baseline for measurements): admission and prefill in arrival order, no
 // preemption.
@@ -72,12 +76,23 @@ struct Request {
 struct Running {
   RequestId id = 0;
   std::uint32_t prefill_left = 0;  // prompt tokens not yet decoded; 0: it is generating
+  bool preemptible = true;         // false while its session is being swapped in
 };
 
 struct StepInput {
   std::vector<Running> running;
   std::uint32_t free_slots = 0;  // slots a new request could take (free, or holding an idle session)
   std::uint32_t token_budget = 0;  // tokens one step may carry (n_batch)
+};
+
+struct SlotPlan {
+  std::vector<RequestId> preempt;  // running -> pending again (swapped out), before anything else
+  std::vector<RequestId> admit;    // pending -> running, in this order
+};
+
+struct TokenPlan {
+  std::vector<RequestId> decode;                             // one generated token each
+  std::vector<std::pair<RequestId, std::uint32_t>> prefill;  // prompt tokens this step, in order
 };
 
 struct StepPlan {
@@ -95,6 +110,7 @@ struct ClientView {
   std::uint32_t queued = 0, running = 0;
   std::uint64_t input_tokens = 0, output_tokens = 0, swap_tokens = 0;  // served so far
   double service = 0;  // weighted tokens served (not divided by the weight)
+  std::uint64_t preempted = 0;  // times one of its requests was preempted
 };
 
 class Scheduler {
@@ -107,10 +123,20 @@ class Scheduler {
   Status submit(Request request, Clock::time_point now);
   // The request left (finished, failed, cancelled), pending or running.
   void remove(RequestId id);
-  // Plans one step and charges the clients for it (the engine carries the plan out).
+  // Phase 1 of a step: preemptions and admissions (input.token_budget is not used).
+  SlotPlan schedule_slots(const StepInput& input);
+  // Phase 2: what one decode step carries for these running requests; charges their clients.
+  TokenPlan schedule_tokens(const std::vector<Running>& running, std::uint32_t token_budget);
+  // Charges a request's client for history brought back for it from stored KV.
+  void charge_swap(RequestId id, std::uint32_t tokens);
+  // Both phases; admitted requests prefill in the same step and are charged their swap_tokens.
   StepPlan plan(const StepInput& input, Clock::time_point now);
-  // A preempted request that was running comes back as pending with what is left of it.
+  // A request that was running comes back as pending with what is left of it (preempted, or it
+  // could not be placed after all).
   void requeue(RequestId id, std::uint32_t prompt_tokens, std::uint32_t swap_tokens);
+  // Forgets clients with nothing queued or running beyond the `keep` most recently active ones
+  // (their counters would be lifted on return anyway).
+  void forget_idle(std::size_t keep);
 
   std::vector<ClientView> clients() const;
   std::size_t pending() const { return pending_.size(); }
@@ -122,6 +148,8 @@ class Scheduler {
     std::uint32_t queued = 0, running = 0;
     std::uint64_t input = 0, output = 0, swap = 0;
     double service = 0;
+    std::uint64_t preempted = 0;
+    std::uint64_t last_active = 0;  // submit order of its latest request
   };
   struct Pending {
     Request req;
@@ -132,13 +160,15 @@ class Scheduler {
     ClientId client;
     Priority priority = Priority::interactive;
     std::uint64_t seq = 0;
+    std::uint32_t prompt_tokens = 0, swap_tokens = 0;  // as submitted (or requeued)
   };
 
   bool backlogged(const Client& c) const { return c.queued + c.running > 0; }
   std::optional<double> min_backlogged_counter(const ClientId* except) const;
   void charge(Client& c, double input, double output, double swap);
   // The pending request to admit next, if any: by counter (fair) or arrival (fifo), interactive first.
-  std::optional<std::size_t> next_pending(bool skip_running_quota) const;
+  // `projected`: counter increments expected from this round's admissions.
+  std::optional<std::size_t> next_pending(const std::map<ClientId, double>& projected) const;
 
   Options opt_;
   std::map<ClientId, Client> clients_;

@@ -275,3 +275,60 @@ TEST(SchedulerPolicy, NamesParse) {
 
 }  // namespace
 }  // namespace llmd::scheduler
+
+namespace llmd::scheduler {
+namespace {
+
+// The engine's two-phase use: slots first (free slots spread over clients by projected counters),
+// then the tokens of the requests actually placed; swap-ins charged when they happen.
+TEST(SchedulerPhases, SlotsSpreadOverClientsAndSwapIsChargedWhenDone) {
+  Options o;
+  o.quotas.max_running = 0;
+  Scheduler s(o);
+  const auto now = Clock::time_point{};
+  for (RequestId id = 1; id <= 4; ++id) ASSERT_TRUE(s.submit({id, "a", Priority::interactive, 100, 0}, now));
+  for (RequestId id = 11; id <= 14; ++id) ASSERT_TRUE(s.submit({id, "b", Priority::interactive, 100, 0}, now));
+  const SlotPlan slots = s.schedule_slots({{}, 4, 0});
+  ASSERT_EQ(slots.admit.size(), 4u);
+  int from_a = 0;
+  for (RequestId id : slots.admit) from_a += id < 10 ? 1 : 0;
+  EXPECT_EQ(from_a, 2) << "four free slots, two equal clients: two each";
+  // Nothing charged until tokens are planned.
+  for (const auto& c : s.clients()) EXPECT_EQ(c.service, 0);
+  s.charge_swap(slots.admit[0], 200);
+  const TokenPlan tokens = s.schedule_tokens({{slots.admit[0], 100, true}}, 64);
+  ASSERT_EQ(tokens.prefill.size(), 1u);
+  EXPECT_EQ(tokens.prefill[0].second, 64u);
+  const ClientId who = slots.admit[0] < 10 ? "a" : "b";
+  for (const auto& c : s.clients()) {
+    if (c.client == who) {
+      EXPECT_EQ(c.swap_tokens, 200u);
+      EXPECT_DOUBLE_EQ(c.service, 0.5 * 200 + 64);
+    } else {
+      EXPECT_EQ(c.service, 0);
+    }
+  }
+  // A request that could not be placed goes back to pending, in its place.
+  s.requeue(slots.admit[3], 100, 0);
+  EXPECT_EQ(s.pending(), 5u);
+}
+
+TEST(SchedulerPhases, IdleClientsAreForgottenBeyondTheCap) {
+  Scheduler s(Options{});
+  const auto now = Clock::time_point{};
+  for (RequestId id = 1; id <= 5; ++id) {
+    ASSERT_TRUE(s.submit({id, "c" + std::to_string(id), Priority::interactive, 1, 0}, now));
+  }
+  s.remove(1);
+  s.remove(2);
+  s.remove(3);
+  s.forget_idle(3);
+  auto clients = s.clients();
+  ASSERT_EQ(clients.size(), 3u);
+  std::set<ClientId> names;
+  for (const auto& c : clients) names.insert(c.client);
+  EXPECT_EQ(names, (std::set<ClientId>{"c3", "c4", "c5"})) << "the oldest idle ones go; backlogged ones stay";
+}
+
+}  // namespace
+}  // namespace llmd::scheduler
