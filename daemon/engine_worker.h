@@ -1,6 +1,14 @@
-// The engine thread. It owns the Context: it admits jobs to slots in arrival order (FIFO; the fair
-// scheduler replaces this with its own issue), runs every admitted job in one llama_decode per step
-// (BatchRunner), and reports text and results through callbacks it calls on the engine thread.
+// The engine thread. It owns the Context and follows the scheduler (scheduler/): each step, the
+// scheduler picks which waiting jobs take free slots and which running job is preempted, then what
+// the step's one llama_decode carries (a token for every generation, prefill chunks by counter);
+// the BatchRunner carries it out. Results and text go back through callbacks called on the engine
+// thread.
+//
+// Preemption parks a running job: the runner suspends it (sampler, text stream and positions
+// kept), its KV is written back to the chunk store and stays in its slot as an idle session until
+// the slot is needed; when the job is admitted again its KV comes back like any session's
+// (resident, loaded from chunks, or recomputed) and it continues exactly. A pool that runs out of
+// cells parks the newest job the same way (it waits until cells are free) instead of failing it.
 //
 // Slots are a cache. A session's KV stays resident in its slot after a job (LRU); a later job of the
 // same session reuses the common prefix of what the slot holds and the job's history, and decodes
@@ -36,6 +44,7 @@
 #include "daemon/engine/generation.h"
 #include "daemon/engine/tokenizer.h"
 #include "kvstore/chunk_store.h"
+#include "scheduler/scheduler.h"
 
 namespace llmd::daemon {
 
@@ -76,6 +85,8 @@ struct Job {
   std::vector<engine::Token> history;    // what the sequence must hold before `input`
   std::vector<engine::Token> input;      // the request's tokens; not empty
   engine::GenerateParams params;
+  std::string client;  // who is served and charged: "1000" (a uid) or "1000/app"; empty: "anonymous"
+  scheduler::Priority priority = scheduler::Priority::interactive;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable
   std::function<void(JobResult)> on_done;                 // exactly once
@@ -89,12 +100,21 @@ struct SlotView {
   bool busy = false;
 };
 
+struct ClientStats {
+  scheduler::ClientView view;  // counters, tokens served, queued/running
+  double tokens_per_s = 0;     // generated tokens per second over the last window (about 1 s)
+  double share = 0;            // its part of all weighted service in that window, [0, 1]
+};
+
 struct WorkerStats {
   std::size_t queued = 0;
   std::size_t running = 0;
   std::uint64_t jobs_done = 0;
   std::uint64_t tokens_generated = 0;
+  std::uint64_t preemptions = 0;
+  std::string policy;  // fair | fifo
   std::vector<SlotView> slots;
+  std::vector<ClientStats> clients;
 };
 
 struct WorkerOptions {
@@ -102,6 +122,9 @@ struct WorkerOptions {
   // restore=chunks: sessions' KV is written back to this store after each job and restored from it
   // when not resident. Null: history that is not resident is recomputed (restore=recompute).
   kvstore::ChunkStore* chunks = nullptr;
+  scheduler::Options scheduling;
+  // Scheduling weights by client ("1000/app") or uid ("1000"); the client's own entry wins; 1 if none.
+  std::map<std::string, double> weights;
 };
 
 class EngineWorker {
@@ -129,14 +152,25 @@ class EngineWorker {
   };
   struct Running {
     Job job;
-    Clock::time_point admitted;
+    std::optional<Clock::time_point> admitted;  // first placed in a slot
     std::size_t reused = 0;    // history tokens that were resident
     std::size_t restored = 0;  // history tokens recomputed
+    std::size_t replayed = 0;  // tokens recomputed to resume after preemptions
     std::size_t loaded = 0;    // history tokens restored from chunks
     double read_ms = 0, decode_ms = 0;
+    // Parked (preempted): the suspended generation and what its KV held, to be brought back.
+    std::optional<engine::BatchRunner::Suspended> suspended;
+    std::vector<engine::Token> kv_tokens;
   };
+  enum class Placed { started, restoring, no_room, failed };
 
   void run();
+  void take_incoming(std::deque<Job>& incoming);
+  void schedule_slots();
+  void step();
+  // What the job's slot must hold before it (re)starts: its history, or a parked job's KV.
+  static const std::vector<engine::Token>& needed(const Running& run);
+  double weight_of(const std::string& client) const;
   struct LoadTask {
     engine::SeqId seq = 0;
     std::string session_id;
@@ -144,9 +178,11 @@ class EngineWorker {
     kvstore::RestoreTarget target;
   };
 
-  bool try_admit(Job& job);
-  // Hands the job to the runner with `reuse` history tokens already in its slot.
+  Placed place(Running& run);
+  // Hands the job to the runner with `reuse` tokens of needed(run) already in its slot.
   void start(engine::SeqId seq, Running run, std::size_t reuse);
+  // Preemption: suspends the job on `seq`, saves its KV, and puts it back in the queue.
+  void park(engine::SeqId seq);
   void release_slot(engine::SeqId seq, const Job& job);
   // Swap-in: the loader thread builds states from chunks; the engine installs them.
   void load_loop();
@@ -167,9 +203,15 @@ class EngineWorker {
 
   // Engine-thread state.
   std::vector<Slot> slots_;
+  scheduler::Scheduler sched_;
   std::map<engine::SeqId, Running> running_;
-  std::deque<Job> pending_;
+  std::map<std::uint64_t, Running> waiting_;     // queued in the scheduler by job id: new or parked
   std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
+  std::uint64_t preemptions_ = 0;
+  // Per-client rates for stats: the window's start and the counters then.
+  Clock::time_point rate_start_ = Clock::now();
+  std::map<std::string, std::pair<std::uint64_t, double>> rate_base_;  // output tokens, service
+  std::map<std::string, std::pair<double, double>> rates_;             // tokens/s, share
 
   // Shared with other threads.
   mutable std::mutex mu_;
