@@ -1,6 +1,8 @@
 // The running daemon (see app.h).
 #include "daemon/app.h"
 
+#include <pwd.h>
+
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -75,9 +77,47 @@ ipc::HttpLimits App::http_limits() const {
   return l;
 }
 
+scheduler::Options App::scheduling_options() const {
+  scheduler::Options o;
+  o.policy = config_.scheduler == "fifo" ? scheduler::Policy::fifo : scheduler::Policy::fair;
+  o.preempt_gap = config_.preempt_gap;
+  // Queue lengths are the Service's to limit (it answers 429 at once); slots per client are the
+  // scheduler's (a client over it waits).
+  o.quotas.max_queued = 0;
+  o.quotas.max_running = config_.max_running_per_client;
+  o.quotas.max_prompt_tokens = 0;
+  return o;
+}
+
+// `weight` entries by scheduler client ("UID" or "UID/APP"); user names resolved now.
+std::map<std::string, double> App::scheduling_weights() const {
+  std::map<std::string, double> out;
+  for (const auto& entry : config_.weights) {
+    auto w = parse_weight(entry);
+    if (!w) continue;  // validated already
+    std::string uid = w->user;
+    if (!std::all_of(uid.begin(), uid.end(), [](unsigned char ch) { return std::isdigit(ch); })) {
+      struct passwd pw {};
+      struct passwd* found = nullptr;
+      std::vector<char> buf(16384);
+      if (::getpwnam_r(w->user.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+        spdlog::warn("weight {}: no user '{}'; the entry is ignored", entry, w->user);
+        continue;
+      }
+      uid = std::to_string(found->pw_uid);
+    }
+    out[w->app.empty() ? uid : uid + "/" + w->app] = w->weight;
+  }
+  return out;
+}
+
 ServiceLimits App::service_limits() const {
   ServiceLimits l;
   l.max_sessions_per_user = config_.max_sessions_per_user;
+  l.max_stored_bytes_per_user = config_.max_stored_mib_per_user << 20;
+  l.max_queued_per_client = config_.max_queued_per_client;
+  l.max_running_per_client = config_.max_running_per_client;
+  l.max_prompt_tokens = config_.max_prompt_tokens;
   l.max_message_bytes = config_.max_body_bytes;
   l.max_in_flight = config_.max_in_flight;
   l.default_max_tokens = config_.default_max_tokens;
@@ -137,7 +177,12 @@ Status App::start() {
     spdlog::info("kv: restore from chunks of {} tokens, policy {}, RAM budget {} MiB, disk budget {} MiB",
                  config_.chunk_tokens, config_.kv_policy, config_.kv_ram_mib, config_.kv_disk_mib);
   }
-  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, WorkerOptions{config_.keep_resident, chunks_.get()});
+  WorkerOptions wo;
+  wo.keep_resident = config_.keep_resident;
+  wo.chunks = chunks_.get();
+  wo.scheduling = scheduling_options();
+  wo.weights = scheduling_weights();
+  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, std::move(wo));
   storage_ = std::make_unique<TaskThread>("llmd-storage");
   service_ = std::make_unique<Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
                                        service_limits());
@@ -267,6 +312,10 @@ void App::reload() {
       n.kv_target_ratio != config_.kv_target_ratio || n.kv_disk_zstd != config_.kv_disk_zstd) {
     restart.push_back("context/engine settings");
   }
+  if (n.scheduler != config_.scheduler || n.weights != config_.weights || n.preempt_gap != config_.preempt_gap ||
+      n.max_running_per_client != config_.max_running_per_client) {
+    restart.push_back("scheduler settings (scheduler, weight, preempt-gap, max-running-per-client)");
+  }
   // Keep what needs a restart; take everything else.
   Config next = n;
   next.model = config_.model;
@@ -282,6 +331,10 @@ void App::reload() {
   next.restore = config_.restore;
   next.chunk_tokens = config_.chunk_tokens;
   next.kv_ram_mib = config_.kv_ram_mib;
+  next.scheduler = config_.scheduler;
+  next.weights = config_.weights;
+  next.preempt_gap = config_.preempt_gap;
+  next.max_running_per_client = config_.max_running_per_client;
   next.kv_disk_mib = config_.kv_disk_mib;
   next.kv_policy = config_.kv_policy;
   next.kv_target_ratio = config_.kv_target_ratio;

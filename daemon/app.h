@@ -2,6 +2,7 @@
 // signals (SIGTERM/SIGINT: graceful stop; SIGHUP: reload what can be reloaded) and tears down.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,8 @@ class App {
   void drain_then_stop(std::chrono::steady_clock::time_point deadline);
   ipc::HttpLimits http_limits() const;
   ServiceLimits service_limits() const;
+  scheduler::Options scheduling_options() const;
+  std::map<std::string, double> scheduling_weights() const;
 
   Config config_;
   std::vector<std::string> argv_;

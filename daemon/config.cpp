@@ -1,6 +1,8 @@
 // Configuration parsing (see config.h).
 #include "daemon/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -41,6 +43,14 @@ po::options_description settings(Config& c) {
        "zstd-compress exact chunks on disk")
       ("keep-resident", po::value(&c.keep_resident)->default_value(c.keep_resident),
        "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)")
+      ("scheduler", po::value(&c.scheduler)->default_value(c.scheduler),
+       "how apps share the model: fair (virtual token counters), fifo (arrival order, the baseline)")
+      ("weight", po::value(&c.weights)->composing(),
+       "NAME=W: scheduling weight of a user (name or uid), or of one app of theirs (NAME/APP); repeatable; "
+       "default 1")
+      ("preempt-gap", po::value(&c.preempt_gap)->default_value(c.preempt_gap),
+       "weighted tokens a client may be ahead of a waiting one before its running request is preempted "
+       "(swapped out, resumed exactly later); 0: never")
       ("log-level", po::value(&c.log_level)->default_value(c.log_level), "trace, debug, info, warn, error")
       ("log-content", po::value(&c.log_content)->default_value(c.log_content),
        "log prompts and answers at debug level (off: text is never logged)")
@@ -55,6 +65,14 @@ po::options_description settings(Config& c) {
       ("max-connections", po::value(&c.max_connections)->default_value(c.max_connections), "open connections")
       ("max-sessions-per-user", po::value(&c.max_sessions_per_user)->default_value(c.max_sessions_per_user),
        "stored sessions per uid")
+      ("max-stored-mib-per-user", po::value(&c.max_stored_mib_per_user)->default_value(c.max_stored_mib_per_user),
+       "MiB of stored sessions (messages and tokens) per uid")
+      ("max-queued-per-client", po::value(&c.max_queued_per_client)->default_value(c.max_queued_per_client),
+       "requests of one uid waiting for a slot at once")
+      ("max-running-per-client", po::value(&c.max_running_per_client)->default_value(c.max_running_per_client),
+       "slots one client may use at once (0: no limit)")
+      ("max-prompt-tokens", po::value(&c.max_prompt_tokens)->default_value(c.max_prompt_tokens),
+       "new tokens one request may bring (0: up to the context)")
       ("max-in-flight", po::value(&c.max_in_flight)->default_value(c.max_in_flight),
        "generation requests accepted or queued at once")
       ("default-max-tokens", po::value(&c.default_max_tokens)->default_value(c.default_max_tokens),
@@ -78,7 +96,38 @@ Error bad(const std::string& key, const std::string& what) {
   return Error(Errc::invalid_argument, key + ": " + what);
 }
 
+bool name_ok(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](unsigned char ch) {
+    return std::isalnum(ch) || ch == '_' || ch == '-' || ch == '.';
+  });
+}
+
 }  // namespace
+
+Result<WeightEntry> parse_weight(const std::string& entry) {
+  const auto eq = entry.rfind('=');
+  if (eq == std::string::npos) return bad("weight", "'" + entry + "' is not NAME=W (e.g. alice=2, 1000/editor=0.5)");
+  WeightEntry w;
+  std::string who = entry.substr(0, eq);
+  const std::string value = entry.substr(eq + 1);
+  if (const auto slash = who.find('/'); slash != std::string::npos) {
+    w.app = who.substr(slash + 1);
+    who.resize(slash);
+    if (!name_ok(w.app)) return bad("weight", "'" + entry + "': the app name must be 1-64 of A-Z a-z 0-9 . _ -");
+  }
+  if (!name_ok(who)) return bad("weight", "'" + entry + "': the user must be a user name or a uid");
+  w.user = who;
+  try {
+    std::size_t used = 0;
+    w.weight = std::stod(value, &used);
+    if (used != value.size()) throw std::invalid_argument(value);
+  } catch (const std::exception&) {
+    return bad("weight", "'" + entry + "': the weight is not a number");
+  }
+  if (!(w.weight > 0 && w.weight <= 1000)) return bad("weight", "'" + entry + "': the weight must be in (0, 1000]");
+  return w;
+}
 
 Status validate(const Config& c) {
   if (c.model.empty()) {
@@ -106,6 +155,14 @@ Status validate(const Config& c) {
     return bad("kv-policy", "attention needs flash-attn = off (flash attention never materialises the weights)");
   }
   if (!(c.kv_target_ratio > 0.0 && c.kv_target_ratio <= 1.0)) return bad("kv-target-ratio", "must be in (0, 1]");
+  if (c.scheduler != "fair" && c.scheduler != "fifo") return bad("scheduler", "must be fair or fifo");
+  for (const auto& w : c.weights) LLMD_TRY_STATUS(parse_weight(w));
+  if (!(c.preempt_gap >= 0 && c.preempt_gap <= 1e12)) return bad("preempt-gap", "must be between 0 and 1e12");
+  if (c.batch < c.slots) return bad("batch", "must be at least slots (every slot decodes a token per step)");
+  if (c.max_stored_mib_per_user < 1 || c.max_stored_mib_per_user > (1ull << 30)) {
+    return bad("max-stored-mib-per-user", "must be between 1 and 1073741824");
+  }
+  if (c.max_queued_per_client < 1) return bad("max-queued-per-client", "must be at least 1");
   if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
       c.log_level != "error") {
     return bad("log-level", "must be trace, debug, info, warn or error");
@@ -184,11 +241,16 @@ std::string describe(const Config& c) {
     << "\nchunk-tokens = " << c.chunk_tokens << "\nkv-ram-mib = " << c.kv_ram_mib << "\nkv-disk-mib = " << c.kv_disk_mib
     << "\nkv-policy = " << c.kv_policy << "\nkv-target-ratio = " << c.kv_target_ratio
     << "\nkv-disk-zstd = " << (c.kv_disk_zstd ? "true" : "false")
-    << "\nkeep-resident = " << (c.keep_resident ? "true" : "false") << "\nlog-level = " << c.log_level
+    << "\nkeep-resident = " << (c.keep_resident ? "true" : "false") << "\nscheduler = " << c.scheduler;
+  for (const auto& w : c.weights) o << "\nweight = " << w;
+  o << "\npreempt-gap = " << c.preempt_gap << "\nlog-level = " << c.log_level
     << "\nlog-content = " << (c.log_content ? "true" : "false") << "\nadmin-group = " << c.admin_group
     << "\nmax-body-bytes = " << c.max_body_bytes << "\nmax-header-bytes = " << c.max_header_bytes
     << "\nrequest-timeout-ms = " << c.request_timeout_ms << "\nwrite-timeout-ms = " << c.write_timeout_ms
     << "\nmax-connections = " << c.max_connections << "\nmax-sessions-per-user = " << c.max_sessions_per_user
+    << "\nmax-stored-mib-per-user = " << c.max_stored_mib_per_user
+    << "\nmax-queued-per-client = " << c.max_queued_per_client
+    << "\nmax-running-per-client = " << c.max_running_per_client << "\nmax-prompt-tokens = " << c.max_prompt_tokens
     << "\nmax-in-flight = " << c.max_in_flight << "\ndefault-max-tokens = " << c.default_max_tokens
     << "\nshutdown-timeout-ms = " << c.shutdown_timeout_ms << "\n";
   return o.str();

@@ -34,6 +34,9 @@ struct Config {
   double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
   bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
+  std::string scheduler = "fair";      // fair (virtual token counters) | fifo (the baseline)
+  std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"
+  double preempt_gap = 4096;           // counter lead (weighted tokens) that preempts; 0: never for fairness
   std::string log_level = "info";      // trace | debug | info | warn | error
   bool log_content = false;            // log prompts and answers (debug level); off by default
   std::string admin_group = "llmd-admin";
@@ -44,6 +47,10 @@ struct Config {
   std::uint32_t write_timeout_ms = 30'000;
   std::uint32_t max_connections = 256;
   std::uint32_t max_sessions_per_user = 1024;
+  std::uint64_t max_stored_mib_per_user = 1024;  // sessions' messages and tokens
+  std::uint32_t max_queued_per_client = 64;     // requests waiting beyond the running ones
+  std::uint32_t max_running_per_client = 0;     // slots one client may hold at once; 0: any
+  std::uint32_t max_prompt_tokens = 0;          // one request's new tokens; 0: up to the context
   std::uint32_t max_in_flight = 256;
   std::int32_t default_max_tokens = 256;
   std::uint32_t shutdown_timeout_ms = 10'000;
@@ -65,6 +72,14 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv);
 
 // Range and consistency checks (also run by parse_args).
 Status validate(const Config& config);
+
+// A parsed `weight` entry: who ("alice", "1000", "alice/editor") and the weight.
+struct WeightEntry {
+  std::string user;  // a user name or a uid
+  std::string app;   // empty: every app of the user
+  double weight = 1;
+};
+Result<WeightEntry> parse_weight(const std::string& entry);
 
 // The effective configuration as `key = value` lines (for --check-config and the log).
 std::string describe(const Config& config);

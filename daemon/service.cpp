@@ -44,6 +44,10 @@ bool saved_finish(engine::FinishReason f) {
 
 }  // namespace
 
+Error over_limit(const std::string& what, const std::string& key, std::uint64_t value) {
+  return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
+}
+
 std::string new_session_id() {
   static thread_local std::mt19937_64 rng{std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32)};
   static const char* kHex = "0123456789abcdef";
@@ -66,7 +70,7 @@ Service::Service(asio::io_context& io, const engine::Model& model, const engine:
 Status Service::load() {
   auto all = store_.list();
   if (!all) return all.error();
-  for (const auto& r : *all) index_[r.id] = {r.uid, false};
+  for (const auto& r : *all) index_[r.id] = {r.uid, false, r.app, r.n_bytes};
   if (chunks_) {
     std::set<std::string> ids;
     for (const auto& r : *all) ids.insert(r.id);
@@ -86,12 +90,30 @@ std::uint32_t Service::sessions_of(std::uint32_t uid) const {
   return n;
 }
 
+std::uint64_t Service::stored_bytes_of(std::uint32_t uid) const {
+  std::uint64_t n = 0;
+  for (const auto& [id, e] : index_) n += e.uid == uid ? e.bytes : 0;
+  return n;
+}
+
+std::uint32_t Service::in_flight_of(std::uint32_t uid) const {
+  std::uint32_t n = 0;
+  for (const auto& [id, f] : in_flight_) n += f.uid == uid ? 1 : 0;
+  return n;
+}
+
 void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                              std::function<void(Result<SessionInfo>)> done) {
   if (shutting_down_) return done(Error(Errc::unavailable, "the daemon is shutting down"));
   if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
-    return done(Error(Errc::resource_exhausted, "limit of " + std::to_string(limits_.max_sessions_per_user) +
-                                                    " sessions per user reached (max_sessions_per_user)"));
+    return done(over_limit("uid " + std::to_string(caller.uid) + " has " +
+                               std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
+                           "max-sessions-per-user", limits_.max_sessions_per_user));
+  }
+  if (stored_bytes_of(caller.uid) >= limits_.max_stored_bytes_per_user) {
+    return done(over_limit("uid " + std::to_string(caller.uid) + "'s sessions hold " +
+                               std::to_string(stored_bytes_of(caller.uid)) + " bytes; delete some first",
+                           "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20));
   }
   if (system_prompt && (system_prompt->size() > limits_.max_message_bytes || !engine::is_valid_utf8(*system_prompt))) {
     return done(Error(Errc::invalid_argument, "system_prompt must be valid UTF-8 of at most " +
@@ -107,7 +129,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
   rec.system_prompt = std::move(system_prompt);
   rec.created_ms = rec.updated_ms = unix_ms();
   rec.model_id = model_.info().fingerprint;
-  index_[rec.id] = {caller.uid, true};  // reserved (busy) until the store has it
+  index_[rec.id] = {caller.uid, true, rec.app, rec.system_prompt ? rec.system_prompt->size() : 0};  // busy until stored
   storage_.post([this, rec, done = std::move(done)]() mutable {
     std::vector<kvstore::MessageRecord> msgs;
     if (rec.system_prompt) msgs.push_back({"system", *rec.system_prompt, rec.created_ms});
@@ -196,9 +218,17 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
   };
   if (shutting_down_) return reject(Error(Errc::unavailable, "the daemon is shutting down"));
   if (in_flight_.size() >= limits_.max_in_flight) {
-    return reject(Error(Errc::resource_exhausted, "too many requests in flight (" +
-                                                      std::to_string(limits_.max_in_flight) + "); try again later"));
+    return reject(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight));
   }
+  const std::uint32_t may_run = limits_.max_running_per_client != 0
+                                    ? limits_.max_running_per_client
+                                    : static_cast<std::uint32_t>(worker_.stats().slots.size());
+  if (in_flight_of(caller.uid) >= may_run + limits_.max_queued_per_client) {
+    return reject(over_limit("uid " + std::to_string(caller.uid) + " has " + std::to_string(in_flight_of(caller.uid)) +
+                                 " requests running or queued; try again later",
+                             "max-queued-per-client", limits_.max_queued_per_client));
+  }
+  if (request.app.size() > 64) return reject(Error(Errc::invalid_argument, "app must be at most 64 bytes"));
   if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
     return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
                                                     std::to_string(max_session_tokens_) + ")"));
@@ -214,11 +244,20 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     if (!visible(caller, request.session_id)) return reject(no_session(request.session_id));
     IndexEntry& e = index_[request.session_id];
     if (e.busy) return reject(Error(Errc::busy, "session " + request.session_id + " is busy with another request"));
+    if (stored_bytes_of(e.uid) >= limits_.max_stored_bytes_per_user) {
+      return reject(over_limit("uid " + std::to_string(e.uid) + "'s sessions hold " +
+                                   std::to_string(stored_bytes_of(e.uid)) + " bytes; delete some first",
+                               "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20));
+    }
+    request.app = e.app;
     if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
     e.busy = true;
   }
+  std::string client = std::to_string(caller.uid);
+  if (!request.app.empty()) client += "/" + request.app;
   InFlight f{std::make_shared<std::atomic<bool>>(false), std::move(callbacks),
-             request.kind == TurnRequest::Kind::session_message ? request.session_id : std::string(), false};
+             request.kind == TurnRequest::Kind::session_message ? request.session_id : std::string(), false, caller.uid,
+             std::move(client)};
   in_flight_.emplace(id, std::move(f));
   storage_.post([this, id, request = std::move(request)]() mutable {
     auto prep = prepare(request);
@@ -300,6 +339,13 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
     cb(Error(Errc::cancelled, "cancelled before it started"));
     return;
   }
+  if (limits_.max_prompt_tokens != 0 && prep->input.size() > limits_.max_prompt_tokens) {
+    auto cb = std::move(f.callbacks.rejected);
+    drop(id);
+    cb(over_limit("the request brings " + std::to_string(prep->input.size()) + " new tokens", "max-prompt-tokens",
+                  limits_.max_prompt_tokens));
+    return;
+  }
   f.accepted = true;
   f.callbacks.accepted();
 
@@ -310,6 +356,8 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.input = std::move(prep->input);
   job.params = request.params;
   job.cancelled = f.cancelled;
+  job.client = f.client;
+  job.priority = request.priority;
   job.on_text = [this, id](const std::string& text) {
     asio::post(io_, [this, id, text] {
       auto it2 = in_flight_.find(id);
@@ -335,11 +383,17 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
       std::vector<engine::Token> added = std::move(input);
       added.insert(added.end(), generated.begin(), generated.end());
       auto st = store_.append_turn(session, msgs, added, static_cast<std::uint32_t>(history), now);
+      std::uint64_t bytes = 0;
       if (!st) {
         res.error = st.error().with_context("saving the turn");
         res.finish = engine::FinishReason::error;
+      } else {
+        bytes = msgs[0].content.size() + msgs[1].content.size() + added.size() * sizeof(engine::Token);
       }
-      asio::post(io_, [this, id, res = std::move(res)]() mutable { finished(id, std::move(res)); });
+      asio::post(io_, [this, id, session, bytes, res = std::move(res)]() mutable {
+        if (auto e = index_.find(session); e != index_.end()) e->second.bytes += bytes;
+        finished(id, std::move(res));
+      });
     });
   };
   if (auto st = worker_.submit(std::move(job)); !st) {

@@ -34,6 +34,7 @@
 #include "daemon/task_thread.h"
 #include "kvstore/chunk_store.h"
 #include "kvstore/session_store.h"
+#include "scheduler/scheduler.h"
 
 namespace llmd::daemon {
 
@@ -71,6 +72,8 @@ struct TurnRequest {
   std::vector<engine::ChatMessage> messages;  // chat
   std::string prompt;                         // completion
   engine::GenerateParams params;
+  std::string app;  // the app the caller declared (chat, completion); a session turn uses the session's
+  scheduler::Priority priority = scheduler::Priority::interactive;
 };
 
 struct TurnResult {
@@ -89,8 +92,14 @@ struct TurnCallbacks {
   std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
 };
 
+// Per-uid limits name their config key; a request over one is rejected with resource_exhausted
+// (HTTP 429) whose message ends "(limit KEY = VALUE)" (see over_limit()).
 struct ServiceLimits {
   std::uint32_t max_sessions_per_user = 1024;
+  std::uint64_t max_stored_bytes_per_user = 1ull << 30;  // max-stored-mib-per-user
+  std::uint32_t max_queued_per_client = 64;    // in flight beyond the ones that may run
+  std::uint32_t max_running_per_client = 0;    // 0: as many as there are slots
+  std::uint32_t max_prompt_tokens = 0;         // 0: up to the context
   std::size_t max_message_bytes = 1u << 20;
   std::uint32_t max_in_flight = 256;          // turns accepted or being prepared, all callers
   std::int32_t default_max_tokens = 256;
@@ -127,7 +136,9 @@ class Service {
 
   // Starts a turn. Rejections (callbacks.rejected): not_found (no such session for this caller),
   // busy (the session has a turn running), unavailable (shutting down), invalid_argument (bad
-  // parameters, prompt longer than the context), resource_exhausted (too many turns in flight).
+  // parameters, prompt longer than the context), resource_exhausted (too many turns in flight, or
+  // over a per-uid limit: queued requests, prompt tokens, stored bytes). The turn is scheduled for
+  // client "UID" or "UID/APP" (app declared in the request, or the session's).
   RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
   // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
   // its callbacks are still called (done with finish=cancelled).
@@ -147,12 +158,16 @@ class Service {
   struct IndexEntry {
     std::uint32_t uid = 0;
     bool busy = false;
+    std::string app;
+    std::uint64_t bytes = 0;  // stored messages and tokens
   };
   struct InFlight {
     std::shared_ptr<std::atomic<bool>> cancelled;
     TurnCallbacks callbacks;
     std::string session_id;  // empty for one-off completions
     bool accepted = false;
+    std::uint32_t uid = 0;
+    std::string client;  // for the scheduler
   };
   struct Prepared {
     std::vector<engine::Token> history;
@@ -161,6 +176,8 @@ class Service {
 
   bool visible(const Caller& caller, const std::string& id) const;
   std::uint32_t sessions_of(std::uint32_t uid) const;
+  std::uint64_t stored_bytes_of(std::uint32_t uid) const;
+  std::uint32_t in_flight_of(std::uint32_t uid) const;
   Result<Prepared> prepare(const TurnRequest& request);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
   void finished(RequestId id, TurnResult result);
@@ -185,6 +202,9 @@ class Service {
   std::function<void()> on_idle_;
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
 };
+
+// A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
+Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);
 
 // A new random session id: "ses_" and 24 hex digits.
 std::string new_session_id();

@@ -1,7 +1,11 @@
 // Routing and the read-only endpoints (see api.h).
 #include "ipc/api.h"
 
+#include <pwd.h>
+
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <filesystem>
 #include <vector>
 
@@ -205,6 +209,44 @@ void Api::models(const HttpRequest&, Responder& r) {
   reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({m})}});
 }
 
+// The scheduler's clients: all of them for admins, the caller's own for everyone else.
+static nlohmann::json scheduler_json(const daemon::WorkerStats& w, const daemon::Caller& caller) {
+  nlohmann::json clients = nlohmann::json::array();
+  for (const auto& c : w.clients) {
+    const std::string& id = c.view.client;
+    const auto slash = id.find('/');
+    const std::string uid_text = id.substr(0, slash);
+    std::uint32_t uid = 0;
+    const bool numeric = !uid_text.empty() && std::all_of(uid_text.begin(), uid_text.end(), [](unsigned char ch) {
+      return std::isdigit(ch);
+    });
+    if (numeric) uid = static_cast<std::uint32_t>(std::stoul(uid_text));
+    if (!caller.admin && (!numeric || uid != caller.uid)) continue;
+    nlohmann::json j = {{"client", id},
+                        {"uid", numeric ? nlohmann::json(uid) : nlohmann::json(nullptr)},
+                        {"app", slash == std::string::npos ? nlohmann::json(nullptr) : nlohmann::json(id.substr(slash + 1))},
+                        {"weight", c.view.weight},
+                        {"counter", c.view.counter},
+                        {"queued", c.view.queued},
+                        {"running", c.view.running},
+                        {"input_tokens", c.view.input_tokens},
+                        {"output_tokens", c.view.output_tokens},
+                        {"swap_tokens", c.view.swap_tokens},
+                        {"service", c.view.service},
+                        {"preempted", c.view.preempted},
+                        {"tokens_per_s", c.tokens_per_s},
+                        {"share", c.share}};
+    if (numeric) {
+      struct passwd pw {};
+      struct passwd* found = nullptr;
+      std::array<char, 4096> buf{};
+      if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) j["user"] = found->pw_name;
+    }
+    clients.push_back(std::move(j));
+  }
+  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"clients", clients}};
+}
+
 void Api::status(const HttpRequest& req, Responder& r) {
   const daemon::Caller caller = caller_of(req.peer);
   const auto st = service_.status();
@@ -241,8 +283,13 @@ void Api::status(const HttpRequest& req, Responder& r) {
               {"sessions", {{"total", st.sessions}}},
               {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
               {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
+              {"scheduler", scheduler_json(st.worker, caller)},
               {"limits",
                {{"max_sessions_per_user", lim.max_sessions_per_user},
+                {"max_stored_bytes_per_user", lim.max_stored_bytes_per_user},
+                {"max_queued_per_client", lim.max_queued_per_client},
+                {"max_running_per_client", lim.max_running_per_client},
+                {"max_prompt_tokens", lim.max_prompt_tokens},
                 {"max_message_bytes", lim.max_message_bytes},
                 {"max_in_flight", lim.max_in_flight},
                 {"default_max_tokens", lim.default_max_tokens}}}});

@@ -3,7 +3,10 @@
 //   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping)
 //   GET    /v1/status                       model, slots, queue, sessions, limits; "kv": the chunk
 //                                           store (bytes and chunks per tier and codec, budgets,
-//                                           write-backs, errors) or {"restore": "recompute"}
+//                                           write-backs, errors) or {"restore": "recompute"};
+//                                           "scheduler": policy, preemptions, clients (counters,
+//                                           tokens served, tokens/s, share; admins see every
+//                                           client, others their own)
 //   GET    /v1/models                       OpenAI-compatible model list
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
@@ -14,6 +17,10 @@
 //                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
 //   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//
+// Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
+// (1-64 of A-Z a-z 0-9 . _ -): the scheduler serves client "UID/NAME" then (a session turn is the
+// session's app's).
 //
 // Generation answers carry "usage" (prompt/completion tokens, cached_tokens resident in the slot,
 // loaded_tokens restored from KV chunks, restored_tokens recomputed) and "timings" in ms (queue,

@@ -36,7 +36,15 @@ HttpError to_http_error(const Error& error) {
     case Errc::permission_denied: return http_error(403, m, "permission_denied");
     case Errc::unsupported: return http_error(400, m, "unsupported");
     case Errc::busy: return http_error(409, m, "busy");
-    case Errc::resource_exhausted: return http_error(429, m, "limit_exceeded");
+    case Errc::resource_exhausted: {
+      // Per-uid limits end with "(limit KEY = VALUE)": the key is the error's param.
+      std::string key;
+      if (const auto at = m.rfind("(limit "); at != std::string::npos) {
+        const auto eq = m.find(" = ", at);
+        if (eq != std::string::npos) key = m.substr(at + 7, eq - at - 7);
+      }
+      return http_error(429, m, "limit_exceeded", key);
+    }
     case Errc::unavailable: return http_error(503, m, "unavailable");
     case Errc::cancelled: return http_error(499, m, "cancelled");
     case Errc::corrupt:

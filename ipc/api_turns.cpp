@@ -1,6 +1,8 @@
 // The generating endpoints: /v1/completions, /v1/chat/completions, /v1/sessions/{id}/messages
 // (see api.h). One turn, streamed as Server-Sent Events or answered whole.
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 
 #include "daemon/engine/utf8.h"
@@ -42,6 +44,25 @@ Result<std::string> content_text(const nlohmann::json& content) {
 Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const {
   turn.params.max_tokens = service_.limits().default_max_tokens;
   LLMD_TRY_STATUS(read_generate_params(body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params));
+  auto priority = opt_string(body, "priority");
+  if (!priority) return priority.error();
+  if (*priority) {
+    if (**priority == "background") {
+      turn.priority = scheduler::Priority::background;
+    } else if (**priority != "interactive") {
+      return Error(Errc::invalid_argument, "priority must be \"interactive\" or \"background\"");
+    }
+  }
+  auto app = opt_string(body, "app");
+  if (!app) return app.error();
+  if (*app) {
+    const std::string& a = **app;
+    const bool ok = !a.empty() && a.size() <= 64 && std::all_of(a.begin(), a.end(), [](unsigned char ch) {
+                      return std::isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
+                    });
+    if (!ok) return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    turn.app = a;
+  }
   return opt_bool(body, "stream");
 }
 

@@ -44,7 +44,9 @@ Result<std::vector<std::int32_t>> from_bytes(std::span<const std::uint8_t> b) {
 
 constexpr const char* kSelectSession =
     "SELECT s.id, s.uid, s.app, s.system_prompt, s.created_ms, s.updated_ms, s.model_id, length(s.tokens) / 4,"
-    " (SELECT count(*) FROM messages m WHERE m.session_id = s.id) FROM sessions s";
+    " (SELECT count(*) FROM messages m WHERE m.session_id = s.id),"
+    " length(s.tokens) + coalesce((SELECT sum(length(CAST(m.content AS BLOB))) FROM messages m"
+    " WHERE m.session_id = s.id), 0) FROM sessions s";
 
 SessionRecord read_session(const Statement& st) {
   SessionRecord r;
@@ -57,6 +59,7 @@ SessionRecord read_session(const Statement& st) {
   r.model_id = st.column_text(6);
   r.n_tokens = static_cast<std::uint32_t>(st.column_int(7));
   r.n_messages = static_cast<std::uint32_t>(st.column_int(8));
+  r.n_bytes = static_cast<std::uint64_t>(st.column_int(9));
   return r;
 }
 

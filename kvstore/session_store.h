@@ -30,6 +30,7 @@ struct SessionRecord {
   std::string model_id;         // fingerprint of the model the tokens were made with
   std::uint32_t n_tokens = 0;
   std::uint32_t n_messages = 0;
+  std::uint64_t n_bytes = 0;  // stored: messages' text + 4 bytes per token
 };
 
 struct MessageRecord {
