@@ -99,7 +99,36 @@ void EngineWorker::join() {
 
 WorkerStats EngineWorker::stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  // Rates over windows of at least a second, rolled by whoever asks (an idle engine publishes
+  // nothing, and its clients' rates fall to 0 at the next roll).
+  const auto now = Clock::now();
+  const double dt = std::chrono::duration<double>(now - rate_start_).count();
+  if (dt >= 1.0) {
+    auto base_of = [&](const std::string& id) {
+      auto it = rate_base_.find(id);
+      return it == rate_base_.end() ? std::pair<std::uint64_t, double>{0, 0} : it->second;
+    };
+    double total = 0;
+    for (const auto& c : stats_.clients) total += c.view.service - base_of(c.view.client).second;
+    std::map<std::string, std::pair<std::uint64_t, double>> base;
+    rates_.clear();
+    for (const auto& c : stats_.clients) {
+      const auto b = base_of(c.view.client);
+      rates_[c.view.client] = {static_cast<double>(c.view.output_tokens - std::min(b.first, c.view.output_tokens)) / dt,
+                               total > 0 ? (c.view.service - b.second) / total : 0.0};
+      base[c.view.client] = {c.view.output_tokens, c.view.service};
+    }
+    rate_base_ = std::move(base);
+    rate_start_ = now;
+  }
+  WorkerStats out = stats_;
+  for (auto& c : out.clients) {
+    if (auto r = rates_.find(c.view.client); r != rates_.end()) {
+      c.tokens_per_s = r->second.first;
+      c.share = r->second.second;
+    }
+  }
+  return out;
 }
 
 const std::vector<engine::Token>& EngineWorker::needed(const Running& run) {
@@ -218,32 +247,8 @@ void EngineWorker::publish_stats() {
     views.push_back({s, slots_[s].session_id, static_cast<std::uint32_t>(ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) + 1),
                      slots_[s].job.has_value()});
   }
-  // Rates over windows of at least a second.
-  std::vector<scheduler::ClientView> views_c = sched_.clients();
-  const auto now = Clock::now();
-  const double dt = std::chrono::duration<double>(now - rate_start_).count();
-  if (dt >= 1.0) {
-    double total = 0;
-    std::map<std::string, std::pair<std::uint64_t, double>> base;
-    for (const auto& c : views_c) {
-      const auto b = rate_base_.count(c.client) ? rate_base_[c.client] : std::pair<std::uint64_t, double>{0, 0};
-      total += c.service - b.second;
-    }
-    rates_.clear();
-    for (const auto& c : views_c) {
-      const auto b = rate_base_.count(c.client) ? rate_base_[c.client] : std::pair<std::uint64_t, double>{0, 0};
-      rates_[c.client] = {static_cast<double>(c.output_tokens - b.first) / dt,
-                          total > 0 ? (c.service - b.second) / total : 0.0};
-      base[c.client] = {c.output_tokens, c.service};
-    }
-    rate_base_ = std::move(base);
-    rate_start_ = now;
-  }
   std::vector<ClientStats> clients;
-  for (auto& c : views_c) {
-    auto r = rates_.find(c.client);
-    clients.push_back({std::move(c), r == rates_.end() ? 0.0 : r->second.first, r == rates_.end() ? 0.0 : r->second.second});
-  }
+  for (auto& c : sched_.clients()) clients.push_back({std::move(c), 0.0, 0.0});
   std::lock_guard lock(mu_);
   stats_.slots = std::move(views);
   stats_.clients = std::move(clients);
@@ -283,10 +288,12 @@ void EngineWorker::run() {
         }
       }
     }
-    // Queued jobs that were cancelled (or all of them, when stopping) end now.
+    // Queued jobs that were cancelled end now; when stopping, so do the ones that never started
+    // (parked ones may still finish within the grace period).
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       Running& r = it->second;
-      if (!stopping && !r.job.cancelled->load()) {
+      const bool end = r.job.cancelled->load() || (stopping && (!r.suspended || past_deadline));
+      if (!end) {
         ++it;
         continue;
       }

@@ -102,8 +102,10 @@ struct SlotView {
 
 struct ClientStats {
   scheduler::ClientView view;  // counters, tokens served, queued/running
-  double tokens_per_s = 0;     // generated tokens per second over the last window (about 1 s)
-  double share = 0;            // its part of all weighted service in that window, [0, 1]
+  // Over the last window: at least 1 s, rolled by stats() calls (so with llmctl top polling every
+  // second, the last second).
+  double tokens_per_s = 0;     // generated tokens per second
+  double share = 0;            // its part of all weighted service, [0, 1]
 };
 
 struct WorkerStats {
@@ -208,10 +210,10 @@ class EngineWorker {
   std::map<std::uint64_t, Running> waiting_;     // queued in the scheduler by job id: new or parked
   std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
   std::uint64_t preemptions_ = 0;
-  // Per-client rates for stats: the window's start and the counters then.
-  Clock::time_point rate_start_ = Clock::now();
-  std::map<std::string, std::pair<std::uint64_t, double>> rate_base_;  // output tokens, service
-  std::map<std::string, std::pair<double, double>> rates_;             // tokens/s, share
+  // Per-client rates for stats(): the window's start and the counters then. GUARDED_BY(mu_)
+  mutable Clock::time_point rate_start_ = Clock::now();
+  mutable std::map<std::string, std::pair<std::uint64_t, double>> rate_base_;  // output tokens, service
+  mutable std::map<std::string, std::pair<double, double>> rates_;             // tokens/s, share
 
   // Shared with other threads.
   mutable std::mutex mu_;

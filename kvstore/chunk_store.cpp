@@ -374,7 +374,8 @@ void ChunkStore::do_write_back(Op& op) {
   }
   const int active = state->active_stream();
   if (active < 0) return;
-  const engine::KvStream& cells = state->streams[static_cast<std::size_t>(active)];
+  engine::KvStream& cells = state->streams[static_cast<std::size_t>(active)];
+  engine::sort_cells_by_position(cells);
   if (!(engine::layout_of(cells, layout_.cell_ext_bytes) == layout_)) {
     record_error("write-back of " + op.session + ": the state does not have the store's KV layout");
     return;

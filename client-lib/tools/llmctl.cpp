@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client-lib/http_client.h"
+#include "client-lib/tools/llmctl_top.h"
 
 namespace {
 
@@ -46,6 +47,10 @@ const char* kUsageText =
     "  sessions list                  your sessions (every user's for admins)\n"
     "  sessions show ID               a session and its messages\n"
     "  sessions rm ID...              delete sessions\n"
+    "  top [--interval SECONDS] [--iterations N] [--sort share|counter]\n"
+    "                                 live view of the scheduler: clients, slots, KV memory; refreshes\n"
+    "                                 every second (0.2 to 60) until Ctrl-C or N refreshes; with --json\n"
+    "                                 one snapshot of the scheduler, slots, queue and kv sections\n"
     "\n"
     "Options:\n"
     "  --socket PATH   llmd's socket (default: $LLMD_SOCKET, /run/llmd/llmd.sock,\n"
@@ -445,5 +450,8 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cmd_run(o, args);
   if (cmd == "chat") return cmd_chat(o, args);
   if (cmd == "sessions") return cmd_sessions(o, args);
+  if (cmd == "top") {
+    return llmd::llmctl::cmd_top({o.socket, o.json, usage_error, transport_error, api_error, bad_answer}, args);
+  }
   return usage_error("unknown command or arguments: " + cmd);
 }

@@ -1,6 +1,8 @@
 // Sequence KV state parsing, serialisation, slicing and joining (see seq_state.h).
 #include "daemon/engine/seq_state.h"
 
+#include <algorithm>
+
 #include <cstring>
 #include <string>
 
@@ -368,6 +370,31 @@ Result<KvStream> slice_cells(const KvStream& stream, std::size_t begin, std::siz
   cut(stream.k, out.k);
   cut(stream.v, out.v);
   return out;
+}
+
+void sort_cells_by_position(KvStream& stream) {
+  const auto by_pos = [](const KvCell& a, const KvCell& b) { return a.pos < b.pos; };
+  if (std::is_sorted(stream.cells.begin(), stream.cells.end(), by_pos)) return;
+  const std::size_t n = stream.cells.size();
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return stream.cells[a].pos < stream.cells[b].pos; });
+  std::vector<KvCell> cells;
+  cells.reserve(n);
+  for (std::size_t i : order) cells.push_back(std::move(stream.cells[i]));
+  stream.cells = std::move(cells);
+  auto permute = [&](std::vector<KvRows>& layers) {
+    for (KvRows& rows : layers) {
+      std::vector<std::uint8_t> out(rows.data.size());
+      for (std::size_t i = 0; i < n; ++i) {
+        std::memcpy(out.data() + i * rows.row_bytes, rows.data.data() + order[i] * rows.row_bytes, rows.row_bytes);
+      }
+      rows.data = std::move(out);
+    }
+  };
+  permute(stream.k);
+  permute(stream.v);
 }
 
 Status append_cells(KvStream& dst, const KvStream& src) {

@@ -118,5 +118,9 @@ Result<KvStream> slice_cells(const KvStream& stream, std::size_t begin, std::siz
 // Appends src's cells and rows to dst (invalid_argument if the layouts differ). An empty dst takes
 // src's layout.
 Status append_cells(KvStream& dst, const KvStream& src);
+// Puts a stream's cells in position order, moving their K and V rows with them. llama.cpp writes a
+// sequence's cells in the pool's cell order, which is not position order once the pool is
+// fragmented (tokens decoded later can land in cells freed earlier). No-op when already in order.
+void sort_cells_by_position(KvStream& stream);
 
 }  // namespace llmd::engine

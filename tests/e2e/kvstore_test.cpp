@@ -139,6 +139,54 @@ TEST(KvSwapConcurrent, SwapInsBesideARunningGenerationStayExact) {
   EXPECT_TRUE(overlapped) << "the long answer ended before the swaps did; make it longer";
 }
 
+// Beside other jobs the shared KV pool fragments, and llama.cpp lists a sequence's cells in cell
+// order, not position order: the write-back must still store the session's KV (sorted), so after a
+// restart the session loads it and continues exactly as it does alone.
+TEST(KvFragmentedPool, SessionsBesideOtherJobsAreWrittenBackAndRestoreExactly) {
+  const std::vector<std::string> args = {"--slots", "4", "--flash-attn", "off", "--chunk-tokens", "16"};
+  std::vector<std::string> reference;
+  {
+    DaemonProcess d(scratch_dir(), with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const std::string id = new_session(d.client());
+    reference.push_back(turn(d.client(), id, kTurns[0], 150).text);
+    reference.push_back(turn(d.client(), id, kTurns[1]).text);
+  }
+  const std::string dir = scratch_dir();
+  std::string id;
+  {
+    DaemonProcess d(dir, with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const auto c = d.client();
+    id = new_session(c);
+    std::vector<std::thread> others;
+    for (int i = 0; i < 6; ++i) {
+      others.emplace_back([&, i] {
+        auto body = greedy_body(120 + 20 * i);
+        body["prompt"] = "Once upon a time " + std::to_string(i);
+        body["ignore_eos"] = true;
+        call(c, "POST", "/v1/completions", body);
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    EXPECT_EQ(turn(c, id, kTurns[0], 150).text, reference[0]);
+    for (auto& t : others) t.join();
+    for (int i = 0; i < 500; ++i) {
+      if (call(c, "GET", "/v1/status").body["kv"]["pending_write_backs"] == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const auto kv = call(c, "GET", "/v1/status").body["kv"];
+    EXPECT_EQ(kv["write_errors"], 0) << kv.dump();
+    EXPECT_TRUE(kv["last_error"].is_null()) << kv.dump();
+    ASSERT_EQ(d.stop(SIGTERM), 0);
+  }
+  DaemonProcess d(dir, with(args));
+  ASSERT_TRUE(d.start()) << d.log();
+  const Turn next = turn(d.client(), id, kTurns[1]);
+  EXPECT_EQ(next.text, reference[1]);
+  EXPECT_GT(next.usage.value("loaded_tokens", 0), 150);
+}
+
 std::vector<std::string> reference_answers(std::size_t n) {
   DaemonProcess d(scratch_dir());
   EXPECT_TRUE(d.start()) << d.log();

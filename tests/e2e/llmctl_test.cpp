@@ -1,4 +1,9 @@
 // llmctl end to end against the real daemon, its --json mode and its exit codes.
+#include <pwd.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "tests/e2e/e2e_util.h"
 
 namespace llmd::test {
@@ -89,9 +94,113 @@ TEST_F(LlmctlTest, ExitCodes) {
   EXPECT_NE(down.err.find("not running"), std::string::npos) << down.err;
   auto help = run_program({llmctl_binary(), "--help"});
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* cmd : {"status", "models", "run", "chat", "sessions list", "sessions show", "sessions rm"}) {
+  for (const char* cmd : {"status", "models", "run", "chat", "sessions list", "sessions show", "sessions rm", "top"}) {
     EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
   }
+}
+
+// How top names this process's client for an app: "user/app" (the uid where it has no name).
+std::string top_client_name(const std::string& app) {
+  const passwd* pw = ::getpwuid(::getuid());
+  return (pw != nullptr ? std::string(pw->pw_name) : std::to_string(::getuid())) + "/" + app;
+}
+
+TEST_F(LlmctlTest, TopJsonIsASnapshotOfTheScheduler) {
+  auto before = llmctl({"top", "--json"});
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  auto j = nlohmann::json::parse(before.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << before.out;
+  EXPECT_TRUE(j["scheduler"]["policy"] == "fair" || j["scheduler"]["policy"] == "fifo") << j.dump();
+  EXPECT_TRUE(j["scheduler"]["clients"].is_array());
+  EXPECT_TRUE(j["timestamp"].is_string());
+  EXPECT_TRUE(j["slots"].is_array());
+  EXPECT_TRUE(j["queue"].is_object());
+  EXPECT_TRUE(j["kv"].is_object());
+
+  auto b = greedy_body(8);
+  b["prompt"] = "Once upon a time";
+  b["app"] = "t1";
+  ASSERT_EQ(call(daemon_.client(), "POST", "/v1/completions", b).status, 200u);
+  auto after = llmctl({"--json", "top"});  // the global --json does the same
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  j = nlohmann::json::parse(after.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << after.out;
+  const std::string client = std::to_string(::getuid()) + "/t1";
+  const nlohmann::json* found = nullptr;
+  for (const auto& c : j["scheduler"]["clients"]) {
+    if (c["client"] == client) found = &c;
+  }
+  ASSERT_NE(found, nullptr) << client << " not in " << j["scheduler"].dump();
+  EXPECT_EQ((*found)["app"], "t1");
+  EXPECT_GT((*found)["output_tokens"].get<long>(), 0);
+}
+
+TEST_F(LlmctlTest, TopPrintsFramesWhenNotOnATerminal) {
+  auto b = greedy_body(8);
+  b["prompt"] = "Once upon a time";
+  b["app"] = "t1";
+  ASSERT_EQ(call(daemon_.client(), "POST", "/v1/completions", b).status, 200u);
+  auto r = llmctl({"top", "--iterations", "2", "--interval", "0.2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "no terminal escapes into a pipe";
+  // Frames are separated by one blank line and hold none themselves.
+  std::vector<std::string> frames;
+  for (std::size_t start = 0; start < r.out.size();) {
+    const auto end = r.out.find("\n\n", start);
+    frames.push_back(r.out.substr(start, end == std::string::npos ? std::string::npos : end + 1 - start));
+    start = end == std::string::npos ? r.out.size() : end + 2;
+  }
+  ASSERT_EQ(frames.size(), 2u) << r.out;
+  for (const auto& f : frames) {
+    EXPECT_EQ(f.rfind("llmd ", 0), 0u) << f;
+    EXPECT_NE(f.find("policy fair"), std::string::npos) << f;
+    EXPECT_NE(f.find("CLIENT"), std::string::npos) << f;
+    EXPECT_NE(f.find(top_client_name("t1")), std::string::npos) << f;
+    EXPECT_NE(f.find("SLOT"), std::string::npos) << f;
+    EXPECT_NE(f.find("ram "), std::string::npos) << f;
+  }
+}
+
+TEST_F(LlmctlTest, TopEndsCleanlyOnCtrlC) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const std::string socket = daemon_.socket(), binary = llmctl_binary();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::execl(binary.c_str(), binary.c_str(), "--socket", socket.c_str(), "top", "--interval", "0.2",
+            static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(out[1]);
+  std::string seen;
+  char buf[4096];
+  ssize_t n;
+  while (seen.find("\n\n") == std::string::npos && (n = ::read(out[0], buf, sizeof buf)) > 0) {
+    seen.append(buf, static_cast<std::size_t>(n));  // until the second frame begins: it is refreshing
+  }
+  ASSERT_NE(seen.find("\n\n"), std::string::npos) << seen;
+  ::kill(pid, SIGINT);
+  while (::read(out[0], buf, sizeof buf) > 0) {
+  }
+  ::close(out[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(LlmctlTest, TopErrors) {
+  auto down = run_program({llmctl_binary(), "--socket", scratch_dir() + "/none.sock", "top"});
+  EXPECT_EQ(down.exit_code, 3);
+  EXPECT_NE(down.err.find("not running"), std::string::npos) << down.err;
+  EXPECT_TRUE(down.out.empty()) << down.out;
+  EXPECT_EQ(llmctl({"top", "--interval", "0.1"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"top", "--interval", "61"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"top", "--iterations", "0"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"top", "--sort", "name"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"top", "extra"}).exit_code, 2);
 }
 
 TEST_F(LlmctlTest, SocketFromTheEnvironment) {
