@@ -300,3 +300,38 @@ TEST(SchedulerLimits, OverALimitIs429NamingIt) {
 
 }  // namespace
 }  // namespace llmd::test
+
+namespace llmd::test {
+namespace {
+
+TEST(SchedulerConfig, BadSchedulerSettingsAreRefusedNamingTheKey) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--scheduler", "lottery"}, "scheduler"},
+      {{"--weight", "alice"}, "weight"},
+      {{"--weight", "alice=0"}, "weight"},
+      {{"--weight", "alice=two"}, "weight"},
+      {{"--weight", "al ice=2"}, "weight"},
+      {{"--weight", "alice/my app=2"}, "weight"},
+      {{"--preempt-gap", "-1"}, "preempt-gap"},
+      {{"--slots", "8", "--batch", "4"}, "batch"},
+      {{"--max-queued-per-client", "0"}, "max-queued-per-client"},
+      {{"--max-stored-mib-per-user", "0"}, "max-stored-mib-per-user"},
+  };
+  for (const auto& [args, key] : cases) {
+    std::vector<std::string> argv = {llmd_binary(), "--config", "/dev/null", "--model", stories_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--check-config");
+    const auto r = run_program(argv);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1];
+    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
+  }
+  // Good ones pass, and are shown.
+  const auto ok = run_program({llmd_binary(), "--config", "/dev/null", "--model", stories_path(), "--scheduler", "fifo",
+                               "--weight", "root=2", "--weight", "1000/editor=0.5", "--check-config"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("weight = 1000/editor=0.5"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("scheduler = fifo"), std::string::npos) << ok.out;
+}
+
+}  // namespace
+}  // namespace llmd::test
