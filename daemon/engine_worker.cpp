@@ -14,13 +14,6 @@ namespace {
 // Clients the scheduler remembers while idle (for lifting and for `llmctl top`).
 constexpr std::size_t kIdleClientsKept = 256;
 
-std::size_t common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b) {
-  const std::size_t n = std::min(a.size(), b.size());
-  std::size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
-}
-
 }  // namespace
 
 EngineWorker::EngineWorker(engine::Context& ctx, const engine::Tokenizer& tokenizer, WorkerOptions options)

@@ -173,6 +173,7 @@ class EngineWorker {
   // What the job's slot must hold before it (re)starts: its history, or a parked job's KV.
   static const std::vector<engine::Token>& needed(const Running& run);
   double weight_of(const std::string& client) const;
+  static std::size_t common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b);
   struct LoadTask {
     engine::SeqId seq = 0;
     std::string session_id;

@@ -15,14 +15,14 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-std::size_t common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b) {
+}  // namespace
+
+std::size_t EngineWorker::common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b) {
   const std::size_t n = std::min(a.size(), b.size());
   std::size_t i = 0;
   while (i < n && a[i] == b[i]) ++i;
   return i;
 }
-
-}  // namespace
 
 void EngineWorker::fail(Job& job, Error error, engine::FinishReason finish) {
   JobResult r;
