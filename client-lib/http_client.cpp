@@ -115,8 +115,9 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
   std::string pending;  // received, not yet consumed by the parser
   char in[16384];
   bool eof = false;
+  bool need_more = false;  // what is pending is an incomplete piece (a header, a chunk size line)
   while (!parser.is_done() && !stopped) {
-    if (pending.empty() && !eof) {
+    if ((pending.empty() || need_more) && !eof) {
       LLMD_TRY_STATUS(wait(POLLIN));
       const ssize_t n = ::recv(fd.get(), in, sizeof in, 0);
       if (n < 0) {
@@ -134,7 +135,7 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
       parser.get().body().data = body_buf;
       parser.get().body().size = sizeof body_buf;
     }
-    if (!pending.empty()) {
+    if (!pending.empty() && !(need_more && eof)) {
       const std::size_t used = parser.put(boost::asio::buffer(pending), ec);
       pending.erase(0, used);
     } else if (eof) {
@@ -144,7 +145,8 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
         return Error(Errc::io_error, "llmd closed the connection mid-response");
       }
     }
-    if (ec == http::error::need_buffer) ec = {};
+    need_more = ec == http::error::need_more;
+    if (ec == http::error::need_buffer || need_more) ec = {};
     if (ec) {
       if (send_error && !parser.is_header_done()) return *send_error;
       if (eof && !parser.is_header_done()) return Error(Errc::io_error, "llmd closed the connection without answering");
