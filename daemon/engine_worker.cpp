@@ -203,7 +203,8 @@ void EngineWorker::step() {
   std::vector<scheduler::Running> running;
   std::map<std::uint64_t, engine::SeqId> seq_of;
   for (const auto& [seq, r] : running_) {
-    running.push_back({r.job.id, runner_.prompt_left(seq), true});
+    const std::uint32_t left = runner_.prompt_left(seq);
+    running.push_back({r.job.id, left, true, left > runner_.replay_left(seq)});
     seq_of[r.job.id] = seq;
   }
   const scheduler::TokenPlan plan = sched_.schedule_tokens(running, ctx_.n_batch());

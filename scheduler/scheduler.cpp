@@ -203,7 +203,8 @@ TokenPlan Scheduler::schedule_tokens(const std::vector<Running>& input, std::uin
     const std::uint32_t n = std::min(r.prefill_left, budget);
     plan.prefill.emplace_back(r.id, n);
     budget -= n;
-    charge(clients_[running_.at(r.id).client], n, 0, 0);
+    // The step that ends a prompt also samples the first generated token.
+    charge(clients_[running_.at(r.id).client], n, n == r.prefill_left && r.samples ? 1 : 0, 0);
   }
   return plan;
 }
@@ -224,7 +225,7 @@ StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
   for (RequestId id : slots.admit) {
     const Admitted& a = running_.at(id);
     charge_swap(id, a.swap_tokens);
-    running.push_back({id, a.prompt_tokens, true});
+    running.push_back({id, a.prompt_tokens, true, true});
   }
   TokenPlan tokens = schedule_tokens(running, input.token_budget);
   plan.preempt = std::move(slots.preempt);

@@ -77,6 +77,7 @@ struct Running {
   RequestId id = 0;
   std::uint32_t prefill_left = 0;  // prompt tokens not yet decoded; 0: it is generating
   bool preemptible = true;         // false while its session is being swapped in
+  bool samples = true;             // finishing its prefill samples a token (false: only replaying)
 };
 
 struct StepInput {

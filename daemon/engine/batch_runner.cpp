@@ -202,6 +202,12 @@ std::uint32_t BatchRunner::prompt_left(SeqId seq) const {
   return static_cast<std::uint32_t>((a.replay.size() - a.replay_done) + (a.job.prompt.size() - a.prompt_done));
 }
 
+std::uint32_t BatchRunner::replay_left(SeqId seq) const {
+  auto it = active_.find(seq);
+  if (it == active_.end()) return 0;
+  return static_cast<std::uint32_t>(it->second.replay.size() - it->second.replay_done);
+}
+
 BatchRunner::Suspended::Suspended(Suspended&&) noexcept = default;
 BatchRunner::Suspended& BatchRunner::Suspended::operator=(Suspended&&) noexcept = default;
 BatchRunner::Suspended::~Suspended() = default;

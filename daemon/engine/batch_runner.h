@@ -102,6 +102,8 @@ class BatchRunner {
   // Tokens a job still has to decode before it generates (replay + prompt); 0 if it is generating
   // or unknown.
   std::uint32_t prompt_left(SeqId seq) const;
+  // Of those, the tokens a resumed job replays (no token is sampled when only these are left).
+  std::uint32_t replay_left(SeqId seq) const;
 
   // Takes a running job off its slot, keeping all of its state; the slot's KV is left as it is
   // (the caller may save it, then clear it). nullopt for an unknown or finished slot.
