@@ -18,6 +18,7 @@
 #include "bench/report.h"
 #include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
+#include "bench/scenario_fair.h"
 #include "bench/scenario_switch.h"
 #include "bench/scenario_quality.h"
 #include "daemon/engine/backend.h"
@@ -37,6 +38,8 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
                   "decode tokens/s through llmd (SSE, measured by the client) vs llama-bench tg128; TTFT"}},
       {"switch", {llmd::bench::run_switch_scenario,
                   "context switch: TTFT from T1/T2 vs re-prefill; restore vs llama-server /slots, memcpy, read"}},
+      {"fair", {llmd::bench::run_fair_scenario,
+                "fair scheduler: per-client service (Jain) vs fifo and llama-server; 8-client tok/s, TTFT"}},
       {"quality", {llmd::bench::run_quality_scenario,
                    "KV policies x chunk sizes: bytes/token vs greedy agreement and KL, stories260K"}},
   };

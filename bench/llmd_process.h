@@ -26,6 +26,7 @@ class LlmdProcess {
                bool keep_state = false);
   void stop();  // SIGTERM, wait
   const std::string& socket() const { return socket_; }
+  pid_t pid() const { return pid_; }
   std::filesystem::path state_dir() const { return dir_ / "state"; }
 
  private:
