@@ -1,8 +1,9 @@
-// Cached generated models for the benchmarks (see bench_env.h).
+// Cached generated models and prompt text for the benchmarks (see bench_env.h).
 #include "bench/bench_env.h"
 
 #include <cstdio>
 #include <filesystem>
+#include <random>
 
 #include "daemon/engine/model_gen.h"
 
@@ -21,6 +22,19 @@ Result<std::string> ensure_model(const BenchEnv& env, const std::string& shape, 
   p.vocab_dir = env.vocab_dir;
   LLMD_TRY_STATUS(engine::write_random_model(p));
   return path;
+}
+
+std::string words(int n, std::uint64_t seed) {
+  static const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then", "we", "saw", "big",
+                                       "red", "dog", "run", "to", "house", "in", "town", "with", "old", "man",
+                                       "who", "had", "small", "green", "car", "that", "was", "very", "fast"};
+  std::mt19937_64 rng(seed);
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    if (i > 0) out += ' ';
+    out += kWords[rng() % (sizeof kWords / sizeof kWords[0])];
+  }
+  return out;
 }
 
 }  // namespace llmd::bench

@@ -1,6 +1,7 @@
 // What every benchmark scenario gets: where things are and the common settings.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/result.h"
@@ -19,5 +20,9 @@ struct BenchEnv {
 
 // The path of a generated model, writing it first if it is not cached yet.
 Result<std::string> ensure_model(const BenchEnv& env, const std::string& shape, const std::string& type);
+
+// About n tokens of plain English words (one token each in these vocabularies, mostly); a different
+// text per seed, so two prompts share no more than a word or two of prefix.
+std::string words(int n, std::uint64_t seed);
 
 }  // namespace llmd::bench

@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -38,21 +37,6 @@ double env_number(const char* name, double fallback) {
   const char* v = std::getenv(name);
   const double s = v ? std::atof(v) : 0.0;
   return s > 0 ? s : fallback;
-}
-
-// About n tokens of plain English words (one token each in this vocabulary, mostly); a different
-// text per seed, so no request shares more than a word or two of prefix with another.
-std::string words(int n, std::uint64_t seed) {
-  static const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then", "we", "saw", "big",
-                                       "red", "dog", "run", "to", "house", "in", "town", "with", "old", "man",
-                                       "who", "had", "small", "green", "car", "that", "was", "very", "fast"};
-  std::mt19937_64 rng(seed);
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    if (i > 0) out += ' ';
-    out += kWords[rng() % (sizeof kWords / sizeof kWords[0])];
-  }
-  return out;
 }
 
 // CPU time in clock ticks: busy time of the whole machine (all CPUs), and of one process.

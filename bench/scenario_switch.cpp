@@ -11,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -27,20 +26,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-// About n tokens of plain English words (one token each in these vocabularies, mostly).
-std::string words(int n, unsigned seed) {
-  static const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then", "we", "saw", "big",
-                                       "red", "dog", "run", "to", "house", "in", "town", "with", "old", "man",
-                                       "who", "had", "small", "green", "car", "that", "was", "very", "fast"};
-  std::mt19937 rng(seed);
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    if (i > 0) out += ' ';
-    out += kWords[rng() % (sizeof kWords / sizeof kWords[0])];
-  }
-  return out;
-}
 
 Result<json> post(const std::string& socket, const std::string& path, const json& body) {
   client::HttpClient c(socket);
@@ -136,7 +121,7 @@ Status measure_mode(const BenchEnv& env, const std::string& model, int n, const 
   auto b = post(d.socket(), "/v1/sessions", json::object());
   if (!b) return b.error();
   const std::string A = (*a)["id"], B = (*b)["id"];
-  auto first = turn(d.socket(), A, words(n - 12, static_cast<unsigned>(n)));
+  auto first = turn(d.socket(), A, words(n - 12, static_cast<std::uint64_t>(n)));
   if (!first) return first.error();
   out.history = first->usage.value("prompt_tokens", 0) + 1;
   for (int rep = -1; rep < env.reps; ++rep) {  // rep -1 warms up
@@ -210,7 +195,7 @@ Status measure_llama_server(const BenchEnv& env, const std::string& model, int n
     if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (!up) return Error(Errc::internal, "llama-server did not come up; see " + env.log_path);
-  auto done = post(sock, "/completion", {{"prompt", words(n - 12, static_cast<unsigned>(n))}, {"n_predict", 1},
+  auto done = post(sock, "/completion", {{"prompt", words(n - 12, static_cast<std::uint64_t>(n))}, {"n_predict", 1},
                                          {"cache_prompt", true}});
   if (!done) return done.error();
   auto saved = post(sock, "/slots/0?action=save", {{"filename", "a.bin"}});

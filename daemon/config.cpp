@@ -1,14 +1,14 @@
 // Configuration parsing (see config.h).
 #include "daemon/config.h"
 
-#include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include <boost/program_options.hpp>
+
+#include "daemon/service.h"
 
 namespace llmd::daemon {
 namespace po = boost::program_options;
@@ -96,13 +96,6 @@ Error bad(const std::string& key, const std::string& what) {
   return Error(Errc::invalid_argument, key + ": " + what);
 }
 
-bool name_ok(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  return std::all_of(s.begin(), s.end(), [](unsigned char ch) {
-    return std::isalnum(ch) || ch == '_' || ch == '-' || ch == '.';
-  });
-}
-
 }  // namespace
 
 Result<WeightEntry> parse_weight(const std::string& entry) {
@@ -114,9 +107,9 @@ Result<WeightEntry> parse_weight(const std::string& entry) {
   if (const auto slash = who.find('/'); slash != std::string::npos) {
     w.app = who.substr(slash + 1);
     who.resize(slash);
-    if (!name_ok(w.app)) return bad("weight", "'" + entry + "': the app name must be 1-64 of A-Z a-z 0-9 . _ -");
+    if (!valid_client_name(w.app)) return bad("weight", "'" + entry + "': the app name must be 1-64 of A-Z a-z 0-9 . _ -");
   }
-  if (!name_ok(who)) return bad("weight", "'" + entry + "': the user must be a user name or a uid");
+  if (!valid_client_name(who)) return bad("weight", "'" + entry + "': the user must be a user name or a uid");
   w.user = who;
   try {
     std::size_t used = 0;

@@ -154,7 +154,9 @@ void EngineWorker::take_incoming(std::deque<Job>& incoming) {
       continue;
     }
     const std::uint64_t id = job.id;
-    waiting_.emplace(id, Running{std::move(job)});
+    Running run;
+    run.job = std::move(job);
+    waiting_.emplace(id, std::move(run));
   }
   incoming.clear();
   sched_.forget_idle(kIdleClientsKept);

@@ -19,8 +19,8 @@
 // the prompt); with keep_resident=false as well, every job recomputes its whole history: the
 // baseline that the chunk restore is measured against.
 //
-// Thread-safety: submit(), forget_session(), request_stop(), join() and stats() may be called from
-// any thread; the callbacks run on the engine thread and must not block.
+// Thread-safety: submit(), forget_session(), request_stop(), join(), stats() and n_slots() may be
+// called from any thread; the callbacks run on the engine thread and must not block.
 #pragma once
 
 #include <atomic>
@@ -144,6 +144,7 @@ class EngineWorker {
   void request_stop(std::chrono::milliseconds grace);
   void join();
   WorkerStats stats() const;
+  std::uint32_t n_slots() const { return static_cast<std::uint32_t>(slots_.size()); }  // fixed at construction
 
  private:
   struct Slot {

@@ -1,6 +1,8 @@
 // The daemon's core API (see service.h).
 #include "daemon/service.h"
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -43,6 +45,12 @@ bool saved_finish(engine::FinishReason f) {
 }
 
 }  // namespace
+
+bool valid_client_name(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](unsigned char ch) {
+           return std::isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
+         });
+}
 
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value) {
   return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
@@ -96,6 +104,13 @@ std::uint64_t Service::stored_bytes_of(std::uint32_t uid) const {
   return n;
 }
 
+Status Service::check_stored_bytes(std::uint32_t uid) const {
+  const std::uint64_t bytes = stored_bytes_of(uid);
+  if (bytes < limits_.max_stored_bytes_per_user) return {};
+  return over_limit("uid " + std::to_string(uid) + "'s sessions hold " + std::to_string(bytes) + " bytes; delete some first",
+                    "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20);
+}
+
 std::uint32_t Service::in_flight_of(std::uint32_t uid) const {
   std::uint32_t n = 0;
   for (const auto& [id, f] : in_flight_) n += f.uid == uid ? 1 : 0;
@@ -110,11 +125,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
                                std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
                            "max-sessions-per-user", limits_.max_sessions_per_user));
   }
-  if (stored_bytes_of(caller.uid) >= limits_.max_stored_bytes_per_user) {
-    return done(over_limit("uid " + std::to_string(caller.uid) + "'s sessions hold " +
-                               std::to_string(stored_bytes_of(caller.uid)) + " bytes; delete some first",
-                           "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20));
-  }
+  if (auto st = check_stored_bytes(caller.uid); !st) return done(st.error());
   if (system_prompt && (system_prompt->size() > limits_.max_message_bytes || !engine::is_valid_utf8(*system_prompt))) {
     return done(Error(Errc::invalid_argument, "system_prompt must be valid UTF-8 of at most " +
                                                   std::to_string(limits_.max_message_bytes) + " bytes"));
@@ -220,15 +231,16 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
   if (in_flight_.size() >= limits_.max_in_flight) {
     return reject(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight));
   }
-  const std::uint32_t may_run = limits_.max_running_per_client != 0
-                                    ? limits_.max_running_per_client
-                                    : static_cast<std::uint32_t>(worker_.stats().slots.size());
+  const std::uint32_t may_run =
+      limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.n_slots();
   if (in_flight_of(caller.uid) >= may_run + limits_.max_queued_per_client) {
     return reject(over_limit("uid " + std::to_string(caller.uid) + " has " + std::to_string(in_flight_of(caller.uid)) +
                                  " requests running or queued; try again later",
                              "max-queued-per-client", limits_.max_queued_per_client));
   }
-  if (request.app.size() > 64) return reject(Error(Errc::invalid_argument, "app must be at most 64 bytes"));
+  if (!request.app.empty() && !valid_client_name(request.app)) {
+    return reject(Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -"));
+  }
   if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
     return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
                                                     std::to_string(max_session_tokens_) + ")"));
@@ -244,11 +256,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     if (!visible(caller, request.session_id)) return reject(no_session(request.session_id));
     IndexEntry& e = index_[request.session_id];
     if (e.busy) return reject(Error(Errc::busy, "session " + request.session_id + " is busy with another request"));
-    if (stored_bytes_of(e.uid) >= limits_.max_stored_bytes_per_user) {
-      return reject(over_limit("uid " + std::to_string(e.uid) + "'s sessions hold " +
-                                   std::to_string(stored_bytes_of(e.uid)) + " bytes; delete some first",
-                               "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20));
-    }
+    if (auto st = check_stored_bytes(e.uid); !st) return reject(st.error());
     request.app = e.app;
     if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
     e.busy = true;

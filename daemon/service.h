@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -72,7 +73,8 @@ struct TurnRequest {
   std::vector<engine::ChatMessage> messages;  // chat
   std::string prompt;                         // completion
   engine::GenerateParams params;
-  std::string app;  // the app the caller declared (chat, completion); a session turn uses the session's
+  std::string app;  // the app the caller declared (chat, completion; valid_client_name); a session
+                    // turn uses the session's
   scheduler::Priority priority = scheduler::Priority::interactive;
 };
 
@@ -177,6 +179,7 @@ class Service {
   bool visible(const Caller& caller, const std::string& id) const;
   std::uint32_t sessions_of(std::uint32_t uid) const;
   std::uint64_t stored_bytes_of(std::uint32_t uid) const;
+  Status check_stored_bytes(std::uint32_t uid) const;  // resource_exhausted at max-stored-mib-per-user
   std::uint32_t in_flight_of(std::uint32_t uid) const;
   Result<Prepared> prepare(const TurnRequest& request);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
@@ -202,6 +205,10 @@ class Service {
   std::function<void()> on_idle_;
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
 };
+
+// A name a client may declare for its app in a request, or a weight entry names: 1-64 of
+// A-Z a-z 0-9 . _ -.
+bool valid_client_name(std::string_view name);
 
 // A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);

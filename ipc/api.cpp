@@ -77,6 +77,45 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
           {"last_error", s.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.last_error)}};
 }
 
+
+// The scheduler's clients: all of them for admins, the caller's own for everyone else.
+nlohmann::json scheduler_json(const daemon::WorkerStats& w, const daemon::Caller& caller) {
+  nlohmann::json clients = nlohmann::json::array();
+  for (const auto& c : w.clients) {
+    const std::string& id = c.view.client;
+    const auto slash = id.find('/');
+    const std::string uid_text = id.substr(0, slash);
+    std::uint32_t uid = 0;
+    const bool numeric = !uid_text.empty() && std::all_of(uid_text.begin(), uid_text.end(), [](unsigned char ch) {
+      return std::isdigit(ch);
+    });
+    if (numeric) uid = static_cast<std::uint32_t>(std::stoul(uid_text));
+    if (!caller.admin && (!numeric || uid != caller.uid)) continue;
+    nlohmann::json j = {{"client", id},
+                        {"uid", numeric ? nlohmann::json(uid) : nlohmann::json(nullptr)},
+                        {"app", slash == std::string::npos ? nlohmann::json(nullptr) : nlohmann::json(id.substr(slash + 1))},
+                        {"weight", c.view.weight},
+                        {"counter", c.view.counter},
+                        {"queued", c.view.queued},
+                        {"running", c.view.running},
+                        {"input_tokens", c.view.input_tokens},
+                        {"output_tokens", c.view.output_tokens},
+                        {"swap_tokens", c.view.swap_tokens},
+                        {"service", c.view.service},
+                        {"preempted", c.view.preempted},
+                        {"tokens_per_s", c.tokens_per_s},
+                        {"share", c.share}};
+    if (numeric) {
+      struct passwd pw {};
+      struct passwd* found = nullptr;
+      std::array<char, 4096> buf{};
+      if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) j["user"] = found->pw_name;
+    }
+    clients.push_back(std::move(j));
+  }
+  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"clients", clients}};
+}
+
 }  // namespace
 
 nlohmann::json timings_json(const daemon::Timings& t, std::int32_t completion_tokens) {
@@ -207,44 +246,6 @@ void Api::models(const HttpRequest&, Responder& r) {
                         {"n_vocab", i.n_vocab},
                         {"file_type", i.file_type}}}};
   reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({m})}});
-}
-
-// The scheduler's clients: all of them for admins, the caller's own for everyone else.
-static nlohmann::json scheduler_json(const daemon::WorkerStats& w, const daemon::Caller& caller) {
-  nlohmann::json clients = nlohmann::json::array();
-  for (const auto& c : w.clients) {
-    const std::string& id = c.view.client;
-    const auto slash = id.find('/');
-    const std::string uid_text = id.substr(0, slash);
-    std::uint32_t uid = 0;
-    const bool numeric = !uid_text.empty() && std::all_of(uid_text.begin(), uid_text.end(), [](unsigned char ch) {
-      return std::isdigit(ch);
-    });
-    if (numeric) uid = static_cast<std::uint32_t>(std::stoul(uid_text));
-    if (!caller.admin && (!numeric || uid != caller.uid)) continue;
-    nlohmann::json j = {{"client", id},
-                        {"uid", numeric ? nlohmann::json(uid) : nlohmann::json(nullptr)},
-                        {"app", slash == std::string::npos ? nlohmann::json(nullptr) : nlohmann::json(id.substr(slash + 1))},
-                        {"weight", c.view.weight},
-                        {"counter", c.view.counter},
-                        {"queued", c.view.queued},
-                        {"running", c.view.running},
-                        {"input_tokens", c.view.input_tokens},
-                        {"output_tokens", c.view.output_tokens},
-                        {"swap_tokens", c.view.swap_tokens},
-                        {"service", c.view.service},
-                        {"preempted", c.view.preempted},
-                        {"tokens_per_s", c.tokens_per_s},
-                        {"share", c.share}};
-    if (numeric) {
-      struct passwd pw {};
-      struct passwd* found = nullptr;
-      std::array<char, 4096> buf{};
-      if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) j["user"] = found->pw_name;
-    }
-    clients.push_back(std::move(j));
-  }
-  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"clients", clients}};
 }
 
 void Api::status(const HttpRequest& req, Responder& r) {

@@ -1,8 +1,6 @@
 // The generating endpoints: /v1/completions, /v1/chat/completions, /v1/sessions/{id}/messages
 // (see api.h). One turn, streamed as Server-Sent Events or answered whole.
-#include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <chrono>
 
 #include "daemon/engine/utf8.h"
@@ -55,14 +53,7 @@ Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, d
   }
   auto app = opt_string(body, "app");
   if (!app) return app.error();
-  if (*app) {
-    const std::string& a = **app;
-    const bool ok = !a.empty() && a.size() <= 64 && std::all_of(a.begin(), a.end(), [](unsigned char ch) {
-                      return std::isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
-                    });
-    if (!ok) return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -");
-    turn.app = a;
-  }
+  if (*app) turn.app = std::move(**app);  // checked by Service::start_turn
   return opt_bool(body, "stream");
 }
 

@@ -26,7 +26,9 @@ class ServiceHarness {
     auto store = kvstore::SessionStore::open(db_path);
     EXPECT_TRUE(store) << store.error().to_string();
     store_ = std::move(*store);
-    worker_ = std::make_unique<daemon::EngineWorker>(*ctx_, tok_, daemon::WorkerOptions{keep_resident});
+    daemon::WorkerOptions options;
+    options.keep_resident = keep_resident;
+    worker_ = std::make_unique<daemon::EngineWorker>(*ctx_, tok_, std::move(options));
     storage_ = std::make_unique<daemon::TaskThread>("test-storage");
     service_ = std::make_unique<daemon::Service>(io_, model_, tok_, ctx_->max_seq_len(), *worker_, *storage_, *store_,
                                                  daemon::ServiceLimits{});

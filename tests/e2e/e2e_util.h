@@ -1,9 +1,19 @@
 // Request helpers for the end-to-end tests.
 #pragma once
 
+#include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -66,5 +76,75 @@ inline Streamed stream(const client::HttpClient& c, const std::string& path, nlo
 }
 
 inline nlohmann::json greedy_body(int max_tokens) { return {{"max_tokens", max_tokens}, {"temperature", 0}}; }
+
+// A connection to the socket, or -1.
+inline int connect_to(const std::string& sock) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Everything the server sends until it closes (or `limit_ms` passes with nothing more).
+inline std::string read_all(int fd, int limit_ms = 30000) {
+  std::string out;
+  char buf[4096];
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, limit_ms) <= 0) break;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+// Connects, sends `request` as is, returns everything the server sends until it closes (the raw
+// answer, headers included: the test client does not expose headers).
+inline std::string raw_exchange(const std::string& sock, const std::string& request) {
+  const int fd = connect_to(sock);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return {};
+  EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  const std::string resp = read_all(fd);
+  ::close(fd);
+  return resp;
+}
+
+// Runs fn in a child process with the given uid/gid (real kernel credentials); returns its pid.
+inline pid_t spawn_as(uid_t uid, gid_t gid, const std::function<int()>& fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(100);
+    _exit(fn());
+  }
+  return pid;
+}
+
+// The child's exit code (200 if it did not exit normally).
+inline int wait_child(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+// Each set of llmd arguments is refused by --check-config with exit code 2 and a message naming
+// the key.
+inline void expect_refused_naming_the_key(
+    const std::vector<std::pair<std::vector<std::string>, std::string>>& cases) {
+  for (const auto& [args, key] : cases) {
+    std::vector<std::string> argv = {llmd_binary(), "--config", "/dev/null", "--model", stories_path()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--check-config");
+    const auto r = run_program(argv);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1];
+    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
+  }
+}
 
 }  // namespace llmd::test

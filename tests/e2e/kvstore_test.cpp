@@ -351,14 +351,7 @@ TEST(KvConfig, BadKvSettingsAreRefusedNamingTheKey) {
       {{"--kv-target-ratio", "0"}, "kv-target-ratio"},
       {{"--restore", "magic"}, "restore"},
   };
-  for (const auto& [args, key] : cases) {
-    std::vector<std::string> argv = {llmd_binary(), "--config", "/dev/null", "--model", stories_path()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.push_back("--check-config");
-    const auto r = run_program(argv);
-    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1];
-    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
-  }
+  expect_refused_naming_the_key(cases);
 }
 
 // llmctl shows where KV lives: per tier in `status`, per session in `sessions show`.

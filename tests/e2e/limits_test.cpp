@@ -1,52 +1,8 @@
 // Bad input against the real daemon: each gets a clear error, never a crash, hang or lost data.
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <cstring>
-
 #include "tests/e2e/e2e_util.h"
 
 namespace llmd::test {
 namespace {
-
-int connect_to(const std::string& sock) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Everything the server sends until it closes (or `limit_ms` passes with nothing more).
-std::string read_all(int fd, int limit_ms = 30000) {
-  std::string out;
-  char buf[4096];
-  while (true) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, limit_ms) <= 0) break;
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-// Connects, sends `request` as is, returns everything the server sends until it closes.
-std::string raw_exchange(const std::string& sock, const std::string& request) {
-  const int fd = connect_to(sock);
-  EXPECT_GE(fd, 0);
-  if (fd < 0) return {};
-  EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-  const std::string resp = read_all(fd);
-  ::close(fd);
-  return resp;
-}
 
 unsigned status_of(const std::string& response) {
   if (response.rfind("HTTP/1.1 ", 0) != 0) return 0;

@@ -2,38 +2,15 @@
 // different uids (forked children that drop privileges) share the model as the policy says;
 // preempted generations resume with exactly the output they have uninterrupted; per-uid limits
 // answer 429 naming the limit.
-#include <grp.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cstring>
-#include <functional>
+#include <cstdio>
 #include <thread>
 
 #include "tests/e2e/e2e_util.h"
 
 namespace llmd::test {
 namespace {
-
-// Runs fn in a child process with the given uid (real kernel credentials); returns its pid.
-pid_t spawn_as(uid_t uid, const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) _exit(100);
-    _exit(fn());
-  }
-  return pid;
-}
-
-int wait_child(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
-}
 
 nlohmann::json completion(int max_tokens, const std::string& prompt) {
   nlohmann::json b = greedy_body(max_tokens);
@@ -71,7 +48,7 @@ Spread run_four_uids(const std::string& policy) {
   for (uid_t uid : {4301u, 4302u, 4303u, 4304u}) {
     const int depth = uid == 4301 ? 4 : 2;
     const int tokens = uid == 4301 ? 120 : 12;
-    children.push_back(spawn_as(uid, [=] {
+    children.push_back(spawn_as(uid, uid, [=] {
       std::vector<std::thread> threads;
       std::atomic<int> failures{0};
       for (int t = 0; t < depth; ++t) {
@@ -211,28 +188,6 @@ TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
 
 INSTANTIATE_TEST_SUITE_P(Restore, SchedulerPreemption, ::testing::Values("chunks", "recompute"));
 
-// One raw HTTP exchange (the test client does not expose headers).
-std::string raw_exchange(const std::string& sock, const std::string& method, const std::string& path,
-                         const std::string& body) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return {};
-  }
-  const std::string req = method + " " + path + " HTTP/1.1\r\nHost: llmd\r\nContent-Type: application/json\r\n" +
-                          "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  return out;
-}
-
 TEST(SchedulerLimits, OverALimitIs429NamingIt) {
   DaemonOptions o;
   o.args = {"--slots", "1", "--max-queued-per-client", "1", "--max-prompt-tokens", "40", "--max-sessions-per-user", "2"};
@@ -243,7 +198,10 @@ TEST(SchedulerLimits, OverALimitIs429NamingIt) {
   // A prompt over max-prompt-tokens: 429, Retry-After, the limit named.
   std::string long_prompt;
   for (int i = 0; i < 30; ++i) long_prompt += "Once upon a time ";
-  const auto raw = raw_exchange(d.socket(), "POST", "/v1/completions", completion(4, long_prompt).dump());
+  const std::string request = completion(4, long_prompt).dump();
+  const auto raw = raw_exchange(d.socket(), "POST /v1/completions HTTP/1.1\r\nHost: llmd\r\nContent-Type: "
+                                            "application/json\r\nContent-Length: " + std::to_string(request.size()) +
+                                            "\r\nConnection: close\r\n\r\n" + request);
   EXPECT_EQ(raw.rfind("HTTP/1.1 429", 0), 0u) << raw;
   EXPECT_NE(raw.find("Retry-After:"), std::string::npos) << raw;
   const auto body = nlohmann::json::parse(raw.substr(raw.find("\r\n\r\n") + 4), nullptr, false);
@@ -268,7 +226,7 @@ TEST(SchedulerLimits, OverALimitIs429NamingIt) {
   EXPECT_EQ(third.status, 429u) << third.raw;
   EXPECT_EQ(third.body["error"]["param"], "max-queued-per-client") << third.raw;
   const std::string sock = d.socket();
-  const pid_t other = spawn_as(4401, [&] {
+  const pid_t other = spawn_as(4401, 4401, [&] {
     client::HttpClient oc(sock);
     auto r = oc.request("POST", "/v1/completions", completion(4, "Hi").dump());
     return r && r->status == 200 ? 0 : 1;
@@ -317,14 +275,7 @@ TEST(SchedulerConfig, BadSchedulerSettingsAreRefusedNamingTheKey) {
       {{"--max-queued-per-client", "0"}, "max-queued-per-client"},
       {{"--max-stored-mib-per-user", "0"}, "max-stored-mib-per-user"},
   };
-  for (const auto& [args, key] : cases) {
-    std::vector<std::string> argv = {llmd_binary(), "--config", "/dev/null", "--model", stories_path()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.push_back("--check-config");
-    const auto r = run_program(argv);
-    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << args[1];
-    EXPECT_NE(r.err.find(key), std::string::npos) << r.err;
-  }
+  expect_refused_naming_the_key(cases);
   // Good ones pass, and are shown.
   const auto ok = run_program({llmd_binary(), "--config", "/dev/null", "--model", stories_path(), "--scheduler", "fifo",
                                "--weight", "root=2", "--weight", "1000/editor=0.5", "--check-config"});

@@ -156,16 +156,7 @@ TEST(DaemonRestart, SigtermDuringAStreamEndsItCleanly) {
 }
 
 // Runs fn in a child process with the given uid/gid (real kernel credentials); returns its exit code.
-int as_user(uid_t uid, gid_t gid, const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(100);
-    _exit(fn());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
-}
+int as_user(uid_t uid, gid_t gid, const std::function<int()>& fn) { return wait_child(spawn_as(uid, gid, fn)); }
 
 TEST(DaemonOwnership, OtherUidsCannotSeeOrTouchASession) {
   DaemonProcess d(scratch_dir());
@@ -215,12 +206,12 @@ TEST(DaemonOwnership, OtherUidsCannotSeeOrTouchASession) {
 
 // Connects, sends a request, returns the socket (the caller reads or closes it).
 int send_raw(const std::string& sock, const std::string& request) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
-  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) return -1;
+  const int fd = connect_to(sock);
+  if (fd < 0) return -1;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return -1;
+  }
   return fd;
 }
 
