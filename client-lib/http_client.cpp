@@ -3,12 +3,10 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -23,11 +21,6 @@ namespace http = boost::beast::http;
 
 namespace {
 
-bool is_socket(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
@@ -41,17 +34,6 @@ class Fd {
 };
 
 }  // namespace
-
-std::string default_socket_path() {
-  if (const char* e = std::getenv("LLMD_SOCKET"); e != nullptr && *e != '\0') return e;
-  const std::string system_path = "/run/llmd/llmd.sock";
-  if (is_socket(system_path)) return system_path;
-  if (const char* rt = std::getenv("XDG_RUNTIME_DIR"); rt != nullptr && *rt != '\0') {
-    const std::string user_path = std::string(rt) + "/llmd/llmd.sock";
-    if (is_socket(user_path)) return user_path;
-  }
-  return system_path;
-}
 
 Result<Response> HttpClient::request(std::string_view method, std::string_view target, std::string_view body,
                                      const std::function<bool(const std::string&)>& on_event) {
@@ -139,6 +121,10 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
       const std::size_t used = parser.put(boost::asio::buffer(pending), ec);
       pending.erase(0, used);
     } else if (eof) {
+      if (!parser.got_some()) {  // Beast's put_eof wants at least one byte first
+        if (send_error) return *send_error;
+        return Error(Errc::io_error, "llmd closed the connection without answering");
+      }
       parser.put_eof(ec);
       if (!ec && !parser.is_done()) {
         if (send_error) return *send_error;

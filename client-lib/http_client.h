@@ -1,5 +1,5 @@
-// A small blocking HTTP/1.1 client for llmd's Unix socket, used by llmctl and the tests (the C
-// library libllmclient will build on it). One request per connection. Responses are read with
+// A small blocking HTTP/1.1 client for llmd's Unix socket, used by the tests and the benchmarks
+// (programs use libllmclient: include/llmclient/llmclient.h). One request per connection. Responses are read with
 // Beast's parser; an event-stream body is handed over event by event as it arrives.
 //
 // Every wait can be interrupted: set the flag given to the client (e.g. from a SIGINT handler)
@@ -15,13 +15,10 @@
 #include <string>
 #include <string_view>
 
+#include "client-lib/socket_path.h"
 #include "common/result.h"
 
 namespace llmd::client {
-
-// $LLMD_SOCKET; else /run/llmd/llmd.sock if it exists; else $XDG_RUNTIME_DIR/llmd/llmd.sock if it
-// exists; else /run/llmd/llmd.sock.
-std::string default_socket_path();
 
 struct Response {
   unsigned status = 0;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -59,6 +60,7 @@ App::App(Config config, std::vector<std::string> argv) : config_(std::move(confi
 
 App::~App() {
   // Tear down in dependency order; the threads are already stopped after a normal run().
+  dbus_.reset();
   server_.reset();
   api_.reset();
   if (worker_) worker_->request_stop(std::chrono::milliseconds(0));
@@ -211,12 +213,34 @@ Status App::start() {
     listening_on_ = config_.socket;
   }
   worker_->start();
+  start_dbus(admin_gid);
   if (auto wd = watchdog_interval()) {
     watchdog_ = std::make_unique<Watchdog>(io_, *wd);
     watchdog_->start();
     spdlog::info("watchdog: pinging every {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(*wd).count() / 2);
   }
   return {};
+}
+
+// D-Bus is optional at run time: a bus that cannot be reached, or a name llmd may not own, is a
+// warning, and the socket keeps serving.
+void App::start_dbus(std::optional<std::uint32_t> admin_gid) {
+  const auto bus = ipc::resolve_bus(config_.bus, std::getenv("DBUS_SESSION_BUS_ADDRESS"));
+  if (!bus) {
+    spdlog::info("D-Bus: off (bus = none)");
+    return;
+  }
+  ipc::DbusEvents events;
+  events.serving = [](const std::string& what) { spdlog::info("D-Bus: serving {}", what); };
+  events.unavailable = [](const std::string& why) {
+    spdlog::warn("D-Bus: {}; D-Bus is off until llmd restarts, the socket keeps serving", why);
+  };
+  dbus_ = std::make_unique<ipc::DbusApi>(io_, *service_, *api_, ipc::DbusConfig{kVersion, admin_gid},
+                                         std::move(events));
+  if (auto st = dbus_->start(*bus); !st) {
+    spdlog::warn("D-Bus: {}; llmd serves the socket only", st.error().message());
+    dbus_.reset();
+  }
 }
 
 int App::run() {
@@ -273,6 +297,7 @@ void App::begin_stop() {
   stopping_ = true;
   notify("STOPPING=1\nSTATUS=stopping");
   server_->stop_accepting();
+  if (dbus_) dbus_->stop_accepting();
   if (watchdog_) watchdog_->stop();
   const auto grace = std::chrono::milliseconds(config_.shutdown_timeout_ms);
   service_->begin_shutdown(grace, [this] {
@@ -282,7 +307,9 @@ void App::begin_stop() {
 }
 
 void App::drain_then_stop(std::chrono::steady_clock::time_point deadline) {
-  if (server_->responding() == 0 || std::chrono::steady_clock::now() >= deadline) {
+  const bool drained = server_->responding() == 0 && (!dbus_ || dbus_->flushed());
+  if (drained || std::chrono::steady_clock::now() >= deadline) {
+    if (dbus_) dbus_->close();  // leaves the bus (releasing the name) before the io_context stops
     io_.stop();
     return;
   }
@@ -304,6 +331,7 @@ void App::reload() {
   std::vector<std::string> restart;
   if (n.model != config_.model) restart.push_back("model");
   if (n.socket != config_.socket) restart.push_back("socket");
+  if (n.bus != config_.bus) restart.push_back("bus");
   if (n.state_dir != config_.state_dir) restart.push_back("state-dir");
   if (n.threads != config_.threads || n.slots != config_.slots || n.ctx != config_.ctx || n.batch != config_.batch ||
       n.flash_attn != config_.flash_attn || n.kv_type != config_.kv_type || n.keep_resident != config_.keep_resident ||
@@ -320,6 +348,7 @@ void App::reload() {
   Config next = n;
   next.model = config_.model;
   next.socket = config_.socket;
+  next.bus = config_.bus;
   next.state_dir = config_.state_dir;
   next.threads = config_.threads;
   next.slots = config_.slots;

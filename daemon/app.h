@@ -1,5 +1,6 @@
-// The running daemon: builds every part from the Config, wires them, runs the io thread, handles
-// signals (SIGTERM/SIGINT: graceful stop; SIGHUP: reload what can be reloaded) and tears down.
+// The running daemon: builds every part from the Config, wires them (the socket's HTTP API and,
+// where a bus is reachable, the D-Bus service), runs the io thread, handles signals
+// (SIGTERM/SIGINT: graceful stop; SIGHUP: reload what can be reloaded) and tears down.
 #pragma once
 
 #include <map>
@@ -21,6 +22,7 @@
 #include "daemon/systemd.h"
 #include "daemon/task_thread.h"
 #include "ipc/api.h"
+#include "ipc/dbus_api.h"
 #include "ipc/http_server.h"
 #include "kvstore/session_store.h"
 
@@ -37,6 +39,7 @@ class App {
 
  private:
   Status start();
+  void start_dbus(std::optional<std::uint32_t> admin_gid);
   void wait_for_signal();
   void on_signal(int signo);
   void reload();
@@ -61,6 +64,7 @@ class App {
   std::unique_ptr<Service> service_;
   std::unique_ptr<ipc::Api> api_;
   std::unique_ptr<ipc::HttpServer> server_;
+  std::unique_ptr<ipc::DbusApi> dbus_;  // null with bus = none, or when the bus cannot be reached
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
   std::string listening_on_;

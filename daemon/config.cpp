@@ -20,6 +20,10 @@ po::options_description settings(Config& c) {
   d.add_options()
       ("model", po::value(&c.model), "GGUF model file to serve")
       ("socket", po::value(&c.socket)->default_value(c.socket), "Unix socket to bind (unless socket-activated)")
+      ("bus", po::value(&c.bus)->default_value(c.bus),
+       "D-Bus service org.llmd.LLM1 on: system, session, a bus address (unix:path=...), none; auto: the "
+       "session bus if DBUS_SESSION_BUS_ADDRESS is set, else the system bus. A bus that cannot be reached "
+       "leaves the socket serving alone")
       ("state-dir", po::value(&c.state_dir)->default_value(c.state_dir), "directory for sessions.db")
       ("threads", po::value(&c.threads)->default_value(c.threads), "inference threads (0: one per CPU)")
       ("slots", po::value(&c.slots)->default_value(c.slots), "sessions resident in the context at once")
@@ -128,6 +132,11 @@ Status validate(const Config& c) {
                  "no model configured: pass --model PATH, set LLMD_MODEL, or set model = PATH in " + c.config_file);
   }
   if (c.socket.empty()) return bad("socket", "must not be empty");
+  if (c.bus != "system" && c.bus != "session" && c.bus != "none" && c.bus != "auto" &&
+      (c.bus.find(':') == std::string::npos || c.bus.find(':') == 0)) {
+    return bad("bus",
+               "must be system, session, auto, none or a D-Bus address such as unix:path=/run/dbus/system_bus_socket");
+  }
   if (c.state_dir.empty()) return bad("state-dir", "must not be empty");
   if (c.threads < 0 || c.threads > 512) return bad("threads", "must be between 0 and 512");
   if (c.slots < 1 || c.slots > 256) return bad("slots", "must be between 1 and 256");
@@ -188,7 +197,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
     if (vm.count("help")) {
       std::ostringstream h;
       h << "usage: llmd [--config FILE] [--model PATH] [--socket PATH] [--state-dir DIR] [options]\n"
-           "llmd serves one language model to every app on the machine over a Unix socket.\n\n"
+           "llmd serves one language model to every app on the machine over a Unix socket and D-Bus.\n\n"
         << cmds << "\n" << s;
       out.help = h.str();
       out.action = Action::help;
@@ -228,7 +237,7 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
 
 std::string describe(const Config& c) {
   std::ostringstream o;
-  o << "model = " << c.model << "\nsocket = " << c.socket << "\nstate-dir = " << c.state_dir
+  o << "model = " << c.model << "\nsocket = " << c.socket << "\nbus = " << c.bus << "\nstate-dir = " << c.state_dir
     << "\nthreads = " << c.threads << "\nslots = " << c.slots << "\nctx = " << c.ctx << "\nbatch = " << c.batch
     << "\nflash-attn = " << c.flash_attn << "\nkv-type = " << c.kv_type << "\nrestore = " << c.restore
     << "\nchunk-tokens = " << c.chunk_tokens << "\nkv-ram-mib = " << c.kv_ram_mib << "\nkv-disk-mib = " << c.kv_disk_mib

@@ -19,6 +19,7 @@ struct Config {
   std::string config_file = kDefaultConfigFile;
   std::string model;
   std::string socket = "/run/llmd/llmd.sock";
+  std::string bus = "auto";            // D-Bus: system | session | ADDRESS | none | auto
   std::string state_dir = "/var/lib/llmd";
   std::int32_t threads = 0;            // 0: one per CPU
   std::uint32_t slots = 4;

@@ -52,6 +52,20 @@ bool valid_client_name(std::string_view name) {
          });
 }
 
+Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const std::vector<std::uint32_t>& groups,
+                   std::optional<std::uint32_t> admin_gid) {
+  Caller c;
+  c.uid = uid;
+  c.gid = gid;
+  c.pid = pid;
+  c.admin = uid == 0;
+  if (admin_gid) {
+    const std::uint32_t g = *admin_gid;
+    c.admin = c.admin || (gid != kNoGid && gid == g) || std::find(groups.begin(), groups.end(), g) != groups.end();
+  }
+  return c;
+}
+
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value) {
   return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
 }
@@ -267,6 +281,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
              request.kind == TurnRequest::Kind::session_message ? request.session_id : std::string(), false, caller.uid,
              std::move(client)};
   in_flight_.emplace(id, std::move(f));
+  if (in_flight_observer_) in_flight_observer_();
   storage_.post([this, id, request = std::move(request)]() mutable {
     auto prep = prepare(request);
     asio::post(io_, [this, id, request = std::move(request), prep = std::move(prep)]() mutable {
@@ -428,6 +443,7 @@ void Service::drop(RequestId id) {
     if (s != index_.end()) s->second.busy = false;
   }
   in_flight_.erase(it);
+  if (in_flight_observer_) in_flight_observer_();
   check_idle();
 }
 

@@ -1,4 +1,4 @@
-// The daemon's core API, used by the IPC front ends (HTTP now, D-Bus later): sessions, generation
+// The daemon's core API, used by the IPC front ends (HTTP, D-Bus): sessions, generation
 // turns, cancellation, status. It runs on the io thread and never blocks it: disk work and prompt
 // formatting go to the storage thread, inference to the engine thread, and results come back to
 // the io thread through the io_context.
@@ -41,10 +41,18 @@ namespace llmd::daemon {
 
 struct Caller {
   std::uint32_t uid = 0;
-  std::uint32_t gid = 0;
+  std::uint32_t gid = 0;  // primary group; kNoGid where the transport reports only the set of groups (D-Bus)
   std::int32_t pid = 0;
   bool admin = false;  // root or a member of llmd-admin
 };
+
+inline constexpr std::uint32_t kNoGid = 0xFFFFFFFF;  // (gid_t)-1
+
+// The caller a front end serves, from the kernel credentials its transport reports (never from a
+// request's body): admin if uid is 0, or if admin_gid (the llmd-admin group, when it exists) is
+// its gid or one of its groups. Every front end decides ownership with this one rule.
+Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const std::vector<std::uint32_t>& groups,
+                   std::optional<std::uint32_t> admin_gid);
 
 struct SessionInfo {
   std::string id;
@@ -151,10 +159,14 @@ class Service {
   void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
 
   ServiceStatus status() const;
+  // Called (on the io thread) whenever the number of turns in flight changes: a front end that
+  // publishes it (the D-Bus ActiveSessions property) reads status().in_flight then.
+  void set_in_flight_observer(std::function<void()> observer) { in_flight_observer_ = std::move(observer); }
   std::optional<std::uint32_t> session_owner(const std::string& id) const;
   const ServiceLimits& limits() const { return limits_; }
   void set_limits(const ServiceLimits& limits) { limits_ = limits; }
   std::uint32_t max_session_tokens() const { return max_session_tokens_; }
+  std::uint32_t slots() const { return worker_.n_slots(); }  // fixed at construction
 
  private:
   struct IndexEntry {
@@ -203,6 +215,7 @@ class Service {
   RequestId next_id_ = 0;
   bool shutting_down_ = false;
   std::function<void()> on_idle_;
+  std::function<void()> in_flight_observer_;
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
 };
 

@@ -175,16 +175,7 @@ Api::Api(daemon::Service& service, const engine::Model& model, ApiConfig config)
 }
 
 daemon::Caller Api::caller_of(const PeerCredentials& peer) const {
-  daemon::Caller c;
-  c.uid = peer.uid;
-  c.gid = peer.gid;
-  c.pid = peer.pid;
-  c.admin = peer.uid == 0;
-  if (config_.admin_gid) {
-    const std::uint32_t g = *config_.admin_gid;
-    c.admin = c.admin || peer.gid == g || std::find(peer.groups.begin(), peer.groups.end(), g) != peer.groups.end();
-  }
-  return c;
+  return daemon::caller_from(peer.uid, peer.gid, peer.pid, peer.groups, config_.admin_gid);
 }
 
 void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
@@ -248,8 +239,9 @@ void Api::models(const HttpRequest&, Responder& r) {
   reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({m})}});
 }
 
-void Api::status(const HttpRequest& req, Responder& r) {
-  const daemon::Caller caller = caller_of(req.peer);
+void Api::status(const HttpRequest& req, Responder& r) { reply_json(r, 200, status_json(caller_of(req.peer))); }
+
+nlohmann::json Api::status_json(const daemon::Caller& caller) const {
   const auto st = service_.status();
   const auto& i = model_.info();
   nlohmann::json slots = nlohmann::json::array();
@@ -263,37 +255,36 @@ void Api::status(const HttpRequest& req, Responder& r) {
                      {"session", show ? nlohmann::json(s.session_id) : nlohmann::json(nullptr)}});
   }
   const auto& lim = service_.limits();
-  reply_json(r, 200,
-             {{"version", config_.version},
-              {"status", st.shutting_down ? "stopping" : "ok"},
-              {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
-              {"caller", {{"uid", caller.uid}, {"admin", caller.admin}}},
-              {"model",
-               {{"id", model_id_},
-                {"path", i.path},
-                {"architecture", i.architecture},
-                {"description", i.description},
-                {"n_layer", i.n_layer},
-                {"n_ctx_train", i.n_ctx_train},
-                {"n_vocab", i.n_vocab},
-                {"kv_bytes_per_token", i.kv_bytes_per_token_f16},
-                {"chat_template", i.has_chat_template ? "model" : "chatml (fallback)"}}},
-              {"context", {{"max_session_tokens", service_.max_session_tokens()}, {"slots", st.worker.slots.size()}}},
-              {"slots", slots},
-              {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
-              {"sessions", {{"total", st.sessions}}},
-              {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
-              {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
-              {"scheduler", scheduler_json(st.worker, caller)},
-              {"limits",
-               {{"max_sessions_per_user", lim.max_sessions_per_user},
-                {"max_stored_bytes_per_user", lim.max_stored_bytes_per_user},
-                {"max_queued_per_client", lim.max_queued_per_client},
-                {"max_running_per_client", lim.max_running_per_client},
-                {"max_prompt_tokens", lim.max_prompt_tokens},
-                {"max_message_bytes", lim.max_message_bytes},
-                {"max_in_flight", lim.max_in_flight},
-                {"default_max_tokens", lim.default_max_tokens}}}});
+  return {{"version", config_.version},
+          {"status", st.shutting_down ? "stopping" : "ok"},
+          {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
+          {"caller", {{"uid", caller.uid}, {"admin", caller.admin}}},
+          {"model",
+           {{"id", model_id_},
+            {"path", i.path},
+            {"architecture", i.architecture},
+            {"description", i.description},
+            {"n_layer", i.n_layer},
+            {"n_ctx_train", i.n_ctx_train},
+            {"n_vocab", i.n_vocab},
+            {"kv_bytes_per_token", i.kv_bytes_per_token_f16},
+            {"chat_template", i.has_chat_template ? "model" : "chatml (fallback)"}}},
+          {"context", {{"max_session_tokens", service_.max_session_tokens()}, {"slots", st.worker.slots.size()}}},
+          {"slots", slots},
+          {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
+          {"sessions", {{"total", st.sessions}}},
+          {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
+          {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
+          {"scheduler", scheduler_json(st.worker, caller)},
+          {"limits",
+           {{"max_sessions_per_user", lim.max_sessions_per_user},
+            {"max_stored_bytes_per_user", lim.max_stored_bytes_per_user},
+            {"max_queued_per_client", lim.max_queued_per_client},
+            {"max_running_per_client", lim.max_running_per_client},
+            {"max_prompt_tokens", lim.max_prompt_tokens},
+            {"max_message_bytes", lim.max_message_bytes},
+            {"max_in_flight", lim.max_in_flight},
+            {"default_max_tokens", lim.default_max_tokens}}}};
 }
 
 }  // namespace llmd::ipc

@@ -58,6 +58,10 @@ class Api {
   // The name clients see in "model" fields (the GGUF's general.name, else the file name).
   const std::string& model_id() const { return model_id_; }
 
+  // The body of GET /v1/status as `caller` sees it (other uids' session ids and scheduler clients
+  // are hidden from non-admins). Every front end's status call answers this.
+  nlohmann::json status_json(const daemon::Caller& caller) const;
+
  private:
   daemon::Caller caller_of(const PeerCredentials& peer) const;
 

@@ -7,6 +7,7 @@
 #include "ipc/api.h"
 #include "ipc/api_errors.h"
 #include "ipc/json_fields.h"
+#include "ipc/turn_options.h"
 
 namespace llmd::ipc {
 namespace {
@@ -40,20 +41,7 @@ Result<std::string> content_text(const nlohmann::json& content) {
 }  // namespace
 
 Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const {
-  turn.params.max_tokens = service_.limits().default_max_tokens;
-  LLMD_TRY_STATUS(read_generate_params(body, static_cast<std::int32_t>(service_.max_session_tokens()), turn.params));
-  auto priority = opt_string(body, "priority");
-  if (!priority) return priority.error();
-  if (*priority) {
-    if (**priority == "background") {
-      turn.priority = scheduler::Priority::background;
-    } else if (**priority != "interactive") {
-      return Error(Errc::invalid_argument, "priority must be \"interactive\" or \"background\"");
-    }
-  }
-  auto app = opt_string(body, "app");
-  if (!app) return app.error();
-  if (*app) turn.app = std::move(**app);  // checked by Service::start_turn
+  LLMD_TRY_STATUS(ipc::read_turn_options(body, service_.limits(), service_.max_session_tokens(), turn));
   return opt_bool(body, "stream");
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -15,21 +16,23 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client-lib/http_client.h"
 #include "client-lib/tools/llmctl_top.h"
+#include "llmclient/llmclient.hpp"
 
 namespace {
 
-using llmd::Errc;
-using llmd::client::HttpClient;
-using llmd::client::Response;
 using nlohmann::json;
 
 constexpr int kOk = 0, kFailed = 1, kUsage = 2, kUnreachable = 3, kNotFound = 4, kInterrupted = 130;
 
 std::atomic<bool> g_interrupt{false};
+// The client of the command running, for the SIGINT handler (llmc_interrupt is async-signal-safe).
+std::atomic<llmc_client*> g_client{nullptr};
 
-void on_sigint(int) { g_interrupt.store(true); }
+void on_sigint(int) {
+  g_interrupt.store(true);
+  if (llmc_client* c = g_client.load()) llmc_interrupt(c);
+}
 
 const char* kUsageText =
     "usage: llmctl [--socket PATH] [--json] COMMAND [ARGS]\n"
@@ -69,8 +72,8 @@ struct Options {
 // llmd's JSON answer, or a null json if it is not JSON (reported by the caller).
 json parse_answer(const std::string& body) { return json::parse(body, nullptr, /*allow_exceptions=*/false); }
 
-int bad_answer(const Response& r) {
-  std::fprintf(stderr, "llmctl: unexpected answer from llmd (status %u): %.200s\n", r.status, r.body.c_str());
+int bad_answer(int status, const std::string& body) {
+  std::fprintf(stderr, "llmctl: unexpected answer from llmd (status %d): %.200s\n", status, body.c_str());
   return kFailed;
 }
 
@@ -79,60 +82,57 @@ int usage_error(const std::string& msg) {
   return kUsage;
 }
 
-// Reports a transport error; returns the exit code for it.
-int transport_error(const llmd::Error& e) {
-  if (e.code() == Errc::cancelled) {
+// Reports a failed call; returns the exit code for it. llmd's error answers read "llmd answered
+// STATUS: MESSAGE"; failures without an answer (llmd not running, interrupted) their message.
+int report(const llmc::Error& e) {
+  if (e.code() == LLMC_ERR_CANCELLED && (e.http_status() == 0 || e.http_status() / 100 == 2)) {
     std::fprintf(stderr, "\nllmctl: interrupted\n");
     return kInterrupted;
   }
-  std::fprintf(stderr, "llmctl: %s\n", e.message().c_str());
-  if (e.code() == Errc::unavailable) {
-    std::fprintf(stderr,
-                 "llmctl: start it with 'systemctl start llmd' (or 'systemctl --user start llmd'), or run it\n"
-                 "        in the foreground with scripts/run.sh from a source checkout\n");
+  if (e.http_status() != 0 && e.http_status() / 100 != 2) {
+    std::fprintf(stderr, "llmctl: llmd answered %d: %s\n", e.http_status(), e.what());
+    return e.http_status() == 404 ? kNotFound : kFailed;
+  }
+  std::fprintf(stderr, "llmctl: %s\n", e.what());
+  if (e.http_status() == 0 && e.code() == LLMC_ERR_UNAVAILABLE) {
+    std::fprintf(stderr, "llmctl: from a source checkout, scripts/run.sh runs it in the foreground\n");
     return kUnreachable;
   }
-  if (e.code() == Errc::permission_denied) return kUnreachable;
+  if (e.http_status() == 0 && e.code() == LLMC_ERR_PERMISSION) return kUnreachable;
   return kFailed;
 }
 
-// Reports an HTTP error answer; returns the exit code for it.
-int api_error(const Response& r) {
-  std::string msg = r.body;
-  try {
-    const json j = json::parse(r.body);
-    msg = j.at("error").at("message").get<std::string>();
-  } catch (...) {
-  }
-  std::fprintf(stderr, "llmctl: llmd answered %u: %s\n", r.status, msg.c_str());
-  return r.status == 404 ? kNotFound : kFailed;
-}
+// The client for this command: connected, reachable from the SIGINT handler.
+class Connection {
+ public:
+  explicit Connection(const Options& o) : client_(o.socket) { g_client.store(client_.get()); }
+  ~Connection() { g_client.store(nullptr); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  llmc::Client& operator*() { return client_; }
+  llmc::Client* operator->() { return &client_; }
 
-// Sends a request expecting `status`; on a transport error or another status, reports it and
-// returns the exit code for it (nullopt: `out` holds the expected answer).
-std::optional<int> request_as(HttpClient& c, const char* method, const std::string& target, unsigned status,
-                              Response& out, const std::string& body = {}) {
-  auto r = c.request(method, target, body);
-  if (!r) return transport_error(r.error());
-  if (r->status != status) return api_error(*r);
-  out = std::move(*r);
-  return std::nullopt;
-}
+ private:
+  llmc::Client client_;
+};
 
 int simple_get(const Options& o, const std::string& target, void (*pretty)(const json&)) {
-  HttpClient c(o.socket, &g_interrupt);
-  Response r;
-  if (auto rc = request_as(c, "GET", target, 200, r)) return *rc;
-  if (o.json) {
-    std::printf("%s\n", r.body.c_str());
-    return kOk;
-  }
   try {
-    pretty(json::parse(r.body));
-  } catch (const std::exception&) {
-    return bad_answer(r);
+    Connection c(o);
+    const std::string body = target == "/v1/status" ? c->status().json : c->call("GET", target).body;
+    if (o.json) {
+      std::printf("%s\n", body.c_str());
+      return kOk;
+    }
+    try {
+      pretty(json::parse(body));
+    } catch (const std::exception&) {
+      return bad_answer(200, body);
+    }
+    return kOk;
+  } catch (const llmc::Error& e) {
+    return report(e);
   }
-  return kOk;
 }
 
 std::string mib(double bytes);
@@ -178,10 +178,9 @@ void print_models(const json& j) {
   }
 }
 
-void print_session_line(const json& s) {
-  std::printf("%s  %3d messages  %5d tokens%s%s  %s\n", s.value("id", "?").c_str(), s.value("n_messages", 0),
-              s.value("n_tokens", 0), s.value("busy", false) ? "  busy" : "",
-              s.value("resident", false) ? "  resident" : "", s.value("app", "").c_str());
+void print_session_line(const llmc::Session& s) {
+  std::printf("%s  %3d messages  %5d tokens%s%s  %s\n", s.id.c_str(), s.n_messages, s.n_tokens,
+              s.busy ? "  busy" : "", s.resident ? "  resident" : "", s.app.c_str());
 }
 
 std::string mib(double bytes) {
@@ -212,53 +211,28 @@ void print_session_kv(const json& s) {
 }
 
 // Streams one generation; prints text as it arrives. Returns the exit code.
-int generate(const Options& o, const std::string& target, json body, bool print_newline) {
-  HttpClient c(o.socket, &g_interrupt);
-  body["stream"] = !o.json;
-  std::optional<json> error_event;
+int generate(llmc::Client& c, const Options& o, const std::string& prompt, llmc::GenParams params) {
+  params.stream = !o.json;
   bool any_text = false;
-  auto r = c.request("POST", target, body.dump(), [&](const std::string& data) {
-    if (data == "[DONE]") return true;
-    json ev = parse_answer(data);
-    if (!ev.is_object()) return true;
-    if (ev.contains("error")) {
-      error_event = ev;
-      return true;
-    }
-    if (!ev.contains("choices") || !ev["choices"].is_array() || ev["choices"].empty()) return true;
-    const auto& choice = ev["choices"][0];
-    std::string text;
-    if (choice.contains("delta") && choice["delta"].contains("content") && choice["delta"]["content"].is_string()) {
-      text = choice["delta"]["content"].get<std::string>();
-    } else if (choice.contains("text") && choice["text"].is_string()) {
-      text = choice["text"].get<std::string>();
-    }
-    if (!text.empty()) {
+  try {
+    const llmc::Result r = c.generate(prompt, params, [&](std::string_view text) {
+      if (o.json) return;
       any_text = true;
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    }
-    return true;
-  });
-  if (!r) {
+    });
+    if (o.json) std::printf("%s\n", r.json.c_str());
+    else std::printf("\n");
+    return kOk;
+  } catch (const llmc::Error& e) {
     if (any_text) std::printf("\n");
-    return transport_error(r.error());
+    return report(e);
   }
-  if (r->status != 200) return api_error(*r);
-  if (error_event) {
-    if (any_text) std::printf("\n");
-    std::fprintf(stderr, "llmctl: %s\n", (*error_event)["error"].value("message", "error").c_str());
-    return kFailed;
-  }
-  if (o.json) std::printf("%s\n", r->body.c_str());
-  else if (print_newline) std::printf("\n");
-  return kOk;
 }
 
 int cmd_run(const Options& o, std::vector<std::string> args) {
-  std::string session, stop;
+  llmc::GenParams params;
   bool raw = false;
-  json body = json::object();
   std::vector<std::string> words;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -270,25 +244,31 @@ int cmd_run(const Options& o, std::vector<std::string> args) {
       if (a == "--session") {
         auto v = value();
         if (!v) return usage_error("--session needs an ID");
-        session = *v;
+        params.session = *v;
       } else if (a == "--raw") {
         raw = true;
       } else if (a == "--max-tokens") {
         auto v = value();
         if (!v) return usage_error("--max-tokens needs a number");
-        body["max_tokens"] = std::stol(*v);
+        const long long n = std::stoll(*v);  // 0 goes to llmd, which says what the range is
+        if (n < 0 || n > INT32_MAX) return report(llmc::Error(LLMC_ERR_INVALID_ARGUMENT, "max_tokens must be at least 1"));
+        params.max_tokens = static_cast<std::int32_t>(n);
       } else if (a == "--temperature") {
         auto v = value();
         if (!v) return usage_error("--temperature needs a number");
-        body["temperature"] = std::stod(*v);
+        params.temperature = std::stod(*v);
       } else if (a == "--seed") {
         auto v = value();
         if (!v) return usage_error("--seed needs a number");
-        body["seed"] = std::stoll(*v);
+        const long long seed = std::stoll(*v);
+        if (seed < 0 || seed > 0xFFFFFFFFll) {
+          return report(llmc::Error(LLMC_ERR_INVALID_ARGUMENT, "seed must be between 0 and 4294967295"));
+        }
+        params.seed = static_cast<std::uint32_t>(seed);
       } else if (a == "--stop") {
         auto v = value();
         if (!v) return usage_error("--stop needs a text");
-        body["stop"] = *v;
+        params.stop = {*v};
       } else if (a.rfind("--", 0) == 0 && a.size() > 2) {
         return usage_error("unknown option for run: " + a);
       } else {
@@ -304,17 +284,14 @@ int cmd_run(const Options& o, std::vector<std::string> args) {
     prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   if (prompt.empty()) return usage_error("run needs a PROMPT (or text on standard input)");
-  if (!session.empty()) {
-    if (raw) return usage_error("--raw and --session do not go together");
-    body["content"] = prompt;
-    return generate(o, "/v1/sessions/" + session + "/messages", body, true);
+  if (!params.session.empty() && raw) return usage_error("--raw and --session do not go together");
+  params.completion = raw;
+  try {
+    Connection c(o);
+    return generate(*c, o, prompt, params);
+  } catch (const llmc::Error& e) {
+    return report(e);
   }
-  if (raw) {
-    body["prompt"] = prompt;
-    return generate(o, "/v1/completions", body, true);
-  }
-  body["messages"] = json::array({{{"role", "user"}, {"content", prompt}}});
-  return generate(o, "/v1/chat/completions", body, true);
 }
 
 int cmd_chat(const Options& o, std::vector<std::string> args) {
@@ -325,93 +302,92 @@ int cmd_chat(const Options& o, std::vector<std::string> args) {
     else return usage_error("unknown argument for chat: " + args[i]);
   }
   if (o.json) return usage_error("chat is interactive; --json does not apply");
-  if (session.empty()) {
-    HttpClient c(o.socket, &g_interrupt);
-    json body = {{"app", "llmctl"}};
-    if (!system.empty()) body["system_prompt"] = system;
-    Response r;
-    if (auto rc = request_as(c, "POST", "/v1/sessions", 201, r, body.dump())) return *rc;
-    const json created = parse_answer(r.body);
-    if (!created.is_object() || !created.contains("id")) return bad_answer(r);
-    session = created.value("id", "");
-    std::fprintf(stderr, "session %s (continue later with: llmctl chat --session %s)\n", session.c_str(),
-                 session.c_str());
-  } else if (!system.empty()) {
-    return usage_error("--system applies to new sessions only");
-  }
-  const bool tty = ::isatty(STDIN_FILENO);
-  std::string line;
-  while (true) {
-    if (tty) {
-      std::fputs("> ", stdout);
-      std::fflush(stdout);
+  if (!session.empty() && !system.empty()) return usage_error("--system applies to new sessions only");
+  try {
+    Connection c(o);
+    if (session.empty()) {
+      session = c->create_session(system, "llmctl");
+      std::fprintf(stderr, "session %s (continue later with: llmctl chat --session %s)\n", session.c_str(),
+                   session.c_str());
     }
-    g_interrupt.store(false);
-    if (!std::getline(std::cin, line)) {
-      if (g_interrupt.load() && !std::cin.eof()) {  // Ctrl-C at the prompt: a fresh prompt
-        std::cin.clear();
-        std::printf("\n");
-        continue;
+    const bool tty = ::isatty(STDIN_FILENO);
+    std::string line;
+    while (true) {
+      if (tty) {
+        std::fputs("> ", stdout);
+        std::fflush(stdout);
       }
-      if (tty) std::printf("\n");
-      return kOk;
+      g_interrupt.store(false);
+      c->clear_interrupt();
+      if (!std::getline(std::cin, line)) {
+        if (g_interrupt.load() && !std::cin.eof()) {  // Ctrl-C at the prompt: a fresh prompt
+          std::cin.clear();
+          std::printf("\n");
+          continue;
+        }
+        if (tty) std::printf("\n");
+        return kOk;
+      }
+      if (line == "/exit" || line == "/quit") return kOk;
+      if (line.empty()) continue;
+      llmc::GenParams params;
+      params.session = session;
+      const int rc = generate(*c, o, line, params);
+      if (rc == kInterrupted) continue;  // Ctrl-C stopped this answer only
+      if (rc != kOk) return rc;
     }
-    if (line == "/exit" || line == "/quit") return kOk;
-    if (line.empty()) continue;
-    const int rc = generate(o, "/v1/sessions/" + session + "/messages", json{{"content", line}}, true);
-    if (rc == kInterrupted) continue;  // Ctrl-C stopped this answer only
-    if (rc != kOk) return rc;
+  } catch (const llmc::Error& e) {
+    return report(e);
   }
 }
 
 int cmd_sessions(const Options& o, std::vector<std::string> args) {
-  if (args.empty()) return usage_error("sessions needs list, show ID or rm ID...");
-  const std::string sub = args[0];
-  HttpClient c(o.socket, &g_interrupt);
-  Response r;
-  if (sub == "list" && args.size() == 1) {
-    if (auto rc = request_as(c, "GET", "/v1/sessions", 200, r)) return *rc;
-    if (o.json) {
-      std::printf("%s\n", r.body.c_str());
+  const std::string sub = args.empty() ? std::string() : args[0];
+  const bool list = sub == "list" && args.size() == 1, show = sub == "show" && args.size() == 2,
+             rm = sub == "rm" && args.size() >= 2;
+  if (!list && !show && !rm) return usage_error("sessions needs list, show ID or rm ID...");
+  try {
+    Connection c(o);
+    if (list) {
+      if (o.json) {
+        std::printf("%s\n", c->call("GET", "/v1/sessions").body.c_str());
+        return kOk;
+      }
+      const auto sessions = c->sessions();
+      if (sessions.empty()) std::printf("no sessions\n");
+      for (const auto& s : sessions) print_session_line(s);
       return kOk;
     }
-    const json j = parse_answer(r.body);
-    if (!j.is_object() || !j.contains("data") || !j["data"].is_array()) return bad_answer(r);
-    if (j["data"].empty()) std::printf("no sessions\n");
-    for (const auto& s : j["data"]) print_session_line(s);
-    return kOk;
-  }
-  if (sub == "show" && args.size() == 2) {
-    if (auto rc = request_as(c, "GET", "/v1/sessions/" + args[1], 200, r)) return *rc;
-    if (o.json) {
-      std::printf("%s\n", r.body.c_str());
+    if (show) {
+      const llmc::SessionDetail d = c->session(args[1]);
+      if (o.json) {
+        std::printf("%s\n", d.json.c_str());
+        return kOk;
+      }
+      print_session_line(d.session);
+      print_session_kv(parse_answer(d.json));
+      for (const auto& m : d.messages) std::printf("\n[%s]\n%s\n", m.role.c_str(), m.content.c_str());
       return kOk;
     }
-    const json s = parse_answer(r.body);
-    if (!s.is_object() || !s.contains("messages") || !s["messages"].is_array()) return bad_answer(r);
-    print_session_line(s);
-    print_session_kv(s);
-    for (const auto& m : s["messages"]) {
-      std::printf("\n[%s]\n%s\n", m.value("role", "?").c_str(), m.value("content", "").c_str());
-    }
-    return kOk;
-  }
-  if (sub == "rm" && args.size() >= 2) {
     int rc = kOk;
     for (std::size_t i = 1; i < args.size(); ++i) {
       // A session that is not there does not stop the others; an unreachable daemon does.
-      auto del = c.request("DELETE", "/v1/sessions/" + args[i]);
-      if (!del) return transport_error(del.error());
-      if (del->status != 200) {
-        rc = api_error(*del);
-        continue;
+      try {
+        if (o.json) {
+          std::printf("%s\n", c->call("DELETE", "/v1/sessions/" + args[i]).body.c_str());
+        } else {
+          c->delete_session(args[i]);
+          std::printf("deleted %s\n", args[i].c_str());
+        }
+      } catch (const llmc::Error& e) {
+        if (e.http_status() == 0) throw;
+        rc = report(e);
       }
-      if (o.json) std::printf("%s\n", del->body.c_str());
-      else std::printf("deleted %s\n", args[i].c_str());
     }
     return rc;
+  } catch (const llmc::Error& e) {
+    return report(e);
   }
-  return usage_error("sessions needs list, show ID or rm ID...");
 }
 
 }  // namespace
@@ -434,7 +410,6 @@ int main(int argc, char** argv) {
     }
   }
   if (rest.empty()) return usage_error("no command given");
-  if (o.socket.empty()) o.socket = llmd::client::default_socket_path();
 
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
@@ -451,7 +426,7 @@ int main(int argc, char** argv) {
   if (cmd == "chat") return cmd_chat(o, args);
   if (cmd == "sessions") return cmd_sessions(o, args);
   if (cmd == "top") {
-    return llmd::llmctl::cmd_top({o.socket, o.json, usage_error, transport_error, api_error, bad_answer}, args);
+    return llmd::llmctl::cmd_top({o.socket, o.json, usage_error, report, bad_answer}, args);
   }
   return usage_error("unknown command or arguments: " + cmd);
 }

@@ -51,10 +51,14 @@ const char* kTopUsage =
     "  --json               print the scheduler, slots, queue, counters and kv sections with a\n"
     "                       timestamp, one JSON object per line, instead of the view\n";
 
-// Set by SIGINT, SIGTERM and SIGHUP; also interrupts a request in progress.
+// Set by SIGINT, SIGTERM and SIGHUP, which also interrupt a request in progress.
 std::atomic<bool> g_stop{false};
+std::atomic<llmc_client*> g_client{nullptr};
 
-void on_stop_signal(int) { g_stop.store(true); }
+void on_stop_signal(int) {
+  g_stop.store(true);
+  if (llmc_client* c = g_client.load()) llmc_interrupt(c);  // async-signal-safe
+}
 
 enum class SortBy { share, counter };
 
@@ -474,7 +478,18 @@ int cmd_top(const TopContext& ctx, const std::vector<std::string>& args) {
   sa.sa_flags = 0;
   for (const int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
 
-  client::HttpClient c(ctx.socket, &g_stop, std::chrono::seconds(30));
+  std::optional<llmc::Client> client;
+  try {
+    client.emplace(ctx.socket);
+    client->set_timeout(std::chrono::seconds(30));
+  } catch (const llmc::Error& e) {
+    return ctx.report(e);
+  }
+  g_client.store(client->get());
+  struct Forget {
+    ~Forget() { g_client.store(nullptr); }
+  } forget;
+  if (g_stop.load()) client->interrupt();  // a signal before the client existed
   const auto interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.interval_s));
   std::optional<Screen> screen;  // made with the first frame: an error before it leaves the terminal alone
   auto next = Clock::now();
@@ -483,20 +498,18 @@ int cmd_top(const TopContext& ctx, const std::vector<std::string>& args) {
       next = std::max(next + interval, Clock::now());  // a late frame does not make the next ones hurry
       if (!sleep_until(next)) break;
     }
-    auto r = c.request("GET", "/v1/status");
-    if (!r && r.error().code() == Errc::cancelled) break;
-    if (!r) {
+    std::string body;
+    try {
+      body = client->status().json;
+    } catch (const llmc::Error& e) {
+      if (e.code() == LLMC_ERR_CANCELLED && e.http_status() == 0) break;
       screen.reset();
-      return ctx.transport_error(r.error());
+      return ctx.report(e);
     }
-    if (r->status != 200) {
-      screen.reset();
-      return ctx.api_error(*r);
-    }
-    const json st = json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+    const json st = json::parse(body, nullptr, /*allow_exceptions=*/false);
     if (!st.is_object()) {
       screen.reset();
-      return ctx.bad_answer(*r);
+      return ctx.bad_answer(200, body);
     }
     const auto now = std::chrono::system_clock::now();
     bool written = false;

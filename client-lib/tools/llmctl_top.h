@@ -5,8 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "client-lib/http_client.h"
-#include "common/result.h"
+#include "llmclient/llmclient.hpp"
 
 namespace llmd::llmctl {
 
@@ -14,12 +13,11 @@ namespace llmd::llmctl {
 // reporters, so that top's errors read and exit like every other command's. Each reporter prints
 // its message to stderr and returns the exit code for it.
 struct TopContext {
-  std::string socket;
+  std::string socket;  // empty: libllmclient's default
   bool json = false;
   int (*usage_error)(const std::string& message);
-  int (*transport_error)(const Error& error);           // not called for Errc::cancelled
-  int (*api_error)(const client::Response& answer);     // an HTTP error status
-  int (*bad_answer)(const client::Response& answer);    // a 200 that is not the expected JSON
+  int (*report)(const llmc::Error& error);                 // a failed call (not for an interrupt)
+  int (*bad_answer)(int status, const std::string& body);  // a 200 that is not the expected JSON
 };
 
 // Runs `llmctl top [--interval S] [--iterations N] [--sort share|counter] [--json]` (args: what

@@ -65,9 +65,27 @@ Status DaemonProcess::start() {
   notes_.clear();
   std::vector<std::string> args = {llmd_binary(), "--model", options_.model, "--socket", socket_,
                                    "--state-dir", state_dir_};
-  // Test defaults, unless the test sets them itself.
-  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{{"--threads", "2"}, {"--ctx", "2048"}, {"--config", "/dev/null"}}) {
-    if (std::find(options_.args.begin(), options_.args.end(), flag) == options_.args.end()) {
+  // Test defaults, unless the test sets them itself. No D-Bus unless a test brings its own bus
+  // (--bus, or a bus line in its --config file): tests never touch the host's buses.
+  auto sets = [&](const std::string& flag) {
+    const auto it = std::find(options_.args.begin(), options_.args.end(), flag);
+    if (it != options_.args.end()) return true;
+    const auto config = std::find(options_.args.begin(), options_.args.end(), "--config");
+    if (flag != "--bus" || config == options_.args.end() || config + 1 == options_.args.end()) return false;
+    std::istringstream lines(read_file(*(config + 1)));
+    for (std::string line; std::getline(lines, line);) {
+      const auto eq = line.find('=');
+      if (eq == std::string::npos) continue;
+      std::string key = line.substr(0, eq);
+      key.erase(key.find_last_not_of(" \t") + 1);
+      key.erase(0, key.find_first_not_of(" \t"));
+      if (key == "bus") return true;
+    }
+    return false;
+  };
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--threads", "2"}, {"--ctx", "2048"}, {"--config", "/dev/null"}, {"--bus", "none"}}) {
+    if (!sets(flag)) {
       args.push_back(flag);
       args.push_back(value);
     }

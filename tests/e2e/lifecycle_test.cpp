@@ -181,7 +181,7 @@ TEST(DaemonSystemd, SocketActivation) {
     std::freopen(log.c_str(), "a", stderr);
     ::execl("/usr/bin/systemd-socket-activate", "systemd-socket-activate", "-l", sock.c_str(), llmd_binary().c_str(),
             "--config", "/dev/null", "--model", stories_path().c_str(), "--state-dir", (dir + "/state").c_str(),
-            "--socket", (dir + "/unused.sock").c_str(), "--threads", "2", static_cast<char*>(nullptr));
+            "--socket", (dir + "/unused.sock").c_str(), "--threads", "2", "--bus", "none", static_cast<char*>(nullptr));
     _exit(127);
   }
   for (int i = 0; i < 500 && !std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));

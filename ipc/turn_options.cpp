@@ -1,0 +1,27 @@
+// The generation options shared by the front ends (see turn_options.h).
+#include "ipc/turn_options.h"
+
+#include "ipc/json_fields.h"
+
+namespace llmd::ipc {
+
+Status read_turn_options(const nlohmann::json& fields, const daemon::ServiceLimits& limits,
+                         std::uint32_t max_session_tokens, daemon::TurnRequest& turn) {
+  turn.params.max_tokens = limits.default_max_tokens;
+  LLMD_TRY_STATUS(read_generate_params(fields, static_cast<std::int32_t>(max_session_tokens), turn.params));
+  auto priority = opt_string(fields, "priority");
+  if (!priority) return priority.error();
+  if (*priority) {
+    if (**priority == "background") {
+      turn.priority = scheduler::Priority::background;
+    } else if (**priority != "interactive") {
+      return Error(Errc::invalid_argument, "priority must be \"interactive\" or \"background\"");
+    }
+  }
+  auto app = opt_string(fields, "app");
+  if (!app) return app.error();
+  if (*app) turn.app = std::move(**app);  // checked by Service::start_turn
+  return {};
+}
+
+}  // namespace llmd::ipc

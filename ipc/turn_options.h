@@ -1,0 +1,23 @@
+// The generation options every front end takes, under the same names and with the same checks:
+// the fields of a generating HTTP request and the options of the D-Bus Generate call.
+//
+//   max_tokens (default: default-max-tokens), temperature, top_p, top_k, min_p, seed, stop,
+//   repeat_penalty, ignore_eos (see read_generate_params), priority ("interactive" | "background"),
+//   app (a client name; Service::start_turn checks it; a session turn uses the session's).
+#pragma once
+
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+#include "daemon/service.h"
+
+namespace llmd::ipc {
+
+// Reads the options in `fields` (a JSON object; absent or null fields keep their defaults) into
+// `turn`'s params, priority and app. invalid_argument naming the field for a wrong type or value.
+Status read_turn_options(const nlohmann::json& fields, const daemon::ServiceLimits& limits,
+                         std::uint32_t max_session_tokens, daemon::TurnRequest& turn);
+
+}  // namespace llmd::ipc

@@ -1,0 +1,23 @@
+# ctest: libllmclient's dynamic symbol table defines llmc_* and nothing else.
+#   cmake -DLIB=path/to/libllmclient.so -P check_exports.cmake
+execute_process(COMMAND nm -D --defined-only "${LIB}" OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REPLACE "\n" ";" lines "${out}")
+set(exported 0)
+foreach(line IN LISTS lines)
+  if(line STREQUAL "")
+    continue()
+  endif()
+  # "ADDRESS TYPE NAME[@VERSION]"
+  string(REGEX REPLACE "^[0-9a-fA-F]* *[A-Za-z] " "" name "${line}")
+  if(NOT name MATCHES "^llmc_[a-z0-9_]+$")
+    message(FATAL_ERROR "libllmclient exports a symbol outside llmc_*: ${line}")
+  endif()
+  math(EXPR exported "${exported} + 1")
+endforeach()
+if(exported LESS 20)
+  message(FATAL_ERROR "libllmclient exports only ${exported} llmc_* symbols:\n${out}")
+endif()
+message(STATUS "${exported} symbols, all llmc_*")
