@@ -12,6 +12,8 @@ packages=(
   libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev libxxhash-dev
   # tests: a private dbus-daemon, systemd-socket-activate, the sqlite3 CLI
   dbus sqlite3 systemd
+  # tests: the man pages are linted and read with mandoc
+  mandoc
 )
 
 missing=()
