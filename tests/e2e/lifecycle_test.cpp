@@ -1,11 +1,14 @@
 // The daemon as a process: command line and config file, readiness and watchdog notifications,
 // SIGHUP reload, and the safety rules for its socket path.
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <sstream>
 #include <thread>
 
 #include "tests/e2e/e2e_util.h"
@@ -130,6 +133,32 @@ TEST(DaemonSystemd, ReadyStatusAndWatchdogNotifications) {
   EXPECT_TRUE(status);
   // Half the 200 ms interval: about ten pings in a second; a loaded machine may deliver fewer.
   EXPECT_GE(pings, 3) << "watchdog pings in ~1 s: " << pings;
+  // SIGTERM: STOPPING=1 before the exit (systemd then waits for the main process, not the watchdog).
+  const int exit_status = d.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << exit_status;
+  const auto after = d.notifications();
+  EXPECT_TRUE(std::any_of(after.begin(), after.end(),
+                          [](const std::string& n) { return n.find("STOPPING=1") != std::string::npos; }))
+      << "no STOPPING=1 among " << after.size() << " notifications";
+}
+
+// The watchdog rate: with WATCHDOG_USEC=N llmd pings every N/2, so a window of 5 intervals holds
+// about 10 pings. Counted, with wide bounds (a loaded machine delays timers; none may be early).
+TEST(DaemonSystemd, WatchdogPingsAtHalfTheInterval) {
+  constexpr auto kInterval = std::chrono::milliseconds(400);
+  DaemonOptions o;
+  o.env = {"WATCHDOG_USEC=" + std::to_string(std::chrono::microseconds(kInterval).count())};
+  DaemonProcess d(scratch_dir(), o);
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto count_pings = [](const std::vector<std::string>& notes) {
+    return std::count(notes.begin(), notes.end(), std::string("WATCHDOG=1"));
+  };
+  const auto before = count_pings(d.notifications());
+  const auto window = 5 * kInterval;
+  const auto pings = count_pings(d.notifications(window)) - before;
+  const long expected = window / (kInterval / 2);  // 10
+  EXPECT_GE(pings, 2) << "watchdog pings in " << window.count() << " ms";
+  EXPECT_LE(pings, 3 * expected) << "watchdog pings in " << window.count() << " ms";
 }
 
 TEST(DaemonSignals, SighupReloadsLimits) {
@@ -169,33 +198,105 @@ TEST(DaemonSignals, SigintStopsCleanly) {
 namespace llmd::test {
 namespace {
 
-// Socket activation: systemd-socket-activate holds the listening socket; the first connection
-// starts llmd on the inherited socket, and that first connection is served.
-TEST(DaemonSystemd, SocketActivation) {
+// Socket activation, following the installed units (systemd/, configured with this build's llmd
+// in LLMD_TEST_UNIT_DIR): systemd-socket-activate listens where llmd.socket says, with its
+// SocketMode; the first connection starts llmd with llmd.service's ExecStart command line (paths a
+// test cannot use are moved into a scratch directory) on the inherited socket, and that first
+// connection is served.
+
+// The first value of Key= in a unit file ("" if none).
+std::string unit_value(const std::string& path, const std::string& key) {
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + "=", 0) == 0) return line.substr(key.size() + 1);
+  }
+  return {};
+}
+
+// Replaces the specifiers systemd would expand (%t, %S, %E, in user mode) with scratch paths.
+std::string expand(std::string s, const std::string& root) {
+  for (const auto& [spec, path] : {std::pair<std::string, std::string>{"%t", root + "/run"}, {"%S", root + "/state"},
+                                   {"%E", root + "/config"}}) {
+    for (std::size_t at; (at = s.find(spec)) != std::string::npos;) s.replace(at, spec.size(), path);
+  }
+  return s;
+}
+
+// Sets --flag VALUE in argv (replacing a value the unit gives: llmd refuses a repeated flag).
+void set_flag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {
+  const auto it = std::find(argv.begin(), argv.end(), flag);
+  if (it != argv.end() && it + 1 != argv.end()) {
+    *(it + 1) = value;
+  } else {
+    argv.insert(argv.end(), {flag, value});
+  }
+}
+
+void socket_activation(const std::string& units, bool user_mode) {
   const std::string dir = scratch_dir();
-  const std::string sock = dir + "/activated.sock";
+  const std::string socket_unit = units + "/llmd.socket", service_unit = units + "/llmd.service";
+  std::string listen = unit_value(socket_unit, "ListenStream");
+  ASSERT_FALSE(listen.empty()) << socket_unit;
+  EXPECT_EQ(unit_value(socket_unit, "Accept"), "no");
+  const std::string mode = unit_value(socket_unit, "SocketMode");
+  EXPECT_EQ(mode, user_mode ? "0600" : "0666");
+  // System paths (/run/llmd) move under the scratch directory; %t becomes dir/run.
+  const std::string sock = user_mode ? expand(listen, dir) : dir + listen;
+  std::filesystem::create_directories(std::filesystem::path(sock).parent_path());
+
+  std::vector<std::string> argv;
+  std::istringstream exec(expand(unit_value(service_unit, "ExecStart"), dir));
+  for (std::string word; exec >> word;) argv.push_back(word);
+  ASSERT_FALSE(argv.empty()) << service_unit;
+  EXPECT_TRUE(std::filesystem::equivalent(argv[0], llmd_binary())) << argv[0];
+  if (user_mode) {
+    // The unit names ~/.config/llmd/llmd.conf (%E); the user writes the model there.
+    const auto conf = std::find(argv.begin(), argv.end(), "--config");
+    ASSERT_NE(conf, argv.end());
+    std::filesystem::create_directories(std::filesystem::path(*(conf + 1)).parent_path());
+    write_file(*(conf + 1), "model = " + stories_path() + "\n");
+  } else {
+    set_flag(argv, "--config", "/dev/null");  // not /etc/llmd/llmd.conf
+    set_flag(argv, "--model", stories_path());
+    set_flag(argv, "--state-dir", dir + "/state");
+  }
+  set_flag(argv, "--socket", dir + "/unused.sock");
+  set_flag(argv, "--bus", "none");
+  set_flag(argv, "--threads", "2");
+
+  std::vector<std::string> cmd = {"/usr/bin/systemd-socket-activate", "-l", sock};
+  cmd.insert(cmd.end(), argv.begin(), argv.end());
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     const std::string log = dir + "/llmd.log";
     std::freopen(log.c_str(), "a", stderr);
-    ::execl("/usr/bin/systemd-socket-activate", "systemd-socket-activate", "-l", sock.c_str(), llmd_binary().c_str(),
-            "--config", "/dev/null", "--model", stories_path().c_str(), "--state-dir", (dir + "/state").c_str(),
-            "--socket", (dir + "/unused.sock").c_str(), "--threads", "2", "--bus", "none", static_cast<char*>(nullptr));
+    std::vector<char*> args;
+    for (auto& a : cmd) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
     _exit(127);
   }
   for (int i = 0; i < 500 && !std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_TRUE(std::filesystem::exists(sock)) << "systemd-socket-activate did not create the socket";
+  ::chmod(sock.c_str(), static_cast<mode_t>(std::stoul(mode, nullptr, 8)));  // what SocketMode= does
   // llmd is not running yet; this connection starts it and is answered.
   auto r = call(client::HttpClient(sock), "GET", "/v1/status");
   EXPECT_EQ(r.status, 200u) << r.raw << read_file(dir + "/llmd.log");
   EXPECT_FALSE(std::filesystem::exists(dir + "/unused.sock")) << "llmd bound its own socket instead";
   EXPECT_NE(read_file(dir + "/llmd.log").find("the socket systemd passed"), std::string::npos);
+  if (user_mode) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/state/llmd/sessions.db")) << "state not under %S/llmd";
+  }
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
+
+TEST(DaemonSystemd, SocketActivation) { socket_activation(LLMD_TEST_UNIT_DIR, /*user_mode=*/false); }
+
+TEST(DaemonSystemd, SocketActivationUserUnits) { socket_activation(LLMD_TEST_UNIT_DIR "/user", /*user_mode=*/true); }
 
 }  // namespace
 }  // namespace llmd::test
