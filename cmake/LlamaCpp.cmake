@@ -25,6 +25,14 @@ set(LLMD_LLAMA_COMMIT "de3ff815ea7d559ee917f063901b8986f038abc6")
 set(LLMD_LLAMA_SOURCE "auto" CACHE STRING "Where llama.cpp comes from: auto, pinned or system")
 set_property(CACHE LLMD_LLAMA_SOURCE PROPERTY STRINGS auto pinned system)
 option(LLMD_LLAMA_NATIVE "Build the pinned llama.cpp for this machine's CPU (-march=native)" ON)
+# Without -march=native (packages: LLMD_LLAMA_NATIVE=OFF) the x86 instruction set is pinned here
+# rather than left to ggml's defaults, which differ when SOURCE_DATE_EPOCH is set (as under
+# dpkg-buildpackage): x86-64-v3 = AVX, AVX2, FMA, F16C, BMI2 (Haswell / Zen and later); x86-64 = SSE2
+# only (any amd64 CPU, several times slower). ggml's runtime-dispatched CPU variants
+# (GGML_CPU_ALL_VARIANTS) need dynamically loaded backends, which a static llama.cpp cannot have.
+set(LLMD_LLAMA_CPU "x86-64-v3" CACHE STRING
+    "x86 level of the pinned llama.cpp when LLMD_LLAMA_NATIVE=OFF: x86-64-v3 or x86-64")
+set_property(CACHE LLMD_LLAMA_CPU PROPERTY STRINGS x86-64-v3 x86-64)
 option(LLMD_LLAMA_TOOLS "Also build llama.cpp's own tools (llama-bench, ...) for bench/" OFF)
 
 if(DEFINED ENV{LLMD_CACHE_DIR})
@@ -66,6 +74,9 @@ function(_llmd_llama_key out_var flavour)
   set(parts "${LLMD_LLAMA_COMMIT}" "${flavour}" "${CMAKE_C_COMPILER}" "${CMAKE_C_COMPILER_VERSION}"
             "${CMAKE_CXX_COMPILER}" "${CMAKE_CXX_COMPILER_VERSION}" "native=${LLMD_LLAMA_NATIVE}"
             "cuda=${LLMD_CUDA}" "cuda_arch=${CMAKE_CUDA_ARCHITECTURES}" "openmp=off" "layout=3")
+  if(NOT LLMD_LLAMA_NATIVE)
+    list(APPEND parts "cpu=${LLMD_LLAMA_CPU}")
+  endif()
   string(SHA256 key "${parts}")
   string(SUBSTRING "${key}" 0 16 key)
   set(${out_var} "${key}" PARENT_SCOPE)
@@ -94,6 +105,17 @@ function(_llmd_llama_common_args out_var)
     # prefill the same (smollm2-135m q8_0, 2 threads; ARCHITECTURE.md, "Decisions").
     -DGGML_OPENMP=OFF
     -DGGML_CUDA=${LLMD_CUDA})
+  if(NOT LLMD_LLAMA_NATIVE)
+    if(LLMD_LLAMA_CPU STREQUAL "x86-64-v3")
+      set(v3 ON)
+    else()
+      set(v3 OFF)
+    endif()
+    list(APPEND args -DGGML_SSE42=${v3} -DGGML_AVX=${v3} -DGGML_AVX2=${v3} -DGGML_FMA=${v3}
+                     -DGGML_F16C=${v3} -DGGML_BMI2=${v3} -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF
+                     -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+                     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+  endif()
   if(LLMD_CUDA AND CMAKE_CUDA_ARCHITECTURES)
     list(APPEND args "-DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES}")
   endif()
@@ -162,6 +184,9 @@ function(_llmd_build_llama_tools dir_var)
   set(${dir_var} "${build_dir}/bin" PARENT_SCOPE)
 endfunction()
 
+if(NOT LLMD_LLAMA_CPU MATCHES "^(x86-64-v3|x86-64)$")
+  message(FATAL_ERROR "LLMD_LLAMA_CPU must be x86-64-v3 or x86-64 (got '${LLMD_LLAMA_CPU}')")
+endif()
 if(NOT LLMD_LLAMA_SOURCE MATCHES "^(auto|pinned|system)$")
   message(FATAL_ERROR "LLMD_LLAMA_SOURCE must be auto, pinned or system (got '${LLMD_LLAMA_SOURCE}')")
 endif()

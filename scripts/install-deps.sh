@@ -16,6 +16,11 @@ packages=(
   mandoc
 )
 
+# LLMD_TEST_PACKAGING=1 scripts/test.sh also builds and checks the Debian packages.
+if [ "${LLMD_TEST_PACKAGING:-0}" = "1" ]; then
+  packages+=(debhelper lintian fakeroot dpkg-dev)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

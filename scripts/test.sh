@@ -6,6 +6,8 @@
 #   scripts/test.sh              # everything
 #   LLMD_TEST_SANITIZE=0 scripts/test.sh   # skip the sanitizer build
 #   LLMD_TEST_ARGS="-LE slow" scripts/test.sh   # extra ctest arguments
+#   LLMD_TEST_PACKAGING=1 scripts/test.sh       # also build and check the Debian packages (label
+#                                               # packaging; skipped otherwise; needs debhelper, lintian)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
