@@ -14,6 +14,7 @@
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 
+#include "client-lib/http_request.h"
 #include "client-lib/sse.h"
 
 namespace llmd::client {
@@ -66,13 +67,7 @@ Result<Response> HttpClient::request(std::string_view method, std::string_view t
     }
   };
 
-  std::string req;
-  req.reserve(body.size() + 256);
-  req.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: llmd\r\n");
-  if (!body.empty() || method == "POST") {
-    req.append("Content-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n");
-  }
-  req.append("Connection: close\r\n\r\n").append(body);
+  const std::string req = format_request(method, target, body);
   // llmd may answer before it has read everything (413, 503) and close: then sending fails, and
   // the answer is what matters, so it is read before the send error is reported.
   std::optional<Error> send_error;

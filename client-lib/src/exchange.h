@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client-lib/http_request.h"
 #include "client-lib/src/failure.h"
 
 namespace llmc::detail {
@@ -74,8 +75,8 @@ class Exchange {
   bool eof_ = false;
 };
 
-// The bytes of a request (one per connection: "Connection: close").
-std::string format_request(std::string_view method, std::string_view target, std::string_view body);
+// The bytes of a request (one per connection: "Connection: close"), shared with HttpClient.
+using llmd::client::format_request;
 
 // Whether something listens on the Unix socket `path`: 0, or the errno of connect() (ENAMETOOLONG
 // for a path too long). The connection is closed at once.
