@@ -166,7 +166,12 @@ void EngineWorker::take_incoming(std::deque<Job>& incoming) {
 void EngineWorker::schedule_slots() {
   if (waiting_.empty()) return;
   scheduler::StepInput in;
-  for (const auto& [seq, r] : running_) in.running.push_back({r.job.id, runner_.prompt_left(seq), true});
+  // A job (re)admitted is not preempted before it has had a few steps: admission charges it for the
+  // history it brings back, which can put it past the preemption gap at once, and a job preempted
+  // before its first step would never advance (admitted, charged, preempted, again and again).
+  for (const auto& [seq, r] : running_) {
+    in.running.push_back({r.job.id, runner_.prompt_left(seq), r.steps >= kPreemptQuantum});
+  }
   for (const auto& [seq, r] : restoring_) in.running.push_back({r.job.id, 0, false});
   for (const Slot& slot : slots_) in.free_slots += slot.job ? 0 : 1;
   const scheduler::SlotPlan plan = sched_.schedule_slots(in);
@@ -178,18 +183,22 @@ void EngineWorker::schedule_slots() {
       }
     }
   }
+  // A job that waits for cells blocks the ones after it in this round: smaller jobs must not
+  // keep taking the cells it waits for (it comes first again once its client is furthest behind).
+  bool blocked = false;
   for (std::uint64_t id : plan.admit) {
     auto it = waiting_.find(id);
     if (it == waiting_.end()) {
       sched_.remove(id);
       continue;
     }
-    switch (place(it->second)) {
+    switch (blocked ? Placed::no_room : place(it->second)) {
       case Placed::started:
       case Placed::restoring:
       case Placed::failed: waiting_.erase(it); break;
       case Placed::no_room: {
         // No slot or no cells after all: back in the queue, in its place.
+        blocked = true;
         const Running& r = it->second;
         const std::uint32_t prompt = r.suspended ? r.suspended->prompt_left() : static_cast<std::uint32_t>(r.job.input.size());
         sched_.requeue(id, prompt, static_cast<std::uint32_t>(needed(r).size()));
@@ -213,7 +222,10 @@ void EngineWorker::step() {
   engine::StepLimits limits;
   for (const auto& [id, n] : plan.prefill) limits.prefill.emplace_back(seq_of.at(id), n);
   auto more = runner_.step(&limits);
-  if (more) return;
+  if (more) {
+    for (auto& [seq, r] : running_) ++r.steps;
+    return;
+  }
   if (more.error().code() != Errc::resource_exhausted) {
     for (auto& [seq, r] : running_) runner_.cancel(seq, engine::FinishReason::error);
     return;

@@ -7,8 +7,16 @@
 // Preemption parks a running job: the runner suspends it (sampler, text stream and positions
 // kept), its KV is written back to the chunk store and stays in its slot as an idle session until
 // the slot is needed; when the job is admitted again its KV comes back like any session's
-// (resident, loaded from chunks, or recomputed) and it continues exactly. A pool that runs out of
-// cells parks the newest job the same way (it waits until cells are free) instead of failing it.
+// (resident, loaded from chunks, or recomputed) and it continues exactly.
+//
+// Admission is by KV cells: a job takes a slot only when its history, its prompt left and a little
+// room to generate fit beside what the jobs in slots are promised (alone, it always fits). A pool
+// that generation still fills drops an idle slot's KV, else parks the most recently admitted job
+// the same way; that job waits until its cells fit, so the oldest job always advances.
+//
+// Every slot's KV is what its bookkeeping says: a slot chosen for a job is reserved before room is
+// made (nothing evicts the KV the job reuses), and a job starts only on a slot that holds exactly
+// the prefix it claims (else the job fails, "KV check failed", WorkerStats::kv_check_failures).
 //
 // Slots are a cache. A session's KV stays resident in its slot after a job (LRU); a later job of the
 // same session reuses the common prefix of what the slot holds and the job's history, and decodes
@@ -69,6 +77,16 @@ struct Usage {
   std::int32_t loaded_tokens = 0;      // history restored from KV chunks (T1/T2)
 };
 
+// What a KV audit job captured (see Job::audit_of): the KV of the session's history recomputed
+// from nothing in a scratch slot, and what the session's own slot held when the job was placed.
+struct AuditCapture {
+  std::vector<std::uint8_t> reference;  // llama.cpp's sequence state of the recomputed history
+  bool resident = false;                // the session was in a slot
+  std::uint32_t slot = 0;
+  std::vector<engine::Token> resident_tokens;  // what the engine says that slot holds
+  std::vector<std::uint8_t> resident_state;    // and what it really holds
+};
+
 struct JobResult {
   engine::FinishReason finish = engine::FinishReason::none;
   std::vector<engine::Token> generated;
@@ -77,6 +95,7 @@ struct JobResult {
   Timings timings;
   std::uint32_t seed = 0;
   std::optional<Error> error;  // set when finish is error (or the job could not run)
+  std::optional<AuditCapture> audit;  // audit jobs
 };
 
 struct Job {
@@ -91,6 +110,11 @@ struct Job {
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable
   std::function<void(JobResult)> on_done;                 // exactly once
   Clock::time_point submitted = Clock::now();
+  // Non-empty: a KV audit of this session. The job has no session (session_id empty: it never
+  // reuses or writes back anything); `input` is the session's whole token sequence, recomputed in
+  // a scratch slot with max_tokens 1. When it is placed, the session's own slot (if idle) is
+  // captured; when it ends, the recomputed state: JobResult::audit.
+  std::string audit_of;
 };
 
 struct SlotView {
@@ -114,6 +138,9 @@ struct WorkerStats {
   std::uint64_t jobs_done = 0;
   std::uint64_t tokens_generated = 0;
   std::uint64_t preemptions = 0;
+  // Slots whose KV was found not to be what the bookkeeping said (the job failed, the slot was
+  // cleared): a bug if ever non-zero.
+  std::uint64_t kv_check_failures = 0;
   std::string policy;  // fair | fifo
   std::vector<SlotView> slots;
   std::vector<ClientStats> clients;
@@ -145,6 +172,7 @@ class EngineWorker {
   void join();
   WorkerStats stats() const;
   std::uint32_t n_slots() const { return static_cast<std::uint32_t>(slots_.size()); }  // fixed at construction
+  const engine::KvLayout& kv_layout() const { return ctx_.kv_layout(); }               // fixed at construction
 
  private:
   struct Slot {
@@ -164,8 +192,12 @@ class EngineWorker {
     // Parked (preempted): the suspended generation and what its KV held, to be brought back.
     std::optional<engine::BatchRunner::Suspended> suspended;
     std::vector<engine::Token> kv_tokens;
+    std::optional<AuditCapture> audit;  // audit jobs, from their placement on
+    std::uint32_t steps = 0;  // decode steps taken since it was last (re)started in a slot
   };
   enum class Placed { started, restoring, no_room, failed };
+  static constexpr std::size_t kGenerationHeadroom = 16;
+  static constexpr std::uint32_t kPreemptQuantum = 4;  // steps a (re)started job runs before it may be preempted
 
   void run();
   void take_incoming(std::deque<Job>& incoming);
@@ -182,9 +214,18 @@ class EngineWorker {
     kvstore::RestoreTarget target;
   };
 
+  // Places a job in a slot (reserved at once: nothing evicts it meanwhile) if its cells fit.
   Placed place(Running& run);
-  // Hands the job to the runner with `reuse` tokens of needed(run) already in its slot.
+  // Cells a job needs placed (needed + prompt left), a little room to generate, and what the jobs
+  // in slots are promised: admission is by cells (see place()).
+  static std::size_t footprint(const Running& run);
+  static std::size_t headroom(const Running& run);
+  std::size_t committed_cells() const;
+  // Hands the job to the runner with `reuse` tokens of needed(run) already in its slot; checks
+  // that the slot holds exactly those.
   void start(engine::SeqId seq, Running run, std::size_t reuse);
+  void kv_check_failed(engine::SeqId seq, Job& job, const Error& why);
+  void capture_resident(Running& run);
   // Preemption: suspends the job on `seq`, saves its KV, and puts it back in the queue.
   void park(engine::SeqId seq);
   void release_slot(engine::SeqId seq, const Job& job);

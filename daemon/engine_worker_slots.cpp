@@ -84,12 +84,35 @@ std::optional<engine::SeqId> EngineWorker::pick_slot(const Job& job) {
   return best;
 }
 
+// Cells a job's sequence will surely need once placed: what its slot must hold plus the prompt
+// still to decode.
+std::size_t EngineWorker::footprint(const Running& run) {
+  return needed(run).size() + (run.suspended ? run.suspended->prompt_left() : run.job.input.size());
+}
+
+// Room for a few generated tokens beyond the footprint, so that a job admitted into a nearly full
+// pool does not have to give way again at its first step.
+std::size_t EngineWorker::headroom(const Running& run) {
+  const std::size_t generated = run.suspended ? run.suspended->generated().size() : 0;
+  const auto max_tokens = static_cast<std::size_t>(std::max(run.job.params.max_tokens, 1));
+  return std::min<std::size_t>(kGenerationHeadroom, max_tokens > generated ? max_tokens - generated : 1);
+}
+
+// Cells promised to the jobs in slots: what running jobs hold and still have to prefill, plus
+// their headroom, and the footprint of jobs being swapped in.
+std::size_t EngineWorker::committed_cells() const {
+  std::size_t n = 0;
+  for (const auto& [seq, r] : running_) {
+    n += static_cast<std::size_t>(ctx_.seq_pos_max(seq) + 1) + runner_.prompt_left(seq) + headroom(r);
+  }
+  for (const auto& [seq, r] : restoring_) n += footprint(r) + headroom(r);
+  return n;
+}
+
 EngineWorker::Placed EngineWorker::place(Running& run) {
   Job& job = run.job;
   const std::vector<engine::Token>& need = needed(run);
-  // Cells the job needs to (re)start: what its slot must hold plus the prompt still to decode.
-  const std::size_t total =
-      need.size() + (run.suspended ? run.suspended->prompt_left() : job.input.size());
+  const std::size_t total = footprint(run);
   if (!run.suspended && total >= ctx_.max_seq_len()) {
     fail(job,
          Error(Errc::invalid_argument, "the prompt needs " + std::to_string(total) + " tokens; a sequence holds " +
@@ -97,10 +120,19 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
          engine::FinishReason::error);
     return Placed::failed;
   }
+  // Admission by cells: a job starts only when its footprint (and a little headroom) fits beside
+  // what the jobs in slots are promised. Alone, it always starts (a sequence never exceeds the
+  // pool). So a job parked because the pool was full waits until cells are free instead of
+  // being admitted again at once, and the oldest running job always advances (see step()).
+  const bool alone = running_.empty() && restoring_.empty();
+  if (!alone && committed_cells() + total + headroom(run) > ctx_.n_ctx()) return Placed::no_room;
   auto picked = pick_slot(job);
   if (!picked) return Placed::no_room;
+  if (!job.audit_of.empty() && !run.audit) capture_resident(run);
   const engine::SeqId seq = *picked;
   Slot& slot = slots_[static_cast<std::size_t>(seq)];
+  // Reserved from here on: nothing may evict the slot whose KV this job is about to reuse.
+  slot.job = job.id;
 
   std::size_t reuse = 0;
   if (options_.keep_resident && !job.session_id.empty() && slot.session_id == job.session_id) {
@@ -113,15 +145,16 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
     }
     slot.cached.resize(reuse);
   }
+  if (reuse == 0) slot.session_id.clear();  // whatever it held is gone
   // Cells for the prompt; generation may need more, handled when a step finds the pool full.
-  if (!make_room(total - reuse) && (!running_.empty() || !restoring_.empty())) {
+  if (!make_room(total - reuse) && !alone) {
+    slot.job.reset();
     return Placed::no_room;  // running jobs will free cells
   }
 
   if (!run.admitted) run.admitted = Clock::now();
   kvstore::ChunkStore* chunks = job.session_id.empty() ? nullptr : options_.chunks;
   slot.session_id = job.session_id;
-  slot.job = job.id;
   slot.last_used = Clock::now();
   if (chunks) {
     chunks->pin(job.session_id);
@@ -143,9 +176,56 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   return Placed::started;
 }
 
+// An audit job records the audited session's slot before anything (the audit's own scratch slot
+// included) can take it.
+void EngineWorker::capture_resident(Running& run) {
+  AuditCapture cap;
+  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
+    const Slot& slot = slots_[s];
+    if (slot.job || slot.session_id != run.job.audit_of) continue;
+    auto state = ctx_.seq_state_get(static_cast<engine::SeqId>(s));
+    if (!state) {
+      spdlog::warn("engine: audit of {}: cannot read slot {}: {}", run.job.audit_of, s, state.error().message());
+      break;
+    }
+    cap.resident = true;
+    cap.slot = s;
+    cap.resident_tokens = slot.cached;
+    cap.resident_state = std::move(*state);
+    break;
+  }
+  run.audit = std::move(cap);
+}
+
+// A slot's KV is not what the engine's bookkeeping says: never decode on it. The slot is
+// cleared (nothing of it is written back), the job fails loudly, the failure is counted.
+void EngineWorker::kv_check_failed(engine::SeqId seq, Job& job, const Error& why) {
+  spdlog::error("engine: KV check failed on slot {} for job {} ({}): {}; the slot is cleared and the job fails",
+                seq, job.id, job.session_id.empty() ? job.client : job.session_id, why.message());
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.kv_check_failures;
+  }
+  Slot& slot = slots_[static_cast<std::size_t>(seq)];
+  ctx_.seq_clear(seq);
+  slot.cached.clear();
+  slot.session_id.clear();
+  release_slot(seq, job);
+  fail(job, Error(Errc::internal, "the KV check failed: " + why.message()), engine::FinishReason::error);
+}
+
 void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
   Slot& slot = slots_[static_cast<std::size_t>(seq)];
   Job& job = run.job;
+  // The slot must hold exactly the first `reuse` tokens of what the job needs (checked here and,
+  // by position, by the runner).
+  const std::vector<engine::Token>& need = needed(run);
+  if (slot.cached.size() != reuse || reuse > need.size() ||
+      !std::equal(slot.cached.begin(), slot.cached.end(), need.begin())) {
+    return kv_check_failed(seq, job,
+                           Error(Errc::internal, "the slot's tokens are not the " + std::to_string(reuse) +
+                                                     " tokens the job reuses"));
+  }
   if (run.suspended) {
     // A parked job continues: what its slot lacks is replayed, then it goes on exactly.
     std::vector<engine::Token> replay(run.kv_tokens.begin() + static_cast<std::ptrdiff_t>(reuse), run.kv_tokens.end());
@@ -153,15 +233,11 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
     auto st = runner_.resume(seq, std::move(*run.suspended), std::move(replay));
     run.suspended.reset();
     run.kv_tokens.clear();
-    if (!st) {
-      release_slot(seq, job);
-      ctx_.seq_clear(seq);
-      fail(job, st.error(), engine::FinishReason::error);
-      return;
-    }
+    if (!st) return kv_check_failed(seq, job, st.error());
     run.replayed += replayed;
     sched_.charge_swap(job.id, static_cast<std::uint32_t>(run.loaded));
     slot.last_used = Clock::now();
+    run.steps = 0;
     running_.emplace(seq, std::move(run));
     return;
   }
@@ -171,8 +247,9 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
   // never decoded. That is this turn's own work, not a restore.
   std::size_t restore = job.history.size() - reuse;
   if (reuse > 0 && restore == 1) restore = 0;
-  engine::SequenceJob sj{seq, std::move(prompt), job.params, restore};
+  engine::SequenceJob sj{seq, std::move(prompt), job.params, restore, static_cast<engine::Pos>(reuse)};
   if (auto st = runner_.add(std::move(sj)); !st) {
+    if (st.error().code() == Errc::internal) return kv_check_failed(seq, job, st.error());
     release_slot(seq, job);
     fail(job, st.error(), engine::FinishReason::error);
     return;
@@ -265,6 +342,7 @@ void EngineWorker::finish_restores() {
     std::size_t got = 0;
     if (loaded.tokens > 0 && !run.job.cancelled->load()) {
       const auto t = Clock::now();
+      (void)make_room(loaded.tokens);  // running jobs may have taken the cells meanwhile
       if (auto st = ctx_.seq_state_set_built(seq, std::span(load_buf_.data(), loaded.state_bytes)); !st) {
         spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", run.job.session_id,
                      st.error().message());
@@ -330,6 +408,10 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
     if (o.finish != engine::FinishReason::error && !slot.cached.empty()) write_back(seq, r.job.session_id);
     options_.chunks->unpin(r.job.session_id);
   }
+  std::optional<AuditCapture> audit = std::move(r.audit);
+  if (audit) {
+    if (auto state = ctx_.seq_state_get(seq)) audit->reference = std::move(*state);
+  }
   if (r.job.session_id.empty() || !options_.keep_resident) {
     // One-off work and the no-residency baseline keep nothing for later.
     ctx_.seq_clear(seq);
@@ -342,6 +424,7 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.generated = std::move(o.tokens);
   res.text = std::move(o.text);
   res.seed = o.seed;
+  res.audit = std::move(audit);
   res.usage.prompt_tokens = static_cast<std::int32_t>(r.job.input.size());
   res.usage.completion_tokens = static_cast<std::int32_t>(res.generated.size());
   res.usage.cached_tokens = static_cast<std::int32_t>(r.reused);

@@ -427,6 +427,74 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   }
 }
 
+void Service::audit_session(const Caller& caller, const std::string& id,
+                            std::function<void(Result<kvstore::AuditReport>)> done) {
+  if (shutting_down_) return done(Error(Errc::unavailable, "the daemon is shutting down"));
+  if (!visible(caller, id)) return done(no_session(id));
+  if (in_flight_.size() >= limits_.max_in_flight) {
+    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight));
+  }
+  IndexEntry& e = index_[id];
+  if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
+  e.busy = true;
+  const RequestId rid = ++next_id_;
+  std::string client = std::to_string(caller.uid);
+  if (!e.app.empty()) client += "/" + e.app;
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  in_flight_.emplace(rid, InFlight{cancelled, {}, id, true, caller.uid, client});
+  if (in_flight_observer_) in_flight_observer_();
+  // Every step ends on the io thread with the entry dropped (the session no longer busy) and
+  // `done` called once.
+  auto finish = std::make_shared<std::function<void(Result<kvstore::AuditReport>)>>(
+      [this, rid, done = std::move(done)](Result<kvstore::AuditReport> r) {
+        drop(rid);
+        done(std::move(r));
+      });
+  auto on_io = [this, finish](Result<kvstore::AuditReport> r) {
+    asio::post(io_, [finish, r = std::move(r)]() mutable { (*finish)(std::move(r)); });
+  };
+  storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
+    auto toks = store_.tokens(id);
+    if (!toks) return on_io(toks.error());
+    auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
+    asio::post(io_, [this, id, rid, client, cancelled, finish, on_io, tokens]() {
+      const std::uint32_t chunk_tokens = chunks_ ? chunks_->options().chunk_tokens : 64;
+      if (tokens->empty()) return (*finish)(kvstore::audit_kv(worker_.kv_layout(), {}, {}, chunk_tokens, {}, std::nullopt));
+      Job job;
+      job.id = rid;
+      job.audit_of = id;
+      job.input = *tokens;
+      job.params.max_tokens = 1;
+      job.params.sampling.temperature = 0;
+      job.client = client;
+      job.cancelled = cancelled;
+      job.on_done = [this, id, tokens, chunk_tokens, on_io](JobResult r) {
+        if (r.error || !r.audit) {
+          return on_io(r.error.value_or(Error(Errc::cancelled, "the audit was cancelled")));
+        }
+        // The comparison reads chunk files and decodes them: on the storage thread, not the engine's.
+        auto capture = std::make_shared<AuditCapture>(std::move(*r.audit));
+        storage_.post([this, id, tokens, chunk_tokens, capture, on_io]() {
+          std::vector<kvstore::AuditChunkInput> chunks;
+          if (chunks_) {
+            for (auto& c : chunks_->stored_chunks(id)) {
+              kvstore::AuditChunkInput in{c.index, c.n_cells, c.prefix_hash, {}};
+              for (auto& copy : c.copies) in.copies.push_back({copy.tier, std::move(copy.blob), copy.error});
+              chunks.push_back(std::move(in));
+            }
+          }
+          std::optional<kvstore::AuditResidentInput> resident;
+          if (capture->resident) {
+            resident = kvstore::AuditResidentInput{capture->slot, capture->resident_tokens, capture->resident_state};
+          }
+          on_io(kvstore::audit_kv(worker_.kv_layout(), *tokens, capture->reference, chunk_tokens, chunks, resident));
+        });
+      };
+      if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());
+    });
+  });
+}
+
 void Service::finished(RequestId id, TurnResult result) {
   auto it = in_flight_.find(id);
   if (it == in_flight_.end()) return;

@@ -34,6 +34,7 @@
 #include "daemon/engine_worker.h"
 #include "daemon/task_thread.h"
 #include "kvstore/chunk_store.h"
+#include "kvstore/kv_audit.h"
 #include "kvstore/session_store.h"
 #include "scheduler/scheduler.h"
 
@@ -153,6 +154,13 @@ class Service {
   // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
   // its callbacks are still called (done with finish=cancelled).
   void cancel(RequestId id);
+
+  // KV audit (kvstore/kv_audit.h): recomputes the session's history from nothing in a scratch
+  // slot (scheduled like a request of the caller's, charged as prompt tokens) and compares every
+  // stored chunk copy and the KV resident in its slot with it. The session is busy meanwhile.
+  // Errors: not_found, busy, unavailable, resource_exhausted (requests in flight), and what the
+  // recompute met.
+  void audit_session(const Caller& caller, const std::string& id, std::function<void(Result<kvstore::AuditReport>)> done);
 
   // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
   // thread once nothing is in flight and the storage thread has written everything.

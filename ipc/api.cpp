@@ -206,6 +206,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
         return req.method == V::get ? get_session(req, r, parts[2]) : delete_session(req, r, parts[2]);
       }
       if (parts.size() == 4 && parts[3] == "messages" && route({V::post})) return post_message(req, r, parts[2]);
+      if (parts.size() == 4 && parts[3] == "audit" && route({V::post})) return audit_session(req, r, parts[2]);
     }
   }
   if (!allowed.empty()) {
@@ -273,7 +274,10 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
           {"slots", slots},
           {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
           {"sessions", {{"total", st.sessions}}},
-          {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
+          {"counters",
+           {{"jobs_done", st.worker.jobs_done},
+            {"tokens_generated", st.worker.tokens_generated},
+            {"kv_check_failures", st.worker.kv_check_failures}}},
           {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
           {"scheduler", scheduler_json(st.worker, caller)},
           {"limits",

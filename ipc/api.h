@@ -17,6 +17,10 @@
 //                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
 //   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//   POST   /v1/sessions/{id}/audit          KV audit (kvstore/kv_audit.h): the history recomputed
+//                                           and every stored chunk copy and the resident KV
+//                                           compared with it; 200 {"ok", "chunks", "resident", ...}
+//                                           (owner or admin; the session is busy meanwhile: 409)
 //
 // Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
 // (1-64 of A-Z a-z 0-9 . _ -): the scheduler serves client "UID/NAME" then (a session turn is the
@@ -75,6 +79,7 @@ class Api {
   void get_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void delete_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void post_message(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void audit_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
 
   // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
   // defaulting to default-max-tokens) and returns the "stream" field.
@@ -96,6 +101,7 @@ nlohmann::json usage_json(const daemon::Usage& usage);
 nlohmann::json timings_json(const daemon::Timings& timings, std::int32_t completion_tokens);
 std::string openai_finish_reason(engine::FinishReason reason);
 nlohmann::json session_json(const daemon::SessionInfo& info);
+nlohmann::json audit_json(const kvstore::AuditReport& report);
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body);
 
 }  // namespace llmd::ipc

@@ -740,6 +740,45 @@ StoreStats ChunkStore::stats() const {
   return s;
 }
 
+std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) const {
+  std::vector<Chunk> chunks;
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] {
+      auto it = sessions_.find(session);
+      return it == sessions_.end() || it->second.pending == 0 || stop_;
+    });
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return {};
+    chunks = it->second.chunks;
+  }
+  std::vector<StoredChunk> out;
+  for (const Chunk& c : chunks) {
+    if (!present(c)) continue;
+    StoredChunk sc;
+    sc.index = c.index;
+    sc.n_cells = c.n_cells;
+    sc.codec = c.codec;
+    sc.prefix_hash = c.prefix_hash;
+    if (c.ram) sc.copies.push_back({"ram", *c.ram, {}});
+    if (!c.file.empty()) {
+      StoredCopy copy{"disk", {}, {}};
+      const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
+      Status st = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, copy.blob);
+      if (st) {
+        if (auto info = inspect_chunk(copy.blob); !info) st = info.error();
+      }
+      if (!st) {
+        copy.error = st.error().message();
+        copy.blob.clear();
+      }
+      sc.copies.push_back(std::move(copy));
+    }
+    out.push_back(std::move(sc));
+  }
+  return out;
+}
+
 SessionResidency ChunkStore::residency(const std::string& session) const {
   SessionResidency r;
   std::lock_guard lock(mu_);

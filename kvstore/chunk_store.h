@@ -110,6 +110,21 @@ struct LoadResult {
   double decode_ms = 0;     // checking and decoding chunks into the state
 };
 
+// One copy of a stored chunk (see ChunkStore::stored_chunks).
+struct StoredCopy {
+  std::string tier;                // "ram" | "disk"
+  std::vector<std::uint8_t> blob;  // the blob (a disk copy read and checksum-checked)
+  std::string error;               // non-empty: the copy could not be read or failed its check
+};
+
+struct StoredChunk {
+  std::uint32_t index = 0;
+  std::uint32_t n_cells = 0;
+  Codec codec = Codec::exact;
+  std::uint64_t prefix_hash = 0;  // the index's
+  std::vector<StoredCopy> copies;
+};
+
 // Chained hash of tokens[0, n): a chunk's identity (plus its codec).
 std::uint64_t token_prefix_hash(std::uint64_t seed, std::span<const engine::Token> tokens);
 
@@ -150,6 +165,10 @@ class ChunkStore {
 
   StoreStats stats() const;
   SessionResidency residency(const std::string& session) const;
+  // Every chunk the store has for the session with the bytes of each copy (for the KV audit):
+  // T1 copies as they are, T2 files read and checksum-checked. Waits for the session's queued
+  // write-backs first. Any thread.
+  std::vector<StoredChunk> stored_chunks(const std::string& session) const;
   const ChunkStoreOptions& options() const { return opt_; }
 
  private:
@@ -210,7 +229,7 @@ class ChunkStore {
   std::unique_ptr<Db> db_;  // the store's thread (and open())
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;       // ops queued / done
+  mutable std::condition_variable cv_;  // ops queued / done
   std::map<std::string, Session> sessions_;  // GUARDED_BY(mu_)
   std::deque<Op> ops_;                        // GUARDED_BY(mu_)
   bool busy_ = false;                         // GUARDED_BY(mu_): an op is running

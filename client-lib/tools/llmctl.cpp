@@ -50,6 +50,8 @@ const char* kUsageText =
     "  sessions list                  your sessions (every user's for admins)\n"
     "  sessions show ID               a session and its messages\n"
     "  sessions rm ID...              delete sessions\n"
+    "  sessions audit ID...           check every stored copy of a session's KV against its\n"
+    "                                 recomputed history (exit 1 if any is wrong)\n"
     "  top [--interval SECONDS] [--iterations N] [--sort share|counter]\n"
     "                                 live view of the scheduler: clients, slots, KV memory; refreshes\n"
     "                                 every second (0.2 to 60) until Ctrl-C or N refreshes; with --json\n"
@@ -341,11 +343,32 @@ int cmd_chat(const Options& o, std::vector<std::string> args) {
   }
 }
 
+// One line per session audited, and one per copy that failed.
+bool print_audit(const std::string& id, const json& j) {
+  const bool ok = j.value("ok", false);
+  std::size_t chunks = 0, stale = 0;
+  for (const auto& c : j.value("chunks", json::array())) (c.value("stale", false) ? stale : chunks) += 1;
+  const json& res = j.contains("resident") ? j.at("resident") : json(nullptr);
+  std::printf("%s: %s: %d tokens; %zu chunks (%d copies checked, %d wrong)%s%s; resident KV: %s\n", id.c_str(),
+              ok ? "ok" : "WRONG KV", j.value("tokens", 0), chunks, j.value("checked", 0), j.value("failed", 0),
+              stale > 0 ? ", stale chunks not compared: " : "", stale > 0 ? std::to_string(stale).c_str() : "",
+              res.is_null() ? "not in a slot" : (res.value("ok", false) ? "ok" : "WRONG"));
+  for (const auto& c : j.value("chunks", json::array())) {
+    for (const auto& copy : c.value("copies", json::array())) {
+      if (copy.value("ok", false)) continue;
+      std::printf("  chunk %d (%s, %s): %s\n", c.value("index", 0), copy.value("tier", "").c_str(),
+                  copy.value("codec", "").c_str(), copy.value("error", json("?")).dump().c_str());
+    }
+  }
+  if (!res.is_null() && !res.value("ok", false)) std::printf("  slot %d: %s\n", res.value("slot", 0), res.value("error", json("?")).dump().c_str());
+  return ok;
+}
+
 int cmd_sessions(const Options& o, std::vector<std::string> args) {
   const std::string sub = args.empty() ? std::string() : args[0];
   const bool list = sub == "list" && args.size() == 1, show = sub == "show" && args.size() == 2,
-             rm = sub == "rm" && args.size() >= 2;
-  if (!list && !show && !rm) return usage_error("sessions needs list, show ID or rm ID...");
+             rm = sub == "rm" && args.size() >= 2, audit = sub == "audit" && args.size() >= 2;
+  if (!list && !show && !rm && !audit) return usage_error("sessions needs list, show ID, rm ID... or audit ID...");
   try {
     Connection c(o);
     if (list) {
@@ -373,6 +396,19 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
     for (std::size_t i = 1; i < args.size(); ++i) {
       // A session that is not there does not stop the others; an unreachable daemon does.
       try {
+        if (audit) {
+          const std::string body = c->call("POST", "/v1/sessions/" + args[i] + "/audit").body;
+          json j;
+          try {
+            j = json::parse(body);
+          } catch (const std::exception&) {
+            return bad_answer(200, body);
+          }
+          if (o.json) std::printf("%s\n", body.c_str());
+          const bool ok = o.json ? j.value("ok", false) : print_audit(args[i], j);
+          if (!ok) rc = kFailed;
+          continue;
+        }
         if (o.json) {
           std::printf("%s\n", c->call("DELETE", "/v1/sessions/" + args[i]).body.c_str());
         } else {

@@ -23,6 +23,14 @@ Status BatchRunner::add(SequenceJob job) {
     if (!tokenizer_.is_valid(t)) return Error(Errc::invalid_argument, "token " + std::to_string(t) + " is not in the vocabulary");
   }
   LLMD_TRY_STATUS(validate_generate(job.params));
+  if (job.at >= 0) {
+    const Pos lo = ctx_.seq_pos_min(job.seq), hi = ctx_.seq_pos_max(job.seq);
+    const bool holds = job.at == 0 ? hi < 0 : (lo == 0 && hi == job.at - 1);
+    if (!holds) {
+      return Error(Errc::internal, "slot " + std::to_string(job.seq) + " holds positions " + std::to_string(lo) + ".." +
+                                       std::to_string(hi) + " where the job expects 0.." + std::to_string(job.at - 1));
+    }
+  }
   auto sampler = Sampler::create(ctx_.model(), job.params.sampling);
   if (!sampler) return sampler.error();
   sampler->accept(job.prompt);
@@ -237,8 +245,9 @@ Status BatchRunner::resume(SeqId seq, Suspended s, std::vector<Token> replay) {
   if (active_.count(seq) != 0) return Error(Errc::invalid_argument, "slot " + std::to_string(seq) + " is busy");
   if (!s.a_) return Error(Errc::invalid_argument, "nothing to resume");
   const Pos held = ctx_.seq_pos_max(seq) + 1;
-  if (held + static_cast<Pos>(replay.size()) != s.a_->next_pos) {
-    return Error(Errc::invalid_argument, "slot " + std::to_string(seq) + " holds " + std::to_string(held) +
+  const bool from_zero = held == 0 || ctx_.seq_pos_min(seq) == 0;
+  if (!from_zero || held + static_cast<Pos>(replay.size()) != s.a_->next_pos) {
+    return Error(Errc::internal, "slot " + std::to_string(seq) + " holds " + std::to_string(held) +
                                              " positions and " + std::to_string(replay.size()) +
                                              " are replayed; the job continues at " + std::to_string(s.a_->next_pos));
   }

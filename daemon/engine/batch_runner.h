@@ -33,6 +33,10 @@ struct SequenceJob {
   // How many leading prompt tokens re-create history that was not resident (recompute); their
   // time is reported as restore_time rather than prefill_time.
   std::size_t restore_tokens = 0;
+  // The position the prompt must start at: the slot must hold exactly positions 0 .. at-1 (the
+  // caller's claim about what its KV holds, checked before anything is decoded on it). -1: no
+  // claim, the prompt continues whatever the slot holds.
+  Pos at = -1;
 };
 
 struct SequenceOutcome {
@@ -84,7 +88,8 @@ class BatchRunner {
   BatchRunner(Context& ctx, const Tokenizer& tokenizer) : ctx_(ctx), tokenizer_(tokenizer) {}
 
   // Adds a job on an idle slot. invalid_argument for a bad slot, a slot already in use by this
-  // runner, an empty prompt, a token outside the vocabulary or bad parameters.
+  // runner, an empty prompt, a token outside the vocabulary or bad parameters; internal when the
+  // slot does not hold exactly positions 0 .. job.at-1 (job.at >= 0): never decode on a guess.
   Status add(SequenceJob job);
   // One decode step; false once every job has finished. With `limits`, prompt tokens go only to the
   // slots it names, at most as many as it says, in its order (still within n_batch). On a decode error nothing of the step is
@@ -111,7 +116,8 @@ class BatchRunner {
   // Continues a suspended job on idle slot `seq`, whose KV must hold what it held at suspension
   // except its last `replay.size()` positions, which are decoded first: replay is those tokens (the
   // caller's to get right, e.g. history that was not restored followed by s.decoded()'s tail).
-  // invalid_argument if the slot is busy or seq_pos_max(seq) + 1 + replay.size() != s.end_pos().
+  // invalid_argument if the slot is busy; internal (an invariant broken: the caller's claim about
+  // the slot's KV is wrong) unless the slot holds exactly positions 0 .. s.end_pos() - replay.size() - 1.
   Status resume(SeqId seq, Suspended s, std::vector<Token> replay);
   bool empty() const { return active_.empty(); }
   // Slots whose jobs finished since the last call, in the order they finished.

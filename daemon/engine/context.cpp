@@ -195,6 +195,7 @@ void Context::seq_copy(SeqId from, SeqId to) {
 }
 
 Pos Context::seq_pos_max(SeqId seq) const { return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq); }
+Pos Context::seq_pos_min(SeqId seq) const { return llama_memory_seq_pos_min(llama_get_memory(ctx_), seq); }
 
 void Context::clear_all() {
   llama_memory_clear(llama_get_memory(ctx_), true);

@@ -80,6 +80,7 @@ class Context {
   bool seq_truncate(SeqId seq, Pos from);    // forget positions >= from
   void seq_copy(SeqId from, SeqId to);       // to shares from's cells (no copy of data)
   Pos seq_pos_max(SeqId seq) const;          // last stored position, -1 if empty
+  Pos seq_pos_min(SeqId seq) const;          // first stored position, -1 if empty
   void clear_all();                          // forget everything in every slot
 
   // The sequence's KV state in llama.cpp's format (see seq_state.h).

@@ -270,8 +270,31 @@ TEST(BatchRunnerResumeErrors, PositionsMustAddUp) {
   EXPECT_FALSE(r.suspend(0).has_value());
   ctx->seq_clear(0);
   std::vector<Token> too_short(s->decoded().begin() + 1, s->decoded().end());
-  EXPECT_EQ(test::code_of(r.resume(0, std::move(*s), too_short)), Errc::invalid_argument);
+  EXPECT_EQ(test::code_of(r.resume(0, std::move(*s), too_short)), Errc::internal);
   ASSERT_TRUE(r.add({1, test::tokens_of(tok, "The dog"), test::greedy(4)}));
+}
+
+// A job that claims what its slot holds is refused when the slot holds something else (the
+// engine worker's check against decoding a turn on a slot whose KV was dropped under it).
+TEST(BatchRunnerStartChecks, AddRefusesASlotThatDoesNotHoldTheClaimedPositions) {
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  Tokenizer tok(*model);
+  auto ctx = test::make_context(*model);
+  ASSERT_TRUE(ctx);
+  BatchRunner r(*ctx, tok);
+  const auto prompt = test::tokens_of(tok, "Tom and Sue went to the park");
+  ASSERT_TRUE(r.add({0, prompt, test::greedy(1)}));
+  ASSERT_TRUE(r.run());
+  const Pos held = ctx->seq_pos_max(0) + 1;
+  ASSERT_EQ(held, static_cast<Pos>(prompt.size()));
+  const auto more = test::tokens_of(tok, "The dog");
+  EXPECT_EQ(test::code_of(r.add({0, more, test::greedy(1), 0, held + 3})), Errc::internal);  // claims more
+  EXPECT_EQ(test::code_of(r.add({0, more, test::greedy(1), 0, 0})), Errc::internal);         // claims empty
+  ctx->seq_clear(0);
+  EXPECT_EQ(test::code_of(r.add({0, more, test::greedy(1), 0, held})), Errc::internal);  // KV gone
+  ASSERT_TRUE(r.add({0, more, test::greedy(1), 0, 0}));
+  ASSERT_TRUE(r.run());
 }
 
 }  // namespace
