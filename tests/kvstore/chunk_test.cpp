@@ -119,8 +119,9 @@ TEST(Chunk, ThePrefixHashIsInTheCheckedHeader) {
     const auto blob = *encode_chunk(s, layout_of(s), c, hash);
     EXPECT_EQ(inspect_chunk(blob)->prefix_hash, hash);
     std::vector<std::uint8_t> buffer, scratch;
-    engine::SeqStateWriter out(buffer, layout_of(s), 0, 1, 0, 4);
-    auto info = decode_chunk_into(blob, layout_of(s), out, 0, scratch);
+    const auto layout = layout_of(s);  // the writer keeps a reference to it
+    engine::SeqStateWriter out(buffer, layout, 0, 1, 0, 4);
+    auto info = decode_chunk_into(blob, layout, out, 0, scratch);
     ASSERT_TRUE(info) << info.error().to_string();
     EXPECT_EQ(info->prefix_hash, hash);
     for (std::size_t i = 56; i < 64; ++i) {
