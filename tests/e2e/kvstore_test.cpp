@@ -411,7 +411,9 @@ TEST(KvIntegrity, LlmdStartsOverADamagedChunkIndexAndSessionsContinue) {
     const Turn t = turn(d.client(), id, kTurns[2]);
     EXPECT_EQ(t.text, expected[2]) << t.usage.dump();
     if (what != "a damaged -wal") {  // (a WAL rolled back may leave rows naming removed files: missing chunks)
-      EXPECT_EQ(call(d.client(), "GET", "/v1/status").body["kv"].value("bad_chunks", -1), 0);
+      const auto kv = call(d.client(), "GET", "/v1/status").body["kv"];
+      EXPECT_EQ(kv.value("bad_chunks", -1), 0) << kv.dump();
+      EXPECT_EQ(kv.value("index_resets", -1), 1) << kv.dump();
       EXPECT_NE(d.log().find("is damaged"), std::string::npos) << d.log();
     }
     // The fresh index works: after a restart the session loads its chunks again.
