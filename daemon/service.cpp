@@ -459,7 +459,7 @@ void Service::audit_session(const Caller& caller, const std::string& id,
     auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
     asio::post(io_, [this, id, rid, client, cancelled, finish, on_io, tokens]() {
       const std::uint32_t chunk_tokens = chunks_ ? chunks_->options().chunk_tokens : 64;
-      if (tokens->empty()) return (*finish)(kvstore::audit_kv(worker_.kv_layout(), {}, {}, chunk_tokens, {}, std::nullopt));
+      if (tokens->empty()) return (*finish)(kvstore::audit_kv(worker_.kv_layout(), {}, {}, chunk_tokens, 0, {}, std::nullopt));
       Job job;
       job.id = rid;
       job.audit_of = id;
@@ -479,7 +479,16 @@ void Service::audit_session(const Caller& caller, const std::string& id,
           if (chunks_) {
             for (auto& c : chunks_->stored_chunks(id)) {
               kvstore::AuditChunkInput in{c.index, c.n_cells, c.prefix_hash, {}};
-              for (auto& copy : c.copies) in.copies.push_back({copy.tier, std::move(copy.blob), copy.error});
+              auto add = [&](const char* tier, std::optional<kvstore::StoredCopy>& copy) {
+                if (!copy) return;
+                if (*copy) {
+                  in.copies.push_back({tier, std::move(**copy), {}});
+                } else {
+                  in.copies.push_back({tier, {}, copy->error().message()});
+                }
+              };
+              add("ram", c.ram);
+              add("disk", c.disk);
               chunks.push_back(std::move(in));
             }
           }
@@ -487,7 +496,8 @@ void Service::audit_session(const Caller& caller, const std::string& id,
           if (capture->resident) {
             resident = kvstore::AuditResidentInput{capture->slot, capture->resident_tokens, capture->resident_state};
           }
-          on_io(kvstore::audit_kv(worker_.kv_layout(), *tokens, capture->reference, chunk_tokens, chunks, resident));
+          on_io(kvstore::audit_kv(worker_.kv_layout(), *tokens, capture->reference, chunk_tokens,
+                                  chunks_ ? chunks_->chain_seed() : 0, chunks, resident));
         });
       };
       if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());

@@ -71,6 +71,8 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
           {"chunks_encoded", s.chunks_encoded},
           {"pending_write_backs", s.pending},
           {"write_errors", s.write_errors},
+          {"reserve_skips", s.reserve_skips},
+          {"index_resets", s.index_resets},
           {"bad_chunks", s.bad_chunks},
           {"costs_ms_per_token",
            {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},

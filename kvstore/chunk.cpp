@@ -14,9 +14,10 @@ namespace llmd::kvstore {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x43564B4Cu;  // "LKVC"
-constexpr std::uint16_t kVersion = 1;
+constexpr std::uint16_t kVersion = 2;  // 2: the prefix hash at kPrefixHashOffset
 constexpr std::size_t kHeaderBytes = 64;
 constexpr std::size_t kChecksumOffset = 48;
+constexpr std::size_t kPrefixHashOffset = 56;
 constexpr int kZstdLevel = 3;
 
 template <typename T>
@@ -122,7 +123,7 @@ std::uint64_t layout_id(const engine::KvLayout& l) {
 }
 
 Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
-                                               Codec codec) {
+                                               Codec codec, std::uint64_t prefix_hash) {
   if (cells.cells.empty()) return Error(Errc::invalid_argument, "a chunk needs at least one cell");
   if (!(engine::layout_of(cells, layout.cell_ext_bytes) == layout)) {
     return Error(Errc::invalid_argument, "the cells do not have the given KV layout");
@@ -170,6 +171,7 @@ Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, co
   put(blob, 24, layout_id(layout));
   put(blob, 32, static_cast<std::uint64_t>(payload.size()));
   put(blob, 40, *raw_size);
+  put(blob, kPrefixHashOffset, prefix_hash);
   std::memcpy(blob.data() + kHeaderBytes, payload.data(), payload.size());
   put(blob, kChecksumOffset, checksum(blob, payload));
   return blob;
@@ -192,6 +194,7 @@ Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob, Verify verif
   info.n_cells = get<std::uint32_t>(blob, 8);
   info.first_pos = get<engine::Pos>(blob, 12);
   info.layout = get<std::uint64_t>(blob, 24);
+  info.prefix_hash = get<std::uint64_t>(blob, kPrefixHashOffset);
   info.bytes = blob.size();
   if (info.n_cells == 0) return corrupt("no cells");
   return info;

@@ -11,9 +11,16 @@
 //
 // Blob layout (little endian): a 64-byte header (magic "LKVC", version, codec, cell count, first
 // position, layer count, cell extension size, layout id, payload sizes, an XXH3-64 checksum of every
-// other byte of the blob), then the payload: per cell its position (and extension bytes), then per layer the
-// K rows and the V rows of all cells, in the codec's type; the payload is zstd-compressed for
-// exact_zstd.
+// other byte of the blob, and the prefix hash: what the KV was computed from), then the payload: per
+// cell its position (and extension bytes), then per layer the K rows and the V rows of all cells, in
+// the codec's type; the payload is zstd-compressed for exact_zstd.
+//
+// The prefix hash binds a blob to the tokens it was made for: the KV of a cell depends on every
+// token before it, so the chunk store writes the chained hash of all of a session's tokens up to the
+// chunk's end (seeded with the model and layout: ChunkStore) and, on restore, compares the blob's
+// own hash with the history being restored. An intact blob of other tokens (another session's
+// file, an earlier history's) is thereby refused, not only a damaged one. Version 1 blobs (no
+// prefix hash) are refused as an unknown version.
 //
 // Pure code over the engine's layout types; no llama.h, no I/O. Thread-safe (no shared state).
 #pragma once
@@ -42,14 +49,17 @@ struct ChunkInfo {
   std::uint32_t n_cells = 0;
   engine::Pos first_pos = 0;
   std::uint64_t layout = 0;
-  std::uint64_t bytes = 0;  // whole blob
+  std::uint64_t prefix_hash = 0;  // what encode_chunk was given
+  std::uint64_t bytes = 0;        // whole blob
 };
 
-// Encodes a stream's cells (all of them; cut them with engine::slice_cells first). Errors:
-// invalid_argument if the cells do not match the layout, or a row cannot be quantized to the
-// codec's type (its length is not a multiple of 32 elements).
+// Encodes a stream's cells (all of them; cut them with engine::slice_cells first), recording
+// `prefix_hash` (the identity of the tokens the KV was computed from; 0 for a chunk bound to none,
+// as in tests and benchmarks) in the header, under the checksum. Errors: invalid_argument if the
+// cells do not match the layout, or a row cannot be quantized to the codec's type (its length is
+// not a multiple of 32 elements).
 Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
-                                               Codec codec);
+                                               Codec codec, std::uint64_t prefix_hash = 0);
 
 // Whether a blob's checksum is checked: always for what comes from disk; a blob the process made
 // and kept in its own memory (T1) may skip it (a restore then reads its bytes once, not twice).

@@ -1,31 +1,29 @@
-// The chunk store (see chunk_store.h).
+// The chunk store: opening, the write-back thread, eviction, the disk reserve (see chunk_store.h).
+// Reads (load, stored_chunks, restore costs, residency) are in chunk_store_read.cpp.
 #include "kvstore/chunk_store.h"
 
 #include <algorithm>
 #include <charconv>
-#include <chrono>
-#include <optional>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "kvstore/chunk_index.h"
 #include "kvstore/eviction.h"
-#include "kvstore/sqlite_db.h"
 
 namespace llmd::kvstore {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+// The chunk blob format the index's rows are valid for (chunk.h; 2: blobs carry their prefix hash).
+constexpr const char* kFormat = "v2";
 
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks(
-  session TEXT NOT NULL, idx INTEGER NOT NULL, n_cells INTEGER NOT NULL, codec INTEGER NOT NULL,
-  prefix_hash INTEGER NOT NULL, file TEXT NOT NULL, disk_codec INTEGER NOT NULL, bytes INTEGER NOT NULL,
-  PRIMARY KEY(session, idx)) WITHOUT ROWID;
-)sql";
+// What a chunk file takes of its file system beyond its bytes (a page, a block) and what one index
+// commit may add to the index's WAL: both counted against the disk reserve.
+constexpr std::uint64_t kBlockBytes = 4096;
+constexpr std::uint64_t kIndexCommitBytes = 64 << 10;
+std::uint64_t file_blocks(std::uint64_t bytes) { return (bytes + kBlockBytes - 1) / kBlockBytes * kBlockBytes; }
 
 // Session ids become directory names: only [A-Za-z0-9_-], 1..64 characters.
 bool safe_name(const std::string& s) {
@@ -44,8 +42,6 @@ std::uint64_t file_gen(const std::string& name) {
   std::from_chars(name.data() + dash + 1, name.data() + dot, g);
   return g;
 }
-
-bool present(const auto& c) { return c.n_cells > 0 && (c.ram || !c.file.empty()); }
 
 }  // namespace
 
@@ -74,59 +70,40 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::open(ChunkStoreOptions options, 
 
 Status ChunkStore::init(const std::string& model_fingerprint) {
   LLMD_TRY_STATUS(opt_.fs->make_dirs(opt_.dir));
-  // The index is a cache of the sessions' tokens: a power failure that rolls back its latest
-  // commits only costs recomputation (a row naming a removed file reads as a missing chunk).
-  auto db = Db::open((opt_.dir / "index.db").string(), Db::Durability::process);
-  if (!db) return db.error();
-  db_ = std::move(*db);
-  LLMD_TRY_STATUS(db_->exec(kSchema));
-
-  // A different model or KV layout makes every chunk useless: forget them all.
-  const std::string identity = model_fingerprint + "/" + std::to_string(layout_id(layout_)) + "/v1";
-  std::string stored;
-  {
-    auto q = db_->prepare("SELECT value FROM meta WHERE key = 'identity'");
-    if (!q) return q.error();
-    auto row = q->step();
-    if (!row) return row.error();
-    if (*row) stored = q->column_text(0);
-  }
-  if (stored != identity) {
-    if (!stored.empty()) spdlog::info("kvstore: the model or KV layout changed; every stored KV chunk is invalidated");
-    Status reset = db_->transaction([&]() -> Status {
-      LLMD_TRY_STATUS(db_->exec("DELETE FROM chunks"));
-      auto up = db_->prepare("INSERT OR REPLACE INTO meta(key, value) VALUES('identity', ?)");
-      if (!up) return up.error();
-      return up->bind(1, identity).run();
-    });
-    if (!reset) return reset;
+  // A different model, KV layout or chunk format makes every chunk useless: the index forgets them
+  // all. The same identity seeds every prefix hash, so a chunk file made under another one never
+  // matches a history either, whatever its index row says.
+  const std::string identity = model_fingerprint + "/" + std::to_string(layout_id(layout_)) + "/" + kFormat;
+  chain_seed_ = XXH3_64bits(identity.data(), identity.size());
+  auto opened = ChunkIndex::open(opt_.dir / "index.db", identity);
+  if (!opened) return opened.error();
+  index_ = std::move(opened->index);
+  if (!opened->discarded.empty()) {
+    ++stats_.index_resets;
+    spdlog::warn("kvstore: the chunk index {} is damaged ({}): it is discarded with every stored KV chunk; sessions "
+                 "are recomputed as they are used",
+                 (opt_.dir / "index.db").string(), opened->discarded);
+  } else if (opened->identity_changed) {
+    spdlog::info("kvstore: the model, KV layout or chunk format changed; every stored KV chunk is invalidated");
   }
 
-  // The index, then a sweep of every file it does not name (torn writes, replaced chunks).
+  // The index, then a sweep of every file it does not name (torn writes, replaced chunks, and
+  // all of them when the index was discarded).
   std::uint64_t disk_used = 0;
-  {
-    auto q = db_->prepare("SELECT session, idx, n_cells, codec, prefix_hash, file, disk_codec, bytes FROM chunks");
-    if (!q) return q.error();
-    while (true) {
-      auto row = q->step();
-      if (!row) return row.error();
-      if (!*row) break;
-      const std::string session = q->column_text(0);
-      const auto idx = static_cast<std::uint32_t>(q->column_int(1));
-      if (!safe_name(session) || idx > (1u << 24)) continue;
-      Session& s = sessions_[session];
-      if (s.chunks.size() <= idx) s.chunks.resize(idx + 1);
-      Chunk& c = s.chunks[idx];
-      c.index = idx;
-      c.n_cells = static_cast<std::uint32_t>(q->column_int(2));
-      c.codec = static_cast<Codec>(q->column_int(3) & 3);
-      c.prefix_hash = static_cast<std::uint64_t>(q->column_int(4));
-      c.file = q->column_text(5);
-      c.disk_codec = static_cast<Codec>(q->column_int(6) & 3);
-      c.disk_bytes = static_cast<std::uint64_t>(q->column_int(7));
-      disk_used += c.disk_bytes;
-      gen_ = std::max(gen_, file_gen(c.file));
-    }
+  for (IndexRow& row : opened->rows) {
+    if (!safe_name(row.session) || row.idx > (1u << 24)) continue;
+    Session& s = sessions_[row.session];
+    if (s.chunks.size() <= row.idx) s.chunks.resize(row.idx + 1);
+    Chunk& c = s.chunks[row.idx];
+    c.index = row.idx;
+    c.n_cells = row.n_cells;
+    c.codec = row.codec;
+    c.prefix_hash = row.prefix_hash;
+    c.file = std::move(row.file);
+    c.disk_codec = row.disk_codec;
+    c.disk_bytes = row.bytes;
+    disk_used += c.disk_bytes;
+    gen_ = std::max(gen_, file_gen(c.file));
   }
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(opt_.dir, ec)) {
@@ -146,10 +123,12 @@ Status ChunkStore::init(const std::string& model_fingerprint) {
     }
   }
   stats_.disk.bytes = disk_used;
-  // A smaller disk budget than last time: evict down to it.
-  if (disk_used > opt_.disk_budget) {
+  // A smaller disk budget than last time, or less free space than the reserve (others filled the
+  // disk): evict down to them, as far as the store's own chunks go.
+  const std::uint64_t shortfall = reserve_shortfall(0);
+  if (disk_used > opt_.disk_budget || shortfall > 0) {
     std::vector<std::pair<std::string, Chunk>> evicted;
-    make_disk_room(0, evicted);
+    make_disk_room(0, shortfall, evicted, /*partial=*/true);
     std::vector<std::pair<std::string, std::uint32_t>> rows;
     for (auto& [session, c] : evicted) {
       rows.emplace_back(session, c.index);
@@ -296,23 +275,30 @@ bool ChunkStore::make_ram_room(std::uint64_t bytes) {
   return freed >= need;
 }
 
-bool ChunkStore::make_disk_room(std::uint64_t bytes, std::vector<std::pair<std::string, Chunk>>& evicted) {
+bool ChunkStore::make_disk_room(std::uint64_t bytes, std::uint64_t extra,
+                                std::vector<std::pair<std::string, Chunk>>& evicted, bool partial,
+                                const std::string* keep_session, std::uint32_t keep_below) {
   if (bytes > opt_.disk_budget) return false;
-  if (stats_.disk.bytes + bytes <= opt_.disk_budget) return true;
+  const std::uint64_t total = stats_.disk.bytes + bytes;
+  const std::uint64_t need = std::max(total > opt_.disk_budget ? total - opt_.disk_budget : 0, extra);
+  if (need == 0) return true;
   std::vector<EvictionCandidate> cand;
   std::vector<std::pair<const std::string*, Chunk*>> where;
   for (auto& [id, s] : sessions_) {
+    const bool own = keep_session && id == *keep_session;
     for (auto& c : s.chunks) {
       if (c.file.empty()) continue;
-      cand.push_back({tolerance_level(c.codec), c.last_use, c.index, c.disk_bytes, s.pins > 0});
+      cand.push_back({tolerance_level(c.codec), c.last_use, c.index, c.disk_bytes,
+                      s.pins > 0 || (own && c.index < keep_below)});
       where.emplace_back(&id, &c);
     }
   }
-  const std::uint64_t need = stats_.disk.bytes + bytes - opt_.disk_budget;
+  const auto victims = lctru_victims(cand, need);
   std::uint64_t freed = 0;
-  for (std::size_t i : lctru_victims(cand, need)) {
+  for (std::size_t i : victims) freed += cand[i].bytes;
+  if (freed < need && !partial) return false;
+  for (std::size_t i : victims) {
     Chunk& c = *where[i].second;
-    freed += c.disk_bytes;
     stats_.disk.bytes -= c.disk_bytes;
     evicted.emplace_back(*where[i].first, c);
     c.file.clear();
@@ -321,49 +307,131 @@ bool ChunkStore::make_disk_room(std::uint64_t bytes, std::vector<std::pair<std::
   return freed >= need;
 }
 
-void ChunkStore::remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows) {
-  if (rows.empty()) return;
-  auto st = db_->transaction([&]() -> Status {
-    auto del = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx = ?");
-    if (!del) return del.error();
-    for (const auto& [session, idx] : rows) {
-      LLMD_TRY_STATUS(del->bind(1, session).bind(2, static_cast<std::int64_t>(idx)).run());
-      del->reset();
-    }
-    return {};
-  });
-  if (!st) record_error("cannot update the chunk index: " + st.error().message());
+std::uint64_t ChunkStore::reserve_shortfall(std::uint64_t bytes) const {
+  auto free = opt_.fs->free_bytes(opt_.dir);
+  if (!free) return 0;  // the file system cannot say: the budget alone holds
+  const std::uint64_t need = opt_.disk_reserve + (bytes > 0 ? file_blocks(bytes) + kIndexCommitBytes : 0);
+  return need > *free ? need - *free : 0;
 }
 
-Status ChunkStore::write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
-                                    std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows) {
-  std::vector<std::pair<std::string, Chunk>> evicted;
-  std::string name;
+Status ChunkStore::update_index(const IndexUpdate& update) {
+  if (!index_) return {};  // the disk tier is off
+  Status st = index_->apply(update);
+  if (!st) {
+    if (ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
+    else record_error("cannot update the chunk index: " + st.error().message());
+  }
+  return st;
+}
+
+void ChunkStore::discard_disk_tier(const std::string& why) {
+  spdlog::warn("kvstore: the chunk index {} is damaged ({}): it is discarded with every KV chunk file; RAM copies "
+               "are kept, the rest is recomputed as sessions are used",
+               (opt_.dir / "index.db").string(), why);
   {
     std::lock_guard lock(mu_);
-    if (!make_disk_room(blob.size(), evicted)) {
-      return Error(Errc::resource_exhausted, "the disk budget cannot hold the chunk");
+    for (auto& [id, s] : sessions_) {
+      for (auto& c : s.chunks) {
+        c.file.clear();
+        c.disk_bytes = 0;
+      }
     }
-    stats_.disk.bytes += blob.size();  // reserved
-    name = std::to_string(c.index) + "-" + std::to_string(++gen_) + ".kvc";
+    stats_.disk.bytes = 0;
+    ++stats_.index_resets;
+    stats_.last_error = "the chunk index was damaged (" + why + ") and was discarded";
   }
-  // An evicted chunk's row goes in the caller's transaction; its file can go now (a row without
-  // its file reads as a missing chunk, should the process die before that commit).
-  for (auto& [s, e] : evicted) {
-    evicted_rows.emplace_back(s, e.index);
-    (void)opt_.fs->remove_file(session_dir(s) / e.file);
+  // Every file is unnamed now. (A load() reading one at this moment finds it gone: a bad chunk.)
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(opt_.dir, ec)) {
+    std::error_code ignored;
+    if (entry.is_directory(ignored)) std::filesystem::remove_all(entry.path(), ignored);
   }
-  Status st = opt_.fs->make_dirs(session_dir(session));
-  if (st) st = opt_.fs->write_file(session_dir(session) / name, blob);
-  if (!st) {
+  if (Status st = index_->recreate(); !st) {
+    index_.reset();
+    record_error("cannot recreate the chunk index (" + st.error().message() +
+                 "): KV chunks are kept in RAM only until llmd restarts");
+  }
+}
+
+void ChunkStore::remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows) {
+  if (rows.empty()) return;
+  IndexUpdate u;
+  u.remove = rows;
+  (void)update_index(u);
+}
+
+ChunkStore::Written ChunkStore::write_chunk_file(const std::string& session, Chunk& c,
+                                                 std::span<const std::uint8_t> blob,
+                                                 std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows) {
+  Status st;
+  // A second attempt follows a write refused for space (ENOSPC, EDQUOT) although the free space
+  // measured said there was room: the file system filled meanwhile, or a quota counts. It frees at
+  // least the chunk's blocks and the index commit that follows it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // Only this thread writes the store's files, so what is free now is free at the write, but for
+    // other programs' writes (which the second attempt is for).
+    std::uint64_t shortfall = reserve_shortfall(blob.size());
+    if (attempt > 0) shortfall = std::max(shortfall, file_blocks(blob.size()) + kIndexCommitBytes);
+    std::vector<std::pair<std::string, Chunk>> evicted;
+    std::string name;
+    bool skip = false;
+    {
+      std::lock_guard lock(mu_);
+      if (!make_disk_room(blob.size(), shortfall, evicted, /*partial=*/false, &session, c.index)) {
+        if (attempt > 0) break;  // the space error stands
+        if (shortfall == 0) {
+          st = Error(Errc::resource_exhausted, "the disk budget cannot hold the chunk");
+          break;
+        }
+        // Others have taken the disk into the reserve: the chunk stays in RAM, and the store gives
+        // back what it holds of the reserve (a cache matters less than sessions.db).
+        make_disk_room(0, reserve_shortfall(0), evicted, /*partial=*/true, &session, c.index);
+        ++stats_.reserve_skips;
+        skip = true;
+      } else {
+        stats_.disk.bytes += blob.size();  // reserved
+        name = std::to_string(c.index) + "-" + std::to_string(++gen_) + ".kvc";
+      }
+    }
+    // An evicted chunk's row goes in the caller's transaction; its file can go now (a row without
+    // its file reads as a missing chunk, should the process die before that commit).
+    for (auto& [s, e] : evicted) {
+      evicted_rows.emplace_back(s, e.index);
+      (void)opt_.fs->remove_file(session_dir(s) / e.file);
+    }
+    if (skip) {
+      if (!disk_low_) {
+        disk_low_ = true;
+        spdlog::warn("kvstore: less than the disk reserve ({} MiB) would be left free on {}: KV chunks are kept in "
+                     "RAM only until there is room",
+                     opt_.disk_reserve >> 20, opt_.dir.string());
+      }
+      return Written::skipped;
+    }
+    st = opt_.fs->make_dirs(session_dir(session));
+    if (st) st = opt_.fs->write_file(session_dir(session) / name, blob);
+    if (st) {
+      c.file = name;
+      c.disk_bytes = blob.size();
+      if (disk_low_) {
+        disk_low_ = false;
+        spdlog::info("kvstore: the disk reserve is free again on {}: KV chunks are written to disk",
+                     opt_.dir.string());
+      }
+      return Written::yes;
+    }
+    {
+      std::lock_guard lock(mu_);
+      stats_.disk.bytes -= blob.size();
+    }
+    if (st.error().code() != Errc::resource_exhausted) break;
+  }
+  {
     std::lock_guard lock(mu_);
-    stats_.disk.bytes -= blob.size();
     ++stats_.write_errors;
-    return st;
   }
-  c.file = name;
-  c.disk_bytes = blob.size();
-  return {};
+  record_error("cannot write a KV chunk of " + session + " to disk (kept in RAM only): " + st.error().message());
+  return Written::failed;
 }
 
 void ChunkStore::do_write_back(Op& op) {
@@ -395,7 +463,7 @@ void ChunkStore::do_write_back(Op& op) {
   const std::uint32_t C = opt_.chunk_tokens;
   const std::size_t n_chunks = (n + C - 1) / C;
   std::vector<std::uint64_t> hashes(n_chunks);
-  std::uint64_t h = 0;
+  std::uint64_t h = chain_seed_;
   for (std::size_t i = 0; i < n_chunks; ++i) {
     const std::size_t b = i * C, e = std::min(n, b + C);
     h = token_prefix_hash(h, std::span(op.tokens).subspan(b, e - b));
@@ -428,7 +496,7 @@ void ChunkStore::do_write_back(Op& op) {
       record_error(slice.error().message());
       break;
     }
-    auto blob = encode_chunk(*slice, layout_, codecs[i]);
+    auto blob = encode_chunk(*slice, layout_, codecs[i], hashes[i]);
     if (!blob) {
       record_error("cannot encode a chunk of " + op.session + ": " + blob.error().message());
       break;
@@ -438,20 +506,18 @@ void ChunkStore::do_write_back(Op& op) {
     c.n_cells = static_cast<std::uint32_t>(e - b);
     c.codec = codecs[i];
     c.prefix_hash = hashes[i];
-    if (opt_.disk_budget > 0) {
+    if (opt_.disk_budget > 0 && index_) {
       std::vector<std::uint8_t> zblob;
       std::span<const std::uint8_t> disk_blob = *blob;
       c.disk_codec = codecs[i];
       if (opt_.disk_zstd && codecs[i] == Codec::exact) {
-        if (auto z = encode_chunk(*slice, layout_, Codec::exact_zstd)) {
+        if (auto z = encode_chunk(*slice, layout_, Codec::exact_zstd, hashes[i])) {
           zblob = std::move(*z);
           disk_blob = zblob;
           c.disk_codec = Codec::exact_zstd;
         }
       }
-      if (auto st = write_chunk_file(op.session, c, disk_blob, evicted_rows); !st) {
-        record_error("cannot write a KV chunk of " + op.session + " to disk: " + st.error().message());
-      }
+      (void)write_chunk_file(op.session, c, disk_blob, evicted_rows);  // failures are recorded there
     }
     {
       std::lock_guard lock(mu_);
@@ -465,42 +531,23 @@ void ChunkStore::do_write_back(Op& op) {
   }
 
   // Index first (new rows point at files already written), then the chunks in memory, then old files.
-  auto st = db_->transaction([&]() -> Status {
-    auto up = db_->prepare(
-        "INSERT OR REPLACE INTO chunks(session, idx, n_cells, codec, prefix_hash, file, disk_codec, bytes) "
-        "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
-    if (!up) return up.error();
-    auto del = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx = ?");
-    if (!del) return del.error();
-    auto del_from = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx >= ?");
-    if (!del_from) return del_from.error();
-    for (const auto& [session, idx] : evicted_rows) {
-      if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&](const Chunk& c) { return c.index == idx; })) {
-        continue;  // replaced below
-      }
-      LLMD_TRY_STATUS(del->bind(1, session).bind(2, static_cast<std::int64_t>(idx)).run());
-      del->reset();
+  IndexUpdate update;
+  for (const auto& [session, idx] : evicted_rows) {
+    if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&](const Chunk& c) { return c.index == idx; })) {
+      continue;  // replaced below
     }
-    for (const Chunk& c : fresh) {
-      if (c.file.empty()) {
-        LLMD_TRY_STATUS(del->bind(1, op.session).bind(2, static_cast<std::int64_t>(c.index)).run());
-        del->reset();
-        continue;
-      }
-      LLMD_TRY_STATUS(up->bind(1, op.session)
-                          .bind(2, static_cast<std::int64_t>(c.index))
-                          .bind(3, static_cast<std::int64_t>(c.n_cells))
-                          .bind(4, static_cast<std::int64_t>(c.codec))
-                          .bind(5, static_cast<std::int64_t>(c.prefix_hash))
-                          .bind(6, c.file)
-                          .bind(7, static_cast<std::int64_t>(c.disk_codec))
-                          .bind(8, static_cast<std::int64_t>(c.disk_bytes))
-                          .run());
-      up->reset();
+    update.remove.emplace_back(session, idx);
+  }
+  for (const Chunk& c : fresh) {
+    if (c.file.empty()) {
+      update.remove.emplace_back(op.session, c.index);
+      continue;
     }
-    return del_from->bind(1, op.session).bind(2, static_cast<std::int64_t>(n_chunks)).run();
-  });
-  if (!st) record_error("cannot update the chunk index: " + st.error().message());
+    update.put.push_back({op.session, c.index, c.n_cells, c.codec, c.prefix_hash, c.file, c.disk_codec, c.disk_bytes});
+  }
+  update.remove_from.emplace_back(op.session, static_cast<std::uint32_t>(n_chunks));
+  const Status st = index_ ? index_->apply(update) : Status{};
+  if (!st && !ChunkIndex::is_damage(st.error())) record_error("cannot update the chunk index: " + st.error().message());
 
   std::vector<std::string> old_files;
   {
@@ -526,6 +573,8 @@ void ChunkStore::do_write_back(Op& op) {
     ++stats_.write_backs;
   }
   for (const auto& f : old_files) (void)opt_.fs->remove_file(session_dir(op.session) / f);
+  // Last, when the chunks above no longer count files they do not have.
+  if (!st && ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
 }
 
 void ChunkStore::release_chunk(const Chunk& c, std::vector<std::string>& files) {
@@ -547,173 +596,14 @@ void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
     if (from < s.chunks.size()) s.chunks.resize(from);
     if (from == 0 && s.pins == 0 && s.pending == 0) sessions_.erase(it);
   }
-  auto st = db_->transaction([&]() -> Status {
-    auto del = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx >= ?");
-    if (!del) return del.error();
-    return del->bind(1, session).bind(2, static_cast<std::int64_t>(from)).run();
-  });
-  if (!st) record_error("cannot update the chunk index: " + st.error().message());
+  IndexUpdate update;
+  update.remove_from.emplace_back(session, from);
+  (void)update_index(update);
   for (const auto& f : files) (void)opt_.fs->remove_file(session_dir(session) / f);
   if (from == 0 && safe_name(session)) {
     std::error_code ec;
     std::filesystem::remove(session_dir(session), ec);  // only if empty
   }
-}
-
-LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
-                            const RestoreTarget& target, std::vector<std::uint8_t>& buffer) {
-  LoadResult r;
-  std::vector<Chunk> chunks;
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      auto it = sessions_.find(session);
-      return it == sessions_.end() || it->second.pending == 0 || stop_;
-    });
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return r;
-    const std::uint64_t now = ++clock_;
-    for (auto& c : it->second.chunks) c.last_use = now;
-    chunks = it->second.chunks;
-  }
-  // The plan: the chunks whose token prefix matches the history.
-  const std::uint32_t C = opt_.chunk_tokens;
-  std::size_t plan = 0;
-  std::uint64_t h = 0;
-  for (std::size_t i = 0; i < chunks.size(); ++i) {
-    const Chunk& c = chunks[i];
-    if (!present(c) || i * C + c.n_cells > history.size()) break;
-    h = token_prefix_hash(h, history.subspan(i * C, c.n_cells));
-    if (h != c.prefix_hash) break;
-    plan = i + 1;
-    if (c.n_cells < C) break;  // a partial chunk is the last one
-  }
-  // Load only the prefix whose measured load cost plus the recompute of the rest is smallest.
-  r.matched = plan;
-  plan = cheapest_prefix(chunks, plan, history.size());
-  // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
-  // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
-  while (plan > 0) {
-    std::size_t cells = 0;
-    for (std::size_t i = 0; i < plan; ++i) cells += chunks[i].n_cells;
-    engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
-    std::size_t at = 0, from_ram = 0, from_disk = 0;
-    std::optional<std::size_t> failed;
-    LoadCostSample cost;
-    for (std::size_t i = 0; i < plan; ++i) {
-      Chunk& c = chunks[i];
-      const bool in_ram = c.ram != nullptr;
-      const auto chunk_start = Clock::now();
-      Status ok;
-      if (!c.ram) {
-        const auto t = Clock::now();
-        // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
-        const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-        ok = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, read_buf_);
-        r.read_ms += ms_since(t);
-      }
-      if (ok) {
-        const auto t = Clock::now();
-        const std::span<const std::uint8_t> blob = c.ram ? std::span<const std::uint8_t>(*c.ram) : read_buf_;
-        auto info = decode_chunk_into(blob, layout_, out, at, scratch_, c.ram ? Verify::header_only : Verify::checksum);
-        if (!info) ok = info.error();
-        else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(at)) {
-          ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
-        }
-        r.decode_ms += ms_since(t);
-      }
-      if (!ok) {
-        record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + ok.error().message() +
-                     "); recomputing from there");
-        ++r.bad;
-        failed = i;
-        break;
-      }
-      if (c.ram) {
-        ++from_ram;
-      } else {
-        ++from_disk;
-        if (opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
-          std::lock_guard lock(mu_);
-          auto it = sessions_.find(session);
-          if (it != sessions_.end() && i < it->second.chunks.size() &&
-              it->second.chunks[i].prefix_hash == c.prefix_hash && !it->second.chunks[i].ram &&
-              make_ram_room(read_buf_.size())) {
-            stats_.ram.bytes += read_buf_.size();
-            c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(read_buf_));
-            it->second.chunks[i].ram = c.ram;
-            read_buf_ = {};
-          }
-        }
-      }
-      (in_ram ? cost.ram_cells : cost.disk_cells) += c.n_cells;
-      (in_ram ? cost.ram_ms : cost.disk_ms) += ms_since(chunk_start);
-      at += c.n_cells;
-    }
-    if (!failed) {
-      learn_load_costs(cost);
-      r.tokens = at;
-      r.state_bytes = out.bytes().size();
-      r.from_ram = from_ram;
-      r.from_disk = from_disk;
-      break;
-    }
-    plan = *failed;
-  }
-  if (r.bad > 0) {
-    std::lock_guard lock(mu_);
-    stats_.bad_chunks += r.bad;
-    Op op;
-    op.kind = Op::Kind::drop_from;
-    op.session = session;
-    op.from = static_cast<std::uint32_t>(plan);
-    ops_.push_back(std::move(op));
-    cv_.notify_all();
-  }
-  return r;
-}
-
-void ChunkStore::report_recompute(std::size_t tokens, double ms) {
-  if (tokens == 0 || !(ms > 0.0)) return;
-  std::lock_guard lock(mu_);
-  const double per = ms / static_cast<double>(tokens);
-  costs_.recompute_ms = costs_.recompute_ms > 0.0 ? 0.7 * costs_.recompute_ms + 0.3 * per : per;
-}
-
-void ChunkStore::learn_load_costs(const LoadCostSample& s) {
-  std::lock_guard lock(mu_);
-  auto learn = [](double& avg, double ms, std::size_t cells) {
-    if (cells == 0) return;
-    const double per = ms / static_cast<double>(cells);
-    avg = avg > 0.0 ? 0.7 * avg + 0.3 * per : per;
-  };
-  learn(costs_.ram_ms, s.ram_ms, s.ram_cells);
-  learn(costs_.disk_ms, s.disk_ms, s.disk_cells);
-}
-
-RestoreCosts ChunkStore::costs() const {
-  std::lock_guard lock(mu_);
-  return costs_;
-}
-
-std::size_t ChunkStore::cheapest_prefix(const std::vector<Chunk>& chunks, std::size_t matched,
-                                        std::size_t history) const {
-  const RestoreCosts k = costs();
-  if (k.recompute_ms <= 0.0) return matched;  // nothing measured yet: loading is the safe bet
-  // Total time if the first n chunks are loaded and the rest of the history is recomputed. A cost
-  // not measured yet (a tier never read) counts as free, so that it gets measured.
-  double best = static_cast<double>(history) * k.recompute_ms, load = 0.0;
-  std::size_t best_n = 0, cells = 0;
-  for (std::size_t i = 0; i < matched; ++i) {
-    load += static_cast<double>(chunks[i].n_cells) * (chunks[i].ram ? k.ram_ms : k.disk_ms);
-    cells += chunks[i].n_cells;
-    const double total = load + static_cast<double>(history - cells) * k.recompute_ms;
-    if (total <= best) {
-      best = total;
-      best_n = i + 1;
-    }
-  }
-  return best_n;
 }
 
 StoreStats ChunkStore::stats() const {
@@ -738,67 +628,6 @@ StoreStats ChunkStore::stats() const {
     }
   }
   return s;
-}
-
-std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) const {
-  std::vector<Chunk> chunks;
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      auto it = sessions_.find(session);
-      return it == sessions_.end() || it->second.pending == 0 || stop_;
-    });
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return {};
-    chunks = it->second.chunks;
-  }
-  std::vector<StoredChunk> out;
-  for (const Chunk& c : chunks) {
-    if (!present(c)) continue;
-    StoredChunk sc;
-    sc.index = c.index;
-    sc.n_cells = c.n_cells;
-    sc.codec = c.codec;
-    sc.prefix_hash = c.prefix_hash;
-    if (c.ram) sc.copies.push_back({"ram", *c.ram, {}});
-    if (!c.file.empty()) {
-      StoredCopy copy{"disk", {}, {}};
-      const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-      Status st = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, copy.blob);
-      if (st) {
-        if (auto info = inspect_chunk(copy.blob); !info) st = info.error();
-      }
-      if (!st) {
-        copy.error = st.error().message();
-        copy.blob.clear();
-      }
-      sc.copies.push_back(std::move(copy));
-    }
-    out.push_back(std::move(sc));
-  }
-  return out;
-}
-
-SessionResidency ChunkStore::residency(const std::string& session) const {
-  SessionResidency r;
-  std::lock_guard lock(mu_);
-  auto it = sessions_.find(session);
-  if (it == sessions_.end()) return r;
-  for (const auto& c : it->second.chunks) {
-    if (!present(c)) continue;
-    ++r.chunks;
-    r.tokens += c.n_cells;
-    if (c.ram) {
-      ++r.ram_chunks;
-      r.ram_bytes += c.ram->size();
-    }
-    if (!c.file.empty()) {
-      ++r.disk_chunks;
-      r.disk_bytes += c.disk_bytes;
-    }
-    ++r.chunks_by_codec[static_cast<std::size_t>(c.ram ? c.codec : c.disk_codec)];
-  }
-  return r;
 }
 
 }  // namespace llmd::kvstore

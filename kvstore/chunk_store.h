@@ -6,20 +6,36 @@
 // Write-back: after a request, the engine hands the slot's KV state and tokens to write_back(); a
 // background thread cuts it into chunks, picks each chunk's codec with the tolerance policy,
 // encodes the new or changed ones, keeps them in T1 and writes them to T2. Eviction later only
-// drops memory. Every chunk records the hash of all tokens up to its end (KV at a position depends
-// on every token before it), so a chunk is used only for a history that really produced it.
+// drops memory.
+//
+// Identity: a chunk is the KV of the tokens it was made for. Its prefix hash is the chained hash of
+// all the session's tokens up to its end (KV at a position depends on every token before it),
+// seeded with the model fingerprint, the KV layout and the chunk format; the index row and the
+// blob's own header (chunk.h) both carry it. load() uses a chunk only when the hash of the history
+// being restored equals the blob's (and its positions are the ones it restores), so a chunk is
+// used only for a history that really produced it: a file copied from another session, an earlier
+// history's file put back, or one made under another model is a bad chunk, recomputed. A chunk is
+// deliberately not bound to its session: two sessions with the same tokens have the same KV (up to
+// the rounding of a different batch split), so another session's chunk of the same prefix is the
+// right KV, not a wrong one, and a later step may share such chunks between a uid's sessions.
 //
 // Eviction: LCTRU (eviction.h) within each tier; chunks of pinned sessions (in use) are kept.
+// Disk: besides the budget, the store keeps `disk_reserve` bytes of its file system free: before a
+// chunk file is written it evicts its own chunks until free space after the write stays at or
+// above the reserve; if it cannot, the chunk is kept in RAM only (counted in reserve_skips, never
+// an error for anyone). A write that fails with ENOSPC is met the same way (evict, retry once).
 //
-// On disk (dir):  index.db            SQLite (WAL): meta(key, value), chunks(session, idx, ...)
+// On disk (dir):  index.db            SQLite (WAL): the chunk index (chunk_index.h)
 //                 <session>/<idx>-<gen>.kvc   one chunk blob each (chunk.h), written atomically
 // A chunk file is written before its index row is committed and old files are removed after, so a
 // crash (kill -9 at any moment) leaves either the old or the new chunk indexed, plus unindexed
-// files that open() sweeps. A different model or KV layout at open() invalidates every chunk.
+// files that open() sweeps. A different model, KV layout or chunk format at open() invalidates
+// every chunk. A damaged index (at open(), or reported corrupt by SQLite later) is discarded with
+// every chunk file; the store starts again empty (RAM copies kept) and keeps serving.
 //
 // Thread-safety: all public methods may be called from any thread. write_back() and
-// drop_session() are queued to the store's own thread; load() runs on the caller's thread and waits
-// for the session's queued write-backs first.
+// drop_session() are queued to the store's own thread; load() and stored_chunks() run on the
+// caller's thread and wait for the session's queued write-backs first.
 #pragma once
 
 #include <array>
@@ -31,6 +47,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -46,7 +63,8 @@
 
 namespace llmd::kvstore {
 
-class Db;
+class ChunkIndex;
+struct IndexUpdate;
 
 struct ChunkStoreOptions {
   std::filesystem::path dir;              // created if missing
@@ -54,6 +72,7 @@ struct ChunkStoreOptions {
   std::uint64_t ram_budget = 512ull << 20;   // T1 bytes; 0 disables the RAM tier
   std::uint64_t disk_budget = 8ull << 30;    // T2 bytes; 0 disables the disk tier
   bool disk_zstd = false;                 // exact chunks are zstd-compressed on disk
+  std::uint64_t disk_reserve = 256ull << 20;  // bytes of the file system's free space never used
   PolicyParams policy;
   std::shared_ptr<FileSystem> fs;         // null: the real file system
 };
@@ -79,7 +98,9 @@ struct StoreStats {
   std::uint64_t write_backs = 0;     // states written back
   std::uint64_t chunks_encoded = 0;  // new or changed chunks encoded
   std::uint64_t write_errors = 0;    // chunk files that could not be written
-  std::uint64_t bad_chunks = 0;      // chunks that failed their checksum or could not be read
+  std::uint64_t reserve_skips = 0;   // chunks kept in RAM only to keep the disk reserve free
+  std::uint64_t index_resets = 0;    // damaged indexes discarded (at open or later)
+  std::uint64_t bad_chunks = 0;      // chunks that failed their checks or could not be read
   std::size_t pending = 0;           // queued write-backs
   std::string last_error;            // the most recent write or read error, for the status page
   RestoreCosts costs;                // what swap-in planning goes by
@@ -110,19 +131,19 @@ struct LoadResult {
   double decode_ms = 0;     // checking and decoding chunks into the state
 };
 
-// One copy of a stored chunk (see ChunkStore::stored_chunks).
-struct StoredCopy {
-  std::string tier;                // "ram" | "disk"
-  std::vector<std::uint8_t> blob;  // the blob (a disk copy read and checksum-checked)
-  std::string error;               // non-empty: the copy could not be read or failed its check
-};
+// One copy of a chunk as stored_chunks() finds it: its blob, or why it cannot be used.
+using StoredCopy = Result<std::vector<std::uint8_t>>;
 
+// A chunk of a session as the store holds it (stored_chunks()).
 struct StoredChunk {
   std::uint32_t index = 0;
+  engine::Pos first_pos = 0;     // index * chunk_tokens
   std::uint32_t n_cells = 0;
-  Codec codec = Codec::exact;
-  std::uint64_t prefix_hash = 0;  // the index's
-  std::vector<StoredCopy> copies;
+  Codec codec = Codec::exact;    // the policy's choice: the RAM copy's codec
+  Codec disk_codec = Codec::exact;
+  std::uint64_t prefix_hash = 0;  // from the index: the hash of the tokens [0, first_pos + n_cells)
+  std::optional<StoredCopy> ram;   // T1; nullopt: no RAM copy
+  std::optional<StoredCopy> disk;  // T2; nullopt: no file
 };
 
 // Chained hash of tokens[0, n): a chunk's identity (plus its codec).
@@ -145,9 +166,27 @@ class ChunkStore {
                   std::vector<float> attention = {});
   // Builds the sequence state (llama.cpp's format, the store's layout) of the longest prefix of
   // `history` that valid chunks cover (possibly none) into `buffer`, which is reused between calls
-  // (grown, never shrunk) so that a restore allocates nothing.
+  // (grown, never shrunk) so that a restore allocates nothing. A chunk is valid when its blob's own
+  // header says it holds positions [i*chunk_tokens, ...) of exactly this history (its prefix hash)
+  // and it passes its checks; the first one that does not ends the plan (counted in bad_chunks; it
+  // and the chunks after it are dropped).
   LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
                   std::vector<std::uint8_t>& buffer);
+
+  // Every chunk the store has for a session, by index (gaps left out), with each copy's blob: the
+  // RAM copy as kept; the disk file read. Each copy is checked as load() checks it (checksum,
+  // header against the index row: positions, cells, prefix hash); a copy that fails (unreadable,
+  // corrupt, another chunk's) comes back as its error, not its bytes. It does not check the prefix
+  // hash against the session's tokens (the store has no tokens): that is the caller's, with
+  // token_prefix_hash(chain_seed(), ...), as is comparing the KV (decode_chunk) with a recompute.
+  // For audits: reads every file, changes nothing, does not count as a use for eviction. Waits for
+  // the session's queued write-backs first, like load(); a write-back queued meanwhile may remove
+  // a file being read (its copy is then not_found).
+  std::vector<StoredChunk> stored_chunks(const std::string& session) const;
+  // The seed of the chain of prefix hashes (from the model, KV layout and chunk format): chunk i
+  // of a session has prefix hash h_i = token_prefix_hash(h_{i-1}, chunk i's tokens), with
+  // h_{-1} = chain_seed().
+  std::uint64_t chain_seed() const { return chain_seed_; }
 
   // The engine's measured cost of recomputing history: `tokens` took `ms`. With the measured load
   // costs it decides how much of a matched prefix load() loads (recomputing the rest when that
@@ -165,10 +204,6 @@ class ChunkStore {
 
   StoreStats stats() const;
   SessionResidency residency(const std::string& session) const;
-  // Every chunk the store has for the session with the bytes of each copy (for the KV audit):
-  // T1 copies as they are, T2 files read and checksum-checked. Waits for the session's queued
-  // write-backs first. Any thread.
-  std::vector<StoredChunk> stored_chunks(const std::string& session) const;
   const ChunkStoreOptions& options() const { return opt_; }
 
  private:
@@ -183,6 +218,7 @@ class ChunkStore {
     Codec disk_codec = Codec::exact;
     std::uint64_t disk_bytes = 0;
   };
+  static bool present(const Chunk& c) { return c.n_cells > 0 && (c.ram || !c.file.empty()); }
   struct Session {
     std::vector<Chunk> chunks;  // by index; a missing chunk has n_cells == 0
     int pins = 0;
@@ -206,11 +242,25 @@ class ChunkStore {
   // Under mu_: takes a chunk's bytes off both tiers' counts; its file (if any) goes to `files`
   // for removal once the index no longer names it.
   void release_chunk(const Chunk& c, std::vector<std::string>& files);
-  Status write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
-                          std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows);
+  enum class Written { yes, skipped, failed };  // skipped: the disk reserve; failed: recorded
+  Written write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
+                           std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows);
   // Under mu_: frees room in a tier by LCTRU; false if the budget cannot hold `bytes`.
   bool make_ram_room(std::uint64_t bytes);
-  bool make_disk_room(std::uint64_t bytes, std::vector<std::pair<std::string, Chunk>>& evicted);
+  // Under mu_: evicts files until the disk budget holds `bytes` more and at least `extra` bytes
+  // more are freed (the disk reserve's shortfall). The chunks of `keep_session` before index
+  // `keep_below` are kept (a session restores only a prefix: evicting it for a later chunk would
+  // waste both). False if that cannot be done; then nothing is evicted.
+  // With `partial`, evicts as much as it can even when that is not enough.
+  bool make_disk_room(std::uint64_t bytes, std::uint64_t extra, std::vector<std::pair<std::string, Chunk>>& evicted,
+                      bool partial = false, const std::string* keep_session = nullptr, std::uint32_t keep_below = 0);
+  // Free bytes of the store's file system short of `reserve` after `bytes` more are written
+  // (0: enough room, or the file system cannot say).
+  std::uint64_t reserve_shortfall(std::uint64_t bytes) const;
+  // The store's thread: applies an index update; damage (ChunkIndex::is_damage) discards the
+  // index and every chunk file (discard_disk_tier), other errors are recorded.
+  Status update_index(const IndexUpdate& update);
+  void discard_disk_tier(const std::string& why);
   void remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows);
   std::filesystem::path session_dir(const std::string& session) const { return opt_.dir / session; }
   void record_error(const std::string& message);
@@ -226,7 +276,11 @@ class ChunkStore {
   ChunkStoreOptions opt_;
   engine::KvLayout layout_;
   std::array<double, 4> ratios_{};
-  std::unique_ptr<Db> db_;  // the store's thread (and open())
+  std::uint64_t chain_seed_ = 0;
+  // The store's thread (and open()); null when a damaged index could not even be recreated: the
+  // disk tier is then off until a restart.
+  std::unique_ptr<ChunkIndex> index_;
+  bool disk_low_ = false;  // the store's thread: the reserve kept the last chunk off disk (logged once)
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;  // ops queued / done

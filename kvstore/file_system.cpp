@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -97,6 +98,12 @@ class PosixFileSystem final : public FileSystem {
     std::filesystem::create_directories(path, ec);
     if (ec) return io("cannot create directory", path, ec.value());
     return {};
+  }
+
+  Result<std::uint64_t> free_bytes(const std::filesystem::path& path) override {
+    struct statvfs st {};
+    if (::statvfs(path.c_str(), &st) != 0) return io("cannot stat the file system of", path, errno);
+    return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
   }
 };
 

@@ -6,6 +6,9 @@
 // never a torn one (a torn .tmp is swept at startup). Files are not fsync'd: a chunk lost or torn
 // by a power failure fails its checksum and is recomputed from the session's tokens.
 //
+// free_bytes() is what the disk reserve is kept by (statvfs: the bytes an unprivileged writer may
+// still use).
+//
 // Thread-safety: the implementations are stateless and may be used from any thread.
 #pragma once
 
@@ -29,6 +32,9 @@ class FileSystem {
   virtual Status read_file(const std::filesystem::path& path, std::uint64_t max_bytes, std::vector<std::uint8_t>& out) = 0;
   virtual Status remove_file(const std::filesystem::path& path) = 0;  // a missing file is fine
   virtual Status make_dirs(const std::filesystem::path& path) = 0;
+  // Free bytes available to unprivileged writers on the file system holding `path`. Errors:
+  // not_found, io_error.
+  virtual Result<std::uint64_t> free_bytes(const std::filesystem::path& path) = 0;
 };
 
 std::shared_ptr<FileSystem> real_file_system();

@@ -129,7 +129,7 @@ const AuditTolerance::Limits& AuditTolerance::of(Codec codec) const {
 }
 
 Result<AuditReport> audit_kv(const engine::KvLayout& layout, std::span<const engine::Token> tokens,
-                             std::span<const std::uint8_t> reference, std::uint32_t chunk_tokens,
+                             std::span<const std::uint8_t> reference, std::uint32_t chunk_tokens, std::uint64_t chain_seed,
                              const std::vector<AuditChunkInput>& chunks,
                              const std::optional<AuditResidentInput>& resident, const AuditTolerance& tolerance) {
   if (chunk_tokens == 0) return Error(Errc::invalid_argument, "chunk_tokens must be positive");
@@ -154,7 +154,7 @@ Result<AuditReport> audit_kv(const engine::KvLayout& layout, std::span<const eng
   // Chunks: the chained hash of the session's tokens says which ones restore could use.
   std::vector<std::uint64_t> expected;
   {
-    std::uint64_t h = 0;
+    std::uint64_t h = chain_seed;
     for (std::size_t b = 0; b < tokens.size(); b += chunk_tokens) {
       const std::size_t e = std::min(tokens.size(), b + chunk_tokens);
       h = token_prefix_hash(h, tokens.subspan(b, e - b));
@@ -177,7 +177,7 @@ Result<AuditReport> audit_kv(const engine::KvLayout& layout, std::span<const eng
       if (end == std::min(tokens.size(), static_cast<std::size_t>(cr.first_pos) + chunk_tokens)) {
         want = expected[in.index];
       } else {
-        const std::uint64_t before = in.index == 0 ? 0 : expected[in.index - 1];
+        const std::uint64_t before = in.index == 0 ? chain_seed : expected[in.index - 1];
         want = token_prefix_hash(before, tokens.subspan(cr.first_pos, in.n_cells));
       }
       usable = want == in.prefix_hash;

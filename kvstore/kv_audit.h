@@ -113,11 +113,12 @@ struct AuditReport {
 };
 
 // Compares. `reference` is the recomputed state of `tokens` (every position 0..n-1, any cell
-// order); chunk i covers positions [i*chunk_tokens, i*chunk_tokens + n_cells). Errors: corrupt or
-// invalid_argument if the reference itself is not a state of `tokens` under `layout` (then nothing
-// can be judged).
+// order); chunk i covers positions [i*chunk_tokens, i*chunk_tokens + n_cells) and is usable for
+// `tokens` when its prefix hash is the chain of token_prefix_hash from `chain_seed`
+// (ChunkStore::chain_seed). Errors: corrupt or invalid_argument if the reference itself is not a
+// state of `tokens` under `layout` (then nothing can be judged).
 Result<AuditReport> audit_kv(const engine::KvLayout& layout, std::span<const engine::Token> tokens,
-                             std::span<const std::uint8_t> reference, std::uint32_t chunk_tokens,
+                             std::span<const std::uint8_t> reference, std::uint32_t chunk_tokens, std::uint64_t chain_seed,
                              const std::vector<AuditChunkInput>& chunks,
                              const std::optional<AuditResidentInput>& resident, const AuditTolerance& tolerance = {});
 

@@ -1,11 +1,13 @@
 // The kvstore through the real daemon: sessions swapped out of their slot come back from KV chunks
 // (RAM or disk) and continue bit-identically; restarts (SIGTERM, kill -9 right after turns) resume
 // from stored chunks; corrupt or deleted chunk files are recomputed with identical output; 200
-// sessions cycle through 4 slots under small budgets that always hold.
+// sessions cycle through 4 slots under small budgets that always hold; chunk files copied from
+// another session and a damaged chunk index are recomputed, never used (issue 13, bugs 7 and 6).
 #include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -31,8 +33,8 @@ Turn turn(const client::HttpClient& c, const std::string& id, const std::string&
   return {r.body["message"]["content"].get<std::string>(), r.body["usage"], r.body["timings"]};
 }
 
-std::string new_session(const client::HttpClient& c) {
-  auto r = call(c, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", "You tell stories."}});
+std::string new_session(const client::HttpClient& c, const std::string& system_prompt = "You tell stories.") {
+  auto r = call(c, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", system_prompt}});
   EXPECT_EQ(r.status, 201u) << r.raw;
   return r.body.value("id", "");
 }
@@ -293,6 +295,134 @@ TEST(KvRestart, CorruptOrDeletedChunkFilesAreRecomputedWithIdenticalOutput) {
   }
   EXPECT_EQ(call(again.client(), "GET", "/v1/status").body["kv"].value("bad_chunks", 0), 2);
   EXPECT_NE(again.log().find("recomputing"), std::string::npos);
+}
+
+// The chunk index of each chunk file of a session's directory ("<idx>-<gen>.kvc").
+std::map<int, fs::path> chunk_files(const fs::path& dir) {
+  std::map<int, fs::path> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() == ".kvc") out[std::stoi(name.substr(0, name.find('-')))] = e.path();
+  }
+  return out;
+}
+
+// Issue 13, bug 7: session B's chunk files copied over session A's (with the daemon stopped) are
+// intact chunks at the right positions, but of other tokens. A's next turn must not use them: it
+// recomputes (bad chunks counted) and answers as A alone does. (Before: they loaded silently,
+// bad_chunks 0, and A answered from B's conversation.)
+TEST(KvIntegrity, AnotherSessionsChunkFilesCopiedOverAreRecomputedNotUsed) {
+  const std::vector<std::string> args = {"--slots", "1", "--chunk-tokens", "16", "--flash-attn", "off"};
+  // Different from their first word: the sessions share only the chat template's opening.
+  const std::string prompt_a = "Cats are in every story you tell.", prompt_b = "Ships sail the sea in your tales.";
+  std::vector<std::string> reference;
+  {
+    DaemonProcess d(scratch_dir(), with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const std::string a = new_session(d.client(), prompt_a);
+    for (std::size_t i = 0; i < 3; ++i) reference.push_back(turn(d.client(), a, kTurns[i]).text);
+  }
+  const std::string dir = scratch_dir();
+  std::string a, b;
+  {
+    DaemonProcess d(dir, with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const auto c = d.client();
+    a = new_session(c, prompt_a);
+    b = new_session(c, prompt_b);
+    for (std::size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ(turn(c, a, kTurns[i]).text, reference[i]);
+      turn(c, b, kTurns[i]);
+    }
+    ASSERT_EQ(d.stop(SIGTERM), 0);
+  }
+  const fs::path kv = fs::path(dir) / "state" / "kv";
+  const auto files_a = chunk_files(kv / a), files_b = chunk_files(kv / b);
+  int copied = 0;
+  for (const auto& [idx, path] : files_a) {
+    if (files_b.count(idx) == 0) continue;
+    fs::copy_file(files_b.at(idx), path, fs::copy_options::overwrite_existing);
+    ++copied;
+  }
+  ASSERT_GT(copied, 2);
+
+  DaemonProcess d(dir, with(args));
+  ASSERT_TRUE(d.start()) << d.log();
+  const Turn t = turn(d.client(), a, kTurns[2]);
+  EXPECT_EQ(t.text, reference[2]) << t.usage.dump();
+  // At most chunk 0, whose tokens (the template's opening) both sessions have: the same KV.
+  EXPECT_LE(t.usage.value("loaded_tokens", -1), 16) << t.usage.dump();
+  EXPECT_GT(t.usage.value("restored_tokens", 0), 0) << t.usage.dump();
+  EXPECT_GE(call(d.client(), "GET", "/v1/status").body["kv"].value("bad_chunks", 0), 1);
+  EXPECT_NE(d.log().find("other tokens"), std::string::npos) << d.log();
+  // B's own chunks still serve B.
+  EXPECT_GT(turn(d.client(), b, kTurns[2]).usage.value("loaded_tokens", 0), 0);
+}
+
+// Issue 13, bug 6 for the index: kv/index.db is a cache. Damaged in any of these ways, llmd still
+// starts (it discards the index and its chunk files) and the session's next turn answers as if
+// nothing had happened, recomputed. (Before: "file is not a database" / "malformed" at start-up.)
+TEST(KvIntegrity, LlmdStartsOverADamagedChunkIndexAndSessionsContinue) {
+  const auto expected = reference_answers(3);
+  const std::vector<std::string> args = {"--chunk-tokens", "16"};
+  auto scribble = [](const fs::path& file, std::uint64_t at, std::size_t n) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f) << file;
+    f.seekp(static_cast<std::streamoff>(at));
+    for (std::size_t i = 0; i < n; ++i) f.put(static_cast<char>(0x5a ^ (i * 131)));
+  };
+  const std::vector<std::pair<std::string, std::function<void(const fs::path&)>>> damages = {
+      {"garbage header", [&](const fs::path& kv) { scribble(kv / "index.db", 0, 100); }},
+      {"truncated", [&](const fs::path& kv) { fs::resize_file(kv / "index.db", fs::file_size(kv / "index.db") / 2 + 100); }},
+      {"a page overwritten in the middle",
+       [&](const fs::path& kv) {
+         const auto pages = fs::file_size(kv / "index.db") / 4096;
+         ASSERT_GE(pages, 3u);
+         scribble(kv / "index.db", pages / 2 * 4096, 4096);
+       }},
+      {"a damaged -wal", [&](const fs::path& kv) {
+         ASSERT_TRUE(fs::exists(kv / "index.db-wal"));
+         scribble(kv / "index.db-wal", 0, 64);
+       }},
+  };
+  for (const auto& [what, damage] : damages) {
+    SCOPED_TRACE(what);
+    const std::string dir = scratch_dir();
+    std::string id;
+    {
+      DaemonProcess d(dir, with(args));
+      ASSERT_TRUE(d.start()) << d.log();
+      id = new_session(d.client());
+      EXPECT_EQ(turn(d.client(), id, kTurns[0]).text, expected[0]);
+      EXPECT_EQ(turn(d.client(), id, kTurns[1]).text, expected[1]);
+      if (what == "a damaged -wal") {
+        for (int i = 0; i < 500; ++i) {  // the write-back's commit is in the WAL: let it land, then kill
+          if (call(d.client(), "GET", "/v1/status").body["kv"]["pending_write_backs"] == 0) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        d.kill9();  // the WAL stays (a clean stop checkpoints and removes it)
+      } else {
+        ASSERT_EQ(d.stop(SIGTERM), 0);
+      }
+    }
+    damage(fs::path(dir) / "state" / "kv");
+    DaemonProcess d(dir, with(args));
+    ASSERT_TRUE(d.start()) << d.log();
+    const Turn t = turn(d.client(), id, kTurns[2]);
+    EXPECT_EQ(t.text, expected[2]) << t.usage.dump();
+    if (what != "a damaged -wal") {  // (a WAL rolled back may leave rows naming removed files: missing chunks)
+      const auto kv = call(d.client(), "GET", "/v1/status").body["kv"];
+      EXPECT_EQ(kv.value("bad_chunks", -1), 0) << kv.dump();
+      EXPECT_EQ(kv.value("index_resets", -1), 1) << kv.dump();
+      EXPECT_NE(d.log().find("is damaged"), std::string::npos) << d.log();
+    }
+    // The fresh index works: after a restart the session loads its chunks again.
+    ASSERT_EQ(d.stop(SIGTERM), 0);
+    DaemonProcess again(dir, with(args));
+    ASSERT_TRUE(again.start()) << again.log();
+    const auto shown = call(again.client(), "GET", "/v1/sessions/" + id).body;
+    EXPECT_GT(shown["kv"].value("chunks", 0), 0) << shown.dump();
+  }
 }
 
 TEST(KvCapacity, TwoHundredSessionsThroughFourSlotsUnderSmallBudgets) {

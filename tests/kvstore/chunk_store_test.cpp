@@ -1,8 +1,6 @@
 // The chunk store over real files and SQLite, with synthetic KV states in llama.cpp's format:
 // exact round trips, only changed chunks re-encoded, restart, model change, budgets, pinning,
 // disk full (through the FileSystem seam), corrupt and orphaned files.
-#include "kvstore/chunk_store.h"
-
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,125 +10,15 @@
 #include <fstream>
 #include <random>
 
+#include "kvstore/chunk_store.h"
+#include "kvstore/sqlite_db.h"
+#include "tests/kvstore/chunk_store_util.h"
 #include "tests/support/test_env.h"
 
 namespace llmd::kvstore {
 namespace {
 
-namespace fs = std::filesystem;
-
-constexpr std::uint32_t kLayers = 2;
-constexpr std::uint64_t kRowBytes = 128;  // 64 f16 elements
-
-engine::KvStream make_cells(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  engine::KvStream s;
-  for (std::size_t i = 0; i < n; ++i) s.cells.push_back({static_cast<engine::Pos>(i), {0}, {}});
-  auto rows = [&] {
-    engine::KvRows r;
-    r.type = 1;  // f16
-    r.row_bytes = kRowBytes;
-    r.data.resize(n * kRowBytes);
-    // Small finite f16 values: random low bytes, a fixed high byte (exponent well in range).
-    for (std::size_t b = 0; b < r.data.size(); b += 2) {
-      r.data[b] = static_cast<std::uint8_t>(rng());
-      r.data[b + 1] = static_cast<std::uint8_t>(0x30 + (rng() % 8));
-    }
-    return r;
-  };
-  for (std::uint32_t l = 0; l < kLayers; ++l) {
-    s.k.push_back(rows());
-    s.v.push_back(rows());
-  }
-  return s;
-}
-
-std::vector<std::uint8_t> state_of(const engine::KvStream& cells) {
-  engine::SeqState st;
-  st.streams.push_back(cells);
-  return engine::serialize_seq_state(st);
-}
-
-std::vector<engine::Token> tokens(std::size_t n, engine::Token base = 1) {
-  std::vector<engine::Token> t(n);
-  for (std::size_t i = 0; i < n; ++i) t[i] = base + static_cast<engine::Token>(i % 100);
-  return t;
-}
-
-const engine::KvLayout& layout() {
-  static const engine::KvLayout l = engine::layout_of(make_cells(1, 0), 0);
-  return l;
-}
-
-std::uint64_t chunk_bytes(std::uint32_t cells) {  // an exact chunk's blob
-  return 64 + cells * (4 + kLayers * 2 * kRowBytes);
-}
-
-// Injects write failures into the real file system.
-class FailingFs : public FileSystem {
- public:
-  Status write_file(const fs::path& p, std::span<const std::uint8_t> b) override {
-    if (fail) return Error(Errc::resource_exhausted, "cannot write " + p.string() + ": No space left on device");
-    return real->write_file(p, b);
-  }
-  Status read_file(const fs::path& p, std::uint64_t max, std::vector<std::uint8_t>& out) override {
-    return real->read_file(p, max, out);
-  }
-  Status remove_file(const fs::path& p) override { return real->remove_file(p); }
-  Status make_dirs(const fs::path& p) override { return real->make_dirs(p); }
-  std::shared_ptr<FileSystem> real = real_file_system();
-  bool fail = false;
-};
-
-ChunkStoreOptions options(const std::string& dir) {
-  ChunkStoreOptions o;
-  o.dir = dir;
-  o.chunk_tokens = 64;
-  return o;
-}
-
-std::unique_ptr<ChunkStore> open_store(ChunkStoreOptions o, const std::string& model = "model-a") {
-  auto s = ChunkStore::open(std::move(o), layout(), model);
-  EXPECT_TRUE(s) << s.error().to_string();
-  return s ? std::move(*s) : nullptr;
-}
-
-std::uint64_t files_bytes(const fs::path& dir) {
-  std::uint64_t n = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file() && e.path().extension() == ".kvc") n += e.file_size();
-  }
-  return n;
-}
-
-void expect_same_cells(const engine::KvStream& got, const engine::KvStream& want, std::size_t n) {
-  ASSERT_EQ(got.cells.size(), n);
-  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(got.cells[i].pos, want.cells[i].pos);
-  for (std::uint32_t l = 0; l < kLayers; ++l) {
-    ASSERT_TRUE(std::equal(got.k[l].data.begin(), got.k[l].data.end(), want.k[l].data.begin())) << "K layer " << l;
-    ASSERT_TRUE(std::equal(got.v[l].data.begin(), got.v[l].data.end(), want.v[l].data.begin())) << "V layer " << l;
-  }
-}
-
-// load() builds llama.cpp's state bytes; parsed back, they give the cells to compare.
-struct Loaded : LoadResult {
-  engine::KvStream cells;
-};
-
-Loaded load(ChunkStore& store, const std::string& session, std::span<const engine::Token> history) {
-  std::vector<std::uint8_t> buffer(7, 0xee);  // reused buffers hold old bytes: only state_bytes count
-  Loaded out;
-  static_cast<LoadResult&>(out) = store.load(session, history, RestoreTarget{0, 1, 0}, buffer);
-  if (out.state_bytes > 0) {
-    auto st = engine::parse_seq_state(std::span(buffer.data(), out.state_bytes));
-    EXPECT_TRUE(st) << st.error().to_string();
-    if (st) {
-      EXPECT_EQ(st->seq_id, 0);
-      out.cells = st->streams[0];
-    }
-  }
-  return out;
-}
+using namespace test_util;  // NOLINT(google-build-using-namespace)
 
 TEST(ChunkStore, WriteBackThenLoadIsExactAndValidatedByTokens) {
   auto store = open_store(options(test::scratch_dir()));
@@ -326,6 +214,170 @@ TEST(ChunkStore, ChunksAtTheWrongPositionsAreRefused) {
   EXPECT_EQ(r.tokens, 0u);
   EXPECT_EQ(r.bad, 1u);
   EXPECT_NE(store->stats().last_error.find("other positions"), std::string::npos) << store->stats().last_error;
+}
+
+// Issue 13, bug 7: another session's intact chunk files copied over a session's own (with the
+// store closed) pass their checksums and hold the right positions, but were made for other
+// tokens: each is a bad chunk, recomputed, never used.
+TEST(ChunkStore, AnotherSessionsChunkFilesCopiedOverAreRefused) {
+  const std::string dir = test::scratch_dir();
+  const auto toks_a = tokens(128, 1), toks_b = tokens(128, 500);
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", toks_a, state_of(make_cells(128, 21)));
+    store->write_back("ses_b", toks_b, state_of(make_cells(128, 22)));
+  }
+  for (std::uint32_t i = 0; i < 2; ++i) copy_bytes(chunk_file(dir, "ses_b", i), chunk_file(dir, "ses_a", i));
+  for (const std::uint64_t ram : {0ull, 512ull << 20}) {  // whether a disk copy is then kept in RAM or not
+    const std::string copy = test::scratch_dir();
+    fs::copy(dir, copy, fs::copy_options::recursive);
+    auto o = options(copy);
+    o.ram_budget = ram;
+    auto store = open_store(o);
+    auto r = load(*store, "ses_a", toks_a);
+    EXPECT_EQ(r.tokens, 0u) << "ram " << ram;
+    EXPECT_EQ(r.bad, 1u) << "ram " << ram;
+    store->flush();
+    EXPECT_EQ(store->stats().bad_chunks, 1u);
+    EXPECT_EQ(store->residency("ses_a").chunks, 0u);  // dropped, so the next write-back replaces them
+    EXPECT_EQ(load(*store, "ses_a", toks_a).tokens, 0u);
+    EXPECT_EQ(load(*store, "ses_b", toks_b).tokens, 128u);  // the source is untouched
+  }
+}
+
+// A stale file: the session's own chunk from an earlier history (a turn that was later replaced)
+// put back in place of the current one.
+TEST(ChunkStore, AStaleChunkFileOfTheSameSessionIsRefused) {
+  const std::string dir = test::scratch_dir();
+  const auto cells_old = make_cells(128, 23), cells_new = make_cells(128, 24);
+  auto toks_old = tokens(128), toks_new = tokens(128);
+  for (std::size_t i = 64; i < 128; ++i) toks_new[i] += 1000;
+  const fs::path saved = fs::path(test::scratch_dir()) / "old-chunk-1";
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", toks_old, state_of(cells_old));
+    store->flush();
+    fs::copy_file(chunk_file(dir, "ses_a", 1), saved);
+    // Chunk 0's tokens are the same: only chunk 1 is rewritten (with its own KV).
+    auto mixed = *engine::slice_cells(cells_old, 0, 64);
+    ASSERT_TRUE(engine::append_cells(mixed, *engine::slice_cells(cells_new, 64, 128)));
+    store->write_back("ses_a", toks_new, state_of(mixed));
+  }
+  copy_bytes(saved, chunk_file(dir, "ses_a", 1));
+  auto o = options(dir);
+  o.ram_budget = 0;
+  auto store = open_store(o);
+  auto r = load(*store, "ses_a", toks_new);
+  EXPECT_EQ(r.tokens, 64u);
+  EXPECT_EQ(r.bad, 1u);
+  expect_same_cells(r.cells, *engine::slice_cells(cells_old, 0, 64), 64);
+}
+
+// The choice documented in chunk_store.h: a chunk's identity is the chained hash of the tokens it
+// was made for (and the model), not the session, since the KV of a prefix is the same whichever
+// session computed it. A copy between sessions with the same prefix is therefore the right KV,
+// and loads (a later issue shares such chunks between a uid's sessions).
+TEST(ChunkStore, ASameTokensChunkOfAnotherSessionIsTheRightKvAndLoads) {
+  const std::string dir = test::scratch_dir();
+  const auto toks = tokens(64);
+  const auto cells = make_cells(64, 25);
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", toks, state_of(cells));
+    store->write_back("ses_b", toks, state_of(cells));
+  }
+  copy_bytes(chunk_file(dir, "ses_b", 0), chunk_file(dir, "ses_a", 0));
+  auto o = options(dir);
+  o.ram_budget = 0;
+  auto store = open_store(o);
+  auto r = load(*store, "ses_a", toks);
+  EXPECT_EQ(r.tokens, 64u);
+  EXPECT_EQ(r.bad, 0u);
+  expect_same_cells(r.cells, cells, 64);
+}
+
+// Chunks of an older format (an index whose identity names format v1, as every store made before
+// the prefix hash joined the blob header) are invalidated at start-up, files and all.
+TEST(ChunkStore, ChunksOfAnOlderFormatAreInvalidatedAtOpen) {
+  const std::string dir = test::scratch_dir();
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", tokens(100), state_of(make_cells(100, 26)));
+  }
+  {
+    auto db = Db::open(dir + "/index.db", Db::Durability::process);
+    ASSERT_TRUE(db);
+    ASSERT_TRUE((*db)->exec("UPDATE meta SET value = substr(value, 1, length(value) - 2) || 'v1' WHERE key = 'identity'"));
+    ASSERT_EQ((*db)->changes(), 1);
+  }
+  auto store = open_store(options(dir));
+  EXPECT_EQ(store->residency("ses_a").chunks, 0u);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "ses_a"));
+  EXPECT_EQ(store->stats().bad_chunks, 0u);
+}
+
+// The read API of the KV audit: every chunk with its copies' blobs, checked; the prefix hashes
+// follow the documented chain; damaged, misplaced or missing copies come back as their errors.
+TEST(ChunkStore, StoredChunksListsEveryCopyCheckedForTheAudit) {
+  const std::string dir = test::scratch_dir();
+  const auto cells = make_cells(150, 27);
+  const auto toks = tokens(150);
+  auto store = open_store(options(dir));
+  store->write_back("ses_a", toks, state_of(cells));  // not flushed: stored_chunks waits for it
+  auto chunks = store->stored_chunks("ses_a");
+  ASSERT_EQ(chunks.size(), 3u);
+  std::uint64_t h = store->chain_seed();
+  for (std::size_t i = 0; i < 3; ++i) {
+    const StoredChunk& c = chunks[i];
+    const std::size_t b = i * 64, e = std::min<std::size_t>(150, b + 64);
+    h = token_prefix_hash(h, std::span(toks).subspan(b, e - b));
+    EXPECT_EQ(c.index, i);
+    EXPECT_EQ(c.first_pos, static_cast<engine::Pos>(b));
+    EXPECT_EQ(c.n_cells, e - b);
+    EXPECT_EQ(c.codec, Codec::exact);
+    EXPECT_EQ(c.prefix_hash, h);
+    ASSERT_TRUE(c.ram && *c.ram) << i;
+    ASSERT_TRUE(c.disk && *c.disk) << i;
+    EXPECT_EQ(**c.ram, **c.disk);
+    auto decoded = decode_chunk(**c.disk, layout());
+    ASSERT_TRUE(decoded);
+    expect_same_cells(*decoded, *engine::slice_cells(cells, b, e), e - b);
+  }
+  EXPECT_TRUE(store->stored_chunks("ses_none").empty());
+  store.reset();
+
+  // Damage behind the store's back: chunk 0 flipped, chunk 1 another chunk's bytes, chunk 2 gone.
+  {
+    std::fstream f(chunk_file(dir, "ses_a", 0), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(300);
+    f.put('\x33');
+  }
+  copy_bytes(chunk_file(dir, "ses_a", 2), chunk_file(dir, "ses_a", 1));
+  fs::remove(chunk_file(dir, "ses_a", 2));
+  auto again = open_store(options(dir));
+  chunks = again->stored_chunks("ses_a");
+  ASSERT_EQ(chunks.size(), 3u);
+  for (const auto& c : chunks) {
+    EXPECT_FALSE(c.ram) << c.index;  // nothing was loaded since the restart
+    ASSERT_TRUE(c.disk) << c.index;
+    ASSERT_FALSE(*c.disk) << c.index;
+  }
+  EXPECT_EQ(chunks[0].disk->error().code(), Errc::corrupt);
+  EXPECT_NE(chunks[0].disk->error().message().find("checksum"), std::string::npos) << chunks[0].disk->error().message();
+  EXPECT_EQ(chunks[1].disk->error().code(), Errc::corrupt);
+  EXPECT_NE(chunks[1].disk->error().message().find("other positions"), std::string::npos);
+  EXPECT_EQ(chunks[2].disk->error().code(), Errc::not_found);
+  EXPECT_EQ(again->stats().bad_chunks, 0u);  // an audit reads; it neither counts nor drops
+
+  // RAM only: no disk copy.
+  auto o = options(test::scratch_dir());
+  o.disk_budget = 0;
+  auto ram_only = open_store(o);
+  ram_only->write_back("ses_b", tokens(64), state_of(make_cells(64, 28)));
+  chunks = ram_only->stored_chunks("ses_b");
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_TRUE(chunks[0].ram && *chunks[0].ram);
+  EXPECT_FALSE(chunks[0].disk);
 }
 
 TEST(ChunkStore, OpenSweepsTornAndUnindexedFiles) {

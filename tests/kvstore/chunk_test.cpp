@@ -110,6 +110,37 @@ TEST(Chunk, DamageAnywhereIsDetected) {
   }
 }
 
+// Format 2: the header carries the prefix hash it was given, under the checksum (so it cannot be
+// changed without the blob reading as corrupt); blobs of format 1 (without it) are refused.
+TEST(Chunk, ThePrefixHashIsInTheCheckedHeader) {
+  const auto s = cells(4, false);
+  const std::uint64_t hash = 0x0123456789abcdefull;
+  for (Codec c : {Codec::exact, Codec::exact_zstd, Codec::q8_0}) {
+    const auto blob = *encode_chunk(s, layout_of(s), c, hash);
+    EXPECT_EQ(inspect_chunk(blob)->prefix_hash, hash);
+    std::vector<std::uint8_t> buffer, scratch;
+    const auto layout = layout_of(s);  // the writer keeps a reference to it
+    engine::SeqStateWriter out(buffer, layout, 0, 1, 0, 4);
+    auto info = decode_chunk_into(blob, layout, out, 0, scratch);
+    ASSERT_TRUE(info) << info.error().to_string();
+    EXPECT_EQ(info->prefix_hash, hash);
+    for (std::size_t i = 56; i < 64; ++i) {
+      auto other = blob;
+      other[i] ^= 0x01;
+      auto r = inspect_chunk(other);
+      ASSERT_FALSE(r) << "byte " << i;
+      EXPECT_EQ(r.error().code(), Errc::corrupt);
+    }
+    auto v1 = blob;
+    v1[4] = 1;
+    v1[5] = 0;
+    auto r = inspect_chunk(v1, Verify::header_only);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find("unknown version 1"), std::string::npos) << r.error().message();
+  }
+  EXPECT_EQ(inspect_chunk(*encode_chunk(s, layout_of(s), Codec::exact))->prefix_hash, 0u);
+}
+
 TEST(Chunk, AnotherLayoutIsRefused) {
   const auto s = cells(4, false);
   const auto blob = *encode_chunk(s, layout_of(s), Codec::exact);

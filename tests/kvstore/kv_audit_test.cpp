@@ -85,7 +85,7 @@ TEST(KvAudit, RightCopiesAndResidentKvPass) {
   const auto kv = cells(20);
   const auto toks = tokens(20);
   const auto layout = engine::layout_of(kv, 0);
-  auto r = audit_kv(layout, toks, state_of(kv), kChunk, chunks_of(kv, toks),
+  auto r = audit_kv(layout, toks, state_of(kv), kChunk, 0, chunks_of(kv, toks),
                     AuditResidentInput{1, toks, state_of(kv)});
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_TRUE(r->ok());
@@ -100,7 +100,7 @@ TEST(KvAudit, RoundingNoiseIsTolerated) {
   const auto kv = cells(16);
   const auto toks = tokens(16);
   const auto noisy = perturbed(kv, 0, 16, 0.05f);
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, chunks_of(noisy, toks), std::nullopt);
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, chunks_of(noisy, toks), std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->ok());
   EXPECT_GT(r->max_abs_diff, 0.0);
@@ -110,7 +110,7 @@ TEST(KvAudit, WrongValuesFailAndAreNamed) {
   const auto kv = cells(24);
   const auto toks = tokens(24);
   auto stored = chunks_of(perturbed(kv, 9, 12, 4.0f), toks);  // three cells of chunk 1 are off
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, stored, std::nullopt);
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, stored, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->ok());
   EXPECT_EQ(r->failed, 1u);
@@ -125,7 +125,7 @@ TEST(KvAudit, ChunksOfAnotherHistoryAreStaleNotCompared) {
   auto toks = tokens(16);
   auto stored = chunks_of(perturbed(kv, 0, 16, 9.0f), toks);
   toks[3] += 1;  // the session's history is not the one the chunks were made for
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, stored, std::nullopt);
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, stored, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->ok());
   EXPECT_TRUE(r->chunks[0].stale);
@@ -139,14 +139,14 @@ TEST(KvAudit, ASlotHoldingOtherCellsThanItsBookkeepingSaysFails) {
   // The engine says the slot holds 16 tokens; it holds only the first 10 cells.
   auto short_kv = engine::slice_cells(kv, 0, 10);
   ASSERT_TRUE(short_kv);
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, {}, AuditResidentInput{0, toks, state_of(*short_kv)});
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, {}, AuditResidentInput{0, toks, state_of(*short_kv)});
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->ok());
   EXPECT_NE(r->resident->compare.error.find("holds 10 cells"), std::string::npos) << r->resident->compare.error;
   // The same cells at positions moved by one (the KV of other positions): wrong.
   auto moved = kv;
   for (auto& c : moved.cells) c.pos += 1;
-  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, {}, AuditResidentInput{0, toks, state_of(moved)});
+  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, {}, AuditResidentInput{0, toks, state_of(moved)});
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->ok());
 }
@@ -157,7 +157,7 @@ TEST(KvAudit, UnreadableCopiesFail) {
   auto stored = chunks_of(kv, toks);
   stored[0].copies.push_back({"disk", {}, "checksum mismatch"});
   stored[0].copies[0].blob[100] ^= 0x55;  // the RAM copy is damaged too
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, stored, std::nullopt);
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, stored, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->failed, 2u);
 }
@@ -166,7 +166,7 @@ TEST(KvAudit, LossyCodecsAreJudgedByTheirStepAndSoIsWhatFollowsThem) {
   const auto kv = cells(24);
   const auto toks = tokens(24);
   auto stored = chunks_of(kv, toks, Codec::q4_0);
-  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, stored, std::nullopt);
+  auto r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, stored, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->ok());
   EXPECT_GT(r->max_abs_diff, 0.1);  // well beyond what an exact chunk may differ by
@@ -174,19 +174,19 @@ TEST(KvAudit, LossyCodecsAreJudgedByTheirStepAndSoIsWhatFollowsThem) {
   auto mixed = chunks_of(kv, toks, Codec::q4_0);
   auto later = chunks_of(perturbed(kv, 16, 24, 1.0f), toks);
   mixed[2] = later[2];
-  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, mixed, std::nullopt);
+  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, mixed, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->ok());
   // Alone, the same exact chunk is wrong.
-  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, later, std::nullopt);
+  r = audit_kv(engine::layout_of(kv, 0), toks, state_of(kv), kChunk, 0, later, std::nullopt);
   ASSERT_TRUE(r);
   EXPECT_FALSE(r->ok());
 }
 
 TEST(KvAudit, AReferenceThatIsNotTheHistoryIsAnError) {
   const auto kv = cells(8);
-  EXPECT_FALSE(audit_kv(engine::layout_of(kv, 0), tokens(9), state_of(kv), kChunk, {}, std::nullopt));
-  EXPECT_FALSE(audit_kv(engine::layout_of(kv, 0), tokens(8), std::vector<std::uint8_t>{1, 2, 3}, kChunk, {}, std::nullopt));
+  EXPECT_FALSE(audit_kv(engine::layout_of(kv, 0), tokens(9), state_of(kv), kChunk, 0, {}, std::nullopt));
+  EXPECT_FALSE(audit_kv(engine::layout_of(kv, 0), tokens(8), std::vector<std::uint8_t>{1, 2, 3}, kChunk, 0, {}, std::nullopt));
 }
 
 }  // namespace
