@@ -86,6 +86,43 @@ TEST_F(LimitsTest, MaxTokensOutOfRange) {
   }
 }
 
+// Numbers a double cannot hold, and integers a field cannot take, are the client's mistake (400
+// naming the field), never a 500 or undefined behaviour: the parser reports an overflowing number
+// as out_of_range, not as a parse error.
+TEST_F(LimitsTest, NumbersOutOfRangeAre400NamingTheField) {
+  const std::string id = call(*c_, "POST", "/v1/sessions", std::string("{}")).body["id"];
+  const std::vector<std::pair<std::string, std::string>> endpoints = {
+      {"/v1/completions", R"("prompt": "x", )"},
+      {"/v1/chat/completions", R"("messages": [{"role": "user", "content": "x"}], )"},
+      {"/v1/sessions/" + id + "/messages", R"("content": "x", "stream": false, )"},
+  };
+  for (const auto& [path, fields] : endpoints) {
+    for (const std::string field : {"max_tokens", "max_completion_tokens", "seed", "top_k"}) {
+      for (const std::string number : {"1e999999", "-1e999999", "1e300", "-1e300", "1.5", "99999999999999999999999",
+                                       "18446744073709551615", "-9223372036854775809", "9223372036854775807"}) {
+        expect_error(call(*c_, "POST", path, "{" + fields + "\"" + field + "\": " + number + "}"), 400, field);
+      }
+    }
+    for (const std::string field : {"temperature", "top_p", "min_p", "repeat_penalty"}) {
+      for (const std::string number : {"1e999999", "-1e999999", "1e300", "-1e300"}) {
+        expect_error(call(*c_, "POST", path, "{" + fields + "\"" + field + "\": " + number + "}"), 400, field);
+      }
+    }
+  }
+  // A field the endpoint does not read is still part of the body the client sent.
+  expect_error(call(*c_, "POST", "/v1/completions", std::string(R"({"prompt": "x", "extra": 1e999999})")), 400, "extra");
+  expect_error(call(*c_, "POST", "/v1/sessions", std::string(R"({"app": "a", "n": -1e999999})")), 400, "n");
+  expect_error(call(*c_, "POST", "/v1/chat/completions",
+                    std::string(R"({"messages": [{"role": "user", "content": "x", "weight": 1e400}]})")),
+               400, "messages");
+  // No field to name: the body itself.
+  for (const std::string body : {"1e999999", "-1e999999", "[1e999999]"}) {
+    for (const std::string path : {"/v1/completions", "/v1/sessions"}) {
+      expect_error(call(*c_, "POST", path, body), 400, "out of range");
+    }
+  }
+}
+
 TEST_F(LimitsTest, UnknownEndpointAndWrongMethod) {
   expect_error(call(*c_, "GET", "/v2/nothing"), 404, "no endpoint");
   expect_error(call(*c_, "GET", "/v1/sessions/x/messages/y"), 404, "no endpoint");
