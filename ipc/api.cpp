@@ -263,7 +263,7 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
                      {"session", owner ? nlohmann::json(s.session_id) : nlohmann::json(nullptr)}});
   }
   const auto& lim = service_.limits();
-  return {{"version", config_.version},
+  nlohmann::json out = {{"version", config_.version},
           {"status", st.shutting_down ? "stopping" : "ok"},
           {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
           {"caller", {{"uid", caller.uid}, {"admin", caller.admin}}},
@@ -293,6 +293,16 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
             {"max_message_bytes", lim.max_message_bytes},
             {"max_in_flight", lim.max_in_flight},
             {"default_max_tokens", lim.default_max_tokens}}}};
+  if (connection_stats_) {
+    const ConnectionStats c = connection_stats_();
+    out["connections"] = {{"open", c.open},
+                          {"users", c.users},
+                          {"refused_total", c.refused_total},
+                          {"refused_per_user", c.refused_per_user},
+                          {"max_connections", c.max_connections},
+                          {"max_connections_per_user", c.max_connections_per_user}};
+  }
+  return out;
 }
 
 }  // namespace llmd::ipc

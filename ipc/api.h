@@ -10,7 +10,9 @@
 //                                           slots ({index, busy, cells, session}), every other
 //                                           slot as {index, session: null}, and aggregates
 //                                           (queue, counters, sessions.total, kv totals; no
-//                                           kv.last_error, which names a session)
+//                                           kv.last_error, which names a session);
+//                                           "connections": open, users (distinct uids),
+//                                           refused_total, refused_per_user, the two limits
 //   GET    /v1/models                       OpenAI-compatible model list
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
@@ -43,6 +45,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -65,6 +68,9 @@ class Api {
 
   // The HttpServer handler.
   void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
+
+  // Where /v1/status's "connections" come from (the HttpServer's counts); none: no such section.
+  void set_connection_stats(std::function<ConnectionStats()> stats) { connection_stats_ = std::move(stats); }
 
   // The name clients see in "model" fields (the GGUF's general.name, else the file name).
   const std::string& model_id() const { return model_id_; }
@@ -100,6 +106,7 @@ class Api {
   const engine::Model& model_;
   ApiConfig config_;
   std::string model_id_;
+  std::function<ConnectionStats()> connection_stats_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
