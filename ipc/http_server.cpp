@@ -60,6 +60,7 @@ const char* status_reason(unsigned status) {
 
 namespace {
 
+// The peer's uid, gid and pid (SO_PEERCRED): all a connection's admission needs.
 PeerCredentials read_peer(int fd) {
   PeerCredentials p;
   ucred cred{};
@@ -72,6 +73,11 @@ PeerCredentials read_peer(int fd) {
     // Without credentials the caller is nobody in particular: never root.
     p.uid = p.gid = 65534;
   }
+  return p;
+}
+
+// Its supplementary groups (SO_PEERGROUPS), for an admitted connection (the admin check).
+void read_peer_groups(int fd, PeerCredentials& p) {
   std::vector<gid_t> groups(64);
   socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0 && errno == ERANGE) {
@@ -80,7 +86,6 @@ PeerCredentials read_peer(int fd) {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0) glen = 0;
   }
   for (std::size_t i = 0; i < glen / sizeof(gid_t) && i < groups.size(); ++i) p.groups.push_back(groups[i]);
-  return p;
 }
 
 std::string error_json(const std::string& message, const std::string& type, const std::string& code,
@@ -538,6 +543,7 @@ void HttpServer::admit(int fd) {
     ::close(fd);
     return;
   }
+  read_peer_groups(fd, peer);
   ++st.connections;
   ++mine;
   std::make_shared<Connection>(std::move(socket), state_, std::move(peer))->start();
