@@ -282,7 +282,8 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
           {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
           {"sessions", {{"total", st.sessions}}},
           {"counters", {{"jobs_done", st.worker.jobs_done}, {"tokens_generated", st.worker.tokens_generated}}},
-          {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options(), caller) : nlohmann::json({{"restore", "recompute"}})},
+          {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options(), caller)
+                       : nlohmann::json({{"restore", "recompute"}})},
           {"scheduler", scheduler_json(st.worker, caller)},
           {"limits",
            {{"max_sessions_per_user", lim.max_sessions_per_user},

@@ -262,13 +262,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_) return;
     if (ec) {
       if (timed_out_ && phase_ == Phase::head) {
-        reject(408, error_json("the request head did not arrive within " +
-                                   std::to_string(std::min(state_->limits.header_timeout,
-                                                           state_->limits.request_timeout).count()) +
-                                   " ms",
+        // The head's deadline is the shorter of the two; the answer names the one that applied.
+        const HttpLimits& lim = state_->limits;
+        const bool head_deadline = lim.header_timeout <= lim.request_timeout;
+        const auto ms = head_deadline ? lim.header_timeout : lim.request_timeout;
+        reject(408, error_json("the request head did not arrive within " + std::to_string(ms.count()) + " ms",
                                "invalid_request_error", "request_timeout",
-                               state_->limits.header_timeout <= state_->limits.request_timeout ? "header-timeout-ms"
-                                                                                                 : "request-timeout-ms"));
+                               head_deadline ? "header-timeout-ms" : "request-timeout-ms"));
       } else if (timed_out_) {
         reject(408, error_json("the request did not arrive within " +
                                    std::to_string(state_->limits.request_timeout.count()) + " ms",

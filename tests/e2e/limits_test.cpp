@@ -116,7 +116,8 @@ TEST_F(LimitsTest, NumbersOutOfRangeAre400NamingTheField) {
     }
   }
   // A field the endpoint does not read is still part of the body the client sent.
-  expect_error(call(*c_, "POST", "/v1/completions", std::string(R"({"prompt": "x", "extra": 1e999999})")), 400, "extra");
+  expect_error(call(*c_, "POST", "/v1/completions", std::string(R"({"prompt": "x", "extra": 1e999999})")), 400,
+               "extra");
   expect_error(call(*c_, "POST", "/v1/sessions", std::string(R"({"app": "a", "n": -1e999999})")), 400, "n");
   expect_error(call(*c_, "POST", "/v1/chat/completions",
                     std::string(R"({"messages": [{"role": "user", "content": "x", "weight": 1e400}]})")),

@@ -213,10 +213,11 @@ TEST(DaemonOwnership, ASessionsAppFollowsTheClientNameRule) {
   const int nobody = as_user(65534, 65534, [&] {
     client::HttpClient c(sock);
     int check = 0;
-    for (const std::string& bad : std::vector<std::string>{"a/b c", "bad app/../", std::string(65, 'a'), "caf\xC3\xA9", "tab\there", "a:b"}) {
+    const std::vector<std::string> bad_names = {"a/b c",      "bad app/../", std::string(65, 'a'),
+                                                "caf\xC3\xA9", "tab\there",   "a:b"};
+    for (const std::string& bad : bad_names) {
       ++check;
-      auto r = c.request("POST", "/v1/sessions", nlohmann::json{{"app", bad}}.dump(-1, ' ', false,
-                                                                             nlohmann::json::error_handler_t::replace));
+      auto r = c.request("POST", "/v1/sessions", nlohmann::json{{"app", bad}}.dump());
       if (!r || r->status != 400) return check;
       const auto body = nlohmann::json::parse(r->body, nullptr, false);
       if (body.is_discarded() || body["error"]["message"].get<std::string>().find("app") == std::string::npos) {
