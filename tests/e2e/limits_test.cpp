@@ -80,6 +80,17 @@ TEST_F(LimitsTest, WrongTypesNameTheField) {
   expect_error(call(*c_, "POST", "/v1/chat/completions",
                     nlohmann::json{{"messages", {{{"role", "user"}, {"content", 5}}}}}),
                400, "content");
+  // Content parts whose fields have the wrong types.
+  for (const auto& part : {nlohmann::json{{"type", 5}, {"text", "x"}}, nlohmann::json{{"type", {"text"}}, {"text", "x"}},
+                           nlohmann::json{{"type", "text"}, {"text", 5}}, nlohmann::json{{"type", "text"}},
+                           nlohmann::json("x"), nlohmann::json{{"type", nullptr}}}) {
+    expect_error(call(*c_, "POST", "/v1/chat/completions",
+                      nlohmann::json{{"messages", {{{"role", "user"}, {"content", {part}}}}}}),
+                 400, "content");
+  }
+  expect_error(call(*c_, "POST", "/v1/chat/completions",
+                    nlohmann::json{{"messages", {{{"role", 5}, {"content", "x"}}}}}),
+               400, "role");
   expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"stream", "yes"}}), 400, "stream");
   expect_error(call(*c_, "POST", "/v1/completions", nlohmann::json{{"prompt", "x"}, {"stop", {1}}}), 400, "stop");
   expect_error(call(*c_, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", {1}}}), 400, "system_prompt");
