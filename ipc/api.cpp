@@ -298,7 +298,7 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
     const ConnectionStats c = connection_stats_();
     out["connections"] = {{"open", c.open},
                           {"users", c.users},
-                          {"refused_total", c.refused_total},
+                          {"refused_global", c.refused_global},
                           {"refused_per_user", c.refused_per_user},
                           {"max_connections", c.max_connections},
                           {"max_connections_per_user", c.max_connections_per_user}};

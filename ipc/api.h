@@ -12,7 +12,7 @@
 //                                           (queue, counters, sessions.total, kv totals; no
 //                                           kv.last_error, which names a session);
 //                                           "connections": open, users (distinct uids),
-//                                           refused_total, refused_per_user, the two limits
+//                                           refused_global, refused_per_user, the two limits
 //   GET    /v1/models                       OpenAI-compatible model list
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);

@@ -485,7 +485,7 @@ Status HttpServer::listen_on_path(const std::string& path) {
 }
 
 void HttpServer::accept() {
-  acceptor_->async_wait(local::acceptor::wait_read, [this, state = state_](boost::system::error_code ec) {
+  acceptor_->async_wait(local::acceptor::wait_read, [this](boost::system::error_code ec) {
     if (ec == asio::error::operation_aborted || !acceptor_ || !acceptor_->is_open()) return;
     if (!ec && drain_backlog()) return accept();
     // Out of descriptors or similar: try again shortly rather than spinning.
@@ -521,7 +521,7 @@ void HttpServer::admit(int fd) {
   PeerCredentials peer = read_peer(fd);
   const HttpLimits& lim = st.limits;
   if (st.connections >= lim.max_connections) {
-    ++st.stats.refused_total;
+    ++st.stats.refused_global;
     return refuse(fd, "too many connections (limit max-connections = " + std::to_string(lim.max_connections) + ")",
                   "max-connections");
   }

@@ -54,7 +54,7 @@ struct HttpLimits {
 struct ConnectionStats {
   std::size_t open = 0;
   std::size_t users = 0;               // distinct uids with a connection open
-  std::uint64_t refused_total = 0;     // over max_connections
+  std::uint64_t refused_global = 0;    // over max_connections
   std::uint64_t refused_per_user = 0;  // over max_connections_per_user
   std::uint32_t max_connections = 0;
   std::uint32_t max_connections_per_user = 0;

@@ -413,7 +413,7 @@ TEST(ConnectionLimits, ConnectFloodFromOneUidDoesNotStarveOthers) {
   EXPECT_EQ(call(d.client(), "GET", "/v1/health").status, 200u) << d.log();
   const auto connections = call(d.client(), "GET", "/v1/status").body["connections"];
   EXPECT_GT(connections["refused_per_user"].get<std::uint64_t>(), 0u) << connections;
-  EXPECT_EQ(connections["refused_total"], 0) << connections;
+  EXPECT_EQ(connections["refused_global"], 0) << connections;
   EXPECT_EQ(connections["max_connections_per_user"], 32) << connections;
 }
 
@@ -434,7 +434,7 @@ TEST(ConnectionLimits, PerUserLimitCountsOpenConnectionsAndExemptsRoot) {
     for (int fd : fds) {
       std::string got;
       Unasked a;
-      for (int tries = 0; tries < 3000 && status_of(got) == 0; ++tries) {
+      for (int tries = 0; tries < 10000 && status_of(got) == 0; ++tries) {
         if (read_answer(fd, got, a)) break;
         ::usleep(1000);
       }
@@ -450,7 +450,7 @@ TEST(ConnectionLimits, PerUserLimitCountsOpenConnectionsAndExemptsRoot) {
   };
   std::vector<int> root_fds;
   for (const auto& a : open_and_ask(5, root_fds)) EXPECT_EQ(a.status, 200u);
-  const int nobody = wait_child(spawn_as(4504, 4504, [&] {
+  const int other = wait_child(spawn_as(4504, 4504, [&] {
     std::vector<int> fds;
     const auto answers = open_and_ask(5, fds);
     for (int i = 0; i < 5; ++i) {
@@ -459,14 +459,14 @@ TEST(ConnectionLimits, PerUserLimitCountsOpenConnectionsAndExemptsRoot) {
     }
     // Closing one makes room for one more.
     ::close(fds[0]);
-    for (int tries = 0; tries < 1000; ++tries) {
+    for (int tries = 0; tries < 5000; ++tries) {
       const std::string again = raw_exchange(sock, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
       if (status_of(again) == 200) return 0;
       ::usleep(2000);
     }
     return 30;
   }));
-  EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody;
+  EXPECT_EQ(other, 0) << "the check that failed returned " << other;
   for (int fd : root_fds) ::close(fd);
 }
 
