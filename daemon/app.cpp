@@ -74,8 +74,10 @@ ipc::HttpLimits App::http_limits() const {
   l.max_body_bytes = config_.max_body_bytes;
   l.max_header_bytes = config_.max_header_bytes;
   l.request_timeout = std::chrono::milliseconds(config_.request_timeout_ms);
+  l.header_timeout = std::chrono::milliseconds(config_.header_timeout_ms);
   l.write_timeout = std::chrono::milliseconds(config_.write_timeout_ms);
   l.max_connections = config_.max_connections;
+  l.max_connections_per_user = config_.max_connections_per_user;
   return l;
 }
 
@@ -204,6 +206,7 @@ Status App::start() {
     }
     api_->handle(std::move(req), std::move(r));
   });
+  api_->set_connection_stats([this] { return server_->connection_stats(); });
   const auto fds = activation_sockets();
   if (!fds.empty()) {
     LLMD_TRY_STATUS(server_->listen_on_fd(fds.front()));

@@ -64,9 +64,15 @@ po::options_description settings(Config& c) {
       ("max-header-bytes", po::value(&c.max_header_bytes)->default_value(c.max_header_bytes), "largest request head")
       ("request-timeout-ms", po::value(&c.request_timeout_ms)->default_value(c.request_timeout_ms),
        "time a client has to send a whole request (also keep-alive idle time)")
+      ("header-timeout-ms", po::value(&c.header_timeout_ms)->default_value(c.header_timeout_ms),
+       "time a client has to send a request's head, from its first byte (a new connection: from the "
+       "connect); at most request-timeout-ms takes effect")
       ("write-timeout-ms", po::value(&c.write_timeout_ms)->default_value(c.write_timeout_ms),
        "time a client may stop reading before it is dropped")
       ("max-connections", po::value(&c.max_connections)->default_value(c.max_connections), "open connections")
+      ("max-connections-per-user",
+       po::value(&c.max_connections_per_user)->default_value(c.max_connections_per_user),
+       "open connections per uid (root is exempt; 0: no per-uid limit)")
       ("max-sessions-per-user", po::value(&c.max_sessions_per_user)->default_value(c.max_sessions_per_user),
        "stored sessions per uid")
       ("max-stored-mib-per-user", po::value(&c.max_stored_mib_per_user)->default_value(c.max_stored_mib_per_user),
@@ -172,6 +178,7 @@ Status validate(const Config& c) {
   if (c.max_body_bytes < 1024 || c.max_body_bytes > (256ull << 20)) return bad("max-body-bytes", "must be between 1 KiB and 256 MiB");
   if (c.max_header_bytes < 1024 || c.max_header_bytes > (1u << 20)) return bad("max-header-bytes", "must be between 1 KiB and 1 MiB");
   if (c.request_timeout_ms < 100) return bad("request-timeout-ms", "must be at least 100");
+  if (c.header_timeout_ms < 100) return bad("header-timeout-ms", "must be at least 100");
   if (c.write_timeout_ms < 100) return bad("write-timeout-ms", "must be at least 100");
   if (c.max_connections < 1) return bad("max-connections", "must be at least 1");
   if (c.max_sessions_per_user < 1) return bad("max-sessions-per-user", "must be at least 1");
@@ -248,8 +255,10 @@ std::string describe(const Config& c) {
   o << "\npreempt-gap = " << c.preempt_gap << "\nlog-level = " << c.log_level
     << "\nlog-content = " << (c.log_content ? "true" : "false") << "\nadmin-group = " << c.admin_group
     << "\nmax-body-bytes = " << c.max_body_bytes << "\nmax-header-bytes = " << c.max_header_bytes
-    << "\nrequest-timeout-ms = " << c.request_timeout_ms << "\nwrite-timeout-ms = " << c.write_timeout_ms
-    << "\nmax-connections = " << c.max_connections << "\nmax-sessions-per-user = " << c.max_sessions_per_user
+    << "\nrequest-timeout-ms = " << c.request_timeout_ms << "\nheader-timeout-ms = " << c.header_timeout_ms
+    << "\nwrite-timeout-ms = " << c.write_timeout_ms << "\nmax-connections = " << c.max_connections
+    << "\nmax-connections-per-user = " << c.max_connections_per_user
+    << "\nmax-sessions-per-user = " << c.max_sessions_per_user
     << "\nmax-stored-mib-per-user = " << c.max_stored_mib_per_user
     << "\nmax-queued-per-client = " << c.max_queued_per_client
     << "\nmax-running-per-client = " << c.max_running_per_client << "\nmax-prompt-tokens = " << c.max_prompt_tokens

@@ -45,8 +45,10 @@ struct Config {
   std::uint64_t max_body_bytes = 1u << 20;
   std::uint64_t max_header_bytes = 16u << 10;
   std::uint32_t request_timeout_ms = 10'000;
+  std::uint32_t header_timeout_ms = 3'000;      // a request's head, from its first byte
   std::uint32_t write_timeout_ms = 30'000;
   std::uint32_t max_connections = 256;
+  std::uint32_t max_connections_per_user = 32;  // per uid, root exempt; 0: no per-uid limit
   std::uint32_t max_sessions_per_user = 1024;
   std::uint64_t max_stored_mib_per_user = 1024;  // sessions' messages and tokens
   std::uint32_t max_queued_per_client = 64;     // requests waiting beyond the running ones

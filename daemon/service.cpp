@@ -5,9 +5,11 @@
 #include <cctype>
 #include <set>
 
-#include <boost/asio/post.hpp>
+#include <sys/random.h>
 
-#include <random>
+#include <cerrno>
+
+#include <boost/asio/post.hpp>
 
 #include "daemon/chat_turns.h"
 #include "daemon/engine/utf8.h"
@@ -38,6 +40,12 @@ SessionInfo info_of(const kvstore::SessionRecord& r) {
 }
 
 Error no_session(const std::string& id) { return Error(Errc::not_found, "no session " + id); }
+
+// A declared app (a session's or a request's): none, or a client name.
+Status check_app(const std::string& app) {
+  if (app.empty() || valid_client_name(app)) return {};
+  return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -");
+}
 
 bool saved_finish(engine::FinishReason f) {
   return f == engine::FinishReason::eog || f == engine::FinishReason::stop || f == engine::FinishReason::length ||
@@ -70,11 +78,25 @@ Error over_limit(const std::string& what, const std::string& key, std::uint64_t 
   return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
 }
 
-std::string new_session_id() {
-  static thread_local std::mt19937_64 rng{std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32)};
-  static const char* kHex = "0123456789abcdef";
+Result<std::string> new_session_id() {
+  // 96 bits from the kernel's CSPRNG: ids must not be guessable from ids seen before. getrandom
+  // blocks only until the pool is first seeded; it is never replaced by a weaker source.
+  std::uint8_t bytes[12];
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, "reading random bytes for a session id (getrandom)");
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string id = "ses_";
-  for (int i = 0; i < 24; ++i) id += kHex[rng() & 15];
+  for (const std::uint8_t b : bytes) {
+    id += kHex[b >> 4];
+    id += kHex[b & 15];
+  }
   return id;
 }
 
@@ -144,11 +166,11 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
     return done(Error(Errc::invalid_argument, "system_prompt must be valid UTF-8 of at most " +
                                                   std::to_string(limits_.max_message_bytes) + " bytes"));
   }
-  if (app.size() > 128 || !engine::is_valid_utf8(app)) {
-    return done(Error(Errc::invalid_argument, "app must be valid UTF-8 of at most 128 bytes"));
-  }
+  if (auto st = check_app(app); !st) return done(st.error());
+  auto id = new_session_id();
+  if (!id) return done(id.error());
   kvstore::SessionRecord rec;
-  rec.id = new_session_id();
+  rec.id = std::move(*id);
   rec.uid = caller.uid;
   rec.app = std::move(app);
   rec.system_prompt = std::move(system_prompt);
@@ -252,9 +274,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
                                  " requests running or queued; try again later",
                              "max-queued-per-client", limits_.max_queued_per_client));
   }
-  if (!request.app.empty() && !valid_client_name(request.app)) {
-    return reject(Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -"));
-  }
+  if (auto st = check_app(request.app); !st) return reject(st.error());
   if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
     return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
                                                     std::to_string(max_session_tokens_) + ")"));
@@ -271,7 +291,9 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     IndexEntry& e = index_[request.session_id];
     if (e.busy) return reject(Error(Errc::busy, "session " + request.session_id + " is busy with another request"));
     if (auto st = check_stored_bytes(e.uid); !st) return reject(st.error());
-    request.app = e.app;
+    // A session stored before apps were checked may carry a name that is not a client name: its
+    // turns are the uid's own client's rather than failing.
+    request.app = valid_client_name(e.app) ? e.app : std::string();
     if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
     e.busy = true;
   }
@@ -439,7 +461,7 @@ void Service::audit_session(const Caller& caller, const std::string& id,
   e.busy = true;
   const RequestId rid = ++next_id_;
   std::string client = std::to_string(caller.uid);
-  if (!e.app.empty()) client += "/" + e.app;
+  if (valid_client_name(e.app)) client += "/" + e.app;  // a bad stored name: the uid (as its turns)
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   in_flight_.emplace(rid, InFlight{cancelled, {}, id, true, caller.uid, client});
   if (in_flight_observer_) in_flight_observer_();

@@ -138,6 +138,8 @@ class Service {
   void set_chunk_store(kvstore::ChunkStore* chunks) { chunks_ = chunks; }
   const kvstore::ChunkStoreOptions& chunk_options() const { return chunks_ ? chunks_->options() : no_chunks_; }
 
+  // app: "" (none) or a client name (valid_client_name), else invalid_argument. Sessions stored
+  // with another app (before it was checked) keep working; their turns ignore the app.
   void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                       std::function<void(Result<SessionInfo>)> done);
   void list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done);
@@ -149,7 +151,7 @@ class Service {
   // busy (the session has a turn running), unavailable (shutting down), invalid_argument (bad
   // parameters, prompt longer than the context), resource_exhausted (too many turns in flight, or
   // over a per-uid limit: queued requests, prompt tokens, stored bytes). The turn is scheduled for
-  // client "UID" or "UID/APP" (app declared in the request, or the session's).
+  // client "UID" or "UID/APP" (app declared in the request, or the session's if it is a client name).
   RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
   // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
   // its callbacks are still called (done with finish=cancelled).
@@ -227,15 +229,16 @@ class Service {
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
 };
 
-// A name a client may declare for its app in a request, or a weight entry names: 1-64 of
-// A-Z a-z 0-9 . _ -.
+// A name a client may declare for its app (in a request, or for a session at its creation), or a
+// weight entry names: 1-64 of A-Z a-z 0-9 . _ -.
 bool valid_client_name(std::string_view name);
 
 // A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);
 
-// A new random session id: "ses_" and 24 hex digits.
-std::string new_session_id();
+// A new session id: "ses_" and 24 lowercase hex digits, 96 bits from the kernel's random source
+// (getrandom(2)). io_error if the kernel gives none; never a predictable fallback.
+Result<std::string> new_session_id();
 std::int64_t unix_ms();
 
 }  // namespace llmd::daemon

@@ -61,7 +61,10 @@ nlohmann::json tier_json(const kvstore::TierStats& t) {
           {"chunks_by_codec", by_codec(t.chunks_by_codec)}};
 }
 
-nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::ChunkStoreOptions& o) {
+// The chunk store's totals; its last error names a session, so only admins read it.
+nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::ChunkStoreOptions& o,
+                              const daemon::Caller& caller) {
+  const bool show_error = caller.admin && !s.last_error.empty();
   return {{"restore", "chunks"},
           {"chunk_tokens", o.chunk_tokens},
           {"policy", std::string(kvstore::policy_name(o.policy.kind))},
@@ -76,7 +79,7 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
           {"bad_chunks", s.bad_chunks},
           {"costs_ms_per_token",
            {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},
-          {"last_error", s.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.last_error)}};
+          {"last_error", show_error ? nlohmann::json(s.last_error) : nlohmann::json(nullptr)}};
 }
 
 
@@ -249,16 +252,21 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
   const auto& i = model_.info();
   nlohmann::json slots = nlohmann::json::array();
   for (const auto& s : st.worker.slots) {
-    // Session ids are shown to their owners and to admins only.
+    // A non-admin sees its own sessions' slots; of the others only that they exist (their cells
+    // and activity would tell when someone else's conversation grows). Counts are in "queue".
     const auto owner = s.session_id.empty() ? std::nullopt : service_.session_owner(s.session_id);
-    const bool show = owner && (caller.admin || *owner == caller.uid);
+    const bool own = owner && *owner == caller.uid;
+    if (!caller.admin && !own) {
+      slots.push_back({{"index", s.index}, {"session", nullptr}});
+      continue;
+    }
     slots.push_back({{"index", s.index},
                      {"busy", s.busy},
                      {"cells", s.cells},
-                     {"session", show ? nlohmann::json(s.session_id) : nlohmann::json(nullptr)}});
+                     {"session", owner ? nlohmann::json(s.session_id) : nlohmann::json(nullptr)}});
   }
   const auto& lim = service_.limits();
-  return {{"version", config_.version},
+  nlohmann::json out = {{"version", config_.version},
           {"status", st.shutting_down ? "stopping" : "ok"},
           {"uptime_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()},
           {"caller", {{"uid", caller.uid}, {"admin", caller.admin}}},
@@ -280,7 +288,8 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
            {{"jobs_done", st.worker.jobs_done},
             {"tokens_generated", st.worker.tokens_generated},
             {"kv_check_failures", st.worker.kv_check_failures}}},
-          {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options()) : nlohmann::json({{"restore", "recompute"}})},
+          {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options(), caller)
+                       : nlohmann::json({{"restore", "recompute"}})},
           {"scheduler", scheduler_json(st.worker, caller)},
           {"limits",
            {{"max_sessions_per_user", lim.max_sessions_per_user},
@@ -291,6 +300,16 @@ nlohmann::json Api::status_json(const daemon::Caller& caller) const {
             {"max_message_bytes", lim.max_message_bytes},
             {"max_in_flight", lim.max_in_flight},
             {"default_max_tokens", lim.default_max_tokens}}}};
+  if (connection_stats_) {
+    const ConnectionStats c = connection_stats_();
+    out["connections"] = {{"open", c.open},
+                          {"users", c.users},
+                          {"refused_global", c.refused_global},
+                          {"refused_per_user", c.refused_per_user},
+                          {"max_connections", c.max_connections},
+                          {"max_connections_per_user", c.max_connections_per_user}};
+  }
+  return out;
 }
 
 }  // namespace llmd::ipc

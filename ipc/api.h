@@ -5,13 +5,21 @@
 //                                           store (bytes and chunks per tier and codec, budgets,
 //                                           write-backs, errors) or {"restore": "recompute"};
 //                                           "scheduler": policy, preemptions, clients (counters,
-//                                           tokens served, tokens/s, share; admins see every
-//                                           client, others their own)
+//                                           tokens served, tokens/s, share). Admins see all;
+//                                           others see their own clients, their own sessions'
+//                                           slots ({index, busy, cells, session}), every other
+//                                           slot as {index, session: null}, and aggregates
+//                                           (queue, counters, sessions.total, kv totals; no
+//                                           kv.last_error, which names a session);
+//                                           "connections": open, users (distinct uids),
+//                                           refused_global, refused_per_user, the two limits
 //   GET    /v1/models                       OpenAI-compatible model list
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
 //                                           extension: "session": ID appends the last (user) message
-//   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}
+//   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as
+//                                           a request's (below), else 400; id "ses_" + 24 hex
+//                                           digits from getrandom(2)
 //   GET    /v1/sessions                     the caller's sessions (all of them for admins)
 //   GET    /v1/sessions/{id}                metadata, "resident", "kv" (its stored chunks: tokens
 //                                           covered, per tier, codec mix) and messages
@@ -23,8 +31,13 @@
 //                                           (owner or admin; the session is busy meanwhile: 409)
 //
 // Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
-// (1-64 of A-Z a-z 0-9 . _ -): the scheduler serves client "UID/NAME" then (a session turn is the
-// session's app's).
+// (1-64 of A-Z a-z 0-9 . _ -, daemon::valid_client_name): the scheduler serves client "UID/NAME"
+// then (a session turn is the session's app's; a session stored with an app outside that rule,
+// before it was checked, keeps working as client "UID").
+//
+// Request bodies: a JSON object, else 400; a number that does not fit a double (1e999999) is 400
+// naming its field ("max_tokens is out of range ..."), never a 500; integer fields take integers
+// (or integral floats) within their range.
 //
 // Generation answers carry "usage" (prompt/completion tokens, cached_tokens resident in the slot,
 // loaded_tokens restored from KV chunks, restored_tokens recomputed) and "timings" in ms (queue,
@@ -36,6 +49,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -59,11 +73,15 @@ class Api {
   // The HttpServer handler.
   void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
 
+  // Where /v1/status's "connections" come from (the HttpServer's counts); none: no such section.
+  void set_connection_stats(std::function<ConnectionStats()> stats) { connection_stats_ = std::move(stats); }
+
   // The name clients see in "model" fields (the GGUF's general.name, else the file name).
   const std::string& model_id() const { return model_id_; }
 
-  // The body of GET /v1/status as `caller` sees it (other uids' session ids and scheduler clients
-  // are hidden from non-admins). Every front end's status call answers this.
+  // The body of GET /v1/status as `caller` sees it (other uids' slots, session ids, scheduler
+  // clients and the kv last error are hidden from non-admins). Every front end's status call
+  // answers this (D-Bus GetStatus too).
   nlohmann::json status_json(const daemon::Caller& caller) const;
 
  private:
@@ -93,6 +111,7 @@ class Api {
   const engine::Model& model_;
   ApiConfig config_;
   std::string model_id_;
+  std::function<ConnectionStats()> connection_stats_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

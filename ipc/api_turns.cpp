@@ -28,10 +28,13 @@ Result<std::string> content_text(const nlohmann::json& content) {
   if (content.is_array()) {
     std::string out;
     for (const auto& part : content) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+      // (Not part.value("type", ""): it throws when "type" is there but not a string.)
+      const auto type = part.is_object() ? part.find("type") : part.end();
+      const auto text = part.is_object() ? part.find("text") : part.end();
+      if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
         return Error(Errc::invalid_argument, "only text content parts are supported");
       }
-      out += part["text"].get<std::string>();
+      out += text->get<std::string>();
     }
     return out;
   }

@@ -9,7 +9,8 @@
 // the socket's: another uid's session or request is NotFound; root and llmd-admin see all.
 //
 // Methods (interface org.llmd.LLM1):
-//   CreateSession(s system_prompt, s app) -> (s id)          "" = none
+//   CreateSession(s system_prompt, s app) -> (s id)          "" = none; app as Generate's option
+//       (1-64 of A-Z a-z 0-9 . _ -), else InvalidArgument; id "ses_" + 24 hex digits (getrandom)
 //   DeleteSession(s id) -> ()                                 Busy while a turn runs on it
 //   ListSessions() -> (aa{sv} sessions)                       the caller's (an admin's: everyone's),
 //       keys: id s, uid u, app s, system_prompt s ("" = none), created_ms x, updated_ms x,
@@ -41,7 +42,9 @@
 //   Cancel(o request) -> ()    the caller's own requests (same uid; admins: any), else NotFound.
 //       Returns at once; the request ends with Failed(org.llmd.LLM1.Error.Cancelled, ...) within
 //       one decode step.
-//   GetStatus() -> (s json)    the body of GET /v1/status, as this caller sees it
+//   GetStatus() -> (s json)    the body of GET /v1/status, as this caller sees it (Api::status_json:
+//       a non-admin sees its own sessions' slots, the others' indexes only, its own scheduler
+//       clients and totals)
 // Properties: Model s, Version s, Slots u (const); ActiveSessions u (turns queued or running, of
 // all callers and front ends; a count only; PropertiesChanged when it changes).
 //

@@ -12,6 +12,7 @@
 #include <deque>
 #include <filesystem>
 #include <optional>
+#include <unordered_map>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -31,6 +32,8 @@ struct HttpServer::State {
   Handler handler;
   std::size_t connections = 0;
   std::size_t responding = 0;
+  std::unordered_map<std::uint32_t, std::uint32_t> per_uid;  // open connections by peer uid (none: erased)
+  ConnectionStats stats;
 };
 
 const char* status_reason(unsigned status) {
@@ -57,6 +60,7 @@ const char* status_reason(unsigned status) {
 
 namespace {
 
+// The peer's uid, gid and pid (SO_PEERCRED): all a connection's admission needs.
 PeerCredentials read_peer(int fd) {
   PeerCredentials p;
   ucred cred{};
@@ -69,6 +73,11 @@ PeerCredentials read_peer(int fd) {
     // Without credentials the caller is nobody in particular: never root.
     p.uid = p.gid = 65534;
   }
+  return p;
+}
+
+// Its supplementary groups (SO_PEERGROUPS), for an admitted connection (the admin check).
+void read_peer_groups(int fd, PeerCredentials& p) {
   std::vector<gid_t> groups(64);
   socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0 && errno == ERANGE) {
@@ -77,13 +86,13 @@ PeerCredentials read_peer(int fd) {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0) glen = 0;
   }
   for (std::size_t i = 0; i < glen / sizeof(gid_t) && i < groups.size(); ++i) p.groups.push_back(groups[i]);
-  return p;
 }
 
-std::string error_json(const std::string& message, const std::string& type, const std::string& code) {
+std::string error_json(const std::string& message, const std::string& type, const std::string& code,
+                       const std::string& param = {}) {
   // Kept free of a JSON library: the messages here are fixed ASCII.
-  return "{\"error\":{\"message\":\"" + message + "\",\"type\":\"" + type + "\",\"param\":null,\"code\":\"" + code +
-         "\"}}";
+  return "{\"error\":{\"message\":\"" + message + "\",\"type\":\"" + type + "\",\"param\":" +
+         (param.empty() ? std::string("null") : "\"" + param + "\"") + ",\"code\":\"" + code + "\"}}";
 }
 
 std::string format_response(unsigned status, const std::string& body, const std::string& content_type,
@@ -133,14 +142,16 @@ class ResponderImpl final : public Responder {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(local::socket socket, std::shared_ptr<HttpServer::State> state)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)) {}
-  ~Connection() { --state_->connections; }
-
-  void start() {
-    peer_ = read_peer(socket_.native_handle());
-    read_request();
+  // Counted in the server's totals (by the caller of the constructor) until destroyed.
+  Connection(local::socket socket, std::shared_ptr<HttpServer::State> state, PeerCredentials peer)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), state_(std::move(state)), peer_(std::move(peer)) {}
+  ~Connection() {
+    --state_->connections;
+    auto it = state_->per_uid.find(peer_.uid);
+    if (it != state_->per_uid.end() && --it->second == 0) state_->per_uid.erase(it);
   }
+
+  void start() { read_request(); }
 
   void reject(unsigned status, const std::string& body) {
     respond(format_response(status, body, "application/json", {{"Retry-After", "1"}}, false), false);
@@ -200,36 +211,78 @@ class Connection : public std::enable_shared_from_this<Connection> {
     timer_.cancel();
   }
 
+  // A request's head must be complete within header_timeout of its first byte (of the accept, for
+  // a connection's first request), and the whole request within request_timeout: a client that
+  // trickles a head cannot hold a connection for long. Between keep-alive requests the connection
+  // may idle for request_timeout with nothing sent.
   void read_request() {
     if (closed_) return;
     parser_.emplace();
     parser_->body_limit(state_->limits.max_body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(state_->limits.max_header_bytes));
     timed_out_ = false;
+    if (requests_ == 0 || buffer_.size() != 0) return read_head();
+    phase_ = Phase::idle;
     arm_timer(state_->limits.request_timeout, true);
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) { self->on_read(ec); });
+    socket_.async_read_some(buffer_.prepare(kIdleReadBytes),
+                            [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                              self->disarm_timer();
+                              if (self->closed_) return;
+                              if (ec) return self->close();  // gone, or idle too long: nothing was begun
+                              self->buffer_.commit(n);
+                              self->read_head();
+                            });
+  }
+
+  void read_head() {
+    phase_ = Phase::head;
+    request_started_ = std::chrono::steady_clock::now();
+    arm_timer(std::min(state_->limits.header_timeout, state_->limits.request_timeout), true);
+    http::async_read_header(socket_, buffer_, *parser_,
+                            [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                              self->on_head(ec);
+                            });
+  }
+
+  void on_head(boost::system::error_code ec) {
+    disarm_timer();
+    if (closed_) return;
+    if (ec) return on_read(ec);
+    if (parser_->is_done()) return on_read({});
+    phase_ = Phase::body;
+    const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                             request_started_);
+    arm_timer(std::max(state_->limits.request_timeout - spent, std::chrono::milliseconds(1)), true);
+    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](boost::system::error_code read_ec,
+                                                                              std::size_t) { self->on_read(read_ec); });
   }
 
   void on_read(boost::system::error_code ec) {
     disarm_timer();
     if (closed_) return;
     if (ec) {
-      if (timed_out_) {
-        if (parser_->got_some() || requests_ == 0) {
-          reject(408, error_json("the request did not arrive in time", "invalid_request_error", "request_timeout"));
-        } else {
-          close();  // an idle keep-alive connection
-        }
+      if (timed_out_ && phase_ == Phase::head) {
+        // The head's deadline is the shorter of the two; the answer names the one that applied.
+        const HttpLimits& lim = state_->limits;
+        const bool head_deadline = lim.header_timeout <= lim.request_timeout;
+        const auto ms = head_deadline ? lim.header_timeout : lim.request_timeout;
+        reject(408, error_json("the request head did not arrive within " + std::to_string(ms.count()) + " ms",
+                               "invalid_request_error", "request_timeout",
+                               head_deadline ? "header-timeout-ms" : "request-timeout-ms"));
+      } else if (timed_out_) {
+        reject(408, error_json("the request did not arrive within " +
+                                   std::to_string(state_->limits.request_timeout.count()) + " ms",
+                               "invalid_request_error", "request_timeout", "request-timeout-ms"));
       } else if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
                  ec == asio::error::operation_aborted) {
         close();
       } else if (ec == http::error::body_limit) {
         reject(413, error_json("the request body is larger than " + std::to_string(state_->limits.max_body_bytes) +
                                    " bytes",
-                               "invalid_request_error", "body_too_large"));
+                               "invalid_request_error", "body_too_large", "max-body-bytes"));
       } else if (ec == http::error::header_limit) {
-        reject(431, error_json("the request headers are too large", "invalid_request_error", "headers_too_large"));
+        reject(431, error_json("the request headers are too large", "invalid_request_error", "headers_too_large",
+                               "max-header-bytes"));
       } else {
         reject(400, error_json("malformed HTTP request", "invalid_request_error", "bad_request"));
       }
@@ -307,10 +360,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
                       });
   }
 
+  enum class Phase { idle, head, body };
+  static constexpr std::size_t kIdleReadBytes = 4096;
+
   local::socket socket_;
   asio::steady_timer timer_;
   std::uint64_t timer_gen_ = 0;
   bool timed_out_ = false;
+  Phase phase_ = Phase::head;
+  std::chrono::steady_clock::time_point request_started_;
   std::shared_ptr<HttpServer::State> state_;
   PeerCredentials peer_;
   beast::flat_buffer buffer_;
@@ -354,12 +412,23 @@ void ResponderImpl::end_events() {
 }  // namespace
 
 HttpServer::HttpServer(asio::io_context& io, HttpLimits limits, Handler handler)
-    : io_(io), state_(std::make_shared<State>(State{limits, std::move(handler), 0})) {}
+    : io_(io), state_(std::make_shared<State>()) {
+  state_->limits = limits;
+  state_->handler = std::move(handler);
+}
 
 HttpServer::~HttpServer() { stop_accepting(); }
 
 void HttpServer::set_limits(const HttpLimits& limits) { state_->limits = limits; }
 std::size_t HttpServer::connections() const { return state_->connections; }
+ConnectionStats HttpServer::connection_stats() const {
+  ConnectionStats out = state_->stats;
+  out.open = state_->connections;
+  out.users = state_->per_uid.size();
+  out.max_connections = state_->limits.max_connections;
+  out.max_connections_per_user = state_->limits.max_connections_per_user;
+  return out;
+}
 std::size_t HttpServer::responding() const { return state_->responding; }
 const HttpLimits& HttpServer::limits() const { return state_->limits; }
 
@@ -367,6 +436,7 @@ Status HttpServer::listen_on_fd(int fd) {
   acceptor_ = std::make_unique<local::acceptor>(io_);
   boost::system::error_code ec;
   acceptor_->assign(local(), fd, ec);
+  if (!ec) acceptor_->native_non_blocking(true, ec);
   if (ec) return errno_error(ec.value(), "using the inherited socket");
   accept();
   return {};
@@ -405,34 +475,89 @@ Status HttpServer::listen_on_path(const std::string& path) {
   if (ec) return errno_error(ec.value(), "binding " + path);
   bound_path_ = path;
   if (::chmod(path.c_str(), 0666) != 0) return errno_error(errno, "chmod 0666 " + path);
-  acceptor_->listen(128, ec);
+  // The kernel's largest queue (net.core.somaxconn): a burst of connects waits there, not refused
+  // with EAGAIN, while the io thread drains it.
+  acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor_->native_non_blocking(true, ec);
   if (ec) return errno_error(ec.value(), "listening on " + path);
   accept();
   return {};
 }
 
 void HttpServer::accept() {
-  acceptor_->async_accept([this, state = state_](boost::system::error_code ec, local::socket socket) {
+  acceptor_->async_wait(local::acceptor::wait_read, [this](boost::system::error_code ec) {
     if (ec == asio::error::operation_aborted || !acceptor_ || !acceptor_->is_open()) return;
-    if (!ec) {
-      ++state->connections;
-      auto c = std::make_shared<Connection>(std::move(socket), state);
-      if (state->connections > state->limits.max_connections) {
-        c->reject(503, error_json("too many connections (max_connections " +
-                                      std::to_string(state->limits.max_connections) + ")",
-                                  "server_error", "too_many_connections"));
-      } else {
-        c->start();
-      }
-      accept();
-      return;
-    }
+    if (!ec && drain_backlog()) return accept();
     // Out of descriptors or similar: try again shortly rather than spinning.
     auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
     timer->async_wait([this, timer](boost::system::error_code wec) {
       if (!wec && acceptor_ && acceptor_->is_open()) accept();
     });
   });
+}
+
+// Accepts what the listen queue holds, up to a burst (then other handlers get their turn before
+// the next one), and admits or refuses each connection at once. A flood of connects is thus
+// drained as fast as it comes, at the cost of a few system calls per refused connection, and
+// never leaves the queue full for everyone else. False on an error other than "nothing left".
+bool HttpServer::drain_backlog() {
+  constexpr int kBurst = 256;
+  const int listener = acceptor_->native_handle();
+  for (int i = 0; i < kBurst; ++i) {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      admit(fd);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    return false;
+  }
+  return true;
+}
+
+void HttpServer::admit(int fd) {
+  State& st = *state_;
+  PeerCredentials peer = read_peer(fd);
+  const HttpLimits& lim = st.limits;
+  if (st.connections >= lim.max_connections) {
+    ++st.stats.refused_global;
+    return refuse(fd, "too many connections (limit max-connections = " + std::to_string(lim.max_connections) + ")",
+                  "max-connections");
+  }
+  // Root is not limited per uid: an administrator can always reach a daemon under attack (root is
+  // still counted in max-connections).
+  auto& mine = st.per_uid[peer.uid];
+  if (peer.uid != 0 && lim.max_connections_per_user != 0 && mine >= lim.max_connections_per_user) {
+    if (mine == 0) st.per_uid.erase(peer.uid);
+    ++st.stats.refused_per_user;
+    return refuse(fd, "too many connections from uid " + std::to_string(peer.uid) +
+                          " (limit max-connections-per-user = " + std::to_string(lim.max_connections_per_user) + ")",
+                  "max-connections-per-user");
+  }
+  local::socket socket(io_);
+  boost::system::error_code ec;
+  socket.assign(local(), fd, ec);
+  if (ec) {
+    if (mine == 0) st.per_uid.erase(peer.uid);
+    ::close(fd);
+    return;
+  }
+  read_peer_groups(fd, peer);
+  ++st.connections;
+  ++mine;
+  std::make_shared<Connection>(std::move(socket), state_, std::move(peer))->start();
+}
+
+// A refused connection costs no Connection, timer or buffer: its 503 (a few hundred bytes, which
+// a new socket's buffer always takes) is written at once, before its request is read, and the
+// socket closed.
+void HttpServer::refuse(int fd, const std::string& message, const std::string& key) {
+  const std::string response = format_response(
+      503, error_json(message, "server_error", "too_many_connections", key), "application/json",
+      {{"Retry-After", "1"}}, false);
+  (void)::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::close(fd);
 }
 
 void HttpServer::stop_accepting() {

@@ -2,6 +2,8 @@
 #include "ipc/json_fields.h"
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 namespace llmd::ipc {
 namespace {
@@ -12,16 +14,50 @@ Error bad(const char* key, const std::string& what) { return Error(Errc::invalid
 
 Result<nlohmann::json> parse_object(const std::string& body) {
   if (body.empty()) return Error(Errc::invalid_argument, "the request needs a JSON object body");
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    // Parse again for the reason (only on this error path).
-    try {
-      const auto reparsed = nlohmann::json::parse(body);
-      (void)reparsed;
-    } catch (const nlohmann::json::parse_error& e) {
-      return Error(Errc::invalid_argument, std::string("the request body is not valid JSON: ") + e.what());
+  // Where the parser is, as a path of object keys ("messages[].content"), so that a number out of
+  // range names its field. path[d] names what is being read at depth d + 1.
+  std::vector<std::string> path;
+  const auto track = [&path](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    const auto d = static_cast<std::size_t>(depth);
+    switch (event) {
+      case E::object_start:
+      case E::array_start:
+        path.resize(d);
+        path.emplace_back(event == E::array_start ? "[]" : "");
+        break;
+      case E::key:
+        path.resize(d);
+        if (d > 0) path[d - 1] = parsed.is_string() ? parsed.get<std::string>() : std::string();
+        break;
+      case E::object_end:
+      case E::array_end: path.resize(d); break;
+      case E::value: break;
     }
-    return Error(Errc::invalid_argument, "the request body is not valid JSON");
+    return true;
+  };
+  const auto where = [&path] {
+    std::string out;
+    for (const auto& p : path) {
+      if (p.empty()) continue;
+      if (p != "[]" && !out.empty()) out += '.';
+      out += p;
+    }
+    return out;
+  };
+  nlohmann::json j;
+  // nlohmann reports malformed text as parse_error but a number that does not fit a double
+  // ("1e999999") as out_of_range: both are the client's mistake, never the server's.
+  try {
+    j = nlohmann::json::parse(body, track);
+  } catch (const nlohmann::json::out_of_range&) {
+    const std::string field = where();
+    if (field.empty() || field.rfind("[]", 0) == 0) {
+      return Error(Errc::invalid_argument, "the request body is not valid JSON: a number is out of range");
+    }
+    return Error(Errc::invalid_argument, field + " is out of range (a number too large for a double)");
+  } catch (const nlohmann::json::exception& e) {
+    return Error(Errc::invalid_argument, std::string("the request body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) return Error(Errc::invalid_argument, "the request body must be a JSON object");
   return j;
@@ -37,14 +73,29 @@ Result<std::optional<std::string>> opt_string(const nlohmann::json& obj, const c
 Result<std::optional<std::int64_t>> opt_int(const nlohmann::json& obj, const char* key, std::int64_t min, std::int64_t max) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return std::optional<std::int64_t>();
-  if (!it->is_number_integer() && !(it->is_number_float() && std::floor(it->get<double>()) == it->get<double>())) {
-    return bad(key, "must be an integer");
-  }
-  const double d = it->get<double>();
-  if (d < static_cast<double>(min) || d > static_cast<double>(max)) {
+  const auto out_of_range = [&] {
     return bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+  };
+  // Integers are compared as integers (a double cannot hold every int64); a float is taken when
+  // it is integral and in range (clients write 4.0), and never converted outside int64's range.
+  if (it->is_number_unsigned()) {
+    const auto u = it->get<std::uint64_t>();
+    if (max < 0 || u > static_cast<std::uint64_t>(max) || static_cast<std::int64_t>(u) < min) return out_of_range();
+    return std::optional<std::int64_t>(static_cast<std::int64_t>(u));
   }
-  return std::optional<std::int64_t>(static_cast<std::int64_t>(d));
+  if (it->is_number_integer()) {
+    const auto v = it->get<std::int64_t>();
+    if (v < min || v > max) return out_of_range();
+    return std::optional<std::int64_t>(v);
+  }
+  if (!it->is_number_float()) return bad(key, "must be an integer");
+  const double d = it->get<double>();
+  if (!std::isfinite(d) || std::floor(d) != d) return bad(key, "must be an integer");
+  constexpr double kTwo63 = 9223372036854775808.0;
+  if (d < -kTwo63 || d >= kTwo63) return out_of_range();
+  const auto v = static_cast<std::int64_t>(d);
+  if (v < min || v > max) return out_of_range();
+  return std::optional<std::int64_t>(v);
 }
 
 Result<std::optional<double>> opt_number(const nlohmann::json& obj, const char* key, double min, double max) {

@@ -1,6 +1,7 @@
 // org.llmd.LLM1 of the real llmd on a private bus, through sd-bus client code: every method, the
 // request signals and their order, properties, status, introspection and the named errors.
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "tests/dbus/dbus_fixture.h"
@@ -179,6 +180,23 @@ TEST_F(DbusApi, RejectionsAreTheGenerateCallsNamedErrors) {
   expect_error("", {{"app", "no spaces allowed"}}, bad, "app");
   expect_error("", {{"raw", "yes"}}, bad, "raw");
   expect_error("", {{"max_token", 5}}, bad, "unknown option max_token");
+  // Numbers no field can take: out of range, not integral, not finite; never UB or a crash.
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const nlohmann::json& v :
+       {nlohmann::json{{"sig", "d"}, {"value", 1e300}}, nlohmann::json{{"sig", "d"}, {"value", -1e300}},
+        nlohmann::json{{"sig", "d"}, {"value", 1.5}}, nlohmann::json{{"sig", "d"}, {"value", inf}},
+        nlohmann::json{{"sig", "d"}, {"value", nan}},
+        nlohmann::json{{"sig", "t"}, {"value", std::numeric_limits<std::uint64_t>::max()}},
+        nlohmann::json{{"sig", "x"}, {"value", std::numeric_limits<std::int64_t>::min()}},
+        nlohmann::json{{"sig", "x"}, {"value", std::numeric_limits<std::int64_t>::max()}}}) {
+    for (const char* key : {"max_tokens", "seed", "top_k"}) expect_error("", {{key, v}}, bad, key);
+  }
+  for (const double v : {inf, -inf, nan, 1e300}) {
+    for (const char* key : {"temperature", "top_p", "min_p", "repeat_penalty"}) {
+      expect_error("", {{key, {{"sig", "d"}, {"value", v}}}}, bad, key);
+    }
+  }
   // Every integer type is an integer.
   for (const char* sig : {"y", "n", "q", "i", "u", "x", "t"}) {
     Reply ok = c.generate("", "Hi", {{"max_tokens", {{"sig", sig}, {"value", 2}}}, {"temperature", 0}});

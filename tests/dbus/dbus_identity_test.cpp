@@ -105,6 +105,49 @@ TEST_F(DbusIdentity, OnlyRootOrUserLlmdMayOwnTheName) {
   EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody;
 }
 
+// CreateSession's app follows the rule of a request's app (valid_client_name), for every caller;
+// GetStatus shows another uid nothing of root's slots but their indexes.
+TEST_F(DbusIdentity, SessionAppIsCheckedAndStatusHidesOthersSlots) {
+  BusClient root(address());
+  Reply created = root.call("CreateSession", "ss", "", "");
+  ASSERT_TRUE(created.ok()) << created.error();
+  const std::string roots = created.str();
+  const Answer turn = root.generate_all(roots, "Tell me about the sea.", greedy(6));
+  ASSERT_FALSE(turn.signals.empty());
+  ASSERT_EQ(turn.signals.back(), "Finished") << turn.failed_message;
+  const std::string addr = address();
+  const int nobody = as_nobody([&] {
+    BusClient c(addr);
+    if (!c.connected()) return 1;
+    int check = 1;
+    for (const std::string& bad : std::vector<std::string>{"bad app/../", "a/b c", std::string(65, 'a')}) {
+      ++check;
+      Reply r = c.call("CreateSession", "ss", "", bad.c_str());
+      if (r.error_name != "org.llmd.LLM1.Error.InvalidArgument" || r.error_message.find("app") == std::string::npos) {
+        return check;
+      }
+    }
+    Reply good = c.call("CreateSession", "ss", "", "editor.v2");
+    if (!good.ok()) return 10;
+    Reply st = c.call("GetStatus");
+    if (!st.ok()) return 11;
+    const auto status = nlohmann::json::parse(st.str());
+    if (status["slots"].size() != status["context"]["slots"].get<std::size_t>()) return 12;
+    for (const auto& s : status["slots"]) {
+      if (!s["session"].is_null() || s.contains("cells") || s.contains("busy")) return 13;
+    }
+    return 0;
+  });
+  EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody;
+  // Root (an admin) sees its session's slot in full.
+  Reply st = root.call("GetStatus");
+  ASSERT_TRUE(st.ok()) << st.error();
+  const auto status = nlohmann::json::parse(st.str());
+  int shown = 0;
+  for (const auto& s : status["slots"]) shown += s["session"] == roots && s["cells"] > 0 ? 1 : 0;
+  EXPECT_EQ(shown, 1) << status["slots"];
+}
+
 class DbusOneSlot : public LlmdOnBus {
   std::vector<std::string> args() const override { return {"--slots", "1"}; }
 };

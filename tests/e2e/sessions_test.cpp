@@ -204,6 +204,120 @@ TEST(DaemonOwnership, OtherUidsCannotSeeOrTouchASession) {
   EXPECT_EQ(call(d.client(), "DELETE", "/v1/sessions/" + id).status, 200u);
 }
 
+// A session's app is a client name under the same rule as a request's (valid_client_name): 1-64 of
+// A-Z a-z 0-9 . _ -, or none.
+TEST(DaemonOwnership, ASessionsAppFollowsTheClientNameRule) {
+  DaemonProcess d(scratch_dir());
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string sock = d.socket();
+  const int nobody = as_user(65534, 65534, [&] {
+    client::HttpClient c(sock);
+    int check = 0;
+    const std::vector<std::string> bad_names = {"a/b c",      "bad app/../", std::string(65, 'a'),
+                                                "caf\xC3\xA9", "tab\there",   "a:b"};
+    for (const std::string& bad : bad_names) {
+      ++check;
+      auto r = c.request("POST", "/v1/sessions", nlohmann::json{{"app", bad}}.dump());
+      if (!r || r->status != 400) return check;
+      const auto body = nlohmann::json::parse(r->body, nullptr, false);
+      if (body.is_discarded() || body["error"]["message"].get<std::string>().find("app") == std::string::npos) {
+        return 20 + check;
+      }
+    }
+    for (const std::string& good : std::vector<std::string>{std::string(64, 'a'), "editor.v2_x-y", ""}) {
+      ++check;
+      auto r = c.request("POST", "/v1/sessions", nlohmann::json{{"app", good}}.dump());
+      if (!r || r->status != 201) return 40 + check;
+      if (nlohmann::json::parse(r->body)["app"] != good) return 60 + check;
+    }
+    return 0;
+  });
+  EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody;
+}
+
+// Sessions stored before the rule (or edited on disk) keep working: shown as stored, their turns
+// scheduled as the uid's own client (a bad name never reaches the scheduler).
+TEST(DaemonOwnership, SessionsStoredWithABadAppKeepWorking) {
+  const std::string dir = scratch_dir();
+  std::string id;
+  {
+    DaemonProcess d(dir);
+    ASSERT_TRUE(d.start()) << d.log();
+    id = new_session(d.client());
+    ASSERT_EQ(d.stop(SIGTERM), 0) << d.log();
+  }
+  DaemonProcess d(dir);
+  const auto edit = run_program({"/usr/bin/sqlite3", d.state_dir() + "/sessions.db",
+                                 "UPDATE sessions SET app = 'bad app/../' WHERE id = '" + id + "'"});
+  ASSERT_EQ(edit.exit_code, 0) << edit.err;
+  ASSERT_TRUE(d.start()) << d.log();
+  EXPECT_EQ(call(d.client(), "GET", "/v1/sessions/" + id).body["app"], "bad app/../");
+  EXPECT_EQ(call(d.client(), "GET", "/v1/sessions").body["data"][0]["app"], "bad app/../");
+  EXPECT_FALSE(say(d.client(), id, "Hello").empty());
+  const auto clients = call(d.client(), "GET", "/v1/status").body["scheduler"]["clients"];
+  ASSERT_EQ(clients.size(), 1u) << clients;
+  EXPECT_EQ(clients[0]["client"], std::to_string(::getuid())) << clients;
+  EXPECT_EQ(call(d.client(), "DELETE", "/v1/sessions/" + id).status, 200u);
+}
+
+// /v1/status shows a non-admin its own sessions' slots; of others' only aggregates (counts, no
+// session ids, cells or activity per slot).
+TEST(DaemonOwnership, StatusShowsOthersSlotsOnlyAsAggregates) {
+  DaemonProcess d(scratch_dir());
+  ASSERT_TRUE(d.start()) << d.log();
+  const std::string roots = new_session(d.client());
+  ASSERT_FALSE(say(d.client(), roots, "Tell me about the sea.").empty());
+  const auto root_view = call(d.client(), "GET", "/v1/status").body;
+  int root_slots = 0;
+  for (const auto& s : root_view["slots"]) {
+    if (s["session"] == roots) {
+      ++root_slots;
+      EXPECT_GT(s["cells"].get<int>(), 0) << s;
+    }
+  }
+  ASSERT_EQ(root_slots, 1) << root_view["slots"];
+  const std::string sock = d.socket();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const int nobody = as_user(65534, 65534, [&] {
+    client::HttpClient c(sock);
+    // Every slot holds someone else's KV (or nothing): nothing about any of them but its index.
+    auto only_aggregates = [](const nlohmann::json& st, const std::string& mine) {
+      if (!st["slots"].is_array() || st["slots"].size() != st["context"]["slots"].get<std::size_t>()) return false;
+      for (const auto& s : st["slots"]) {
+        if (s["session"].is_string() && s["session"] == mine && s["cells"].get<int>() > 0) continue;
+        if (!s["session"].is_null() || s.contains("cells") || s.contains("busy")) return false;
+      }
+      return st["queue"].contains("running") && st["sessions"].contains("total");
+    };
+    auto st = c.request("GET", "/v1/status");
+    if (!st || st->status != 200) return 1;
+    if (!only_aggregates(nlohmann::json::parse(st->body), "")) {
+      if (::write(p[1], st->body.data(), st->body.size()) < 0) return 9;
+      return 2;
+    }
+    // Its own session's slot is shown in full.
+    auto created = c.request("POST", "/v1/sessions", "{}");
+    if (!created || created->status != 201) return 3;
+    const std::string mine = nlohmann::json::parse(created->body)["id"];
+    auto turn = c.request("POST", "/v1/sessions/" + mine + "/messages",
+                          R"({"content":"Hello","max_tokens":4,"stream":false})");
+    if (!turn || turn->status != 200) return 4;
+    st = c.request("GET", "/v1/status");
+    if (!st || st->status != 200) return 5;
+    const auto view = nlohmann::json::parse(st->body);
+    if (!only_aggregates(view, mine)) return 6;
+    int shown = 0;
+    for (const auto& s : view["slots"]) shown += s["session"] == mine ? 1 : 0;
+    return shown == 1 ? 0 : 7;
+  });
+  ::close(p[1]);
+  std::string seen(4096, '\0');
+  seen.resize(static_cast<std::size_t>(std::max<ssize_t>(0, ::read(p[0], seen.data(), seen.size()))));
+  ::close(p[0]);
+  EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody << "; nobody saw: " << seen;
+}
+
 // Connects, sends a request, returns the socket (the caller reads or closes it).
 int send_raw(const std::string& sock, const std::string& request) {
   const int fd = connect_to(sock);
