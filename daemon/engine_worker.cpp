@@ -243,6 +243,8 @@ void EngineWorker::step() {
   }
   if (newest < 0) return;
   if (running_.size() > 1) {
+    spdlog::info("engine: the KV pool is full ({} cells); the newest job gives way until its cells are free",
+                 ctx_.n_ctx());
     park(newest);
   } else {
     runner_.cancel(newest, engine::FinishReason::context_full);

@@ -40,6 +40,12 @@ void setup_logging(bool to_journal) {
     // The shared KV pool may exceed the training context; llmd caps each session at it
     // (Context::max_seq_len), so llama.cpp's warning about it is not news.
     if (text.find("possible training context overflow") != std::string_view::npos) level = engine::LogLevel::debug;
+    // A full KV pool is an event the engine handles (it drops an idle slot's KV or parks a job
+    // until cells are free, and says so itself): llama.cpp's own lines about it are not warnings.
+    if (text.find("failed to find a memory slot") != std::string_view::npos ||
+        text.find("available cells in kv cache") != std::string_view::npos) {
+      level = engine::LogLevel::debug;
+    }
     switch (level) {
       case engine::LogLevel::error: spdlog::error("llama.cpp: {}", text); break;
       case engine::LogLevel::warn: spdlog::warn("llama.cpp: {}", text); break;
