@@ -173,6 +173,7 @@ class EngineWorker {
   WorkerStats stats() const;
   std::uint32_t n_slots() const { return static_cast<std::uint32_t>(slots_.size()); }  // fixed at construction
   const engine::KvLayout& kv_layout() const { return ctx_.kv_layout(); }               // fixed at construction
+  std::uint32_t max_seq_len() const { return ctx_.max_seq_len(); }                     // fixed at construction
 
  private:
   struct Slot {

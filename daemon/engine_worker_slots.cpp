@@ -113,7 +113,9 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   Job& job = run.job;
   const std::vector<engine::Token>& need = needed(run);
   const std::size_t total = footprint(run);
-  if (!run.suspended && total >= ctx_.max_seq_len()) {
+  // A turn needs a cell for what it generates; an audit only recomputes (up to a full sequence).
+  const std::size_t limit = job.audit_of.empty() ? ctx_.max_seq_len() : ctx_.max_seq_len() + std::size_t{1};
+  if (!run.suspended && total >= limit) {
     fail(job,
          Error(Errc::invalid_argument, "the prompt needs " + std::to_string(total) + " tokens; a sequence holds " +
                                            std::to_string(ctx_.max_seq_len())),

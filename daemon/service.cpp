@@ -478,6 +478,9 @@ void Service::audit_session(const Caller& caller, const std::string& id,
   storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
     auto toks = store_.tokens(id);
     if (!toks) return on_io(toks.error());
+    // A history that filled its sequence ends with a sampled token no KV was ever computed for
+    // (the turn ended "context_full"): the audit covers what KV can hold.
+    if (toks->size() > worker_.max_seq_len()) toks->resize(worker_.max_seq_len());
     auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
     asio::post(io_, [this, id, rid, client, cancelled, finish, on_io, tokens]() {
       const std::uint32_t chunk_tokens = chunks_ ? chunks_->options().chunk_tokens : 64;

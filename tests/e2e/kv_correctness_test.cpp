@@ -168,5 +168,21 @@ TEST(KvAudit, FindsAChunkOfAnotherHistory) {
   EXPECT_GE(report.value("failed", 0), 1) << report.dump();
 }
 
+// A session whose turn filled its sequence ("context_full") holds a last sampled token no KV was
+// computed for: the audit covers the sequence, not a history one token longer than any sequence
+// (the chaos test met it: every audit of a full session was refused as too long a prompt).
+TEST(KvAudit, CoversASessionThatFilledItsSequence) {
+  DaemonProcess d(scratch_dir(), with({"--ctx", "256", "--chunk-tokens", "16"}));
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  const std::string id = new_session(c);
+  auto r = turn(c, id, kStory, 256, true);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  const auto a = audit(c, id);
+  EXPECT_TRUE(a.value("ok", false)) << audit_failures(a) << a.dump();
+  EXPECT_EQ(a.value("tokens", 0), 256) << a.dump();
+  EXPECT_GT(expect_kv_right(c, id), 0);
+}
+
 }  // namespace
 }  // namespace llmd::test
