@@ -37,7 +37,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Rowid lookups between the lowest and highest rowid seen are skipped beyond this span (a rowid
+// Rowid lookups from 1 to the highest rowid seen are skipped when it is beyond this (a rowid
 // table's rowids are dense here: sessions and messages are only ever appended or deleted).
 constexpr std::int64_t kMaxProbeSpan = 4'000'000;
 // Past the highest rowid seen (the end of the table may be what is unreadable), lookups go on
@@ -222,31 +222,32 @@ Rowids find_rowids(const Reader& r, const std::string& table) {
   return out;
 }
 
-// The rowids to try: those listed, and every one between the lowest and the highest listed.
-std::vector<std::int64_t> probe_order(const Rowids& ids) {
-  std::vector<std::int64_t> out(ids.listed.begin(), ids.listed.end());
-  if (ids.listed.empty()) return out;
-  const std::int64_t lo = *ids.listed.begin(), hi = *ids.listed.rbegin();
-  if (hi - lo <= kMaxProbeSpan) {
-    out.clear();
-    for (std::int64_t r = std::min<std::int64_t>(lo, 1); r <= hi; ++r) out.push_back(r);
-  }
-  return out;
-}
+// Rowids SQLite hands out for these tables (1 up); a damaged index may name anything.
+constexpr std::int64_t kMaxRowid = std::int64_t{1} << 62;
 
 enum class Read { row, none, unreadable };
 
-// Reads the rows probe_order names, then goes on past the highest until kProbePastEnd lookups in
-// a row find nothing. read(rowid) returns what it found.
+// Reads every rowid from 1 to the highest one listed (up to kMaxProbeSpan), every one listed, and
+// then on past the highest row read until kProbePastEnd lookups in a row find nothing; each once.
+// read(rowid) returns what it found.
 template <typename ReadFn>
 void probe(const Rowids& ids, ReadFn&& read) {
-  std::int64_t next = 1;
-  for (const std::int64_t rowid : probe_order(ids)) {
-    (void)read(rowid);
-    next = rowid + 1;
+  std::int64_t hi = 0;
+  for (const std::int64_t r : ids.listed) {
+    if (r >= 1 && r <= kMaxRowid) hi = std::max(hi, r);
   }
-  for (std::int64_t misses = 0; misses < kProbePastEnd; ++next) {
-    misses = read(next) == Read::row ? 0 : misses + 1;
+  const std::int64_t dense = std::min(hi, kMaxProbeSpan);
+  std::int64_t top = 0;  // the highest rowid read
+  auto attempt = [&](std::int64_t r) {
+    if (read(r) == Read::row && r <= kMaxRowid) top = std::max(top, r);
+  };
+  for (std::int64_t r = 1; r <= dense; ++r) attempt(r);
+  for (const std::int64_t r : ids.listed) {
+    if (r < 1 || r > dense) attempt(r);
+  }
+  for (std::int64_t r = top + 1, misses = 0; misses < kProbePastEnd && r <= kMaxRowid; ++r) {
+    if (r <= dense || ids.listed.count(r)) continue;  // read already
+    misses = read(r) == Read::row ? 0 : misses + 1;
   }
 }
 
