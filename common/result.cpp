@@ -14,6 +14,7 @@ std::string_view errc_name(Errc code) {
     case Errc::unsupported: return "unsupported";
     case Errc::corrupt: return "corrupt";
     case Errc::resource_exhausted: return "resource_exhausted";
+    case Errc::no_space: return "no_space";
     case Errc::busy: return "busy";
     case Errc::unavailable: return "unavailable";
     case Errc::io_error: return "io_error";
@@ -42,7 +43,8 @@ Error errno_error(int err, std::string_view what) {
   switch (err) {
     case ENOENT: case ENOTDIR: code = Errc::not_found; break;
     case EACCES: case EPERM: case EROFS: code = Errc::permission_denied; break;
-    case ENOSPC: case EDQUOT: case ENOMEM: case EMFILE: case ENFILE: code = Errc::resource_exhausted; break;
+    case ENOSPC: case EDQUOT: code = Errc::no_space; break;
+    case ENOMEM: case EMFILE: case ENFILE: code = Errc::resource_exhausted; break;
     case EBUSY: case EAGAIN: code = Errc::busy; break;
     case EINVAL: case EISDIR: case ENAMETOOLONG: case ELOOP: code = Errc::invalid_argument; break;
     default: break;

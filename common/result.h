@@ -19,6 +19,7 @@ enum class Errc {
   unsupported,         // well-formed, but something llmd (or llama.cpp) cannot handle
   corrupt,             // stored or supplied data fails its own consistency checks
   resource_exhausted,  // a limit or capacity was reached (KV cells, memory, quota)
+  no_space,            // the storage is full: ENOSPC, EDQUOT, SQLITE_FULL, or the disk reserve reached
   busy,                // the resource is in use by another operation (try again later)
   unavailable,         // the service cannot take work now (starting or shutting down)
   io_error,            // the operating system refused an operation

@@ -5,15 +5,14 @@
 
 #include <grp.h>
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <cstdlib>
-#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
 #include "daemon/engine/backend.h"
 #include "daemon/logging.h"
+#include "daemon/state_dir.h"
 
 namespace llmd::daemon {
 namespace {
@@ -53,6 +52,43 @@ class ContentLogger final : public ipc::Responder {
   std::shared_ptr<ipc::Responder> inner_;
   std::string tag_;
 };
+
+// Says loudly what a salvage of a damaged sessions.db kept, saved and lost.
+void log_salvage(const std::string& path, const kvstore::SalvageReport& r) {
+  if (r.finished_earlier) spdlog::warn("{}: installed the salvaged database an interrupted start had written", path);
+  if (r.problem.empty()) return;
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size() && i < 20; ++i) out += (i ? ", " : "") + v[i];
+    if (v.size() > 20) out += ", and " + std::to_string(v.size() - 20) + " more";
+    return out;
+  };
+  spdlog::error("{} is DAMAGED ({}); the damaged files are kept for the administrator as {}", path, r.problem,
+                list(r.kept_aside));
+  if (r.nothing_readable) {
+    spdlog::error("{}: NOTHING could be read from it: llmd starts with no sessions; every session is LOST from "
+                  "the running store and remains only in the kept-aside files",
+                  path);
+    return;
+  }
+  spdlog::error("{}: salvaged {} sessions and {} messages into a new database", path, r.sessions_salvaged,
+                r.messages_salvaged);
+  if (!r.sessions_lost.empty() || r.sessions_lost_unnamed > 0) {
+    spdlog::error("{}: LOST {} sessions whose record could not be read{}{}; their readable messages remain only in the "
+                  "kept-aside files",
+                  path, r.sessions_lost.size() + r.sessions_lost_unnamed,
+                  r.sessions_lost.empty() ? "" : ": ", list(r.sessions_lost));
+  }
+  if (r.messages_lost > 0) spdlog::error("{}: LOST {} messages in all", path, r.messages_lost);
+  if (!r.sessions_damaged.empty()) {
+    spdlog::error("{}: salvaged sessions that lost part of their history: {}", path, list(r.sessions_damaged));
+  }
+  if (!r.tokens_lost.empty()) {
+    spdlog::warn("{}: the token sequences of {} sessions could not be read ({}); their next turn re-derives them "
+                 "from their messages",
+                 path, r.tokens_lost.size(), list(r.tokens_lost));
+  }
+}
 
 }  // namespace
 
@@ -125,6 +161,7 @@ ServiceLimits App::service_limits() const {
   l.max_message_bytes = config_.max_body_bytes;
   l.max_in_flight = config_.max_in_flight;
   l.default_max_tokens = config_.default_max_tokens;
+  l.disk_reserve_bytes = config_.disk_reserve_mib << 20;
   return l;
 }
 
@@ -154,13 +191,21 @@ Status App::start() {
   spdlog::info("context: {} KV cells shared by {} slots, sessions up to {} tokens, {} threads", context_->n_ctx(),
                context_->n_slots(), context_->max_seq_len(), context_->n_threads());
 
-  std::error_code ec;
-  if (!std::filesystem::exists(config_.state_dir)) {
-    std::filesystem::create_directories(config_.state_dir, ec);
-    if (ec) return errno_error(ec.value(), "creating the state directory " + config_.state_dir);
-    ::chmod(config_.state_dir.c_str(), 0750);
+  // Before any database is opened: SQLite gives a new -wal the mode of its database file.
+  auto dir = prepare_state_dir(config_.state_dir);
+  if (!dir) return dir.error();
+  if (dir->created) spdlog::info("created the state directory {} (0750)", config_.state_dir);
+  if (!dir->tightened.empty()) {
+    std::string first;
+    for (std::size_t i = 0; i < dir->tightened.size() && i < 10; ++i) first += (i ? "; " : "") + dir->tightened[i];
+    spdlog::warn("state directory: {} paths other users could read were made private ({}{})", dir->tightened.size(),
+                 first, dir->tightened.size() > 10 ? "; ..." : "");
   }
-  auto store = kvstore::SessionStore::open(config_.state_dir + "/sessions.db");
+  for (const auto& w : dir->warnings) spdlog::warn("state directory: {}", w);
+  const std::string sessions_db = config_.state_dir + "/sessions.db";
+  kvstore::SalvageReport salvage;
+  auto store = kvstore::SessionStore::open_or_salvage(sessions_db, salvage);
+  log_salvage(sessions_db, salvage);
   if (!store) return store.error();
   store_ = std::move(*store);
 
@@ -171,6 +216,9 @@ Status App::start() {
     co.ram_budget = config_.kv_ram_mib << 20;
     co.disk_budget = config_.kv_disk_mib << 20;
     co.disk_zstd = config_.kv_disk_zstd;
+    // The KV tier is a cache: it stops short of twice the reserve, so cached KV alone never brings
+    // the file system below the reserve that conversations (sessions.db) are refused at.
+    co.disk_reserve = 2 * (config_.disk_reserve_mib << 20);
     auto policy = kvstore::policy_from_name(config_.kv_policy);
     if (!policy) return policy.error();
     co.policy.kind = *policy;
@@ -191,6 +239,7 @@ Status App::start() {
   service_ = std::make_unique<Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
                                        service_limits());
   service_->set_chunk_store(chunks_.get());
+  service_->set_state_dir(config_.state_dir);
   LLMD_TRY_STATUS(service_->load());
   spdlog::info("sessions: {} stored in {}", service_->status().sessions, config_.state_dir);
 
@@ -212,6 +261,7 @@ Status App::start() {
     LLMD_TRY_STATUS(server_->listen_on_fd(fds.front()));
     listening_on_ = "the socket systemd passed (fd " + std::to_string(fds.front()) + ")";
   } else {
+    LLMD_TRY_STATUS(prepare_socket_dir(config_.socket));
     LLMD_TRY_STATUS(server_->listen_on_path(config_.socket));
     listening_on_ = config_.socket;
   }

@@ -85,6 +85,9 @@ po::options_description settings(Config& c) {
        "new tokens one request may bring (0: up to the context)")
       ("max-in-flight", po::value(&c.max_in_flight)->default_value(c.max_in_flight),
        "generation requests accepted or queued at once")
+      ("disk-reserve-mib", po::value(&c.disk_reserve_mib)->default_value(c.disk_reserve_mib),
+       "MiB the state directory's file system keeps free: below it, session creates and turns are refused "
+       "(507) before anything is generated, and the KV chunk tier stops writing; 0: no reserve")
       ("default-max-tokens", po::value(&c.default_max_tokens)->default_value(c.default_max_tokens),
        "max_tokens when a request does not say")
       ("shutdown-timeout-ms", po::value(&c.shutdown_timeout_ms)->default_value(c.shutdown_timeout_ms),
@@ -183,6 +186,7 @@ Status validate(const Config& c) {
   if (c.max_connections < 1) return bad("max-connections", "must be at least 1");
   if (c.max_sessions_per_user < 1) return bad("max-sessions-per-user", "must be at least 1");
   if (c.max_in_flight < 1) return bad("max-in-flight", "must be at least 1");
+  if (c.disk_reserve_mib > (1ull << 30)) return bad("disk-reserve-mib", "must be at most 1073741824 (1 PiB)");
   if (c.default_max_tokens < 1 || static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
     return bad("default-max-tokens", "must be between 1 and ctx");
   }
@@ -262,7 +266,7 @@ std::string describe(const Config& c) {
     << "\nmax-stored-mib-per-user = " << c.max_stored_mib_per_user
     << "\nmax-queued-per-client = " << c.max_queued_per_client
     << "\nmax-running-per-client = " << c.max_running_per_client << "\nmax-prompt-tokens = " << c.max_prompt_tokens
-    << "\nmax-in-flight = " << c.max_in_flight << "\ndefault-max-tokens = " << c.default_max_tokens
+    << "\nmax-in-flight = " << c.max_in_flight << "\ndisk-reserve-mib = " << c.disk_reserve_mib << "\ndefault-max-tokens = " << c.default_max_tokens
     << "\nshutdown-timeout-ms = " << c.shutdown_timeout_ms << "\n";
   return o.str();
 }

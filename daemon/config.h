@@ -55,6 +55,7 @@ struct Config {
   std::uint32_t max_running_per_client = 0;     // slots one client may hold at once; 0: any
   std::uint32_t max_prompt_tokens = 0;          // one request's new tokens; 0: up to the context
   std::uint32_t max_in_flight = 256;
+  std::uint64_t disk_reserve_mib = 256;         // free space the state dir's file system keeps
   std::int32_t default_max_tokens = 256;
   std::uint32_t shutdown_timeout_ms = 10'000;
 };

@@ -9,6 +9,7 @@
 #include "daemon/engine/backend.h"
 #include "daemon/engine/gguf_probe.h"
 #include "daemon/logging.h"
+#include "daemon/state_dir.h"
 
 int main(int argc, char** argv) {
   using namespace llmd::daemon;
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "llmd: %s\n", st.error().message().c_str());
     return 2;
   }
+  // Conversations: nothing llmd creates is for other users (the socket is made 0666 explicitly).
+  restrict_umask();
   App app(parsed->config, std::vector<std::string>(argv, argv + argc));
   return app.run();
 }

@@ -1,15 +1,17 @@
 // The daemon's core API (see service.h).
 #include "daemon/service.h"
 
+#include <sys/random.h>
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <set>
 
-#include <sys/random.h>
-
-#include <cerrno>
-
 #include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
 
 #include "daemon/chat_turns.h"
 #include "daemon/engine/utf8.h"
@@ -47,6 +49,17 @@ Status check_app(const std::string& app) {
   return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -");
 }
 
+// A session holds tokens once a turn has run: its messages then go beyond the system prompt.
+bool has_turns(const std::vector<engine::ChatMessage>& chat) {
+  return std::any_of(chat.begin(), chat.end(), [](const engine::ChatMessage& m) { return m.role != "system"; });
+}
+
+std::string mib(std::uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
 bool saved_finish(engine::FinishReason f) {
   return f == engine::FinishReason::eog || f == engine::FinishReason::stop || f == engine::FinishReason::length ||
          f == engine::FinishReason::context_full;
@@ -76,6 +89,18 @@ Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const
 
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value) {
   return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
+}
+
+std::string token_damage(std::span<const engine::Token> tokens, std::int32_t n_vocab, std::size_t max_tokens) {
+  if (tokens.size() > max_tokens) {
+    return std::to_string(tokens.size()) + " tokens, more than a session may hold (" + std::to_string(max_tokens) + ")";
+  }
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+      return "token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) + " is not in the vocabulary";
+    }
+  }
+  return {};
 }
 
 Result<std::string> new_session_id() {
@@ -147,6 +172,25 @@ Status Service::check_stored_bytes(std::uint32_t uid) const {
                     "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20);
 }
 
+Error Service::storage_error(const Error& e, const std::string& what) const {
+  if (e.code() != Errc::no_space) return e;
+  return Error(Errc::no_space, what + ": llmd's storage is full (" + e.message() + "); an administrator must free space in " +
+                                   (state_dir_.empty() ? std::string("the state directory") : state_dir_));
+}
+
+Status Service::check_disk_reserve() const {
+  if (state_dir_.empty() || limits_.disk_reserve_bytes == 0) return {};
+  struct statvfs fs {};
+  if (::statvfs(state_dir_.c_str(), &fs) != 0) return {};  // the write itself will tell
+  const std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes >= limits_.disk_reserve_bytes) return {};
+  return Error(Errc::no_space, "llmd's storage is full: the file system of " + state_dir_ + " has " + mib(free_bytes) +
+                                   " free, less than the " + mib(limits_.disk_reserve_bytes) +
+                                   " llmd keeps in reserve; nothing was saved or generated, an administrator must "
+                                   "free space there (limit disk-reserve-mib = " +
+                                   std::to_string(limits_.disk_reserve_bytes >> 20) + ")");
+}
+
 std::uint32_t Service::in_flight_of(std::uint32_t uid) const {
   std::uint32_t n = 0;
   for (const auto& [id, f] : in_flight_) n += f.uid == uid ? 1 : 0;
@@ -167,6 +211,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
                                                   std::to_string(limits_.max_message_bytes) + " bytes"));
   }
   if (auto st = check_app(app); !st) return done(st.error());
+  if (auto st = check_disk_reserve(); !st) return done(st.error());
   auto id = new_session_id();
   if (!id) return done(id.error());
   kvstore::SessionRecord rec;
@@ -185,7 +230,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
     asio::post(io_, [this, rec = std::move(rec), st, done = std::move(done)]() {
       if (!st) {
         index_.erase(rec.id);
-        return done(st.error());
+        return done(storage_error(st.error(), "the session was not created"));
       }
       index_[rec.id].busy = false;
       done(info_of(rec));
@@ -295,6 +340,9 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     // turns are the uid's own client's rather than failing.
     request.app = valid_client_name(e.app) ? e.app : std::string();
     if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
+    // Before anything is generated: a turn that could not be saved would be lost after its text
+    // was streamed.
+    if (auto st = check_disk_reserve(); !st) return reject(st.error());
     e.busy = true;
   }
   std::string client = std::to_string(caller.uid);
@@ -334,18 +382,31 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
       auto msgs = store_.messages(request.session_id);
       if (!msgs) return msgs.error();
       auto toks = store_.tokens(request.session_id);
-      if (!toks) return toks.error();
+      std::string damage;  // why the stored tokens cannot be used, if they cannot
+      if (!toks) {
+        if (toks.error().code() != Errc::corrupt) return toks.error();
+        damage = toks.error().message();
+        toks = std::vector<engine::Token>();
+      } else {
+        // A turn that filled the context ends with one sampled token beyond it (never decoded).
+        damage = token_damage(*toks, tok_.n_vocab(), max_session_tokens_ + std::size_t{1});
+      }
       const auto chat = chat_of(*msgs);
-      if (rec->model_id != model_.info().fingerprint) {
-        // Tokens belong to another model: re-derive them from the messages. (A model change
-        // invalidates a session's KV and tokens, never the session.)
+      if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
+        // Tokens of another model, or damaged ones: re-derive them from the messages. (A model
+        // change or a damaged token sequence invalidates a session's KV and tokens, never the
+        // session; its KV chunks no longer match the new tokens and are not used.)
         std::vector<engine::Token> rebuilt;
-        if (!toks->empty() && !chat.empty()) {
+        if (has_turns(chat)) {
           auto t = conversation_tokens(model_, tok_, chat, /*add_assistant=*/false);
           if (!t) return t.error();
           rebuilt = std::move(*t);
         }
         LLMD_TRY_STATUS(store_.replace_tokens(request.session_id, rebuilt, model_.info().fingerprint));
+        if (!damage.empty()) {
+          spdlog::warn("session {}: its stored tokens are damaged ({}); re-derived {} tokens from its {} messages",
+                       request.session_id, damage, rebuilt.size(), chat.size());
+        }
         *toks = std::move(rebuilt);
       }
       auto t = turn_tokens(model_, tok_, chat, toks->size(), request.content);
@@ -430,7 +491,8 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
       auto st = store_.append_turn(session, msgs, added, static_cast<std::uint32_t>(history), now);
       std::uint64_t bytes = 0;
       if (!st) {
-        res.error = st.error().with_context("saving the turn");
+        res.error = st.error().code() == Errc::no_space ? storage_error(st.error(), "the turn was not saved")
+                                                        : st.error().with_context("saving the turn");
         res.finish = engine::FinishReason::error;
       } else {
         bytes = msgs[0].content.size() + msgs[1].content.size() + added.size() * sizeof(engine::Token);

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -114,6 +115,9 @@ struct ServiceLimits {
   std::size_t max_message_bytes = 1u << 20;
   std::uint32_t max_in_flight = 256;          // turns accepted or being prepared, all callers
   std::int32_t default_max_tokens = 256;
+  // disk-reserve-mib: below this much free space on the state directory's file system, session
+  // creates and turns are refused with no_space before anything runs (0: never).
+  std::uint64_t disk_reserve_bytes = 256ull << 20;
 };
 
 struct ServiceStatus {
@@ -136,10 +140,15 @@ class Service {
   Status load();
   // restore=chunks: the store of sessions' KV chunks (deleted sessions' chunks go too). Before load().
   void set_chunk_store(kvstore::ChunkStore* chunks) { chunks_ = chunks; }
+  // The directory whose file system holds the session store: free space there is checked against
+  // limits().disk_reserve_bytes (statvfs) before a session create or a session turn. Unset: no check.
+  void set_state_dir(std::string dir) { state_dir_ = std::move(dir); }
   const kvstore::ChunkStoreOptions& chunk_options() const { return chunks_ ? chunks_->options() : no_chunks_; }
 
   // app: "" (none) or a client name (valid_client_name), else invalid_argument. Sessions stored
   // with another app (before it was checked) keep working; their turns ignore the app.
+  // Errors: unavailable (shutting down), resource_exhausted (a per-uid limit), invalid_argument,
+  // no_space (below the disk reserve, or the store's file system is full).
   void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                       std::function<void(Result<SessionInfo>)> done);
   void list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done);
@@ -150,8 +159,14 @@ class Service {
   // Starts a turn. Rejections (callbacks.rejected): not_found (no such session for this caller),
   // busy (the session has a turn running), unavailable (shutting down), invalid_argument (bad
   // parameters, prompt longer than the context), resource_exhausted (too many turns in flight, or
-  // over a per-uid limit: queued requests, prompt tokens, stored bytes). The turn is scheduled for
-  // client "UID" or "UID/APP" (app declared in the request, or the session's if it is a client name).
+  // over a per-uid limit: queued requests, prompt tokens, stored bytes), no_space (a session turn
+  // while the state directory's file system is below the disk reserve: refused before any text).
+  // The turn is scheduled for client "UID" or "UID/APP" (app declared in the request, or the
+  // session's if it is a client name).
+  //
+  // A session whose stored tokens are damaged (not a whole number of tokens, ids outside the
+  // vocabulary, more than the context holds) has them re-derived from its messages, as after a
+  // model change, and logged; the turn then goes on.
   RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
   // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
   // its callbacks are still called (done with finish=cancelled).
@@ -202,6 +217,10 @@ class Service {
   std::uint32_t sessions_of(std::uint32_t uid) const;
   std::uint64_t stored_bytes_of(std::uint32_t uid) const;
   Status check_stored_bytes(std::uint32_t uid) const;  // resource_exhausted at max-stored-mib-per-user
+  Status check_disk_reserve() const;                   // no_space below disk-reserve-mib
+  // A write that found the store full, said so to the caller: "WHAT: llmd's storage is full (...)".
+  // Other errors are returned as they are.
+  Error storage_error(const Error& e, const std::string& what) const;
   std::uint32_t in_flight_of(std::uint32_t uid) const;
   Result<Prepared> prepare(const TurnRequest& request);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
@@ -218,6 +237,7 @@ class Service {
   kvstore::SessionStore& store_;  // storage thread only (after load())
   kvstore::ChunkStore* chunks_ = nullptr;
   kvstore::ChunkStoreOptions no_chunks_;
+  std::string state_dir_;
   ServiceLimits limits_;
 
   std::map<std::string, IndexEntry> index_;
@@ -235,6 +255,10 @@ bool valid_client_name(std::string_view name);
 
 // A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
 Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);
+
+// Why a session's stored token sequence cannot be what its messages produced: "" when it can be
+// (every id in [0, n_vocab), at most max_tokens of them).
+std::string token_damage(std::span<const engine::Token> tokens, std::int32_t n_vocab, std::size_t max_tokens);
 
 // A new session id: "ses_" and 24 lowercase hex digits, 96 bits from the kernel's random source
 // (getrandom(2)). io_error if the kernel gives none; never a predictable fallback.

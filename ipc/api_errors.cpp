@@ -12,6 +12,14 @@ std::string type_for(unsigned status) {
   return "invalid_request_error";
 }
 
+// Limits end their message with "(limit KEY = VALUE)": the key becomes the error's param.
+std::string limit_key(const std::string& m) {
+  const auto at = m.rfind("(limit ");
+  if (at == std::string::npos) return {};
+  const auto eq = m.find(" = ", at);
+  return eq == std::string::npos ? std::string() : m.substr(at + 7, eq - at - 7);
+}
+
 }  // namespace
 
 HttpError http_error(unsigned status, const std::string& message, const std::string& code, const std::string& param) {
@@ -36,15 +44,10 @@ HttpError to_http_error(const Error& error) {
     case Errc::permission_denied: return http_error(403, m, "permission_denied");
     case Errc::unsupported: return http_error(400, m, "unsupported");
     case Errc::busy: return http_error(409, m, "busy");
-    case Errc::resource_exhausted: {
-      // Per-uid limits end with "(limit KEY = VALUE)": the key is the error's param.
-      std::string key;
-      if (const auto at = m.rfind("(limit "); at != std::string::npos) {
-        const auto eq = m.find(" = ", at);
-        if (eq != std::string::npos) key = m.substr(at + 7, eq - at - 7);
-      }
-      return http_error(429, m, "limit_exceeded", key);
-    }
+    case Errc::resource_exhausted: return http_error(429, m, "limit_exceeded", limit_key(m));
+    // The state directory's file system is full (or below disk-reserve-mib): nothing the caller
+    // can change by waiting a second, so no Retry-After.
+    case Errc::no_space: return http_error(507, m, "insufficient_storage", limit_key(m));
     case Errc::unavailable: return http_error(503, m, "unavailable");
     case Errc::cancelled: return http_error(499, m, "cancelled");
     case Errc::corrupt:

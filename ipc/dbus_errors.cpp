@@ -13,6 +13,7 @@ BusError to_bus_error(const Error& error) {
     case Errc::not_found: name = kBusErrorNotFound; break;
     case Errc::permission_denied: name = kBusErrorPermissionDenied; break;
     case Errc::resource_exhausted: name = kBusErrorQuotaExceeded; break;
+    case Errc::no_space: name = kBusErrorNoSpace; break;
     case Errc::busy: name = kBusErrorBusy; break;
     case Errc::unavailable: name = kBusErrorUnavailable; break;
     case Errc::cancelled: name = kBusErrorCancelled; break;

@@ -6,6 +6,8 @@
 //                                         bus cannot tell)
 //   org.llmd.LLM1.Error.QuotaExceeded     resource_exhausted; per-uid limits end their message
 //                                         with "(limit KEY = VALUE)", KEY the config key
+//   org.llmd.LLM1.Error.NoSpace           no_space (the state directory's file system is full, or
+//                                         below disk-reserve-mib)
 //   org.llmd.LLM1.Error.Busy              busy (the session has a turn running)
 //   org.llmd.LLM1.Error.Unavailable       unavailable (llmd is stopping)
 //   org.llmd.LLM1.Error.Cancelled         cancelled (Cancel, the caller left, shutdown)
@@ -27,6 +29,7 @@ inline constexpr const char* kBusErrorInvalidArgument = "org.llmd.LLM1.Error.Inv
 inline constexpr const char* kBusErrorNotFound = "org.llmd.LLM1.Error.NotFound";
 inline constexpr const char* kBusErrorPermissionDenied = "org.llmd.LLM1.Error.PermissionDenied";
 inline constexpr const char* kBusErrorQuotaExceeded = "org.llmd.LLM1.Error.QuotaExceeded";
+inline constexpr const char* kBusErrorNoSpace = "org.llmd.LLM1.Error.NoSpace";
 inline constexpr const char* kBusErrorBusy = "org.llmd.LLM1.Error.Busy";
 inline constexpr const char* kBusErrorUnavailable = "org.llmd.LLM1.Error.Unavailable";
 inline constexpr const char* kBusErrorCancelled = "org.llmd.LLM1.Error.Cancelled";

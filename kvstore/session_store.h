@@ -39,10 +39,44 @@ struct MessageRecord {
   std::int64_t created_ms = 0;
 };
 
+// What SessionStore::open_or_salvage found and did. Nothing is set when the database was sound.
+struct SalvageReport {
+  std::string problem;                  // why the database was judged damaged ("" when it was not)
+  std::vector<std::string> kept_aside;  // the damaged files under their new names (never deleted)
+  bool nothing_readable = false;        // not even the schema could be read: the new store is empty
+  std::size_t sessions_salvaged = 0;
+  std::size_t messages_salvaged = 0;
+  // Sessions that were not salvaged: their record (and with it their owner) could not be read.
+  // Named by id where an index or a message still names them.
+  std::vector<std::string> sessions_lost;
+  std::size_t sessions_lost_unnamed = 0;  // records a scan found but could not read, id unknown
+  std::size_t messages_lost = 0;  // known to have existed (an index, a gap in a session's numbering,
+                                  // a lost session's readable messages) and not salvaged
+  // Salvaged sessions that lost something: "ID (N messages)", "ID (its system prompt)".
+  std::vector<std::string> sessions_damaged;
+  // Salvaged sessions whose token sequence could not be read: stored empty under no model, so
+  // their next turn re-derives the tokens from the messages.
+  std::vector<std::string> tokens_lost;
+  bool finished_earlier = false;  // a salvage interrupted after its commit point was installed
+};
+
 class SessionStore {
  public:
   // Opens or creates `path` (errors: the file is not a database, a newer schema, I/O).
   static Result<std::unique_ptr<SessionStore>> open(const std::string& path);
+
+  // Opens `path` like open(), after SQLite's full integrity check (time linear in the file's
+  // size). A database SQLite cannot read (corrupt, not a database) or that fails the check does
+  // not make this fail: the damaged file (and its -wal) gets a second name,
+  // `path.damaged-<UTC time>` (+ `-wal`), never written or deleted; every row that can still be
+  // read, session by session and message by message, goes into a new database that replaces
+  // `path` atomically; `report` says what was kept aside, salvaged and lost. A session whose
+  // record cannot be read is lost with its messages (its owner is unknown). A crash during the
+  // salvage leaves either the damaged file in place (the next open salvages again) or the
+  // complete salvaged one ready to install (the next open installs it).
+  // Errors: those of open(); keeping the damaged files aside or writing the new one failed (the
+  // damaged file is then left in place).
+  static Result<std::unique_ptr<SessionStore>> open_or_salvage(const std::string& path, SalvageReport& report);
 
   // Creates a session with its first messages (the system prompt, if any) and tokens.
   // invalid_argument if the id exists.

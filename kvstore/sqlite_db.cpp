@@ -3,17 +3,26 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
 #include <utility>
 
 namespace llmd::kvstore {
 namespace {
 
-Errc map_code(int rc) {
+// sys_errno: the errno of the failed system call behind an SQLITE_IOERR (sqlite3_system_errno).
+Errc map_code(int rc, int sys_errno = 0) {
+  // A file shorter than its header says (truncated) reads as a short read.
+  if (rc == SQLITE_IOERR_SHORT_READ) return Errc::corrupt;
   switch (rc & 0xff) {
     case SQLITE_CORRUPT: case SQLITE_NOTADB: return Errc::corrupt;
-    case SQLITE_FULL: case SQLITE_NOMEM: return Errc::resource_exhausted;
+    case SQLITE_FULL: return Errc::no_space;
+    case SQLITE_NOMEM: return Errc::resource_exhausted;
     case SQLITE_PERM: case SQLITE_READONLY: case SQLITE_AUTH: return Errc::permission_denied;
-    case SQLITE_CANTOPEN: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED: return Errc::io_error;
+    case SQLITE_IOERR:
+      // SQLite answers SQLITE_FULL for ENOSPC on a write, but SQLITE_IOERR_* for EDQUOT, and for
+      // ENOSPC where it extends or syncs a file.
+      return sys_errno == ENOSPC || sys_errno == EDQUOT ? Errc::no_space : Errc::io_error;
+    case SQLITE_CANTOPEN: case SQLITE_BUSY: case SQLITE_LOCKED: return Errc::io_error;
     case SQLITE_CONSTRAINT: case SQLITE_MISMATCH: case SQLITE_TOOBIG: return Errc::invalid_argument;
     default: return Errc::internal;
   }
@@ -33,18 +42,22 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, Durability durabil
   std::unique_ptr<Db> db(new Db(raw));
   sqlite3_busy_timeout(raw, 5000);
   sqlite3_extended_result_codes(raw, 1);
-  // Refuse a file that is not a database before changing anything in it.
+  // Refuse a file that is not a database before changing anything in it; and until it is
+  // accepted, closing must not checkpoint a WAL into it.
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   LLMD_TRY_STATUS(db->exec("SELECT count(*) FROM sqlite_master"));
   LLMD_TRY_STATUS(db->exec(durability == Durability::full
                                ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
                                : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, nullptr);
   return db;
 }
 
 Db::~Db() { sqlite3_close_v2(db_); }
 
 Error Db::error(std::string_view what) const {
-  return Error(map_code(sqlite3_extended_errcode(db_)), std::string(what) + ": " + sqlite3_errmsg(db_));
+  return Error(map_code(sqlite3_extended_errcode(db_), sqlite3_system_errno(db_)),
+               std::string(what) + ": " + sqlite3_errmsg(db_));
 }
 
 Status Db::exec(std::string_view sql) {

@@ -25,6 +25,7 @@ llmc_code code_for_status(int status) {
     case 429: return LLMC_ERR_QUOTA;
     case 499: return LLMC_ERR_CANCELLED;
     case 503: return LLMC_ERR_UNAVAILABLE;
+    case 507: return LLMC_ERR_NO_SPACE;
     default: break;
   }
   return status >= 500 ? LLMC_ERR_SERVER : LLMC_ERR_PROTOCOL;
@@ -60,6 +61,8 @@ Failure from_error_event(const std::string& code, std::string message, std::stri
     c = LLMC_ERR_BUSY;
   } else if (code == "limit_exceeded") {
     c = LLMC_ERR_QUOTA;
+  } else if (code == "insufficient_storage") {
+    c = LLMC_ERR_NO_SPACE;
   } else if (code == "unavailable") {
     c = LLMC_ERR_UNAVAILABLE;
   } else if (code == "cancelled") {
@@ -108,6 +111,7 @@ extern "C" const char* llmc_strerror(llmc_code code) {
     case LLMC_ERR_PROTOCOL: return "protocol error";
     case LLMC_ERR_NOMEM: return "out of memory";
     case LLMC_ERR_SERVER: return "llmd failed";
+    case LLMC_ERR_NO_SPACE: return "llmd's storage is full";
   }
   return "unknown error";
 }

@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
 
   CHECK(strcmp(llmc_strerror(LLMC_OK), "success") == 0);
   CHECK(strlen(llmc_strerror(LLMC_ERR_QUOTA)) > 0);
+  CHECK(strcmp(llmc_strerror(LLMC_ERR_NO_SPACE), "unknown error") != 0);
   CHECK(strlen(llmc_version()) > 0);
 
   CHECK(llmc_gen_params_init(&params) == &params);

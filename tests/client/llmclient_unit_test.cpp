@@ -81,12 +81,12 @@ void run_until_idle(llmc_client* c) {
 
 TEST(LlmClient, StrerrorNamesEveryCode) {
   std::set<std::string> names;
-  for (int code = LLMC_OK; code <= LLMC_ERR_SERVER; ++code) {
+  for (int code = LLMC_OK; code <= LLMC_ERR_NO_SPACE; ++code) {
     const std::string name = llmc_strerror(static_cast<llmc_code>(code));
     EXPECT_FALSE(name.empty());
     names.insert(name);
   }
-  EXPECT_EQ(names.size(), static_cast<std::size_t>(LLMC_ERR_SERVER) + 1) << "every code has its own name";
+  EXPECT_EQ(names.size(), static_cast<std::size_t>(LLMC_ERR_NO_SPACE) + 1) << "every code has its own name";
   EXPECT_STREQ(llmc_strerror(static_cast<llmc_code>(999)), "unknown error");
   EXPECT_STRNE(llmc_version(), "");
 }
@@ -262,6 +262,37 @@ TEST(LlmClient, MisbehavingDaemonGivesClearErrors) {
   EXPECT_EQ(llmc_generate(c, "x", nullptr, nullptr, nullptr, &r), LLMC_ERR_SERVER);
   EXPECT_STREQ(llmc_last_error(c), "the engine failed");
   EXPECT_STREQ(r->text, "A");
+  llmc_free(r);
+  llmc_close(c);
+}
+
+// llmd's storage is full: HTTP 507 before a turn, or an insufficient_storage event after its text.
+TEST(LlmClient, StorageFullIsItsOwnCode) {
+  FakeLlmd fake(scratch_dir() + "/s.sock",
+                {[](int) {},  // connect's probe
+                 [](int fd) {
+                   FakeLlmd::read_request(fd);
+                   FakeLlmd::send_all(fd, FakeLlmd::json_answer(507, R"j({"error":{"message":"llmd's storage is full )j"
+                                                                     R"j((limit disk-reserve-mib = 256)","type":"server_error",)j"
+                                                                     R"j("param":"disk-reserve-mib","code":"insufficient_storage"}})j"));
+                 },
+                 [](int fd) {
+                   FakeLlmd::read_request(fd);
+                   FakeLlmd::send_all(fd, FakeLlmd::event_stream_head() + FakeLlmd::event(piece("A")) +
+                                              FakeLlmd::event(R"({"error":{"message":"saving the turn: disk full",)"
+                                                              R"("code":"insufficient_storage"}})") +
+                                              FakeLlmd::event("[DONE]"));
+                 }});
+  llmc_client* c = connect_to(fake.path());
+  char* id = nullptr;
+  EXPECT_EQ(llmc_session_create(c, nullptr, nullptr, &id), LLMC_ERR_NO_SPACE);
+  llmc_error_info info{};
+  llmc_last_error_info(c, &info);
+  EXPECT_EQ(info.http_status, 507);
+  EXPECT_STREQ(info.param, "disk-reserve-mib");
+  llmc_result* r = nullptr;
+  EXPECT_EQ(llmc_generate(c, "x", nullptr, nullptr, nullptr, &r), LLMC_ERR_NO_SPACE);
+  EXPECT_STREQ(llmc_last_error(c), "saving the turn: disk full");
   llmc_free(r);
   llmc_close(c);
 }

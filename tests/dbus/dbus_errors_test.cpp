@@ -15,6 +15,7 @@ TEST(DbusErrors, EveryErrcHasANamedError) {
       {Errc::not_found, "org.llmd.LLM1.Error.NotFound"},
       {Errc::permission_denied, "org.llmd.LLM1.Error.PermissionDenied"},
       {Errc::resource_exhausted, "org.llmd.LLM1.Error.QuotaExceeded"},
+      {Errc::no_space, "org.llmd.LLM1.Error.NoSpace"},
       {Errc::busy, "org.llmd.LLM1.Error.Busy"},
       {Errc::unavailable, "org.llmd.LLM1.Error.Unavailable"},
       {Errc::cancelled, "org.llmd.LLM1.Error.Cancelled"},

@@ -34,6 +34,9 @@ std::string llmctl_binary() { return LLMD_TEST_LLMCTL_BIN; }
 DaemonProcess::DaemonProcess(std::string dir, DaemonOptions options)
     : dir_(std::move(dir)), options_(std::move(options)) {
   socket_ = dir_ + "/llmd.sock";
+  for (std::size_t i = 0; i + 1 < options_.args.size(); ++i) {
+    if (options_.args[i] == "--socket") socket_ = options_.args[i + 1];  // a test's own socket path
+  }
   state_dir_ = dir_ + "/state";
   log_path_ = dir_ + "/llmd.log";
   notify_path_ = dir_ + "/notify.sock";
@@ -63,8 +66,7 @@ Status DaemonProcess::start() {
     }
   }
   notes_.clear();
-  std::vector<std::string> args = {llmd_binary(), "--model", options_.model, "--socket", socket_,
-                                   "--state-dir", state_dir_};
+  std::vector<std::string> args = {llmd_binary(), "--model", options_.model, "--state-dir", state_dir_};
   // Test defaults, unless the test sets them itself. No D-Bus unless a test brings its own bus
   // (--bus, or a bus line in its --config file): tests never touch the host's buses.
   auto sets = [&](const std::string& flag) {
@@ -84,7 +86,7 @@ Status DaemonProcess::start() {
     return false;
   };
   for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--threads", "2"}, {"--ctx", "2048"}, {"--config", "/dev/null"}, {"--bus", "none"}}) {
+           {"--socket", socket_}, {"--threads", "2"}, {"--ctx", "2048"}, {"--config", "/dev/null"}, {"--bus", "none"}}) {
     if (!sets(flag)) {
       args.push_back(flag);
       args.push_back(value);

@@ -17,9 +17,10 @@ namespace llmd::test {
 
 struct DaemonOptions {
   std::string model;                 // default: stories260K
-  std::vector<std::string> args;     // extra command-line arguments (unless given here: --threads 2,
-                                     // --ctx 2048, --config /dev/null, and --bus none when neither
-                                     // --bus nor the --config file names a bus)
+  std::vector<std::string> args;     // extra command-line arguments (unless given here: --socket
+                                     // DIR/llmd.sock, --threads 2, --ctx 2048, --config /dev/null,
+                                     // and --bus none when neither --bus nor the --config file names
+                                     // a bus)
   std::vector<std::string> env;      // extra NAME=VALUE
   bool wait_ready = true;
 };

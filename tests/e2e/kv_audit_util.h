@@ -39,8 +39,8 @@ inline int expect_kv_right(const client::HttpClient& c, const std::string& sessi
   EXPECT_TRUE(a.value("ok", false)) << session << ":\n" << audit_failures(a) << a.dump();
   if (std::getenv("LLMD_TEST_AUDIT_VERBOSE") != nullptr) {
     double rms = 0;
-    for (const auto& c : a.value("chunks", nlohmann::json::array())) {
-      for (const auto& copy : c.value("copies", nlohmann::json::array())) {
+    for (const auto& ch : a.value("chunks", nlohmann::json::array())) {
+      for (const auto& copy : ch.value("copies", nlohmann::json::array())) {
         if (copy["rms_ratio"].is_number()) rms = std::max(rms, copy["rms_ratio"].get<double>());
       }
     }

@@ -68,7 +68,9 @@ TEST(KvCorrectness, RoundRobinSessionsOnAFullPoolKeepTheirOwnKv) {
       // What the turn reused from its slot is at most what the slot holds afterwards.
       const auto cached = r.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<std::uint32_t>();
       const auto cells = slot_cells_of(c, id);
-      if (cells > 0) EXPECT_LE(cached, cells) << "round " << round;
+      if (cells > 0) {
+        EXPECT_LE(cached, cells) << "round " << round;
+      }
     }
     for (const auto& id : ids) audited += expect_kv_right(c, id);
   }
@@ -104,7 +106,9 @@ TEST(KvCorrectness, ConcurrentTurnsOutgrowingThePoolAllFinish) {
   for (std::size_t i = 0; i < turns.size(); ++i) {
     auto r = turns[i].get();
     EXPECT_EQ(r.status, 200u) << ids[i] << ": " << r.raw;
-    if (r.status == 200) EXPECT_EQ(r.body["usage"]["completion_tokens"], 100) << r.raw;
+    if (r.status == 200) {
+      EXPECT_EQ(r.body["usage"]["completion_tokens"], 100) << r.raw;
+    }
   }
   for (const auto& id : ids) expect_kv_right(c, id);
   // The daemon is still responsive to someone else.

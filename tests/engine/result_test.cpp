@@ -43,7 +43,9 @@ TEST(Result, TryPropagatesErrors) {
 TEST(Result, ErrnoMapping) {
   EXPECT_EQ(errno_error(ENOENT, "x").code(), Errc::not_found);
   EXPECT_EQ(errno_error(EACCES, "x").code(), Errc::permission_denied);
-  EXPECT_EQ(errno_error(ENOSPC, "x").code(), Errc::resource_exhausted);
+  EXPECT_EQ(errno_error(ENOSPC, "x").code(), Errc::no_space);
+  EXPECT_EQ(errno_error(EDQUOT, "x").code(), Errc::no_space);
+  EXPECT_EQ(errno_error(ENOMEM, "x").code(), Errc::resource_exhausted);
   EXPECT_EQ(errno_error(EIO, "x").code(), Errc::io_error);
   EXPECT_NE(errno_error(ENOENT, "opening f").message().find("opening f: "), std::string::npos);
   EXPECT_EQ(Error(Errc::corrupt, "bad").with_context("loading").message(), "loading: bad");

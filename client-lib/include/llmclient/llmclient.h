@@ -112,7 +112,9 @@ typedef enum llmc_code {
   LLMC_ERR_IO = 9,               /* the connection failed or llmd closed it mid-answer */
   LLMC_ERR_PROTOCOL = 10,        /* llmd's answer could not be understood */
   LLMC_ERR_NOMEM = 11,           /* out of memory */
-  LLMC_ERR_SERVER = 12           /* llmd failed (HTTP 5xx) */
+  LLMC_ERR_SERVER = 12,          /* llmd failed (HTTP 5xx) */
+  LLMC_ERR_NO_SPACE = 13         /* llmd's storage is full (HTTP 507): nothing was saved; the message
+                                    says where (an administrator must free space) */
 } llmc_code;
 
 /* The name of a code ("invalid argument", ...); "unknown error" for values not listed. */
@@ -127,7 +129,8 @@ typedef struct llmc_error_info {
   llmc_code code;
   int http_status;      /* llmd's HTTP status, 0 if it did not answer */
   const char *message;  /* as llmc_last_error */
-  const char *param;    /* llmd's error.param: the limit for LLMC_ERR_QUOTA, a field name; "" if none */
+  const char *param;    /* llmd's error.param: the limit for LLMC_ERR_QUOTA and LLMC_ERR_NO_SPACE, a field
+                           name; "" if none */
   long retry_after_s;   /* llmd's Retry-After in seconds, -1 if none */
 } llmc_error_info;
 LLMC_API void llmc_last_error_info(const llmc_client *client, llmc_error_info *out);
