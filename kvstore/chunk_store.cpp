@@ -475,7 +475,7 @@ void ChunkStore::do_write_back(Op& op) {
     auto del_from = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx >= ?");
     if (!del_from) return del_from.error();
     for (const auto& [session, idx] : evicted_rows) {
-      if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&](const Chunk& c) { return c.index == idx; })) {
+      if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&, want = idx](const Chunk& c) { return c.index == want; })) {
         continue;  // replaced below
       }
       LLMD_TRY_STATUS(del->bind(1, session).bind(2, static_cast<std::int64_t>(idx)).run());
