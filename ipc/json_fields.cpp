@@ -18,7 +18,7 @@ Result<nlohmann::json> parse_object(const std::string& body) {
     try {
       const auto reparsed = nlohmann::json::parse(body);
       (void)reparsed;
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999999
       return Error(Errc::invalid_argument, std::string("the request body is not valid JSON: ") + e.what());
     }
     return Error(Errc::invalid_argument, "the request body is not valid JSON");
