@@ -32,6 +32,10 @@ cd "$root"
 build="${LLMD_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 targets_all=(fuzz_http fuzz_json_fields fuzz_chunk fuzz_seq_state fuzz_config fuzz_dbus_options)
 ncpu="$(nproc)"
+# Readable stack traces in findings.
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]; then
+  export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
+fi
 
 dict_of() {
   case "$1" in
@@ -54,7 +58,7 @@ configure_and_build() {
   if command -v ccache >/dev/null 2>&1; then
     launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   fi
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" -DLLMD_FUZZ=ON "${launcher[@]}"
   cmake --build "$build" --target fuzz llmd-fuzz-corpus
 }
