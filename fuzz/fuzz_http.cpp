@@ -21,10 +21,10 @@
 // the daemon core log.
 //
 // Findings (each aborts): a handler that throws (the server would answer 500), any 5xx answer but
-// 507 (a full disk), an answer that is not JSON or not in the OpenAI error shape, an event stream
-// that is malformed, a second answer to one request, a request left unanswered for a minute.
-// Per-input state is bounded: every turn finishes or is cancelled before the next input, and the
-// sessions an input created are deleted after it.
+// 507 (a full disk), an answer that is not JSON or not in the OpenAI error shape, a 405 without
+// Allow, a 429 without Retry-After, an event stream that is malformed, a second answer to one
+// request, a request left unanswered for a minute. Per-input state is bounded: every turn finishes
+// or is cancelled before the next input, and the sessions an input created are deleted after it.
 //
 // The model: $LLMD_FUZZ_MODEL, else ../shared/models/stories260K.gguf beside the source tree.
 #include <unistd.h>
@@ -134,11 +134,14 @@ class CheckingResponder final : public ipc::Responder {
       FUZZ_CHECK(status == 200 || status == 201, "status " + std::to_string(status));
       if (status == 201 && j.contains("id") && j["id"].is_string()) created_ = j["id"].get<std::string>();
     }
-    if (status == 405) {
-      bool allow = false;
-      for (const auto& [k, v] : headers) allow = allow || k == "Allow";
-      FUZZ_CHECK(allow, "405 without Allow for " + request_);
-    }
+    auto has_header = [&](const char* name) {
+      for (const auto& h : headers) {
+        if (h.first == name) return true;
+      }
+      return false;
+    };
+    FUZZ_CHECK(status != 405 || has_header("Allow"), "405 without Allow for " + request_);
+    FUZZ_CHECK(status != 429 || has_header("Retry-After"), "429 without Retry-After for " + request_);
   }
   void start_events() override {
     if (closed_) return;
