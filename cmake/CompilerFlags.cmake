@@ -1,14 +1,34 @@
 # Warnings and sanitizers for llmd's own targets (never for llama.cpp, which is built separately).
 # Every llmd target calls llmd_target_defaults().
+#
+# LLMD_FUZZ (clang only): llmd's own code gets libFuzzer's coverage instrumentation
+# (-fsanitize=fuzzer-no-link) with ASan + UBSan; the fuzz targets in fuzz/ link libFuzzer itself.
+# Whatever the build type, -O1 and line tables only (what libFuzzer suggests; half the compile time
+# of -O2 -g in CI); scripts/fuzz.sh configures Debug, so assertions stay on.
 
 set(LLMD_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
     -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wformat=2)
 set(LLMD_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+set(LLMD_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+    -O1 -gline-tables-only)
+
+if(LLMD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "LLMD_FUZZ=ON needs clang (libFuzzer): configure with -DCMAKE_C_COMPILER=clang-14 "
+                        "-DCMAKE_CXX_COMPILER=clang++-14 (scripts/fuzz.sh does)")
+  endif()
+  if(LLMD_SANITIZE)
+    message(FATAL_ERROR "LLMD_FUZZ=ON already builds with ASan + UBSan: leave LLMD_SANITIZE off")
+  endif()
+endif()
 
 function(llmd_target_defaults target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LLMD_WARNING_FLAGS}>)
   if(LLMD_SANITIZE)
     target_compile_options(${target} PRIVATE ${LLMD_SANITIZER_FLAGS})
     target_link_options(${target} PRIVATE ${LLMD_SANITIZER_FLAGS})
+  elseif(LLMD_FUZZ)
+    target_compile_options(${target} PRIVATE ${LLMD_FUZZ_FLAGS})
+    target_link_options(${target} PRIVATE ${LLMD_FUZZ_FLAGS})
   endif()
 endfunction()

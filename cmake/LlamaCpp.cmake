@@ -35,6 +35,40 @@ set(LLMD_LLAMA_CPU "x86-64-v3" CACHE STRING
 set_property(CACHE LLMD_LLAMA_CPU PROPERTY STRINGS x86-64-v3 x86-64)
 option(LLMD_LLAMA_TOOLS "Also build llama.cpp's own tools (llama-bench, ...) for bench/" OFF)
 
+# The compilers llama.cpp is built with: llmd's own, except in a fuzz build tree (LLMD_FUZZ, clang),
+# which links the same cached gcc build as the normal tree (the system's cc / c++) instead of
+# building llama.cpp again with clang: static C/C++ libraries from gcc link into clang programs on
+# Linux (same ABI, same libstdc++), and llama.cpp is not what is being fuzzed.
+if(LLMD_FUZZ)
+  find_program(_llmd_host_cc NAMES cc gcc)
+  find_program(_llmd_host_cxx NAMES c++ g++)
+  set(_llmd_llama_cc_default "${_llmd_host_cc}")
+  set(_llmd_llama_cxx_default "${_llmd_host_cxx}")
+else()
+  set(_llmd_llama_cc_default "${CMAKE_C_COMPILER}")
+  set(_llmd_llama_cxx_default "${CMAKE_CXX_COMPILER}")
+endif()
+set(LLMD_LLAMA_C_COMPILER "${_llmd_llama_cc_default}" CACHE FILEPATH "C compiler for the pinned llama.cpp")
+set(LLMD_LLAMA_CXX_COMPILER "${_llmd_llama_cxx_default}" CACHE FILEPATH "C++ compiler for the pinned llama.cpp")
+
+# A compiler's version as CMake reports it for the project's own compilers (part of the cache key).
+function(_llmd_compiler_version out_var compiler project_compiler project_version)
+  if(compiler STREQUAL project_compiler)
+    set(${out_var} "${project_version}" PARENT_SCOPE)
+    return()
+  endif()
+  execute_process(COMMAND "${compiler}" -dumpfullversion -dumpversion OUTPUT_VARIABLE v
+                  OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "llama.cpp: cannot ask ${compiler} for its version")
+  endif()
+  set(${out_var} "${v}" PARENT_SCOPE)
+endfunction()
+_llmd_compiler_version(_llmd_llama_cc_version "${LLMD_LLAMA_C_COMPILER}" "${CMAKE_C_COMPILER}"
+                       "${CMAKE_C_COMPILER_VERSION}")
+_llmd_compiler_version(_llmd_llama_cxx_version "${LLMD_LLAMA_CXX_COMPILER}" "${CMAKE_CXX_COMPILER}"
+                       "${CMAKE_CXX_COMPILER_VERSION}")
+
 if(DEFINED ENV{LLMD_CACHE_DIR})
   set(_llmd_cache_default "$ENV{LLMD_CACHE_DIR}")
 elseif(DEFINED ENV{XDG_CACHE_HOME})
@@ -71,8 +105,8 @@ endfunction()
 
 # The cache key: everything that changes the produced binaries.
 function(_llmd_llama_key out_var flavour)
-  set(parts "${LLMD_LLAMA_COMMIT}" "${flavour}" "${CMAKE_C_COMPILER}" "${CMAKE_C_COMPILER_VERSION}"
-            "${CMAKE_CXX_COMPILER}" "${CMAKE_CXX_COMPILER_VERSION}" "native=${LLMD_LLAMA_NATIVE}"
+  set(parts "${LLMD_LLAMA_COMMIT}" "${flavour}" "${LLMD_LLAMA_C_COMPILER}" "${_llmd_llama_cc_version}"
+            "${LLMD_LLAMA_CXX_COMPILER}" "${_llmd_llama_cxx_version}" "native=${LLMD_LLAMA_NATIVE}"
             "cuda=${LLMD_CUDA}" "cuda_arch=${CMAKE_CUDA_ARCHITECTURES}" "openmp=off" "layout=3")
   if(NOT LLMD_LLAMA_NATIVE)
     list(APPEND parts "cpu=${LLMD_LLAMA_CPU}")
@@ -86,8 +120,8 @@ function(_llmd_llama_common_args out_var)
   set(args
     -G Ninja
     -DCMAKE_BUILD_TYPE=Release
-    -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
-    -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
+    -DCMAKE_C_COMPILER=${LLMD_LLAMA_C_COMPILER}
+    -DCMAKE_CXX_COMPILER=${LLMD_LLAMA_CXX_COMPILER}
     -DLLAMA_BUILD_IS_DEV=OFF
     -DLLAMA_BUILD_TESTS=OFF
     -DLLAMA_BUILD_EXAMPLES=OFF

@@ -109,6 +109,25 @@ Error bad(const std::string& key, const std::string& what) {
   return Error(Errc::invalid_argument, key + ": " + what);
 }
 
+// Boost's message of a program_options error. Boost fills its template's %placeholders% with the
+// key and value as written, replacing until none is left, so a key or value that itself contains
+// its placeholder ("a%original_token%b = 1", "slots = %value%") makes what() loop forever: llmd
+// hung at start, and SIGHUP hung the io thread. Every '%' in what was written becomes "%25" first
+// (a placeholder is '%' and a letter), which no placeholder matches.
+std::string message_of(po::error& e) {
+  struct Substitutions : po::error_with_option_name {
+    static void make_safe(po::error_with_option_name& err) {
+      for (auto& [name, value] : err.*(&Substitutions::m_substitutions)) {
+        std::string safe;
+        for (const char ch : value) safe += ch == '%' ? std::string("%25") : std::string(1, ch);
+        value = std::move(safe);
+      }
+    }
+  };
+  if (auto* named = dynamic_cast<po::error_with_option_name*>(&e)) Substitutions::make_safe(*named);
+  return e.what();
+}
+
 }  // namespace
 
 Result<WeightEntry> parse_weight(const std::string& entry) {
@@ -239,8 +258,8 @@ Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
       if (!model_before.empty()) c.model = model_before;
       out.sources.push_back(c.config_file);
     }
-  } catch (const po::error& e) {
-    return Error(Errc::invalid_argument, e.what());
+  } catch (po::error& e) {
+    return Error(Errc::invalid_argument, message_of(e));
   }
   if (out.action == Action::run || out.action == Action::check_config) LLMD_TRY_STATUS(validate(c));
   return out;

@@ -241,7 +241,10 @@ int DbusApi::on_creds(sd_bus_message* m, void* query_ptr, sd_bus_error*) {
     return daemon::caller_from(*uid, daemon::kNoGid, static_cast<std::int32_t>(pid), groups, self->config_.admin_gid);
   }();
   if (caller) self->callers_[node.key()] = *caller;
-  for (auto& [call, then] : node.mapped()->waiting) {
+  for (auto& waiter : node.mapped()->waiting) {
+    // Named, not a structured binding: clang before 16 (the fuzz build) cannot capture those.
+    auto& call = waiter.first;
+    auto& then = waiter.second;
     guarded(call.get(), [&] {
       if (!caller) return reply_bus_error(call.get(), caller.error());
       then(call, *caller);

@@ -59,8 +59,9 @@ int guarded(sd_bus_message* call, F&& body) {
   return 1;
 }
 
-// Text as a D-Bus string may carry it: valid UTF-8 without NUL bytes (NUL and invalid bytes
-// become U+FFFD). sd-bus refuses a message with anything else.
+// Text as a D-Bus string may carry it: valid UTF-8 without NUL bytes and without Unicode
+// noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF); NUL, invalid bytes and noncharacters become
+// U+FFFD. sd-bus refuses a message with anything else.
 std::string bus_text(std::string text);
 
 }  // namespace llmd::ipc

@@ -21,6 +21,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "ipc/http_request_reader.h"
+
 namespace llmd::ipc {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -218,8 +220,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void read_request() {
     if (closed_) return;
     parser_.emplace();
-    parser_->body_limit(state_->limits.max_body_bytes);
-    parser_->header_limit(static_cast<std::uint32_t>(state_->limits.max_header_bytes));
+    apply_limits(*parser_, state_->limits);
     timed_out_ = false;
     if (requests_ == 0 || buffer_.size() != 0) return read_head();
     phase_ = Phase::idle;
@@ -291,16 +292,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ++requests_;
     set_responding(true);
     auto msg = parser_->release();
-    HttpRequest req;
-    req.method = msg.method();
-    req.method_name = std::string(msg.method_string());
-    const std::string target(msg.target());
-    const auto q = target.find('?');
-    req.path = target.substr(0, q);
-    if (q != std::string::npos) req.query = target.substr(q + 1);
-    if (auto it = msg.find(http::field::content_type); it != msg.end()) req.content_type = std::string(it->value());
-    req.body = std::move(msg.body());
-    req.peer = peer_;
+    HttpRequest req = to_http_request(msg, peer_);
     auto responder = std::make_shared<ResponderImpl>(shared_from_this(), msg.keep_alive());
     responder_ = responder;
     watch_for_hangup();
@@ -372,7 +364,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<HttpServer::State> state_;
   PeerCredentials peer_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   std::deque<std::string> out_;
   bool writing_ = false;
   bool close_after_flush_ = false;

@@ -533,7 +533,7 @@ void ChunkStore::do_write_back(Op& op) {
   // Index first (new rows point at files already written), then the chunks in memory, then old files.
   IndexUpdate update;
   for (const auto& [session, idx] : evicted_rows) {
-    if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&](const Chunk& c) { return c.index == idx; })) {
+    if (session == op.session && std::any_of(fresh.begin(), fresh.end(), [&, want = idx](const Chunk& c) { return c.index == want; })) {
       continue;  // replaced below
     }
     update.remove.emplace_back(session, idx);

@@ -14,6 +14,9 @@ packages=(
   dbus sqlite3 systemd
   # tests: the man pages are linted and read with mandoc
   mandoc
+  # fuzzing (scripts/fuzz.sh, the fuzz smoke run of test.sh): clang with libFuzzer and the
+  # sanitizer runtimes, llvm-symbolizer for readable stack traces
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 # LLMD_TEST_PACKAGING=1 scripts/test.sh also builds and checks the Debian packages.

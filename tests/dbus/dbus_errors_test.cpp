@@ -1,5 +1,12 @@
 // The pure parts of the D-Bus front end: the one Errc -> error name mapping, text made fit for a
 // D-Bus string, and which bus a `bus` setting names.
+#include <sys/socket.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "ipc/dbus_connection.h"
@@ -38,6 +45,32 @@ TEST(DbusErrors, TextIsMadeFitForADbusString) {
   EXPECT_EQ(bus_text(std::string("a\0b", 3)), "a\xEF\xBF\xBD" "b");
   EXPECT_EQ(bus_text("bad \xFF byte"), "bad \xEF\xBF\xBD byte");
   EXPECT_EQ(bus_text("cut \xE2\x82"), "cut \xEF\xBF\xBD");
+}
+
+// sd-bus refuses strings with Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF) although
+// they are valid UTF-8: bus_text must replace them too, or the message (a Token signal with such a
+// piece, a session record with such a system prompt) cannot be built. Found by fuzz_dbus_options.
+TEST(DbusErrors, TextSdBusRefusesIsReplaced) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  sd_bus* bus = nullptr;  // connected to nothing: enough to build messages
+  ASSERT_GE(sd_bus_new(&bus), 0);
+  ASSERT_GE(sd_bus_set_fd(bus, sv[0], sv[0]), 0);
+  ASSERT_GE(sd_bus_start(bus), 0);
+  const std::vector<std::string> texts = {"\xEF\xBF\xBF", "a\xEF\xBF\xBE", "\xEF\xB7\x90", "\xEF\xB7\xAF",
+                                          "\xF0\x9F\xBF\xBF", "\xF4\x8F\xBF\xBE", "fine \xE2\x82\xAC"};
+  for (const auto& t : texts) {
+    sd_bus_message* m = nullptr;
+    ASSERT_GE(sd_bus_message_new_method_call(bus, &m, "org.x", "/x", "org.x", "M"), 0);
+    EXPECT_GE(sd_bus_message_append_basic(m, 's', bus_text(t).c_str()), 0) << bus_text(t);
+    sd_bus_message_unref(m);
+  }
+  EXPECT_EQ(bus_text("\xEF\xBF\xBF"), "\xEF\xBF\xBD");
+  EXPECT_EQ(bus_text("a\xEF\xB7\x90" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(bus_text("\xEF\xB7\xB0"), "\xEF\xB7\xB0");  // U+FDF0 is an ordinary character
+  EXPECT_EQ(bus_text("fine \xE2\x82\xAC"), "fine \xE2\x82\xAC");
+  sd_bus_unref(bus);
+  ::close(sv[1]);
 }
 
 TEST(DbusBusSetting, NamesTheBus) {
