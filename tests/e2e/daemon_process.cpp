@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,7 +29,12 @@ namespace {
 [[maybe_unused]] const bool kIgnoreSigpipe = (::signal(SIGPIPE, SIG_IGN), true);
 }  // namespace
 
-std::string llmd_binary() { return LLMD_TEST_LLMD_BIN; }
+// LLMD_TEST_LLMD_BIN in the environment runs the suite against another llmd (an older build, to see
+// a regression test fail before its fix; an installed one).
+std::string llmd_binary() {
+  const char* other = std::getenv("LLMD_TEST_LLMD_BIN");
+  return other != nullptr && *other != '\0' ? other : LLMD_TEST_LLMD_BIN;
+}
 std::string llmctl_binary() { return LLMD_TEST_LLMCTL_BIN; }
 
 DaemonProcess::DaemonProcess(std::string dir, DaemonOptions options)
