@@ -257,6 +257,8 @@ class ChunkStore {
   // Free bytes of the store's file system short of `reserve` after `bytes` more are written
   // (0: enough room, or the file system cannot say).
   std::uint64_t reserve_shortfall(std::uint64_t bytes) const;
+  // Under `lock` (on mu_): until the session's queued write-backs are done (or the store stops).
+  void wait_written_back(std::unique_lock<std::mutex>& lock, const std::string& session) const;
   // The store's thread: applies an index update; damage (ChunkIndex::is_damage) discards the
   // index and every chunk file (discard_disk_tier), other errors are recorded.
   Status update_index(const IndexUpdate& update);

@@ -13,16 +13,20 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 }  // namespace
 
+void ChunkStore::wait_written_back(std::unique_lock<std::mutex>& lock, const std::string& session) const {
+  cv_.wait(lock, [&] {
+    auto it = sessions_.find(session);
+    return it == sessions_.end() || it->second.pending == 0 || stop_;
+  });
+}
+
 LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
                             const RestoreTarget& target, std::vector<std::uint8_t>& buffer) {
   LoadResult r;
   std::vector<Chunk> chunks;
   {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      auto it = sessions_.find(session);
-      return it == sessions_.end() || it->second.pending == 0 || stop_;
-    });
+    wait_written_back(lock, session);
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return r;
     const std::uint64_t now = ++clock_;
@@ -137,10 +141,7 @@ std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) c
   std::vector<Chunk> chunks;
   {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] {
-      auto it = sessions_.find(session);
-      return it == sessions_.end() || it->second.pending == 0 || stop_;
-    });
+    wait_written_back(lock, session);
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return {};
     chunks = it->second.chunks;

@@ -77,9 +77,10 @@ inline Streamed stream(const client::HttpClient& c, const std::string& path, nlo
 
 inline nlohmann::json greedy_body(int max_tokens) { return {{"max_tokens", max_tokens}, {"temperature", 0}}; }
 
-// A connection to the socket, or -1.
-inline int connect_to(const std::string& sock) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// A connection to the socket, or -1. `flags`: more socket(2) type flags (SOCK_NONBLOCK: -1 at
+// once when the listen backlog is full, EAGAIN).
+inline int connect_to(const std::string& sock, int flags = 0) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);

@@ -227,19 +227,6 @@ bool read_answer(int fd, std::string& got, Unasked& out) {
   return true;
 }
 
-// A non-blocking connection to the socket, or -1 (EAGAIN: the listen backlog is full).
-int connect_nonblocking(const std::string& sock) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // True once `fd` (the read end of a pipe) is closed: the parent's "stop".
 bool stopped(int fd) {
   pollfd p{fd, POLLIN, 0};
@@ -382,7 +369,7 @@ TEST(ConnectionLimits, ConnectFloodFromOneUidDoesNotStarveOthers) {
       ::close(conn.first);
     };
     while (!stopped(stop[0])) {
-      const int fd = connect_nonblocking(sock);
+      const int fd = connect_to(sock, SOCK_NONBLOCK);
       if (fd < 0) continue;  // a full backlog: try again
       ++connects;
       held.emplace_back(fd, std::string());
