@@ -2,7 +2,6 @@
 #include "daemon/service.h"
 
 #include <sys/random.h>
-#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cctype>
@@ -15,6 +14,7 @@
 
 #include "daemon/chat_turns.h"
 #include "daemon/engine/utf8.h"
+#include "kvstore/file_system.h"
 
 namespace llmd::daemon {
 namespace asio = boost::asio;
@@ -180,9 +180,9 @@ Error Service::storage_error(const Error& e, const std::string& what) const {
 
 Status Service::check_disk_reserve() const {
   if (state_dir_.empty() || limits_.disk_reserve_bytes == 0) return {};
-  struct statvfs fs {};
-  if (::statvfs(state_dir_.c_str(), &fs) != 0) return {};  // the write itself will tell
-  const std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  const auto free = kvstore::free_bytes_at(state_dir_);
+  if (!free) return {};  // the write itself will tell
+  const std::uint64_t free_bytes = *free;
   if (free_bytes >= limits_.disk_reserve_bytes) return {};
   return Error(Errc::no_space, "llmd's storage is full: the file system of " + state_dir_ + " has " + mib(free_bytes) +
                                    " free, less than the " + mib(limits_.disk_reserve_bytes) +

@@ -28,7 +28,8 @@
 //   POST   /v1/sessions/{id}/audit          KV audit (kvstore/kv_audit.h): the history recomputed
 //                                           and every stored chunk copy and the resident KV
 //                                           compared with it; 200 {"ok", "chunks", "resident", ...}
-//                                           (owner or admin; the session is busy meanwhile: 409)
+//                                           (owner or admin; the session is busy meanwhile: 409;
+//                                           no body fields: one sent is a 400 naming it)
 //
 // Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
 // (1-64 of A-Z a-z 0-9 . _ -, daemon::valid_client_name): the scheduler serves client "UID/NAME"

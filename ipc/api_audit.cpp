@@ -3,6 +3,7 @@
 
 #include "ipc/api.h"
 #include "ipc/api_errors.h"
+#include "ipc/json_fields.h"
 
 namespace llmd::ipc {
 namespace {
@@ -56,6 +57,16 @@ nlohmann::json audit_json(const kvstore::AuditReport& r) {
 }
 
 void Api::audit_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
+  // The audit has no options: a field sent anyway is answered, never ignored.
+  if (!req.body.empty()) {
+    auto body = parse_object(req.body);
+    if (!body) return reply_error(*r, body.error());
+    if (!body->empty()) {
+      const std::string field = body->begin().key();
+      return reply_error(*r, http_error(400, "the audit takes no fields; \"" + field + "\" is not supported",
+                                        "invalid_request", field));
+    }
+  }
   service_.audit_session(caller_of(req.peer), id, [r, id](Result<kvstore::AuditReport> report) {
     if (!report) return reply_error(*r, report.error());
     nlohmann::json j = audit_json(*report);

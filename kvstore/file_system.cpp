@@ -100,15 +100,17 @@ class PosixFileSystem final : public FileSystem {
     return {};
   }
 
-  Result<std::uint64_t> free_bytes(const std::filesystem::path& path) override {
-    struct statvfs st {};
-    if (::statvfs(path.c_str(), &st) != 0) return io("cannot stat the file system of", path, errno);
-    return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
-  }
+  Result<std::uint64_t> free_bytes(const std::filesystem::path& path) override { return free_bytes_at(path); }
 };
 
 }  // namespace
 
 std::shared_ptr<FileSystem> real_file_system() { return std::make_shared<PosixFileSystem>(); }
+
+Result<std::uint64_t> free_bytes_at(const std::filesystem::path& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return io("cannot stat the file system of", path, errno);
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+}
 
 }  // namespace llmd::kvstore

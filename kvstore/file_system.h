@@ -38,5 +38,9 @@ class FileSystem {
 };
 
 std::shared_ptr<FileSystem> real_file_system();
+// The bytes an unprivileged writer may still use on the file system of `path` (statvfs f_bavail x
+// f_frsize): what PosixFileSystem::free_bytes answers, and what the daemon's disk-reserve-mib
+// check reads for the state directory.
+Result<std::uint64_t> free_bytes_at(const std::filesystem::path& path);
 
 }  // namespace llmd::kvstore

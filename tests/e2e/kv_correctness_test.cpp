@@ -186,6 +186,10 @@ TEST(KvAudit, CoversASessionThatFilledItsSequence) {
   EXPECT_TRUE(a.value("ok", false)) << audit_failures(a) << a.dump();
   EXPECT_EQ(a.value("tokens", 0), 256) << a.dump();
   EXPECT_GT(expect_kv_right(c, id), 0);
+  // The audit has no options: a field is answered 400 naming it, never ignored.
+  auto bad = call(c, "POST", "/v1/sessions/" + id + "/audit", nlohmann::json{{"tolerance", 1}});
+  EXPECT_EQ(bad.status, 400u) << bad.raw;
+  EXPECT_EQ(bad.body["error"]["param"], "tolerance") << bad.raw;
 }
 
 }  // namespace

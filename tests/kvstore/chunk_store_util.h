@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/engine/ggml_types.h"
 #include "kvstore/chunk_store.h"
 #include "tests/support/test_env.h"
 
@@ -40,6 +41,31 @@ inline engine::KvStream make_cells(std::size_t n, std::uint32_t seed) {
   for (std::uint32_t l = 0; l < kLayers; ++l) {
     s.k.push_back(rows());
     s.v.push_back(rows());
+  }
+  return s;
+}
+
+// n cells at positions first.., 2 layers, K and V rows of 64 f16 values each drawn from a normal
+// distribution (stddev `scale`), V transposed or not: KV with realistic values for the codecs and
+// the audit.
+inline engine::KvStream normal_cells(std::size_t n, bool v_trans, std::uint32_t seed, engine::Pos first = 0,
+                                     float scale = 1.0f) {
+  const auto f16 = *engine::ggml_type_from_name("f16");
+  const auto f32 = *engine::ggml_type_from_name("f32");
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  engine::KvStream s;
+  s.v_trans = v_trans;
+  for (std::size_t i = 0; i < n; ++i) s.cells.push_back({static_cast<engine::Pos>(first + i), {0}, {}});
+  for (std::uint32_t l = 0; l < kLayers; ++l) {
+    for (auto* side : {&s.k, &s.v}) {
+      engine::KvRows r{f16, kRowBytes, side == &s.v && v_trans ? 2u : 0u, {}};
+      std::vector<float> values(64 * n);
+      for (auto& x : values) x = dist(rng);
+      r.data.resize(kRowBytes * n);
+      EXPECT_TRUE(engine::convert_rows(f32, values.data(), f16, r.data.data(), static_cast<std::int64_t>(n), 64));
+      side->push_back(std::move(r));
+    }
   }
   return s;
 }

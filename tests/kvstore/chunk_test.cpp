@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "daemon/engine/ggml_types.h"
+#include "tests/kvstore/chunk_store_util.h"
 
 namespace llmd::kvstore {
 namespace {
@@ -16,24 +17,7 @@ using engine::GgmlType;
 
 // n cells, 2 layers, K and V rows of 64 f16 values each (V transposed or not), random values.
 engine::KvStream cells(std::size_t n, bool v_trans, std::uint32_t seed = 1, engine::Pos first = 0) {
-  const GgmlType f16 = *engine::ggml_type_from_name("f16");
-  const GgmlType f32 = *engine::ggml_type_from_name("f32");
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  engine::KvStream s;
-  s.v_trans = v_trans;
-  for (std::size_t i = 0; i < n; ++i) s.cells.push_back({static_cast<engine::Pos>(first + i), {0}, {}});
-  for (int l = 0; l < 2; ++l) {
-    for (auto* side : {&s.k, &s.v}) {
-      engine::KvRows r{f16, 128, side == &s.v && v_trans ? 2u : 0u, {}};
-      std::vector<float> values(64 * n);
-      for (auto& x : values) x = dist(rng);
-      r.data.resize(128 * n);
-      EXPECT_TRUE(engine::convert_rows(f32, values.data(), f16, r.data.data(), static_cast<std::int64_t>(n), 64));
-      side->push_back(std::move(r));
-    }
-  }
-  return s;
+  return test_util::normal_cells(n, v_trans, seed, first);
 }
 
 engine::KvLayout layout_of(const engine::KvStream& s) { return engine::layout_of(s, 0); }

@@ -9,6 +9,7 @@
 
 #include "daemon/engine/ggml_types.h"
 #include "kvstore/chunk_store.h"
+#include "tests/kvstore/chunk_store_util.h"
 
 namespace llmd::kvstore {
 namespace {
@@ -19,30 +20,10 @@ constexpr std::uint32_t kChunk = 8;
 
 // n cells at positions 0..n-1, 2 layers, K and V rows of 64 f16 values (magnitude ~ 10).
 engine::KvStream cells(std::size_t n, std::uint32_t seed = 7) {
-  const GgmlType f16 = *engine::ggml_type_from_name("f16");
-  const GgmlType f32 = *engine::ggml_type_from_name("f32");
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 10.0f);
-  engine::KvStream s;
-  for (std::size_t i = 0; i < n; ++i) s.cells.push_back({static_cast<engine::Pos>(i), {0}, {}});
-  for (int l = 0; l < 2; ++l) {
-    for (auto* side : {&s.k, &s.v}) {
-      engine::KvRows r{f16, 128, 0, {}};
-      std::vector<float> values(64 * n);
-      for (auto& x : values) x = dist(rng);
-      r.data.resize(128 * n);
-      EXPECT_TRUE(engine::convert_rows(f32, values.data(), f16, r.data.data(), static_cast<std::int64_t>(n), 64));
-      side->push_back(std::move(r));
-    }
-  }
-  return s;
+  return test_util::normal_cells(n, false, seed, 0, 10.0f);
 }
 
-std::vector<std::uint8_t> state_of(const engine::KvStream& s) {
-  engine::SeqState st;
-  st.streams.push_back(s);
-  return engine::serialize_seq_state(st);
-}
+using test_util::state_of;
 
 // Adds `delta` to every value of layer 0's K rows of cells [from, to).
 engine::KvStream perturbed(engine::KvStream s, std::size_t from, std::size_t to, float delta) {
