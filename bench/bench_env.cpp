@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <random>
 
-#include "daemon/engine/model_gen.h"
+#include "tools/model_gen/model_gen.h"
 
 namespace llmd::bench {
 

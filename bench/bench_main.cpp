@@ -21,8 +21,8 @@
 #include "bench/scenario_fair.h"
 #include "bench/scenario_switch.h"
 #include "bench/scenario_quality.h"
-#include "daemon/engine/backend.h"
-#include "daemon/engine/context.h"
+#include "engine/backend.h"
+#include "engine/context.h"
 
 namespace {
 

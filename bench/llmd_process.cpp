@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 
 namespace llmd::bench {
 

@@ -14,7 +14,7 @@
 
 #include "bench/llmd_process.h"
 #include "bench/process.h"
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 
 namespace llmd::bench {
 namespace {

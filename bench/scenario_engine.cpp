@@ -14,10 +14,10 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/process.h"
-#include "daemon/engine/batch_runner.h"
-#include "daemon/engine/context.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/tokenizer.h"
+#include "engine/batch_runner.h"
+#include "engine/context.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
 
 namespace llmd::bench {
 namespace {

@@ -22,7 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/llmd_process.h"
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 
 namespace llmd::bench {
 namespace {

@@ -45,11 +45,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "daemon/engine/batch.h"
-#include "daemon/engine/context.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/seq_state.h"
-#include "daemon/engine/tokenizer.h"
+#include "engine/batch.h"
+#include "engine/context.h"
+#include "engine/model.h"
+#include "engine/seq_state.h"
+#include "engine/tokenizer.h"
 #include "kvstore/chunk.h"
 #include "kvstore/policy.h"
 

@@ -10,7 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/engine/backend.h"
+#include "engine/backend.h"
 #include "daemon/logging.h"
 #include "daemon/state_dir.h"
 
@@ -151,8 +151,8 @@ std::map<std::string, double> App::scheduling_weights() const {
   return out;
 }
 
-ServiceLimits App::service_limits() const {
-  ServiceLimits l;
+core::ServiceLimits App::service_limits() const {
+  core::ServiceLimits l;
   l.max_sessions_per_user = config_.max_sessions_per_user;
   l.max_stored_bytes_per_user = config_.max_stored_mib_per_user << 20;
   l.max_queued_per_client = config_.max_queued_per_client;
@@ -229,14 +229,14 @@ Status App::start() {
     spdlog::info("kv: restore from chunks of {} tokens, policy {}, RAM budget {} MiB, disk budget {} MiB",
                  config_.chunk_tokens, config_.kv_policy, config_.kv_ram_mib, config_.kv_disk_mib);
   }
-  WorkerOptions wo;
+  core::WorkerOptions wo;
   wo.keep_resident = config_.keep_resident;
   wo.chunks = chunks_.get();
   wo.scheduling = scheduling_options();
   wo.weights = scheduling_weights();
-  worker_ = std::make_unique<EngineWorker>(*context_, *tokenizer_, std::move(wo));
-  storage_ = std::make_unique<TaskThread>("llmd-storage");
-  service_ = std::make_unique<Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
+  worker_ = std::make_unique<core::EngineWorker>(*context_, *tokenizer_, std::move(wo));
+  storage_ = std::make_unique<core::TaskThread>("llmd-storage");
+  service_ = std::make_unique<core::Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
                                        service_limits());
   service_->set_chunk_store(chunks_.get());
   service_->set_state_dir(config_.state_dir);

@@ -14,13 +14,13 @@
 
 #include "common/result.h"
 #include "daemon/config.h"
-#include "daemon/engine/context.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/tokenizer.h"
-#include "daemon/engine_worker.h"
-#include "daemon/service.h"
+#include "engine/context.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "core/engine_worker.h"
+#include "core/service.h"
 #include "daemon/systemd.h"
-#include "daemon/task_thread.h"
+#include "core/task_thread.h"
 #include "ipc/api.h"
 #include "ipc/dbus_api.h"
 #include "ipc/http_server.h"
@@ -46,7 +46,7 @@ class App {
   void begin_stop();
   void drain_then_stop(std::chrono::steady_clock::time_point deadline);
   ipc::HttpLimits http_limits() const;
-  ServiceLimits service_limits() const;
+  core::ServiceLimits service_limits() const;
   scheduler::Options scheduling_options() const;
   std::map<std::string, double> scheduling_weights() const;
 
@@ -59,9 +59,9 @@ class App {
   std::unique_ptr<engine::Tokenizer> tokenizer_;
   std::unique_ptr<kvstore::SessionStore> store_;
   std::unique_ptr<kvstore::ChunkStore> chunks_;  // restore=chunks; outlives the worker
-  std::unique_ptr<EngineWorker> worker_;
-  std::unique_ptr<TaskThread> storage_;
-  std::unique_ptr<Service> service_;
+  std::unique_ptr<core::EngineWorker> worker_;
+  std::unique_ptr<core::TaskThread> storage_;
+  std::unique_ptr<core::Service> service_;
   std::unique_ptr<ipc::Api> api_;
   std::unique_ptr<ipc::HttpServer> server_;
   std::unique_ptr<ipc::DbusApi> dbus_;  // null with bus = none, or when the bus cannot be reached

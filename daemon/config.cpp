@@ -8,7 +8,7 @@
 
 #include <boost/program_options.hpp>
 
-#include "daemon/service.h"
+#include "core/service.h"
 
 namespace llmd::daemon {
 namespace po = boost::program_options;
@@ -139,9 +139,9 @@ Result<WeightEntry> parse_weight(const std::string& entry) {
   if (const auto slash = who.find('/'); slash != std::string::npos) {
     w.app = who.substr(slash + 1);
     who.resize(slash);
-    if (!valid_client_name(w.app)) return bad("weight", "'" + entry + "': the app name must be 1-64 of A-Z a-z 0-9 . _ -");
+    if (!core::valid_client_name(w.app)) return bad("weight", "'" + entry + "': the app name must be 1-64 of A-Z a-z 0-9 . _ -");
   }
-  if (!valid_client_name(who)) return bad("weight", "'" + entry + "': the user must be a user name or a uid");
+  if (!core::valid_client_name(who)) return bad("weight", "'" + entry + "': the user must be a user name or a uid");
   w.user = who;
   try {
     std::size_t used = 0;

@@ -11,7 +11,7 @@
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
 
-#include "daemon/engine/backend.h"
+#include "engine/backend.h"
 
 namespace llmd::daemon {
 

@@ -6,8 +6,8 @@
 
 #include "daemon/app.h"
 #include "daemon/config.h"
-#include "daemon/engine/backend.h"
-#include "daemon/engine/gguf_probe.h"
+#include "engine/backend.h"
+#include "engine/gguf_probe.h"
 #include "daemon/logging.h"
 #include "daemon/state_dir.h"
 

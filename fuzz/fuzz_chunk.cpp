@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 #include "fuzz/fuzz_util.h"
 #include "fuzz/kv_layouts.h"
 #include "kvstore/chunk.h"

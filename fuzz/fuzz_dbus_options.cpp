@@ -23,7 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "daemon/service.h"
+#include "core/service.h"
 #include "fuzz/fuzz_util.h"
 #include "ipc/dbus_errors.h"
 #include "ipc/dbus_values.h"
@@ -125,8 +125,8 @@ void check_options(const nlohmann::json& options) {
                           (value.is_array() && std::all_of(value.begin(), value.end(), [](const auto& v) { return v.is_string(); }));
     FUZZ_CHECK(ok_value, "option " + key + " became " + value.dump());
   }
-  daemon::TurnRequest turn;
-  const auto st = ipc::read_turn_options(options, daemon::ServiceLimits{}, 4096, turn);
+  core::TurnRequest turn;
+  const auto st = ipc::read_turn_options(options, core::ServiceLimits{}, 4096, turn);
   if (!st) {
     FUZZ_CHECK(st.error().code() == Errc::invalid_argument, "options refused with another code: " + st.error().to_string());
     return;

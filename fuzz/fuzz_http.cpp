@@ -1,6 +1,6 @@
 // Fuzz target: the HTTP request path. Raw bytes, as one client connection sends them, go through
 // the server's Beast request parser with the server's limits (ipc/http_request_reader.h), then
-// routing and the real API handlers (ipc::Api::handle) over a real daemon::Service: stories260K,
+// routing and the real API handlers (ipc::Api::handle) over a real core::Service: stories260K,
 // a 128-cell context of 2 slots, a session store and a KV chunk store in a scratch state directory.
 // A Responder that checks every answer stands in for the connection.
 //
@@ -48,12 +48,12 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "daemon/engine/context.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/tokenizer.h"
-#include "daemon/engine_worker.h"
-#include "daemon/service.h"
-#include "daemon/task_thread.h"
+#include "engine/context.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "core/engine_worker.h"
+#include "core/service.h"
+#include "core/task_thread.h"
 #include "fuzz/fuzz_util.h"
 #include "ipc/api.h"
 #include "ipc/http_request_reader.h"
@@ -80,10 +80,10 @@ struct Daemon {
   std::unique_ptr<engine::Context> context;
   std::unique_ptr<kvstore::SessionStore> store;
   std::unique_ptr<kvstore::ChunkStore> chunks;
-  std::unique_ptr<daemon::EngineWorker> worker;
-  std::unique_ptr<daemon::TaskThread> storage;
+  std::unique_ptr<core::EngineWorker> worker;
+  std::unique_ptr<core::TaskThread> storage;
   asio::io_context io;
-  std::unique_ptr<daemon::Service> service;
+  std::unique_ptr<core::Service> service;
   std::unique_ptr<ipc::Api> api;
   ipc::HttpLimits limits;
 };
@@ -303,9 +303,9 @@ void wait_idle() {
 // Deletes every session (as root) so that inputs do not accumulate state.
 void delete_sessions() {
   if (d->service->status().sessions == 0) return;
-  const daemon::Caller root{0, 0, static_cast<std::int32_t>(::getpid()), true};
-  std::optional<Result<std::vector<daemon::SessionInfo>>> list;
-  d->service->list_sessions(root, [&](Result<std::vector<daemon::SessionInfo>> l) { list = std::move(l); });
+  const core::Caller root{0, 0, static_cast<std::int32_t>(::getpid()), true};
+  std::optional<Result<std::vector<core::SessionInfo>>> list;
+  d->service->list_sessions(root, [&](Result<std::vector<core::SessionInfo>> l) { list = std::move(l); });
   run_until([&] { return list.has_value(); }, "the session list");
   FUZZ_CHECK(*list, "listing sessions failed: " + list->error().to_string());
   std::size_t pending = (*list)->size();
@@ -379,17 +379,17 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (!chunks) setup_failed("opening the chunk store: " + chunks.error().to_string());
   d->chunks = std::move(*chunks);
 
-  daemon::WorkerOptions wo;
+  core::WorkerOptions wo;
   wo.chunks = d->chunks.get();
-  d->worker = std::make_unique<daemon::EngineWorker>(*d->context, *d->tokenizer, std::move(wo));
-  d->storage = std::make_unique<daemon::TaskThread>("fuzz-storage");
+  d->worker = std::make_unique<core::EngineWorker>(*d->context, *d->tokenizer, std::move(wo));
+  d->storage = std::make_unique<core::TaskThread>("fuzz-storage");
   d->limits.max_body_bytes = 8192;  // small, so that the fuzzer reaches the limits
   d->limits.max_header_bytes = 1024;
-  daemon::ServiceLimits sl;
+  core::ServiceLimits sl;
   sl.default_max_tokens = 4;  // generating requests stay cheap unless they ask for more
   sl.max_message_bytes = d->limits.max_body_bytes;
   sl.max_sessions_per_user = 8;
-  d->service = std::make_unique<daemon::Service>(d->io, *d->model, *d->tokenizer, d->context->max_seq_len(), *d->worker,
+  d->service = std::make_unique<core::Service>(d->io, *d->model, *d->tokenizer, d->context->max_seq_len(), *d->worker,
                                                  *d->storage, *d->store, sl);
   d->service->set_chunk_store(d->chunks.get());
   if (auto st = d->service->load(); !st) setup_failed("loading the service: " + st.error().to_string());

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "daemon/service.h"
+#include "core/service.h"
 #include "fuzz/fuzz_util.h"
 #include "ipc/api_errors.h"
 #include "ipc/json_fields.h"
@@ -58,9 +58,9 @@ void check_options(const nlohmann::json& obj) {
     }
   }
   // The generation options as every generating endpoint (and D-Bus Generate) reads them.
-  llmd::daemon::ServiceLimits limits;
+  llmd::core::ServiceLimits limits;
   limits.default_max_tokens = 16;
-  llmd::daemon::TurnRequest turn;
+  llmd::core::TurnRequest turn;
   const auto st = read_turn_options(obj, limits, 512, turn);
   if (!st) {
     check_rejection(st.error());

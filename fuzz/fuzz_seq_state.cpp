@@ -1,4 +1,4 @@
-// Fuzz target: the sequence-state parser (daemon/engine/seq_state.h), llama.cpp's per-sequence KV
+// Fuzz target: the sequence-state parser (engine/seq_state.h), llama.cpp's per-sequence KV
 // bytes, which llmd parses for every write-back and validates before any state reaches llama.cpp.
 //
 // Input: [cell extension size][state bytes]. Properties, whenever parse_seq_state succeeds:
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 #include "fuzz/fuzz_util.h"
 
 namespace {

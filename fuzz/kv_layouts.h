@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 
 namespace llmd::fuzz {
 

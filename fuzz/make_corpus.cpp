@@ -24,12 +24,12 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/engine/batch.h"
-#include "daemon/engine/context.h"
-#include "daemon/engine/ggml_types.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/seq_state.h"
-#include "daemon/engine/tokenizer.h"
+#include "engine/batch.h"
+#include "engine/context.h"
+#include "engine/ggml_types.h"
+#include "engine/model.h"
+#include "engine/seq_state.h"
+#include "engine/tokenizer.h"
 #include "fuzz/kv_layouts.h"
 #include "kvstore/chunk.h"
 

@@ -33,7 +33,7 @@ std::vector<std::string> split_path(const std::string& path) {
 
 }  // namespace
 
-nlohmann::json usage_json(const daemon::Usage& u) {
+nlohmann::json usage_json(const core::Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
@@ -63,7 +63,7 @@ nlohmann::json tier_json(const kvstore::TierStats& t) {
 
 // The chunk store's totals; its last error names a session, so only admins read it.
 nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::ChunkStoreOptions& o,
-                              const daemon::Caller& caller) {
+                              const core::Caller& caller) {
   const bool show_error = caller.admin && !s.last_error.empty();
   return {{"restore", "chunks"},
           {"chunk_tokens", o.chunk_tokens},
@@ -84,7 +84,7 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
 
 
 // The scheduler's clients: all of them for admins, the caller's own for everyone else.
-nlohmann::json scheduler_json(const daemon::WorkerStats& w, const daemon::Caller& caller) {
+nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& caller) {
   nlohmann::json clients = nlohmann::json::array();
   for (const auto& c : w.clients) {
     const std::string& id = c.view.client;
@@ -123,7 +123,7 @@ nlohmann::json scheduler_json(const daemon::WorkerStats& w, const daemon::Caller
 
 }  // namespace
 
-nlohmann::json timings_json(const daemon::Timings& t, std::int32_t completion_tokens) {
+nlohmann::json timings_json(const core::Timings& t, std::int32_t completion_tokens) {
   const double tps = t.decode > 0.0 && completion_tokens > 1 ? (completion_tokens - 1) * 1000.0 / t.decode : 0.0;
   return {{"queue_ms", t.queue},
           {"restore_ms", t.restore},
@@ -149,7 +149,7 @@ std::string openai_finish_reason(engine::FinishReason reason) {
   return "stop";
 }
 
-nlohmann::json session_json(const daemon::SessionInfo& s) {
+nlohmann::json session_json(const core::SessionInfo& s) {
   return {{"id", s.id},
           {"object", "session"},
           {"created", s.created_ms / 1000},
@@ -173,14 +173,14 @@ void reply_json(Responder& r, unsigned status, const nlohmann::json& body) {
   r.reply(status, to_wire(body));
 }
 
-Api::Api(daemon::Service& service, const engine::Model& model, ApiConfig config)
+Api::Api(core::Service& service, const engine::Model& model, ApiConfig config)
     : service_(service), model_(model), config_(std::move(config)) {
   model_id_ = model.info().name.empty() ? std::filesystem::path(model.info().path).filename().string()
                                         : model.info().name;
 }
 
-daemon::Caller Api::caller_of(const PeerCredentials& peer) const {
-  return daemon::caller_from(peer.uid, peer.gid, peer.pid, peer.groups, config_.admin_gid);
+core::Caller Api::caller_of(const PeerCredentials& peer) const {
+  return core::caller_from(peer.uid, peer.gid, peer.pid, peer.groups, config_.admin_gid);
 }
 
 void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
@@ -247,7 +247,7 @@ void Api::models(const HttpRequest&, Responder& r) {
 
 void Api::status(const HttpRequest& req, Responder& r) { reply_json(r, 200, status_json(caller_of(req.peer))); }
 
-nlohmann::json Api::status_json(const daemon::Caller& caller) const {
+nlohmann::json Api::status_json(const core::Caller& caller) const {
   const auto st = service_.status();
   const auto& i = model_.info();
   nlohmann::json slots = nlohmann::json::array();

@@ -32,7 +32,7 @@
 //                                           no body fields: one sent is a 400 naming it)
 //
 // Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
-// (1-64 of A-Z a-z 0-9 . _ -, daemon::valid_client_name): the scheduler serves client "UID/NAME"
+// (1-64 of A-Z a-z 0-9 . _ -, core::valid_client_name): the scheduler serves client "UID/NAME"
 // then (a session turn is the session's app's; a session stored with an app outside that rule,
 // before it was checked, keeps working as client "UID").
 //
@@ -56,8 +56,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "daemon/engine/model.h"
-#include "daemon/service.h"
+#include "engine/model.h"
+#include "core/service.h"
 #include "ipc/http_server.h"
 
 namespace llmd::ipc {
@@ -69,7 +69,7 @@ struct ApiConfig {
 
 class Api {
  public:
-  Api(daemon::Service& service, const engine::Model& model, ApiConfig config);
+  Api(core::Service& service, const engine::Model& model, ApiConfig config);
 
   // The HttpServer handler.
   void handle(HttpRequest&& request, std::shared_ptr<Responder> responder);
@@ -83,10 +83,10 @@ class Api {
   // The body of GET /v1/status as `caller` sees it (other uids' slots, session ids, scheduler
   // clients and the kv last error are hidden from non-admins). Every front end's status call
   // answers this (D-Bus GetStatus too).
-  nlohmann::json status_json(const daemon::Caller& caller) const;
+  nlohmann::json status_json(const core::Caller& caller) const;
 
  private:
-  daemon::Caller caller_of(const PeerCredentials& peer) const;
+  core::Caller caller_of(const PeerCredentials& peer) const;
 
   void health(const HttpRequest&, Responder&);
   void status(const HttpRequest&, Responder&);
@@ -102,13 +102,13 @@ class Api {
 
   // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
   // defaulting to default-max-tokens) and returns the "stream" field.
-  Result<std::optional<bool>> read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const;
+  Result<std::optional<bool>> read_turn_options(const nlohmann::json& body, core::TurnRequest& turn) const;
 
   enum class Shape { text_completion, chat_completion, session_message };
-  void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon::TurnRequest turn, bool stream,
+  void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, bool stream,
                 Shape shape);
 
-  daemon::Service& service_;
+  core::Service& service_;
   const engine::Model& model_;
   ApiConfig config_;
   std::string model_id_;
@@ -117,10 +117,10 @@ class Api {
 };
 
 // Response pieces shared by the handlers.
-nlohmann::json usage_json(const daemon::Usage& usage);
-nlohmann::json timings_json(const daemon::Timings& timings, std::int32_t completion_tokens);
+nlohmann::json usage_json(const core::Usage& usage);
+nlohmann::json timings_json(const core::Timings& timings, std::int32_t completion_tokens);
 std::string openai_finish_reason(engine::FinishReason reason);
-nlohmann::json session_json(const daemon::SessionInfo& info);
+nlohmann::json session_json(const core::SessionInfo& info);
 nlohmann::json audit_json(const kvstore::AuditReport& report);
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body);
 

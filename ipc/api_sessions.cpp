@@ -17,14 +17,14 @@ void Api::create_session(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto app = opt_string(body, "app");
   if (!app) return reply_error(*r, app.error());
   service_.create_session(caller_of(req.peer), std::move(*system_prompt), app->value_or(""),
-                          [r](Result<daemon::SessionInfo> s) {
+                          [r](Result<core::SessionInfo> s) {
                             if (!s) return reply_error(*r, s.error());
                             reply_json(*r, 201, session_json(*s));
                           });
 }
 
 void Api::list_sessions(HttpRequest& req, std::shared_ptr<Responder> r) {
-  service_.list_sessions(caller_of(req.peer), [r](Result<std::vector<daemon::SessionInfo>> list) {
+  service_.list_sessions(caller_of(req.peer), [r](Result<std::vector<core::SessionInfo>> list) {
     if (!list) return reply_error(*r, list.error());
     nlohmann::json data = nlohmann::json::array();
     for (const auto& s : *list) data.push_back(session_json(s));
@@ -33,7 +33,7 @@ void Api::list_sessions(HttpRequest& req, std::shared_ptr<Responder> r) {
 }
 
 void Api::get_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
-  service_.get_session(caller_of(req.peer), id, [r](Result<daemon::SessionDetail> d) {
+  service_.get_session(caller_of(req.peer), id, [r](Result<core::SessionDetail> d) {
     if (!d) return reply_error(*r, d.error());
     nlohmann::json j = session_json(d->info);
     nlohmann::json msgs = nlohmann::json::array();

@@ -3,7 +3,7 @@
 #include <atomic>
 #include <chrono>
 
-#include "daemon/engine/utf8.h"
+#include "common/utf8.h"
 #include "ipc/api.h"
 #include "ipc/api_errors.h"
 #include "ipc/json_fields.h"
@@ -43,7 +43,7 @@ Result<std::string> content_text(const nlohmann::json& content) {
 
 }  // namespace
 
-Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, daemon::TurnRequest& turn) const {
+Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, core::TurnRequest& turn) const {
   LLMD_TRY_STATUS(ipc::read_turn_options(body, service_.limits(), service_.max_session_tokens(), turn));
   return opt_bool(body, "stream");
 }
@@ -51,8 +51,8 @@ Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, d
 void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
-  daemon::TurnRequest turn;
-  turn.kind = daemon::TurnRequest::Kind::completion;
+  core::TurnRequest turn;
+  turn.kind = core::TurnRequest::Kind::completion;
   auto it = body->find("prompt");
   if (it == body->end()) return reply_error(*r, http_error(400, "prompt is required", "invalid_request", "prompt"));
   if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
@@ -71,8 +71,8 @@ void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
 void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
-  daemon::TurnRequest turn;
-  turn.kind = daemon::TurnRequest::Kind::chat;
+  core::TurnRequest turn;
+  turn.kind = core::TurnRequest::Kind::chat;
   auto it = body->find("messages");
   if (it == body->end() || !it->is_array() || it->empty()) {
     return reply_error(*r, http_error(400, "messages must be a non-empty array", "invalid_request", "messages"));
@@ -97,7 +97,7 @@ void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
       return reply_error(*r, http_error(400, "with \"session\", the last message must be the user's", "invalid_request",
                                         "messages"));
     }
-    turn.kind = daemon::TurnRequest::Kind::session_message;
+    turn.kind = core::TurnRequest::Kind::session_message;
     turn.session_id = **session;
     turn.content = std::move(turn.messages.back().content);
     turn.messages.clear();
@@ -111,8 +111,8 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   auto content = opt_string(*body, "content");
   if (!content) return reply_error(*r, content.error());
   if (!*content) return reply_error(*r, http_error(400, "content is required", "invalid_request", "content"));
-  daemon::TurnRequest turn;
-  turn.kind = daemon::TurnRequest::Kind::session_message;
+  core::TurnRequest turn;
+  turn.kind = core::TurnRequest::Kind::session_message;
   turn.session_id = id;
   turn.content = std::move(**content);
   auto stream = read_turn_options(*body, turn);
@@ -120,7 +120,7 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   run_turn(req, std::move(r), std::move(turn), stream->value_or(true), Shape::session_message);
 }
 
-void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon::TurnRequest turn, bool stream,
+void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, bool stream,
                    Shape shape) {
   const std::string id = new_request_id(shape == Shape::text_completion ? "cmpl-" : "chatcmpl-");
   const std::int64_t created = unix_seconds();
@@ -147,7 +147,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon:
     return j;
   };
   // The whole answer, for stream=false.
-  auto whole = [=](const daemon::TurnResult& res) {
+  auto whole = [=](const core::TurnResult& res) {
     const std::string fr = openai_finish_reason(res.finish);
     nlohmann::json j;
     if (shape == Shape::session_message) {
@@ -173,7 +173,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon:
     return j;
   };
 
-  daemon::TurnCallbacks cb;
+  core::TurnCallbacks cb;
   cb.rejected = [r](const Error& e) { reply_error(*r, e); };
   cb.accepted = [r, stream, chunk] {
     if (!stream) return;
@@ -183,7 +183,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, daemon:
   cb.text = [r, stream, chunk](const std::string& text) {
     if (stream) r->event(to_wire(chunk(text, nullptr, false)));
   };
-  cb.done = [r, stream, chunk, whole](const daemon::TurnResult& res) {
+  cb.done = [r, stream, chunk, whole](const core::TurnResult& res) {
     if (r->closed()) return;
     if (res.error && res.finish != engine::FinishReason::cancelled) {
       const HttpError e = to_http_error(*res.error);

@@ -51,7 +51,7 @@ const sd_bus_vtable* DbusApi::request_vtable() {
   return vtable;
 }
 
-DbusApi::DbusApi(asio::io_context& io, daemon::Service& service, const Api& api, DbusConfig config, DbusEvents events)
+DbusApi::DbusApi(asio::io_context& io, core::Service& service, const Api& api, DbusConfig config, DbusEvents events)
     : io_(io), service_(service), api_(api), config_(std::move(config)), events_(std::move(events)) {}
 
 DbusApi::~DbusApi() {
@@ -206,7 +206,7 @@ int DbusApi::on_creds(sd_bus_message* m, void* query_ptr, sd_bus_error*) {
   auto* query = static_cast<CredsQuery*>(query_ptr);
   DbusApi* self = query->api;
   auto node = self->creds_queries_.extract(query->sender);  // owns the query (and its slot) from now on
-  const auto caller = [&]() -> Result<daemon::Caller> {
+  const auto caller = [&]() -> Result<core::Caller> {
     if (const sd_bus_error* e = sd_bus_message_get_error(m); e != nullptr) {
       return Error(Errc::permission_denied, std::string("the bus does not say who is calling: ") +
                                                 (e->message != nullptr ? e->message : e->name));
@@ -238,7 +238,7 @@ int DbusApi::on_creds(sd_bus_message* m, void* query_ptr, sd_bus_error*) {
     }
     if (r < 0 || !uid) return Error(Errc::permission_denied, "the bus does not say which uid is calling");
     // The bus reports the set of groups (the primary one included) but not which is primary.
-    return daemon::caller_from(*uid, daemon::kNoGid, static_cast<std::int32_t>(pid), groups, self->config_.admin_gid);
+    return core::caller_from(*uid, core::kNoGid, static_cast<std::int32_t>(pid), groups, self->config_.admin_gid);
   }();
   if (caller) self->callers_[node.key()] = *caller;
   for (auto& waiter : node.mapped()->waiting) {
@@ -263,8 +263,8 @@ int DbusApi::on_create_session(sd_bus_message* m, void* self_ptr, sd_bus_error*)
     if (int r = sd_bus_message_read(m, "ss", &system_prompt, &app); r < 0) return r;
     std::optional<std::string> sp;
     if (*system_prompt != '\0') sp = system_prompt;
-    self->with_caller(m, [self, sp = std::move(sp), app = std::string(app)](MessageRef call, const daemon::Caller& c) {
-      self->service_.create_session(c, sp, app, [self, call](Result<daemon::SessionInfo> s) {
+    self->with_caller(m, [self, sp = std::move(sp), app = std::string(app)](MessageRef call, const core::Caller& c) {
+      self->service_.create_session(c, sp, app, [self, call](Result<core::SessionInfo> s) {
         if (!s) {
           reply_bus_error(call.get(), s.error());
         } else {
@@ -282,7 +282,7 @@ int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*)
   return guarded(m, [&] {
     const char* id = nullptr;
     if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
-    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const daemon::Caller& c) {
+    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
       self->service_.delete_session(c, id, [self, call](Status st) {
         if (!st) {
           reply_bus_error(call.get(), st.error());
@@ -299,8 +299,8 @@ int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*)
 int DbusApi::on_list_sessions(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
   return guarded(m, [&] {
-    self->with_caller(m, [self](MessageRef call, const daemon::Caller& c) {
-      self->service_.list_sessions(c, [self, call](Result<std::vector<daemon::SessionInfo>> list) {
+    self->with_caller(m, [self](MessageRef call, const core::Caller& c) {
+      self->service_.list_sessions(c, [self, call](Result<std::vector<core::SessionInfo>> list) {
         guarded(call.get(), [&] {
           if (!list) return reply_bus_error(call.get(), list.error());
           sd_bus_message* reply = nullptr;
@@ -338,7 +338,7 @@ int DbusApi::on_list_sessions(sd_bus_message* m, void* self_ptr, sd_bus_error*) 
 int DbusApi::on_get_status(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
   return guarded(m, [&] {
-    self->with_caller(m, [self](MessageRef call, const daemon::Caller& c) {
+    self->with_caller(m, [self](MessageRef call, const core::Caller& c) {
       const std::string json = bus_text(to_wire(self->api_.status_json(c)));
       sd_bus_reply_method_return(call.get(), "s", json.c_str());
     });

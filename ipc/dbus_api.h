@@ -73,7 +73,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "common/result.h"
-#include "daemon/service.h"
+#include "core/service.h"
 #include "ipc/api.h"
 #include "ipc/dbus_connection.h"
 
@@ -98,7 +98,7 @@ struct DbusEvents {
 class DbusApi {
  public:
   // `api` answers GetStatus and names the model; both outlive this.
-  DbusApi(boost::asio::io_context& io, daemon::Service& service, const Api& api, DbusConfig config, DbusEvents events);
+  DbusApi(boost::asio::io_context& io, core::Service& service, const Api& api, DbusConfig config, DbusEvents events);
   ~DbusApi();
 
   // Connects to `bus` ("system", "session" or an address: resolve_bus), publishes the object and
@@ -114,12 +114,12 @@ class DbusApi {
 
  private:
   struct Request {
-    daemon::Service::RequestId id = 0;
+    core::Service::RequestId id = 0;
     std::string owner;  // the caller's unique bus name: the signals' only destination
     std::uint32_t uid = 0;
     MessageRef call;    // the Generate call, until it is answered
   };
-  using CallerFn = std::function<void(MessageRef call, const daemon::Caller& caller)>;
+  using CallerFn = std::function<void(MessageRef call, const core::Caller& caller)>;
   struct CredsQuery {
     DbusApi* api = nullptr;
     std::string sender;
@@ -148,8 +148,8 @@ class DbusApi {
   // Runs `then` with the sender's identity (now if known, else once the bus says); answers the
   // call PermissionDenied if the bus cannot tell.
   void with_caller(sd_bus_message* call, CallerFn then);
-  Status read_generate(sd_bus_message* m, daemon::TurnRequest& turn) const;
-  void generate(MessageRef call, const daemon::Caller& caller, daemon::TurnRequest turn);
+  Status read_generate(sd_bus_message* m, core::TurnRequest& turn) const;
+  void generate(MessageRef call, const core::Caller& caller, core::TurnRequest turn);
   void emit(const std::string& path, const std::string& owner, const char* member,
             const std::function<int(sd_bus_message*)>& append);
   void client_left(const std::string& name);
@@ -159,14 +159,14 @@ class DbusApi {
   void wake();
 
   boost::asio::io_context& io_;
-  daemon::Service& service_;
+  core::Service& service_;
   const Api& api_;
   DbusConfig config_;
   DbusEvents events_;
   std::string bus_;     // as start() got it, for messages
   std::unique_ptr<BusConnection> conn_;
   std::vector<SlotRef> slots_held_;  // vtables, the match; destroyed before conn_
-  std::map<std::string, daemon::Caller> callers_;                   // by unique name
+  std::map<std::string, core::Caller> callers_;                   // by unique name
   std::map<std::string, std::unique_ptr<CredsQuery>> creds_queries_;  // by unique name
   std::map<std::uint64_t, Request> requests_;                       // by N of .../request/N
   std::uint64_t next_request_ = 0;

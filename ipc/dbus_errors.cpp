@@ -1,7 +1,7 @@
 // Error mapping for D-Bus (see dbus_errors.h).
 #include "ipc/dbus_errors.h"
 
-#include "daemon/engine/utf8.h"
+#include "common/utf8.h"
 
 namespace llmd::ipc {
 

@@ -37,7 +37,7 @@ std::optional<std::uint64_t> request_number(const char* path) {
   return n;
 }
 
-VarDict stats_of(const daemon::TurnResult& res) {
+VarDict stats_of(const core::TurnResult& res) {
   const auto& u = res.usage;
   const auto& t = res.timings;
   const auto count = [](std::int32_t v) { return static_cast<std::uint32_t>(std::max(v, 0)); };
@@ -63,7 +63,7 @@ VarDict stats_of(const daemon::TurnResult& res) {
 
 }  // namespace
 
-Status DbusApi::read_generate(sd_bus_message* m, daemon::TurnRequest& turn) const {
+Status DbusApi::read_generate(sd_bus_message* m, core::TurnRequest& turn) const {
   const char* session = nullptr;
   const char* prompt = nullptr;
   if (int r = sd_bus_message_read(m, "ss", &session, &prompt); r < 0) return errno_error(-r, "reading the arguments");
@@ -82,14 +82,14 @@ Status DbusApi::read_generate(sd_bus_message* m, daemon::TurnRequest& turn) cons
     if (raw->value_or(false)) {
       return Error(Errc::invalid_argument, "raw is for one-off generations (session \"\"); a session turn is a chat");
     }
-    turn.kind = daemon::TurnRequest::Kind::session_message;
+    turn.kind = core::TurnRequest::Kind::session_message;
     turn.session_id = session;
     turn.content = prompt;
   } else if (raw->value_or(false)) {
-    turn.kind = daemon::TurnRequest::Kind::completion;
+    turn.kind = core::TurnRequest::Kind::completion;
     turn.prompt = prompt;
   } else {
-    turn.kind = daemon::TurnRequest::Kind::chat;
+    turn.kind = core::TurnRequest::Kind::chat;
     turn.messages.push_back({"user", prompt});
   }
   return read_turn_options(*options, service_.limits(), service_.max_session_tokens(), turn);
@@ -98,16 +98,16 @@ Status DbusApi::read_generate(sd_bus_message* m, daemon::TurnRequest& turn) cons
 int DbusApi::on_generate(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
   return guarded(m, [&] {
-    daemon::TurnRequest turn;
+    core::TurnRequest turn;
     if (auto st = self->read_generate(m, turn); !st) return reply_bus_error(m, st.error());
-    self->with_caller(m, [self, turn = std::move(turn)](MessageRef call, const daemon::Caller& c) mutable {
+    self->with_caller(m, [self, turn = std::move(turn)](MessageRef call, const core::Caller& c) mutable {
       self->generate(std::move(call), c, std::move(turn));
     });
     return 1;
   });
 }
 
-void DbusApi::generate(MessageRef call, const daemon::Caller& caller, daemon::TurnRequest turn) {
+void DbusApi::generate(MessageRef call, const core::Caller& caller, core::TurnRequest turn) {
   if (stopping_) {
     reply_bus_error(call.get(), Error(Errc::unavailable, "the daemon is shutting down"));
     return;
@@ -118,7 +118,7 @@ void DbusApi::generate(MessageRef call, const daemon::Caller& caller, daemon::Tu
   q.uid = caller.uid;
   q.call = std::move(call);
 
-  daemon::TurnCallbacks cb;
+  core::TurnCallbacks cb;
   cb.rejected = [this, n](const Error& e) {
     auto it = requests_.find(n);
     if (it == requests_.end()) return;
@@ -142,7 +142,7 @@ void DbusApi::generate(MessageRef call, const daemon::Caller& caller, daemon::Tu
     emit(request_path(n), it->second.owner, "Token",
          [&](sd_bus_message* s) { return sd_bus_message_append(s, "s", piece.c_str()); });
   };
-  cb.done = [this, n](const daemon::TurnResult& res) {
+  cb.done = [this, n](const core::TurnResult& res) {
     auto it = requests_.find(n);
     if (it == requests_.end()) return;
     const std::string owner = std::move(it->second.owner);
@@ -184,7 +184,7 @@ int DbusApi::on_cancel(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   return guarded(m, [&] {
     const char* path = nullptr;
     if (int r = sd_bus_message_read(m, "o", &path); r < 0) return r;
-    self->with_caller(m, [self, path = std::string(path)](MessageRef call, const daemon::Caller& c) {
+    self->with_caller(m, [self, path = std::string(path)](MessageRef call, const core::Caller& c) {
       const auto n = request_number(path.c_str());
       auto it = n ? self->requests_.find(*n) : self->requests_.end();
       if (it == self->requests_.end() || (!c.admin && it->second.uid != c.uid)) {

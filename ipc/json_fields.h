@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
-#include "daemon/engine/generation.h"
+#include "engine/generation.h"
 
 namespace llmd::ipc {
 

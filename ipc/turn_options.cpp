@@ -5,8 +5,8 @@
 
 namespace llmd::ipc {
 
-Status read_turn_options(const nlohmann::json& fields, const daemon::ServiceLimits& limits,
-                         std::uint32_t max_session_tokens, daemon::TurnRequest& turn) {
+Status read_turn_options(const nlohmann::json& fields, const core::ServiceLimits& limits,
+                         std::uint32_t max_session_tokens, core::TurnRequest& turn) {
   turn.params.max_tokens = limits.default_max_tokens;
   LLMD_TRY_STATUS(read_generate_params(fields, static_cast<std::int32_t>(max_session_tokens), turn.params));
   auto priority = opt_string(fields, "priority");

@@ -11,13 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
-#include "daemon/service.h"
+#include "core/service.h"
 
 namespace llmd::ipc {
 
 // Reads the options in `fields` (a JSON object; absent or null fields keep their defaults) into
 // `turn`'s params, priority and app. invalid_argument naming the field for a wrong type or value.
-Status read_turn_options(const nlohmann::json& fields, const daemon::ServiceLimits& limits,
-                         std::uint32_t max_session_tokens, daemon::TurnRequest& turn);
+Status read_turn_options(const nlohmann::json& fields, const core::ServiceLimits& limits,
+                         std::uint32_t max_session_tokens, core::TurnRequest& turn);
 
 }  // namespace llmd::ipc

@@ -8,7 +8,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 
 namespace llmd::kvstore {
 namespace {

@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "common/result.h"
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 
 namespace llmd::kvstore {
 

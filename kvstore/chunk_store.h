@@ -55,8 +55,8 @@
 #include <vector>
 
 #include "common/result.h"
-#include "daemon/engine/seq_state.h"
-#include "daemon/engine/types.h"
+#include "engine/seq_state.h"
+#include "engine/types.h"
 #include "kvstore/chunk.h"
 #include "kvstore/file_system.h"
 #include "kvstore/policy.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 #include "kvstore/chunk_store.h"
 
 namespace llmd::kvstore {

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "common/result.h"
-#include "daemon/engine/seq_state.h"
-#include "daemon/engine/types.h"
+#include "engine/seq_state.h"
+#include "engine/types.h"
 #include "kvstore/chunk.h"
 
 namespace llmd::kvstore {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 
 namespace llmd::kvstore {
 namespace {

@@ -2,13 +2,13 @@
 //
 //   llmd-mkmodel --shape smollm2-135m --type q8_0 --out smollm2.gguf
 //
-// See daemon/engine/model_gen.h for the shapes and what is in the file.
+// See tools/model_gen/model_gen.h for the shapes and what is in the file.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
-#include "daemon/engine/model_gen.h"
+#include "tools/model_gen/model_gen.h"
 
 namespace {
 

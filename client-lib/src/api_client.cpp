@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <system_error>
 
-#include "client-lib/socket_path.h"
+#include "client-lib/src/socket_path.h"
 #include "client-lib/src/api_util.h"
 #include "client-lib/src/exchange.h"
 

@@ -13,7 +13,7 @@
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 
-#include "client-lib/sse.h"
+#include "client-lib/src/sse.h"
 
 namespace llmc::detail {
 namespace http = boost::beast::http;

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "client-lib/http_request.h"
+#include "client-lib/src/http_request.h"
 #include "client-lib/src/failure.h"
 
 namespace llmc::detail {

@@ -1,7 +1,7 @@
 // The client's HTTP reader against a server that sends its answer in awkward pieces: a head split
 // mid-line, chunk-size lines split from their data (what llama-server's chunked event streams do),
 // a body one byte at a time. Everything must parse as if it came in one piece.
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 #include "common/result.h"
 
 namespace llmd::test {

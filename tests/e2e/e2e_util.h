@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client-lib/http_client.h"
+#include "tools/http_client/http_client.h"
 #include "tests/e2e/daemon_process.h"
 #include "tests/support/test_env.h"
 

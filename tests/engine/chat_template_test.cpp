@@ -1,5 +1,5 @@
 // Chat prompts: the model's own template where it has one, the documented fallback where not.
-#include "daemon/engine/chat_template.h"
+#include "engine/chat_template.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace llmd::engine {

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/batch_runner.h"
-#include "daemon/engine/context.h"
-#include "daemon/engine/model.h"
-#include "daemon/engine/tokenizer.h"
+#include "engine/batch_runner.h"
+#include "engine/context.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
 #include "tests/support/test_env.h"
 
 namespace llmd::test {

@@ -2,7 +2,7 @@
 #include <limits>
 #include <set>
 
-#include "daemon/engine/generation.h"
+#include "engine/generation.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace llmd::engine {

@@ -1,4 +1,4 @@
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 
 #include <cmath>
 #include <cstdint>

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "daemon/engine/model.h"
+#include "engine/model.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/support/gguf_writer.h"
 

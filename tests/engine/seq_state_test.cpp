@@ -1,6 +1,6 @@
 // The sequence-state parser on synthetic states: exact round trips, slicing and joining, and
 // hostile input. Round trips on states produced by llama.cpp itself are in state_test.cpp.
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 
 #include <cstring>
 #include <random>

@@ -2,7 +2,7 @@
 // exactly, and rebuilding a sequence from cut-and-joined rows.
 #include <ostream>
 
-#include "daemon/engine/seq_state.h"
+#include "engine/seq_state.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace llmd::engine {

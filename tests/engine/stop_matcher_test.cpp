@@ -1,4 +1,4 @@
-#include "daemon/engine/stop_matcher.h"
+#include "engine/stop_matcher.h"
 
 #include <gtest/gtest.h>
 

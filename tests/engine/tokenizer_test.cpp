@@ -1,7 +1,7 @@
 // Tokenisation and streaming-safe detokenisation with real vocabularies.
-#include "daemon/engine/generation.h"
-#include "daemon/engine/tokenizer.h"
-#include "daemon/engine/utf8.h"
+#include "engine/generation.h"
+#include "engine/tokenizer.h"
+#include "common/utf8.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace llmd::engine {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 #include "kvstore/chunk_store.h"
 #include "tests/support/test_env.h"
 

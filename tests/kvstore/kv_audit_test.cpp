@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon/engine/ggml_types.h"
+#include "engine/ggml_types.h"
 #include "kvstore/chunk_store.h"
 #include "tests/kvstore/chunk_store_util.h"
 

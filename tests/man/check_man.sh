@@ -53,7 +53,7 @@ case "$mode" in
     [ "$(printf '%s\n' "$keys" | wc -l)" -ge 10 ] || die "too few keys parsed from llmd --help: $keys"
     text=$(render "$page" | section KEYS)
     for k in $keys; do
-      printf '%s\n' "$text" | grep -qE -- "^ +$k = " || miss "config key $k (no '$k = ...' entry under KEYS)"
+      grep -qE -- "^ +$k = " <<<"$text" || miss "config key $k (no '$k = ...' entry under KEYS)"
     done
     echo "checked $(printf '%s\n' "$keys" | wc -l) keys" ;;
   llmctl)
@@ -72,7 +72,7 @@ case "$mode" in
     text=$(render "$page")
     commands=$(printf '%s\n' "$text" | section COMMANDS)
     while IFS= read -r c; do
-      printf '%s\n' "$commands" | grep -qE -- "^ +$c( |$)" || miss "command '$c' (no entry under COMMANDS)"
+      grep -qE -- "^ +$c( |$)" <<<"$commands" || miss "command '$c' (no entry under COMMANDS)"
     done <<< "$cmds"
     for o in $opts; do printf '%s\n' "$text" | has_token "$o" || miss "option $o"; done
     echo "checked $(printf '%s\n' "$cmds" | wc -l) commands, $(printf '%s\n' "$opts" | wc -l) options" ;;
@@ -93,7 +93,7 @@ case "$mode" in
       body=$(printf '%s\n' "$text" | section "$sec")
       for x in $names; do
         n=$((n + 1))
-        printf '%s\n' "$body" | grep -qE -- "^ +$x( |\(|$)" || miss "${macro,,} $x (no entry under $sec)"
+        grep -qE -- "^ +$x( |\(|$)" <<<"$body" || miss "${macro,,} $x (no entry under $sec)"
       done
     done
     [ $n -ge 8 ] || die "too few D-Bus names parsed from $src"

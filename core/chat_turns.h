@@ -1,0 +1,40 @@
+// How requests become tokens.
+//
+// A session's durable token sequence grows turn by turn: tokens(turn) = tokenize(F(all messages +
+// new user message, open assistant turn) minus F(messages already in the tokens)), where F is the
+// chat template (engine::apply_chat_template). The assistant's reply is appended as the tokens the
+// model generated, so the sequence is always exactly what the KV cache holds. (Consequence: a
+// reply cut by max_tokens or a stop string lacks the template's end-of-turn marker in the tokens;
+// the next turn's text starts where the template's rendering of the finished messages ends.)
+//
+// Thread-safety: pure functions over an immutable Model and Tokenizer; any thread.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "engine/chat_template.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+
+namespace llmd::core {
+
+// The tokens a new user message adds to a session. `messages` are the session's messages so far;
+// `history_tokens` is how many tokens the session holds (0: its messages are not in the tokens
+// yet, e.g. a new session with only a system prompt, and the text starts with BOS).
+Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const engine::Tokenizer& tok,
+                                               std::span<const engine::ChatMessage> messages,
+                                               std::size_t history_tokens, const std::string& user_message);
+
+// The whole conversation as tokens (a model change re-derives a session's tokens from its
+// messages; chat completions without a session). add_assistant opens an assistant turn.
+Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,
+                                                       std::span<const engine::ChatMessage> messages,
+                                                       bool add_assistant);
+
+// A plain completion prompt (BOS as the model wants, special tokens not parsed).
+Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, const std::string& prompt);
+
+}  // namespace llmd::core

@@ -1,0 +1,268 @@
+// The daemon's core API, used by the IPC front ends (HTTP, D-Bus): sessions, generation
+// turns, cancellation, status. It runs on the io thread and never blocks it: disk work and prompt
+// formatting go to the storage thread, inference to the engine thread, and results come back to
+// the io thread through the io_context.
+//
+// Ownership: a session belongs to the uid that created it. Another uid gets not_found for it (its
+// existence is not revealed); an admin caller (root, group llmd-admin) sees and manages all.
+//
+// Durability: a session turn is acknowledged (TurnCallbacks::done with no error) only after its
+// messages and tokens are committed to the session store.
+//
+// Thread-safety: every method is called on the io thread; every callback is invoked on it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/result.h"
+#include "engine/chat_template.h"
+#include "engine/generation.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "core/engine_worker.h"
+#include "core/task_thread.h"
+#include "kvstore/chunk_store.h"
+#include "kvstore/kv_audit.h"
+#include "kvstore/session_store.h"
+#include "scheduler/scheduler.h"
+
+namespace llmd::core {
+
+struct Caller {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;  // primary group; kNoGid where the transport reports only the set of groups (D-Bus)
+  std::int32_t pid = 0;
+  bool admin = false;  // root or a member of llmd-admin
+};
+
+inline constexpr std::uint32_t kNoGid = 0xFFFFFFFF;  // (gid_t)-1
+
+// The caller a front end serves, from the kernel credentials its transport reports (never from a
+// request's body): admin if uid is 0, or if admin_gid (the llmd-admin group, when it exists) is
+// its gid or one of its groups. Every front end decides ownership with this one rule.
+Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const std::vector<std::uint32_t>& groups,
+                   std::optional<std::uint32_t> admin_gid);
+
+struct SessionInfo {
+  std::string id;
+  std::uint32_t uid = 0;
+  std::string app;
+  std::optional<std::string> system_prompt;
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+  std::uint32_t n_tokens = 0;
+  std::uint32_t n_messages = 0;
+  bool busy = false;      // a turn is running
+  bool resident = false;  // its KV is in a slot
+  kvstore::SessionResidency kv;  // its stored KV chunks (restore=chunks)
+};
+
+struct SessionDetail {
+  SessionInfo info;
+  std::vector<kvstore::MessageRecord> messages;
+};
+
+struct TurnRequest {
+  enum class Kind { session_message, chat, completion };
+  Kind kind = Kind::completion;
+  std::string session_id;                     // session_message
+  std::string content;                        // session_message: the user's message
+  std::vector<engine::ChatMessage> messages;  // chat
+  std::string prompt;                         // completion
+  engine::GenerateParams params;
+  std::string app;  // the app the caller declared (chat, completion; valid_client_name); a session
+                    // turn uses the session's
+  scheduler::Priority priority = scheduler::Priority::interactive;
+};
+
+struct TurnResult {
+  engine::FinishReason finish = engine::FinishReason::none;
+  std::string text;
+  Usage usage;
+  Timings timings;
+  std::uint32_t seed = 0;
+  std::optional<Error> error;  // the turn failed after it was accepted (and was not saved)
+};
+
+struct TurnCallbacks {
+  std::function<void()> accepted;                          // valid and queued; text follows
+  std::function<void(const std::string&)> text;            // a piece of the answer
+  std::function<void(const TurnResult&)> done;             // after accepted, exactly once
+  std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
+};
+
+// Per-uid limits name their config key; a request over one is rejected with resource_exhausted
+// (HTTP 429) whose message ends "(limit KEY = VALUE)" (see over_limit()).
+struct ServiceLimits {
+  std::uint32_t max_sessions_per_user = 1024;
+  std::uint64_t max_stored_bytes_per_user = 1ull << 30;  // max-stored-mib-per-user
+  std::uint32_t max_queued_per_client = 64;    // in flight beyond the ones that may run
+  std::uint32_t max_running_per_client = 0;    // 0: as many as there are slots
+  std::uint32_t max_prompt_tokens = 0;         // 0: up to the context
+  std::size_t max_message_bytes = 1u << 20;
+  std::uint32_t max_in_flight = 256;          // turns accepted or being prepared, all callers
+  std::int32_t default_max_tokens = 256;
+  // disk-reserve-mib: below this much free space on the state directory's file system, session
+  // creates and turns are refused with no_space before anything runs (0: never).
+  std::uint64_t disk_reserve_bytes = 256ull << 20;
+};
+
+struct ServiceStatus {
+  std::size_t sessions = 0;
+  std::size_t in_flight = 0;
+  bool shutting_down = false;
+  WorkerStats worker;
+  std::optional<kvstore::StoreStats> kv;  // restore=chunks
+};
+
+class Service {
+ public:
+  using RequestId = std::uint64_t;
+
+  Service(boost::asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
+          std::uint32_t max_session_tokens, EngineWorker& worker, TaskThread& storage, kvstore::SessionStore& store,
+          ServiceLimits limits);
+
+  // Reads the session index from the store. Call once before the storage thread gets work.
+  Status load();
+  // restore=chunks: the store of sessions' KV chunks (deleted sessions' chunks go too). Before load().
+  void set_chunk_store(kvstore::ChunkStore* chunks) { chunks_ = chunks; }
+  // The directory whose file system holds the session store: free space there is checked against
+  // limits().disk_reserve_bytes (statvfs) before a session create or a session turn. Unset: no check.
+  void set_state_dir(std::string dir) { state_dir_ = std::move(dir); }
+  const kvstore::ChunkStoreOptions& chunk_options() const { return chunks_ ? chunks_->options() : no_chunks_; }
+
+  // app: "" (none) or a client name (valid_client_name), else invalid_argument. Sessions stored
+  // with another app (before it was checked) keep working; their turns ignore the app.
+  // Errors: unavailable (shutting down), resource_exhausted (a per-uid limit), invalid_argument,
+  // no_space (below the disk reserve, or the store's file system is full).
+  void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                      std::function<void(Result<SessionInfo>)> done);
+  void list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done);
+  void get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done);
+  // busy if a turn is running on it.
+  void delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done);
+
+  // Starts a turn. Rejections (callbacks.rejected): not_found (no such session for this caller),
+  // busy (the session has a turn running), unavailable (shutting down), invalid_argument (bad
+  // parameters, prompt longer than the context), resource_exhausted (too many turns in flight, or
+  // over a per-uid limit: queued requests, prompt tokens, stored bytes), no_space (a session turn
+  // while the state directory's file system is below the disk reserve: refused before any text).
+  // The turn is scheduled for client "UID" or "UID/APP" (app declared in the request, or the
+  // session's if it is a client name).
+  //
+  // A session whose stored tokens are damaged (not a whole number of tokens, ids outside the
+  // vocabulary, more than the context holds) has them re-derived from its messages, as after a
+  // model change, and logged; the turn then goes on.
+  RequestId start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks);
+  // The client went away or asked to stop: the turn ends within one decode step, is not saved, and
+  // its callbacks are still called (done with finish=cancelled).
+  void cancel(RequestId id);
+
+  // KV audit (kvstore/kv_audit.h): recomputes the session's history from nothing in a scratch
+  // slot (scheduled like a request of the caller's, charged as prompt tokens) and compares every
+  // stored chunk copy and the KV resident in its slot with it. The session is busy meanwhile.
+  // Errors: not_found, busy, unavailable, resource_exhausted (requests in flight), and what the
+  // recompute met.
+  void audit_session(const Caller& caller, const std::string& id, std::function<void(Result<kvstore::AuditReport>)> done);
+
+  // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
+  // thread once nothing is in flight and the storage thread has written everything.
+  void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
+
+  ServiceStatus status() const;
+  // Called (on the io thread) whenever the number of turns in flight changes: a front end that
+  // publishes it (the D-Bus ActiveSessions property) reads status().in_flight then.
+  void set_in_flight_observer(std::function<void()> observer) { in_flight_observer_ = std::move(observer); }
+  std::optional<std::uint32_t> session_owner(const std::string& id) const;
+  const ServiceLimits& limits() const { return limits_; }
+  void set_limits(const ServiceLimits& limits) { limits_ = limits; }
+  std::uint32_t max_session_tokens() const { return max_session_tokens_; }
+  std::uint32_t slots() const { return worker_.n_slots(); }  // fixed at construction
+
+ private:
+  struct IndexEntry {
+    std::uint32_t uid = 0;
+    bool busy = false;
+    std::string app;
+    std::uint64_t bytes = 0;  // stored messages and tokens
+  };
+  struct InFlight {
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    TurnCallbacks callbacks;
+    std::string session_id;  // empty for one-off completions
+    bool accepted = false;
+    std::uint32_t uid = 0;
+    std::string client;  // for the scheduler
+  };
+  struct Prepared {
+    std::vector<engine::Token> history;
+    std::vector<engine::Token> input;
+  };
+
+  bool visible(const Caller& caller, const std::string& id) const;
+  std::uint32_t sessions_of(std::uint32_t uid) const;
+  std::uint64_t stored_bytes_of(std::uint32_t uid) const;
+  Status check_stored_bytes(std::uint32_t uid) const;  // resource_exhausted at max-stored-mib-per-user
+  Status check_disk_reserve() const;                   // no_space below disk-reserve-mib
+  // A write that found the store full, said so to the caller: "WHAT: llmd's storage is full (...)".
+  // Other errors are returned as they are.
+  Error storage_error(const Error& e, const std::string& what) const;
+  std::uint32_t in_flight_of(std::uint32_t uid) const;
+  Result<Prepared> prepare(const TurnRequest& request);  // storage thread
+  void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
+  void finished(RequestId id, TurnResult result);
+  void drop(RequestId id);
+  void check_idle();
+
+  boost::asio::io_context& io_;
+  const engine::Model& model_;
+  const engine::Tokenizer& tok_;
+  const std::uint32_t max_session_tokens_;  // longest a session (or prompt + answer) may be
+  EngineWorker& worker_;
+  TaskThread& storage_;
+  kvstore::SessionStore& store_;  // storage thread only (after load())
+  kvstore::ChunkStore* chunks_ = nullptr;
+  kvstore::ChunkStoreOptions no_chunks_;
+  std::string state_dir_;
+  ServiceLimits limits_;
+
+  std::map<std::string, IndexEntry> index_;
+  std::map<RequestId, InFlight> in_flight_;
+  RequestId next_id_ = 0;
+  bool shutting_down_ = false;
+  std::function<void()> on_idle_;
+  std::function<void()> in_flight_observer_;
+  std::unique_ptr<boost::asio::steady_timer> idle_timer_;
+};
+
+// A name a client may declare for its app (in a request, or for a session at its creation), or a
+// weight entry names: 1-64 of A-Z a-z 0-9 . _ -.
+bool valid_client_name(std::string_view name);
+
+// A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
+Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);
+
+// Why a session's stored token sequence cannot be what its messages produced: "" when it can be
+// (every id in [0, n_vocab), at most max_tokens of them).
+std::string token_damage(std::span<const engine::Token> tokens, std::int32_t n_vocab, std::size_t max_tokens);
+
+// A new session id: "ses_" and 24 lowercase hex digits, 96 bits from the kernel's random source
+// (getrandom(2)). io_error if the kernel gives none; never a predictable fallback.
+Result<std::string> new_session_id();
+std::int64_t unix_ms();
+
+}  // namespace llmd::core

@@ -1,0 +1,53 @@
+// A single-thread task queue (see task_thread.h).
+#include "core/task_thread.h"
+
+#include <pthread.h>
+
+namespace llmd::core {
+
+TaskThread::TaskThread(std::string name) : name_(std::move(name)) {
+  thread_ = std::thread([this] { run(); });
+  pthread_setname_np(thread_.native_handle(), name_.substr(0, 15).c_str());
+}
+
+TaskThread::~TaskThread() { stop(); }
+
+bool TaskThread::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    tasks_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void TaskThread::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+std::size_t TaskThread::queued() const {
+  std::lock_guard lock(mu_);
+  return tasks_.size();
+}
+
+void TaskThread::run() {
+  while (true) {
+    std::function<void()> task;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;  // stopping and drained
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    task();
+  }
+}
+
+}  // namespace llmd::core
