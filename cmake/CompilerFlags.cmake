@@ -8,6 +8,11 @@
 
 set(LLMD_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
     -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wformat=2)
+# clang proves the locking annotated with common/mutex.h (LLMD_GUARDED_BY, LLMD_REQUIRES): a
+# violation is a compile error. The fuzz tree (clang) builds every llmd library, so CI checks it.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  list(APPEND LLMD_WARNING_FLAGS -Wthread-safety -Werror=thread-safety)
+endif()
 set(LLMD_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 set(LLMD_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
     -O1 -gline-tables-only)
