@@ -12,6 +12,21 @@ set(LLMD_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wca
 # violation is a compile error. The fuzz tree (clang) builds every llmd library, so CI checks it.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   list(APPEND LLMD_WARNING_FLAGS -Wthread-safety -Werror=thread-safety)
+  # Proof that the analysis is effective with these flags: a known violation must not compile.
+  try_compile(_llmd_violation_compiles "${CMAKE_BINARY_DIR}/thread-safety-check"
+    SOURCES "${CMAKE_CURRENT_LIST_DIR}/checks/thread_safety_violation.cpp"
+    COMPILE_DEFINITIONS ${LLMD_WARNING_FLAGS} "-I${PROJECT_SOURCE_DIR}"
+    CXX_STANDARD 20
+    OUTPUT_VARIABLE _llmd_violation_output)
+  if(_llmd_violation_compiles)
+    message(FATAL_ERROR "clang's thread-safety analysis is not effective: "
+                        "cmake/checks/thread_safety_violation.cpp compiled")
+  endif()
+  if(NOT _llmd_violation_output MATCHES "requires holding mutex")
+    message(FATAL_ERROR "cmake/checks/thread_safety_violation.cpp failed to compile for another reason "
+                        "than the locking violation:\n${_llmd_violation_output}")
+  endif()
+  message(STATUS "clang thread-safety analysis: on (a locking violation is a compile error)")
 endif()
 set(LLMD_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 set(LLMD_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

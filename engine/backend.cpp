@@ -3,14 +3,13 @@
 
 #include <llama.h>
 
-#include <mutex>
-#include <shared_mutex>
+#include "common/mutex.h"
 
 namespace llmd::engine {
 namespace {
 
-std::shared_mutex g_sink_mutex;
-LogSink g_sink;  // GUARDED_BY(g_sink_mutex)
+Mutex g_sink_mutex;
+LogSink g_sink LLMD_GUARDED_BY(g_sink_mutex);
 
 // llama.cpp logs a message in pieces (continuation lines have level CONT); lines are assembled per
 // thread so that concurrent contexts do not interleave.
@@ -39,7 +38,7 @@ void emit_line() {
     }
   }
   {
-    std::shared_lock lock(g_sink_mutex);
+    MutexLock lock(g_sink_mutex);
     if (g_sink) g_sink(t_line_level, t_line);
   }
   t_line.clear();
@@ -67,7 +66,7 @@ void ensure_backend() {
 
 void set_log_sink(LogSink sink) {
   ensure_backend();
-  std::unique_lock lock(g_sink_mutex);
+  MutexLock lock(g_sink_mutex);
   g_sink = std::move(sink);
 }
 

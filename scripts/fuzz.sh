@@ -67,7 +67,8 @@ configure_and_build() {
   fi
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" -DLLMD_FUZZ=ON "${launcher[@]}"
-  cmake --build "$build" --target fuzz llmd-fuzz-corpus
+  # llmd too: the clang build checks the whole daemon's locking (-Wthread-safety)
+  cmake --build "$build" --target fuzz llmd-fuzz-corpus llmd
 }
 
 # Executions of one job, from libFuzzer's final statistics (-print_final_stats=1) in its log.
