@@ -103,6 +103,9 @@ class FailingFs : public FileSystem {
   }
   Status remove_file(const fs::path& p) override { return real->remove_file(p); }
   Status make_dirs(const fs::path& p) override { return real->make_dirs(p); }
+  Result<std::vector<DirEntry>> list_dir(const fs::path& p) override { return real->list_dir(p); }
+  Status remove_tree(const fs::path& p) override { return real->remove_tree(p); }
+  Status remove_empty_dir(const fs::path& p) override { return real->remove_empty_dir(p); }
   Result<std::uint64_t> free_bytes(const fs::path& p) override { return real->free_bytes(p); }
   std::shared_ptr<FileSystem> real = real_file_system();
   bool fail = false;
