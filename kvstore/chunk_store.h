@@ -19,7 +19,7 @@
 // the rounding of a different batch split), so another session's chunk of the same prefix is the
 // right KV, not a wrong one, and a later step may share such chunks between a uid's sessions.
 //
-// Eviction: LCTRU (eviction.h) within each tier; chunks of pinned sessions (in use) are kept.
+// Eviction: LCTRU (eviction.h) within each tier; chunks of sessions in use (chunk_tiers.h) are kept.
 // Disk: besides the budget, the store keeps `disk_reserve` bytes of its file system free: before a
 // chunk file is written it evicts its own chunks until free space after the write stays at or
 // above the reserve; if it cannot, the chunk is kept in RAM only (counted in reserve_skips, never
