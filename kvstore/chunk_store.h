@@ -19,7 +19,7 @@
 // the rounding of a different batch split), so another session's chunk of the same prefix is the
 // right KV, not a wrong one, and a later step may share such chunks between a uid's sessions.
 //
-// Eviction: LCTRU (eviction.h) within each tier; chunks of pinned sessions (in use) are kept.
+// Eviction: LCTRU (eviction.h) within each tier; chunks of sessions in use (chunk_tiers.h) are kept.
 // Disk: besides the budget, the store keeps `disk_reserve` bytes of its file system free: before a
 // chunk file is written it evicts its own chunks until free space after the write stays at or
 // above the reserve; if it cannot, the chunk is kept in RAM only (counted in reserve_skips, never
@@ -33,20 +33,34 @@
 // every chunk. A damaged index (at open(), or reported corrupt by SQLite later) is discarded with
 // every chunk file; the store starts again empty (RAM copies kept) and keeps serving.
 //
+// Write-back memory: each queued write-back holds a whole sequence state. The queue is bounded by
+// `write_back_queue_bytes`: past it, the oldest queued write-back of a session not in use is
+// dropped (counted in writebacks_dropped; its tokens stay the truth and its positions are
+// recomputed on its next turn). A session is in use while pinned (its turn runs: the engine pins
+// it before it places or restores the turn and unpins it after its write-back is queued) or while a
+// load() or stored_chunks() waits for its write-backs; those are never dropped.
+//
+// The store is cut by job, each with its own header:
+//   chunk_index.h   the index in SQLite (all of the store's SQL)       the store's thread (and open())
+//   chunk_tiers.h   the chunk table, T1/T2 budgets, LCTRU room-making  under mu_
+//   restore_plan.h  restore costs, the match and the cheapest prefix   pure / its own mutex
+//   store_queue.h   the queue of write-backs and drops, its byte bound under mu_
+//   file_system.h   every file operation (a seam for tests)            stateless
+// and ChunkStore orchestrates them: chunk_store.cpp (open, the queue and its thread, pins, stats),
+// chunk_store_write.cpp (the store's thread: write-back, drop, the disk reserve, index damage),
+// chunk_store_read.cpp (load, stored_chunks, residency: the callers' threads).
+//
 // Thread-safety: all public methods may be called from any thread. write_back() and
 // drop_session() are queued to the store's own thread; load() and stored_chunks() run on the
-// caller's thread and wait for the session's queued write-backs first.
+// caller's thread and wait for the session's queued write-backs first. load() is called by one
+// thread at a time (the engine's loader thread): it reuses its read and decode buffers.
 #pragma once
 
 #include <array>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
-#include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -54,12 +68,16 @@
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/result.h"
 #include "engine/seq_state.h"
 #include "engine/types.h"
 #include "kvstore/chunk.h"
+#include "kvstore/chunk_tiers.h"
 #include "kvstore/file_system.h"
 #include "kvstore/policy.h"
+#include "kvstore/restore_plan.h"
+#include "kvstore/store_queue.h"
 
 namespace llmd::kvstore {
 
@@ -75,24 +93,15 @@ struct ChunkStoreOptions {
   std::uint64_t disk_reserve = 256ull << 20;  // bytes of the file system's free space never used
   PolicyParams policy;
   std::shared_ptr<FileSystem> fs;         // null: the real file system
+  // The most bytes queued write-backs may hold (their states, tokens, attention) before the
+  // oldest of a session not in use is dropped; the write-backs of sessions in use and the one
+  // being written come on top. 256 MiB: about five states of 2k tokens of a 135M model.
+  std::uint64_t write_back_queue_bytes = 256ull << 20;
 };
 
 inline constexpr std::uint32_t kMaxChunkTokens = 4096;
 
-struct TierStats {
-  std::uint64_t budget = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t chunks = 0;
-  std::array<std::uint64_t, 4> bytes_by_codec{};  // index: Codec value
-  std::array<std::uint64_t, 4> chunks_by_codec{};
-};
-
-// Measured costs, ms per token (cell), smoothed: restoring a chunk's cells from T1 or T2 (read,
-// check, decode) and recomputing a token (reported by the engine). 0: not measured yet.
-struct RestoreCosts {
-  double ram_ms = 0, disk_ms = 0, recompute_ms = 0;
-};
-
+// TierStats: chunk_tiers.h; RestoreCosts: restore_plan.h.
 struct StoreStats {
   TierStats ram, disk;
   std::uint64_t write_backs = 0;     // states written back
@@ -101,7 +110,9 @@ struct StoreStats {
   std::uint64_t reserve_skips = 0;   // chunks kept in RAM only to keep the disk reserve free
   std::uint64_t index_resets = 0;    // damaged indexes discarded (at open or later)
   std::uint64_t bad_chunks = 0;      // chunks that failed their checks or could not be read
-  std::size_t pending = 0;           // queued write-backs
+  std::size_t pending = 0;           // queued operations (write-backs, drops)
+  std::uint64_t pending_bytes = 0;   // what the queued write-backs hold (the queue's byte bound)
+  std::uint64_t writebacks_dropped = 0;  // queued write-backs dropped for the byte bound
   std::string last_error;            // the most recent write or read error, for the status page
   RestoreCosts costs;                // what swap-in planning goes by
 };
@@ -146,8 +157,7 @@ struct StoredChunk {
   std::optional<StoredCopy> disk;  // T2; nullopt: no file
 };
 
-// Chained hash of tokens[0, n): a chunk's identity (plus its codec).
-std::uint64_t token_prefix_hash(std::uint64_t seed, std::span<const engine::Token> tokens);
+// token_prefix_hash(): restore_plan.h.
 
 class ChunkStore {
  public:
@@ -207,95 +217,65 @@ class ChunkStore {
   const ChunkStoreOptions& options() const { return opt_; }
 
  private:
-  struct Chunk {
-    std::uint32_t index = 0;
-    std::uint32_t n_cells = 0;
-    Codec codec = Codec::exact;  // the policy's choice (RAM copy's codec)
-    std::uint64_t prefix_hash = 0;
-    std::uint64_t last_use = 0;
-    std::shared_ptr<const std::vector<std::uint8_t>> ram;  // T1 copy
-    std::string file;            // T2 file name in the session's directory; empty: none
-    Codec disk_codec = Codec::exact;
-    std::uint64_t disk_bytes = 0;
-  };
-  static bool present(const Chunk& c) { return c.n_cells > 0 && (c.ram || !c.file.empty()); }
-  struct Session {
-    std::vector<Chunk> chunks;  // by index; a missing chunk has n_cells == 0
-    int pins = 0;
-    std::size_t pending = 0;    // queued write-backs
-  };
-  struct Op {
-    enum class Kind { write_back, drop, retain, drop_from } kind;
-    std::string session;
-    std::vector<engine::Token> tokens;
-    std::vector<std::uint8_t> state;
-    std::vector<float> attention;
-    std::set<std::string> keep;
-    std::uint32_t from = 0;
-  };
+  using Chunk = ChunkEntry;
+  using Op = StoreOp;
+  using Rows = std::vector<std::pair<std::string, std::uint32_t>>;  // index rows (session, idx)
 
   ChunkStore(ChunkStoreOptions options, const engine::KvLayout& layout);
-  Status init(const std::string& model_fingerprint);
-  void run();
-  void do_write_back(Op& op);
-  void do_drop(const std::string& session, std::uint32_t from);
-  // Under mu_: takes a chunk's bytes off both tiers' counts; its file (if any) goes to `files`
-  // for removal once the index no longer names it.
-  void release_chunk(const Chunk& c, std::vector<std::string>& files);
+  // open(), before the thread starts: the index read into the table, unnamed files swept, the
+  // disk brought under its budget and reserve. Every file operation goes through opt_.fs.
+  Status init(const std::string& model_fingerprint) LLMD_EXCLUDES(mu_);
+  void sweep_files() LLMD_EXCLUDES(mu_);
+  // Queues an op for the store's thread.
+  void enqueue(Op op) LLMD_REQUIRES(mu_);
+  // Drops queued write-backs of sessions not in use while the queue holds more than its bound.
+  void shed_write_backs() LLMD_REQUIRES(mu_);
+  // Until the session's queued write-backs are done (or the store stops); the session counts as
+  // in use meanwhile (its write-backs are not dropped).
+  void wait_written_back(MutexLock& lock, const std::string& session) const LLMD_REQUIRES(mu_);
+
+  // The store's thread (chunk_store_write.cpp).
+  void run() LLMD_EXCLUDES(mu_);
+  void do_write_back(Op& op) LLMD_EXCLUDES(mu_);
+  void do_drop(const std::string& session, std::uint32_t from) LLMD_EXCLUDES(mu_);
   enum class Written { yes, skipped, failed };  // skipped: the disk reserve; failed: recorded
   Written write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
-                           std::vector<std::pair<std::string, std::uint32_t>>& evicted_rows);
-  // Under mu_: frees room in a tier by LCTRU; false if the budget cannot hold `bytes`.
-  bool make_ram_room(std::uint64_t bytes);
-  // Under mu_: evicts files until the disk budget holds `bytes` more and at least `extra` bytes
-  // more are freed (the disk reserve's shortfall). The chunks of `keep_session` before index
-  // `keep_below` are kept (a session restores only a prefix: evicting it for a later chunk would
-  // waste both). False if that cannot be done; then nothing is evicted.
-  // With `partial`, evicts as much as it can even when that is not enough.
-  bool make_disk_room(std::uint64_t bytes, std::uint64_t extra, std::vector<std::pair<std::string, Chunk>>& evicted,
-                      bool partial = false, const std::string* keep_session = nullptr, std::uint32_t keep_below = 0);
+                           Rows& evicted_rows) LLMD_EXCLUDES(mu_);
+  // Removes evicted chunks' files now; their rows go to `rows` for the caller's index update.
+  void remove_evicted(const std::vector<EvictedFile>& evicted, Rows& rows);
   // Free bytes of the store's file system short of `reserve` after `bytes` more are written
   // (0: enough room, or the file system cannot say).
   std::uint64_t reserve_shortfall(std::uint64_t bytes) const;
-  // Under `lock` (on mu_): until the session's queued write-backs are done (or the store stops).
-  void wait_written_back(std::unique_lock<std::mutex>& lock, const std::string& session) const;
-  // The store's thread: applies an index update; damage (ChunkIndex::is_damage) discards the
-  // index and every chunk file (discard_disk_tier), other errors are recorded.
-  Status update_index(const IndexUpdate& update);
-  void discard_disk_tier(const std::string& why);
-  void remove_rows(const std::vector<std::pair<std::string, std::uint32_t>>& rows);
+  // Applies an index update; damage (ChunkIndex::is_damage) discards the index and every chunk
+  // file (discard_disk_tier), other errors are recorded.
+  Status update_index(const IndexUpdate& update) LLMD_EXCLUDES(mu_);
+  void discard_disk_tier(const std::string& why) LLMD_EXCLUDES(mu_);
+  void remove_rows(const Rows& rows) LLMD_EXCLUDES(mu_);
   std::filesystem::path session_dir(const std::string& session) const { return opt_.dir / session; }
-  void record_error(const std::string& message);
-  struct LoadCostSample {
-    double ram_ms = 0, disk_ms = 0;
-    std::size_t ram_cells = 0, disk_cells = 0;
-  };
-  void learn_load_costs(const LoadCostSample& sample);
-  // How many of the first `matched` chunks to load so that loading them and recomputing the rest
-  // of a `history`-token history takes least time, by the measured costs.
-  std::size_t cheapest_prefix(const std::vector<Chunk>& chunks, std::size_t matched, std::size_t history) const;
+  void record_error(const std::string& message) LLMD_EXCLUDES(mu_);
 
-  ChunkStoreOptions opt_;
-  engine::KvLayout layout_;
-  std::array<double, 4> ratios_{};
-  std::uint64_t chain_seed_ = 0;
+  const ChunkStoreOptions opt_;
+  const engine::KvLayout layout_;
+  const std::array<double, 4> ratios_{};
+  std::uint64_t chain_seed_ = 0;  // set by init(), then constant
   // The store's thread (and open()); null when a damaged index could not even be recreated: the
   // disk tier is then off until a restart.
   std::unique_ptr<ChunkIndex> index_;
   bool disk_low_ = false;  // the store's thread: the reserve kept the last chunk off disk (logged once)
+  // load()'s (one loader at a time, see above): decompression, a chunk file's bytes.
+  std::vector<std::uint8_t> scratch_;
+  std::vector<std::uint8_t> read_buf_;
+  RestoreCostModel costs_;  // its own mutex
 
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;  // ops queued / done
-  std::map<std::string, Session> sessions_;  // GUARDED_BY(mu_)
-  std::deque<Op> ops_;                        // GUARDED_BY(mu_)
-  bool busy_ = false;                         // GUARDED_BY(mu_): an op is running
-  bool stop_ = false;                         // GUARDED_BY(mu_)
-  std::uint64_t clock_ = 0;                   // GUARDED_BY(mu_)
-  std::uint64_t gen_ = 0;                     // GUARDED_BY(mu_): file generation counter
-  std::vector<std::uint8_t> scratch_;         // load(): decompression (one loader at a time)
-  std::vector<std::uint8_t> read_buf_;        // load(): a chunk file's bytes (one loader at a time)
-  StoreStats stats_;                          // GUARDED_BY(mu_)
-  RestoreCosts costs_;                        // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  mutable std::condition_variable cv_;  // ops queued / done, write-backs done
+  // mutable: stored_chunks() (const) counts itself among the session's waiters.
+  mutable ChunkTiers tiers_ LLMD_GUARDED_BY(mu_);
+  StoreQueue queue_ LLMD_GUARDED_BY(mu_);
+  bool busy_ LLMD_GUARDED_BY(mu_) = false;  // the store's thread runs an op
+  bool stop_ LLMD_GUARDED_BY(mu_) = false;
+  std::uint64_t gen_ LLMD_GUARDED_BY(mu_) = 0;  // file generation counter
+  StoreStats stats_ LLMD_GUARDED_BY(mu_);  // the counters; stats() adds the tiers, queue and costs
   std::thread thread_;
 };
 

@@ -1,5 +1,5 @@
-// The chunk store's reads: load (the restore plan and build), stored_chunks (for audits), restore
-// costs, residency (see chunk_store.h).
+// The chunk store's reads, on their callers' threads: load (the restore plan and build),
+// stored_chunks (for audits), residency (see chunk_store.h). The plan itself is restore_plan.h's.
 #include <chrono>
 #include <optional>
 
@@ -13,45 +13,27 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 }  // namespace
 
-void ChunkStore::wait_written_back(std::unique_lock<std::mutex>& lock, const std::string& session) const {
-  cv_.wait(lock, [&] {
-    auto it = sessions_.find(session);
-    return it == sessions_.end() || it->second.pending == 0 || stop_;
-  });
-}
-
 LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
                             const RestoreTarget& target, std::vector<std::uint8_t>& buffer) {
   LoadResult r;
   std::vector<Chunk> chunks;
   {
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     wait_written_back(lock, session);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return r;
-    const std::uint64_t now = ++clock_;
-    for (auto& c : it->second.chunks) c.last_use = now;
-    chunks = it->second.chunks;
+    SessionEntry* s = tiers_.find(session);
+    if (!s) return r;
+    const std::uint64_t now = tiers_.tick();
+    for (auto& c : s->chunks) c.last_use = now;
+    chunks = s->chunks;
   }
   // The plan: the chunks whose token prefix matches the history, by the index. Each blob's own
   // header is checked against the history's hash again below: the index row only says what the
   // file should hold.
-  const std::uint32_t C = opt_.chunk_tokens;
-  std::size_t plan = 0;
-  std::vector<std::uint64_t> history_hash;
-  std::uint64_t h = chain_seed_;
-  for (std::size_t i = 0; i < chunks.size(); ++i) {
-    const Chunk& c = chunks[i];
-    if (!present(c) || i * C + c.n_cells > history.size()) break;
-    h = token_prefix_hash(h, history.subspan(i * C, c.n_cells));
-    if (h != c.prefix_hash) break;
-    history_hash.push_back(h);
-    plan = i + 1;
-    if (c.n_cells < C) break;  // a partial chunk is the last one
-  }
+  const ChunkMatch match = match_chunks(chunks, history, opt_.chunk_tokens, chain_seed_);
+  const std::vector<std::uint64_t>& history_hash = match.hashes;
   // Load only the prefix whose measured load cost plus the recompute of the rest is smallest.
-  r.matched = plan;
-  plan = cheapest_prefix(chunks, plan, history.size());
+  r.matched = match.matched;
+  std::size_t plan = cheapest_prefix(chunks, match.matched, history.size(), costs_.costs());
   // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
   // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
   while (plan > 0) {
@@ -98,15 +80,13 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
       } else {
         ++from_disk;
         if (opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
-          std::lock_guard lock(mu_);
-          auto it = sessions_.find(session);
-          if (it != sessions_.end() && i < it->second.chunks.size() &&
-              it->second.chunks[i].prefix_hash == c.prefix_hash && !it->second.chunks[i].ram &&
-              make_ram_room(read_buf_.size())) {
-            stats_.ram.bytes += read_buf_.size();
+          MutexLock lock(mu_);
+          SessionEntry* s = tiers_.find(session);
+          if (s && i < s->chunks.size() && s->chunks[i].prefix_hash == c.prefix_hash && !s->chunks[i].ram &&
+              tiers_.room_in_ram(read_buf_.size())) {
             c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(read_buf_));
-            it->second.chunks[i].ram = c.ram;
             read_buf_ = {};
+            tiers_.keep_in_ram(s->chunks[i], c.ram);  // there is room now
           }
         }
       }
@@ -115,7 +95,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
       at += c.n_cells;
     }
     if (!failed) {
-      learn_load_costs(cost);
+      costs_.learn_load(cost);
       r.tokens = at;
       r.state_bytes = out.bytes().size();
       r.from_ram = from_ram;
@@ -125,14 +105,13 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     plan = *failed;
   }
   if (r.bad > 0) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stats_.bad_chunks += r.bad;
     Op op;
     op.kind = Op::Kind::drop_from;
     op.session = session;
     op.from = static_cast<std::uint32_t>(plan);
-    ops_.push_back(std::move(op));
-    cv_.notify_all();
+    enqueue(std::move(op));
   }
   return r;
 }
@@ -140,11 +119,11 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
 std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) const {
   std::vector<Chunk> chunks;
   {
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     wait_written_back(lock, session);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return {};
-    chunks = it->second.chunks;
+    const SessionEntry* s = tiers_.find(session);
+    if (!s) return {};
+    chunks = s->chunks;
   }
   const std::uint32_t C = opt_.chunk_tokens;
   const std::uint64_t layout = layout_id(layout_);
@@ -164,7 +143,7 @@ std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) c
   std::vector<StoredChunk> out;
   std::vector<std::uint8_t> bytes;
   for (const Chunk& c : chunks) {
-    if (!present(c)) continue;
+    if (!c.present()) continue;
     StoredChunk s;
     s.index = c.index;
     s.first_pos = static_cast<engine::Pos>(c.index * C);
@@ -187,56 +166,13 @@ std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) c
   return out;
 }
 
-void ChunkStore::report_recompute(std::size_t tokens, double ms) {
-  if (tokens == 0 || !(ms > 0.0)) return;
-  std::lock_guard lock(mu_);
-  const double per = ms / static_cast<double>(tokens);
-  costs_.recompute_ms = costs_.recompute_ms > 0.0 ? 0.7 * costs_.recompute_ms + 0.3 * per : per;
-}
-
-void ChunkStore::learn_load_costs(const LoadCostSample& s) {
-  std::lock_guard lock(mu_);
-  auto learn = [](double& avg, double ms, std::size_t cells) {
-    if (cells == 0) return;
-    const double per = ms / static_cast<double>(cells);
-    avg = avg > 0.0 ? 0.7 * avg + 0.3 * per : per;
-  };
-  learn(costs_.ram_ms, s.ram_ms, s.ram_cells);
-  learn(costs_.disk_ms, s.disk_ms, s.disk_cells);
-}
-
-RestoreCosts ChunkStore::costs() const {
-  std::lock_guard lock(mu_);
-  return costs_;
-}
-
-std::size_t ChunkStore::cheapest_prefix(const std::vector<Chunk>& chunks, std::size_t matched,
-                                        std::size_t history) const {
-  const RestoreCosts k = costs();
-  if (k.recompute_ms <= 0.0) return matched;  // nothing measured yet: loading is the safe bet
-  // Total time if the first n chunks are loaded and the rest of the history is recomputed. A cost
-  // not measured yet (a tier never read) counts as free, so that it gets measured.
-  double best = static_cast<double>(history) * k.recompute_ms, load = 0.0;
-  std::size_t best_n = 0, cells = 0;
-  for (std::size_t i = 0; i < matched; ++i) {
-    load += static_cast<double>(chunks[i].n_cells) * (chunks[i].ram ? k.ram_ms : k.disk_ms);
-    cells += chunks[i].n_cells;
-    const double total = load + static_cast<double>(history - cells) * k.recompute_ms;
-    if (total <= best) {
-      best = total;
-      best_n = i + 1;
-    }
-  }
-  return best_n;
-}
-
 SessionResidency ChunkStore::residency(const std::string& session) const {
   SessionResidency r;
-  std::lock_guard lock(mu_);
-  auto it = sessions_.find(session);
-  if (it == sessions_.end()) return r;
-  for (const auto& c : it->second.chunks) {
-    if (!present(c)) continue;
+  MutexLock lock(mu_);
+  const SessionEntry* s = tiers_.find(session);
+  if (!s) return r;
+  for (const auto& c : s->chunks) {
+    if (!c.present()) continue;
     ++r.chunks;
     r.tokens += c.n_cells;
     if (c.ram) {

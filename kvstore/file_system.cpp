@@ -100,6 +100,32 @@ class PosixFileSystem final : public FileSystem {
     return {};
   }
 
+  Result<std::vector<DirEntry>> list_dir(const std::filesystem::path& path) override {
+    std::error_code ec;
+    std::vector<DirEntry> out;
+    std::filesystem::directory_iterator it(path, ec);
+    if (ec) return io("cannot list", path, ec.value());
+    for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      std::error_code ignored;
+      out.push_back({it->path().filename().string(), it->is_directory(ignored)});
+    }
+    if (ec) return io("cannot list", path, ec.value());
+    return out;
+  }
+
+  Status remove_tree(const std::filesystem::path& path) override {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    if (ec && ec.value() != ENOENT) return io("cannot remove", path, ec.value());
+    return {};
+  }
+
+  Status remove_empty_dir(const std::filesystem::path& path) override {
+    if (::rmdir(path.c_str()) == 0 || errno == ENOENT) return {};
+    if (errno == ENOTEMPTY || errno == EEXIST) return Error(Errc::busy, path.string() + " is not empty");
+    return io("cannot remove", path, errno);
+  }
+
   Result<std::uint64_t> free_bytes(const std::filesystem::path& path) override { return free_bytes_at(path); }
 };
 

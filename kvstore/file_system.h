@@ -16,11 +16,17 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/result.h"
 
 namespace llmd::kvstore {
+
+struct DirEntry {
+  std::string name;  // the file name, without its directory
+  bool is_dir = false;
+};
 
 class FileSystem {
  public:
@@ -32,6 +38,13 @@ class FileSystem {
   virtual Status read_file(const std::filesystem::path& path, std::uint64_t max_bytes, std::vector<std::uint8_t>& out) = 0;
   virtual Status remove_file(const std::filesystem::path& path) = 0;  // a missing file is fine
   virtual Status make_dirs(const std::filesystem::path& path) = 0;
+  // The entries of a directory ("." and ".." left out), in no particular order. Errors: not_found,
+  // io_error, permission_denied.
+  virtual Result<std::vector<DirEntry>> list_dir(const std::filesystem::path& path) = 0;
+  // Removes a directory and everything in it; a missing one is fine.
+  virtual Status remove_tree(const std::filesystem::path& path) = 0;
+  // Removes a directory if it is empty; a missing one is fine. Errors: busy (not empty), io_error.
+  virtual Status remove_empty_dir(const std::filesystem::path& path) = 0;
   // Free bytes available to unprivileged writers on the file system holding `path`. Errors:
   // not_found, io_error.
   virtual Result<std::uint64_t> free_bytes(const std::filesystem::path& path) = 0;

@@ -1,8 +1,16 @@
 // Chunks of real llama.cpp KV state: a sequence cut into 16-cell chunks, encoded, decoded and
 // restored into another slot continues bit-identically with the exact codecs; lossy chunks
-// restore and keep generating.
+// restore and keep generating. And the chunk store's write-back bound with a real model: a
+// session whose write-back was dropped restores nothing, is recomputed, and continues exactly as
+// the session whose write-back was kept and as the uninterrupted run.
+#include <algorithm>
+#include <cmath>
+
 #include "kvstore/chunk.h"
+#include "kvstore/chunk_store.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/kvstore/chunk_store_util.h"
+#include "tests/support/test_env.h"
 
 namespace llmd::kvstore {
 namespace {
@@ -77,6 +85,115 @@ INSTANTIATE_TEST_SUITE_P(Models, ChunkRestore,
                            return test::param_name(p.param.first) +
                                   (p.param.second == FlashAttn::off ? "_fa_off" : p.param.second == FlashAttn::on ? "_fa_on" : "_fa_auto");
                          });
+
+// The KV cells [0, n) of a sequence state, by position.
+engine::KvStream cells_of(std::span<const std::uint8_t> state, const engine::Context& ctx, std::size_t n) {
+  auto st = engine::parse_seq_state(state, ctx.seq_state_format());
+  EXPECT_TRUE(st) << st.error().to_string();
+  if (!st || st->active_stream() < 0) return {};
+  engine::KvStream cells = st->streams[static_cast<std::size_t>(st->active_stream())];
+  engine::sort_cells_by_position(cells);
+  auto first = engine::slice_cells(cells, 0, n);
+  EXPECT_TRUE(first) << first.error().to_string();
+  return first ? *first : engine::KvStream{};
+}
+
+std::vector<float> values_of(const engine::KvRows& r) {
+  const auto f32 = *engine::ggml_type_from_name("f32");
+  const auto per_row = engine::ggml_row_elements(r.type, r.row_bytes);
+  EXPECT_TRUE(per_row);
+  if (!per_row || r.row_bytes == 0) return {};
+  const std::int64_t rows = static_cast<std::int64_t>(r.data.size() / r.row_bytes);
+  std::vector<float> out(static_cast<std::size_t>(rows * *per_row));
+  EXPECT_TRUE(engine::convert_rows(r.type, r.data.data(), f32, out.data(), rows, *per_row));
+  return out;
+}
+
+// The same KV up to the rounding of another batch split (a recompute decodes the history in one
+// batch where the turn decoded its generated tokens one by one): every value within two f16 steps
+// of its magnitude (at least 1), i.e. 1/512 of it.
+void expect_same_kv(const engine::KvStream& got, const engine::KvStream& want) {
+  ASSERT_EQ(got.cells.size(), want.cells.size());
+  ASSERT_EQ(got.k.size(), want.k.size());
+  float worst = 0;  // the largest difference, relative to the value's magnitude (at least 1)
+  for (std::size_t l = 0; l < got.k.size(); ++l) {
+    for (auto side : {&engine::KvStream::k, &engine::KvStream::v}) {
+      const auto a = values_of((got.*side)[l]), b = values_of((want.*side)[l]);
+      ASSERT_EQ(a.size(), b.size());
+      ASSERT_FALSE(a.empty());
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(std::abs(b[i]), 1.0f));
+      }
+    }
+  }
+  EXPECT_LE(worst, 1.0f / 512);
+}
+
+TEST(WriteBackBound, ADroppedSessionIsRecomputedToTheSameKvAndIdenticalOutput) {
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  engine::Tokenizer tok(*model);
+  auto ctx = test::make_context(*model, 4, 1024);
+  ASSERT_TRUE(ctx);
+  const auto prompt = test::tokens_of(tok, "Once upon a time, there was a little dog who liked to run in the park");
+  const auto whole = test::run_one(*ctx, tok, {0, prompt, test::greedy(48)});
+  ctx->clear_all();
+  // A turn: the KV holds the prompt and the generated tokens but the last.
+  const auto first = test::run_one(*ctx, tok, {0, prompt, test::greedy(24)});
+  std::vector<engine::Token> history = prompt;
+  history.insert(history.end(), first.tokens.begin(), first.tokens.end() - 1);
+  ASSERT_EQ(static_cast<std::size_t>(ctx->seq_pos_max(0) + 1), history.size());
+  auto state = ctx->seq_state_get(0);
+  ASSERT_TRUE(state);
+
+  // Three sessions with this KV written back while the store's thread is held inside the first,
+  // under a bound of one write-back: the second (not in use) is dropped for the third.
+  auto gate = std::make_shared<test_util::GateFs>();
+  ChunkStoreOptions o;
+  o.dir = test::scratch_dir();
+  o.chunk_tokens = 16;
+  o.disk_reserve = 0;
+  o.fs = gate;
+  o.write_back_queue_bytes = state->size() + history.size() * sizeof(engine::Token);
+  auto opened = ChunkStore::open(o, ctx->kv_layout(), model->info().fingerprint);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  ChunkStore& store = **opened;
+  store.write_back("ses_first", history, *state);
+  gate->wait_entered();
+  store.write_back("ses_dropped", history, *state);
+  store.write_back("ses_kept", history, *state);
+  EXPECT_EQ(store.stats().writebacks_dropped, 1u);
+  EXPECT_LE(store.stats().pending_bytes, o.write_back_queue_bytes);
+  gate->open();
+  store.flush();
+
+  const std::vector<engine::Token> last{first.tokens.back()};
+  auto continued = [&](const std::vector<engine::Token>& rest) {
+    std::vector<engine::Token> all = first.tokens;
+    all.insert(all.end(), rest.begin(), rest.end());
+    return all;
+  };
+  // The kept session restores every position from its chunks and continues as the whole run.
+  std::vector<std::uint8_t> buffer;
+  const LoadResult kept = store.load("ses_kept", history, {2, ctx->n_stream(), ctx->stream_of(2)}, buffer);
+  ASSERT_EQ(kept.tokens, history.size());
+  ctx->seq_clear(2);
+  ASSERT_TRUE(ctx->seq_state_set(2, std::span(buffer.data(), kept.state_bytes)));
+  EXPECT_EQ(continued(test::run_one(*ctx, tok, {2, last, test::greedy(24)}).tokens), whole.tokens);
+
+  // The dropped one has nothing stored: its history is recomputed from its tokens, to the same KV,
+  // and it continues the same.
+  const LoadResult dropped = store.load("ses_dropped", history, {3, ctx->n_stream(), ctx->stream_of(3)}, buffer);
+  EXPECT_EQ(dropped.tokens, 0u);
+  ctx->seq_clear(3);
+  std::vector<engine::Token> replay = history;
+  replay.push_back(first.tokens.back());
+  const auto recomputed = test::run_one(*ctx, tok, {3, replay, test::greedy(24)});
+  EXPECT_EQ(continued(recomputed.tokens), whole.tokens);
+  auto state3 = ctx->seq_state_get(3);
+  ASSERT_TRUE(state3);
+  expect_same_kv(cells_of(*state3, *ctx, history.size()), cells_of(*state, *ctx, history.size()));
+}
 
 }  // namespace
 }  // namespace llmd::kvstore

@@ -56,6 +56,9 @@ class SmallDiskFs : public FileSystem {
   }
   Status remove_file(const fs::path& p) override { return real_->remove_file(p); }
   Status make_dirs(const fs::path& p) override { return real_->make_dirs(p); }
+  Result<std::vector<DirEntry>> list_dir(const fs::path& p) override { return real_->list_dir(p); }
+  Status remove_tree(const fs::path& p) override { return real_->remove_tree(p); }
+  Status remove_empty_dir(const fs::path& p) override { return real_->remove_empty_dir(p); }
   Result<std::uint64_t> free_bytes(const fs::path&) override { return quota ? std::uint64_t{1} << 40 : free(); }
 
   std::uint64_t other = 0;

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <span>
 #include <string>
@@ -103,9 +105,41 @@ class FailingFs : public FileSystem {
   }
   Status remove_file(const fs::path& p) override { return real->remove_file(p); }
   Status make_dirs(const fs::path& p) override { return real->make_dirs(p); }
+  Result<std::vector<DirEntry>> list_dir(const fs::path& p) override { return real->list_dir(p); }
+  Status remove_tree(const fs::path& p) override { return real->remove_tree(p); }
+  Status remove_empty_dir(const fs::path& p) override { return real->remove_empty_dir(p); }
   Result<std::uint64_t> free_bytes(const fs::path& p) override { return real->free_bytes(p); }
   std::shared_ptr<FileSystem> real = real_file_system();
   bool fail = false;
+};
+
+// The real file system whose chunk writes wait at a gate: holds the store's thread inside a
+// write-back so that the write-backs after it stay queued.
+class GateFs : public FailingFs {
+ public:
+  Status write_file(const fs::path& p, std::span<const std::uint8_t> b) override {
+    {
+      std::unique_lock lock(mu_);
+      entered_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+    }
+    return FailingFs::write_file(p, b);
+  }
+  void wait_entered() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return entered_; });
+  }
+  void open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool entered_ = false, open_ = false;
 };
 
 inline ChunkStoreOptions options(const std::string& dir) {

@@ -1,0 +1,345 @@
+// The chunk store's own thread (see chunk_store.h): write-backs (cut, encode, keep in T1, write
+// to T2 under the budget and the disk reserve, index), drops, and meeting a damaged index.
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "kvstore/chunk_index.h"
+#include "kvstore/chunk_store.h"
+#include "kvstore/chunk_store_detail.h"
+
+namespace llmd::kvstore {
+
+using detail::file_blocks;
+using detail::kIndexCommitBytes;
+
+void ChunkStore::run() {
+  while (true) {
+    Op op;
+    {
+      MutexLock lock(mu_);
+      while (!stop_ && queue_.empty()) lock.wait(cv_);
+      auto next = queue_.pop();
+      if (!next) return;  // stopping, and everything queued is done
+      op = std::move(*next);
+      busy_ = true;
+    }
+    switch (op.kind) {
+      case Op::Kind::write_back: do_write_back(op); break;
+      case Op::Kind::drop: do_drop(op.session, 0); break;
+      case Op::Kind::drop_from: do_drop(op.session, op.from); break;
+      case Op::Kind::retain: {
+        std::vector<std::string> gone;
+        {
+          MutexLock lock(mu_);
+          for (const auto& id : tiers_.session_ids()) {
+            if (op.keep.count(id) == 0) gone.push_back(id);
+          }
+        }
+        for (const auto& id : gone) do_drop(id, 0);
+        break;
+      }
+    }
+    {
+      MutexLock lock(mu_);
+      if (op.kind == Op::Kind::write_back) {
+        if (SessionEntry* s = tiers_.find(op.session); s && s->pending > 0) --s->pending;
+      }
+      busy_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+std::uint64_t ChunkStore::reserve_shortfall(std::uint64_t bytes) const {
+  auto free = opt_.fs->free_bytes(opt_.dir);
+  if (!free) return 0;  // the file system cannot say: the budget alone holds
+  const std::uint64_t need = opt_.disk_reserve + (bytes > 0 ? file_blocks(bytes) + kIndexCommitBytes : 0);
+  return need > *free ? need - *free : 0;
+}
+
+void ChunkStore::remove_evicted(const std::vector<EvictedFile>& evicted, Rows& rows) {
+  for (const EvictedFile& e : evicted) {
+    rows.emplace_back(e.session, e.index);
+    (void)opt_.fs->remove_file(session_dir(e.session) / e.file);
+  }
+}
+
+Status ChunkStore::update_index(const IndexUpdate& update) {
+  if (!index_) return {};  // the disk tier is off
+  Status st = index_->apply(update);
+  if (!st) {
+    if (ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
+    else record_error("cannot update the chunk index: " + st.error().message());
+  }
+  return st;
+}
+
+void ChunkStore::discard_disk_tier(const std::string& why) {
+  spdlog::warn("kvstore: the chunk index {} is damaged ({}): it is discarded with every KV chunk file; RAM copies "
+               "are kept, the rest is recomputed as sessions are used",
+               (opt_.dir / "index.db").string(), why);
+  {
+    MutexLock lock(mu_);
+    tiers_.forget_all_files();
+    ++stats_.index_resets;
+    stats_.last_error = "the chunk index was damaged (" + why + ") and was discarded";
+  }
+  // Every file is unnamed now. (A load() reading one at this moment finds it gone: a bad chunk.)
+  if (auto entries = opt_.fs->list_dir(opt_.dir)) {
+    for (const DirEntry& e : *entries) {
+      if (e.is_dir) (void)opt_.fs->remove_tree(opt_.dir / e.name);
+    }
+  }
+  if (Status st = index_->recreate(); !st) {
+    index_.reset();
+    record_error("cannot recreate the chunk index (" + st.error().message() +
+                 "): KV chunks are kept in RAM only until llmd restarts");
+  }
+}
+
+void ChunkStore::remove_rows(const Rows& rows) {
+  if (rows.empty()) return;
+  IndexUpdate u;
+  u.remove = rows;
+  (void)update_index(u);
+}
+
+ChunkStore::Written ChunkStore::write_chunk_file(const std::string& session, Chunk& c,
+                                                 std::span<const std::uint8_t> blob, Rows& evicted_rows) {
+  Status st;
+  // A second attempt follows a write refused for space (ENOSPC, EDQUOT) although the free space
+  // measured said there was room: the file system filled meanwhile, or a quota counts. It frees at
+  // least the chunk's blocks and the index commit that follows it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // Only this thread writes the store's files, so what is free now is free at the write, but for
+    // other programs' writes (which the second attempt is for).
+    std::uint64_t shortfall = reserve_shortfall(blob.size());
+    if (attempt > 0) shortfall = std::max(shortfall, file_blocks(blob.size()) + kIndexCommitBytes);
+    std::vector<EvictedFile> evicted;
+    std::string name;
+    bool skip = false;
+    {
+      MutexLock lock(mu_);
+      RoomRequest room;
+      room.bytes = blob.size();
+      room.extra = shortfall;
+      room.keep_session = &session;
+      room.keep_below = c.index;
+      if (!tiers_.make_room(Tier::disk, room, &evicted)) {
+        if (attempt > 0) break;  // the space error stands
+        if (shortfall == 0) {
+          st = Error(Errc::resource_exhausted, "the disk budget cannot hold the chunk");
+          break;
+        }
+        // Others have taken the disk into the reserve: the chunk stays in RAM, and the store gives
+        // back what it holds of the reserve (a cache matters less than sessions.db).
+        RoomRequest giveback;
+        giveback.extra = reserve_shortfall(0);
+        giveback.partial = true;
+        giveback.keep_session = &session;
+        giveback.keep_below = c.index;
+        tiers_.make_room(Tier::disk, giveback, &evicted);
+        ++stats_.reserve_skips;
+        skip = true;
+      } else {
+        tiers_.reserve_disk(blob.size());
+        name = std::to_string(c.index) + "-" + std::to_string(++gen_) + ".kvc";
+      }
+    }
+    // An evicted chunk's row goes in the caller's transaction; its file can go now (a row without
+    // its file reads as a missing chunk, should the process die before that commit).
+    remove_evicted(evicted, evicted_rows);
+    if (skip) {
+      if (!disk_low_) {
+        disk_low_ = true;
+        spdlog::warn("kvstore: less than the disk reserve ({} MiB) would be left free on {}: KV chunks are kept in "
+                     "RAM only until there is room",
+                     opt_.disk_reserve >> 20, opt_.dir.string());
+      }
+      return Written::skipped;
+    }
+    st = opt_.fs->make_dirs(session_dir(session));
+    if (st) st = opt_.fs->write_file(session_dir(session) / name, blob);
+    if (st) {
+      c.file = name;
+      c.disk_bytes = blob.size();
+      if (disk_low_) {
+        disk_low_ = false;
+        spdlog::info("kvstore: the disk reserve is free again on {}: KV chunks are written to disk",
+                     opt_.dir.string());
+      }
+      return Written::yes;
+    }
+    {
+      MutexLock lock(mu_);
+      tiers_.unreserve_disk(blob.size());
+    }
+    if (st.error().code() != Errc::resource_exhausted) break;
+  }
+  {
+    MutexLock lock(mu_);
+    ++stats_.write_errors;
+  }
+  record_error("cannot write a KV chunk of " + session + " to disk (kept in RAM only): " + st.error().message());
+  return Written::failed;
+}
+
+void ChunkStore::do_write_back(Op& op) {
+  auto state = engine::parse_seq_state(op.state, {layout_.cell_ext_bytes});
+  if (!state) {
+    record_error("write-back of " + op.session + ": " + state.error().message());
+    return;
+  }
+  const int active = state->active_stream();
+  if (active < 0) return;
+  engine::KvStream& cells = state->streams[static_cast<std::size_t>(active)];
+  engine::sort_cells_by_position(cells);
+  if (!(engine::layout_of(cells, layout_.cell_ext_bytes) == layout_)) {
+    record_error("write-back of " + op.session + ": the state does not have the store's KV layout");
+    return;
+  }
+  const std::size_t n = cells.cells.size();
+  if (n != op.tokens.size()) {
+    record_error("write-back of " + op.session + ": " + std::to_string(n) + " cells for " +
+                 std::to_string(op.tokens.size()) + " tokens");
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (cells.cells[i].pos != static_cast<engine::Pos>(i)) {
+      record_error("write-back of " + op.session + ": positions are not 0..n-1");
+      return;
+    }
+  }
+  const std::uint32_t C = opt_.chunk_tokens;
+  const std::size_t n_chunks = (n + C - 1) / C;
+  std::vector<std::uint64_t> hashes(n_chunks);
+  std::uint64_t h = chain_seed_;
+  for (std::size_t i = 0; i < n_chunks; ++i) {
+    const std::size_t b = i * C, e = std::min(n, b + C);
+    h = token_prefix_hash(h, std::span(op.tokens).subspan(b, e - b));
+    hashes[i] = h;
+  }
+  auto importance = opt_.policy.kind == PolicyKind::attention
+                        ? attention_chunk_importance(op.attention, n, C)
+                        : std::vector<float>{};
+  if (importance.empty()) importance = position_importance(n_chunks, opt_.policy);
+  const auto codecs = choose_codecs(opt_.policy, importance, ratios_);
+
+  // Which chunks are new or changed.
+  std::vector<bool> keep(n_chunks, false);
+  {
+    MutexLock lock(mu_);
+    const SessionEntry& s = tiers_.at(op.session);
+    for (std::size_t i = 0; i < n_chunks && i < s.chunks.size(); ++i) {
+      const Chunk& c = s.chunks[i];
+      const std::size_t cells_i = std::min<std::size_t>(C, n - i * C);
+      keep[i] = c.present() && c.prefix_hash == hashes[i] && c.n_cells == cells_i && c.codec == codecs[i];
+    }
+  }
+  std::vector<Chunk> fresh;
+  Rows evicted_rows;  // other chunks' rows, evicted from disk
+  for (std::size_t i = 0; i < n_chunks; ++i) {
+    if (keep[i]) continue;
+    const std::size_t b = i * C, e = std::min(n, b + C);
+    auto slice = engine::slice_cells(cells, b, e);
+    if (!slice) {
+      record_error(slice.error().message());
+      break;
+    }
+    auto blob = encode_chunk(*slice, layout_, codecs[i], hashes[i]);
+    if (!blob) {
+      record_error("cannot encode a chunk of " + op.session + ": " + blob.error().message());
+      break;
+    }
+    Chunk c;
+    c.index = static_cast<std::uint32_t>(i);
+    c.n_cells = static_cast<std::uint32_t>(e - b);
+    c.codec = codecs[i];
+    c.prefix_hash = hashes[i];
+    if (opt_.disk_budget > 0 && index_) {
+      std::vector<std::uint8_t> zblob;
+      std::span<const std::uint8_t> disk_blob = *blob;
+      c.disk_codec = codecs[i];
+      if (opt_.disk_zstd && codecs[i] == Codec::exact) {
+        if (auto z = encode_chunk(*slice, layout_, Codec::exact_zstd, hashes[i])) {
+          zblob = std::move(*z);
+          disk_blob = zblob;
+          c.disk_codec = Codec::exact_zstd;
+        }
+      }
+      (void)write_chunk_file(op.session, c, disk_blob, evicted_rows);  // failures are recorded there
+    }
+    {
+      MutexLock lock(mu_);
+      tiers_.keep_in_ram(c, std::make_shared<const std::vector<std::uint8_t>>(std::move(*blob)));
+      ++stats_.chunks_encoded;
+    }
+    fresh.push_back(std::move(c));
+  }
+
+  // Index first (new rows point at files already written), then the chunks in memory, then old files.
+  IndexUpdate update;
+  for (const auto& [session, idx] : evicted_rows) {
+    if (session == op.session &&
+        std::any_of(fresh.begin(), fresh.end(), [&, want = idx](const Chunk& c) { return c.index == want; })) {
+      continue;  // replaced below
+    }
+    update.remove.emplace_back(session, idx);
+  }
+  for (const Chunk& c : fresh) {
+    if (c.file.empty()) {
+      update.remove.emplace_back(op.session, c.index);
+      continue;
+    }
+    update.put.push_back({op.session, c.index, c.n_cells, c.codec, c.prefix_hash, c.file, c.disk_codec, c.disk_bytes});
+  }
+  update.remove_from.emplace_back(op.session, static_cast<std::uint32_t>(n_chunks));
+  const Status st = index_ ? index_->apply(update) : Status{};
+  if (!st && !ChunkIndex::is_damage(st.error())) record_error("cannot update the chunk index: " + st.error().message());
+
+  std::vector<std::string> old_files;
+  {
+    MutexLock lock(mu_);
+    SessionEntry& s = tiers_.at(op.session);
+    const std::uint64_t now = tiers_.tick();
+    for (std::size_t i = n_chunks; i < s.chunks.size(); ++i) tiers_.release(s.chunks[i], old_files);
+    s.chunks.resize(n_chunks);
+    for (Chunk& c : fresh) {
+      Chunk& slot = s.chunks[c.index];
+      tiers_.release(slot, old_files);
+      if (!st && !c.file.empty()) {
+        // The index did not take the new files: they must not outlive this process unnamed.
+        old_files.push_back(c.file);
+        tiers_.drop_file(c);
+      }
+      slot = std::move(c);
+    }
+    for (Chunk& c : s.chunks) c.last_use = now;
+    ++stats_.write_backs;
+  }
+  for (const auto& f : old_files) (void)opt_.fs->remove_file(session_dir(op.session) / f);
+  // Last, when the chunks above no longer count files they do not have.
+  if (!st && ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
+}
+
+void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
+  std::vector<std::string> files;
+  {
+    MutexLock lock(mu_);
+    SessionEntry* s = tiers_.find(session);
+    if (!s) return;
+    for (std::size_t i = from; i < s->chunks.size(); ++i) tiers_.release(s->chunks[i], files);
+    if (from < s->chunks.size()) s->chunks.resize(from);
+    if (from == 0) tiers_.erase_if_idle(session);
+  }
+  IndexUpdate update;
+  update.remove_from.emplace_back(session, from);
+  (void)update_index(update);
+  for (const auto& f : files) (void)opt_.fs->remove_file(session_dir(session) / f);
+  if (from == 0 && detail::safe_name(session)) {
+    (void)opt_.fs->remove_empty_dir(session_dir(session));  // only if empty
+  }
+}
+
+}  // namespace llmd::kvstore
