@@ -447,7 +447,7 @@ std::string_view name_of(LogLevel l) {
 
 std::optional<SettingProblem> check_config(const Config& c) {
   if (c.model.empty()) {
-    return SettingProblem{"", "no model configured: pass --model PATH, set LLMD_MODEL, or set model = PATH in " +
+    return SettingProblem{"model", "no model configured: pass --model PATH, set LLMD_MODEL, or set model = PATH in " +
                                   c.config_file};
   }
   for (const auto& s : settings()) {
@@ -466,6 +466,11 @@ std::optional<SettingProblem> check_config(const Config& c) {
   }
   // Paths start-up will create or bind.
   if (auto problem = creatable_dir(c.state_dir)) return SettingProblem{"state-dir", *problem};
+  if (c.restore == Restore::chunks) {
+    if (auto problem = creatable_dir((std::filesystem::path(c.state_dir) / "kv").string())) {
+      return SettingProblem{"state-dir", "the KV chunk store's directory " + *problem};
+    }
+  }
   if (c.socket.size() >= sizeof(sockaddr_un::sun_path)) {
     return SettingProblem{"socket", "must be at most " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
                                         " bytes (a Unix socket address)"};

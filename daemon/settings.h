@@ -68,18 +68,18 @@ const Setting* find_setting(std::string_view key);
 std::string_view name_of(Restore r);
 std::string_view name_of(LogLevel l);
 
-// A setting's problem: which key, and what is wrong (without the key). Key is empty for a problem
-// that is not one key's (no model configured).
+// A setting's problem: which key, and what is wrong (without the key).
 struct SettingProblem {
   std::string key;
   std::string message;
-  std::string to_string() const { return key.empty() ? message : key + ": " + message; }
+  std::string to_string() const { return key + ": " + message; }
 };
 
 // Every check llmd does on a configuration before it loads the model: each row's check, then the
 // rules between keys (batch >= slots, kv-policy attention needs flash-attn off, default-max-tokens
-// <= ctx, a model is configured), then the paths (state-dir and the socket's directory exist or
-// can be created: no part of the path is a file; the socket path fits a sockaddr_un). Start-up
+// <= ctx, a model is configured), then the paths (state-dir, its kv/ with restore = chunks, and the
+// socket's directory exist or can be created: no part of the path is a file; the socket path fits
+// a sockaddr_un). Start-up
 // (parse_args for Action::run), --check-config and SIGHUP all run exactly this. Permissions are not
 // checked: --check-config is often run by another user than the service's.
 std::optional<SettingProblem> check_config(const Config& config);
