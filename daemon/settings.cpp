@@ -280,6 +280,8 @@ std::optional<std::string> group_name(const std::string& v) {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 
+// The engine's and the KV store's own limits are the ranges here, so that a value the table accepts
+// is not refused later by Context::create or ChunkStore::open.
 std::vector<Setting> make_settings() {
   using R = Reload;
   constexpr auto kU32Max = std::numeric_limits<std::uint32_t>::max();
@@ -292,9 +294,9 @@ std::vector<Setting> make_settings() {
            "socket serving alone",
            bus_address),
       text("state-dir", &Config::state_dir, R::restart, "directory for sessions.db", not_empty),
-      number<std::int32_t>("threads", &Config::threads, 0, 512, R::restart, "inference threads (0: one per CPU)"),
-      number<std::uint32_t>("slots", &Config::slots, 1, 256, R::restart, "sessions resident in the context at once"),
-      number<std::uint32_t>("ctx", &Config::ctx, 64, 1u << 20, R::restart,
+      number<std::int32_t>("threads", &Config::threads, 0, engine::kMaxThreads, R::restart, "inference threads (0: one per CPU)"),
+      number<std::uint32_t>("slots", &Config::slots, 1, engine::kMaxSlots, R::restart, "sessions resident in the context at once"),
+      number<std::uint32_t>("ctx", &Config::ctx, 64, engine::kMaxContext, R::restart,
                             "KV cells shared by all slots (longest session)"),
       number<std::uint32_t>("batch", &Config::batch, 1, 65536, R::restart,
                             "most tokens decoded in one step (at least slots; capped at ctx)",
@@ -307,7 +309,8 @@ std::vector<Setting> make_settings() {
       kv_type_setting(R::restart, "KV cache type"),
       choice<Restore>("restore", &Config::restore, {{"chunks", Restore::chunks}, {"recompute", Restore::recompute}},
                       R::restart, "how a session whose KV is not resident comes back: chunks (stored KV), recompute"),
-      number<std::uint32_t>("chunk-tokens", &Config::chunk_tokens, 1, 4096, R::restart, "KV positions per stored chunk"),
+      number<std::uint32_t>("chunk-tokens", &Config::chunk_tokens, 1, 4096,  // kvstore::kMaxChunkTokens
+                            R::restart, "KV positions per stored chunk"),
       number<std::uint64_t>("kv-ram-mib", &Config::kv_ram_mib, 0, 1ull << 24, R::restart,
                             "budget of encoded KV chunks in RAM (T1), MiB; 0: none",
                             "must be at most 16777216 (16 TiB)"),
