@@ -3,6 +3,7 @@
 // describe() (see config.h).
 #include "daemon/config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -24,20 +25,37 @@ Error bad(const std::string& key, const std::string& what) {
   return Error(Errc::invalid_argument, key + ": " + what);
 }
 
-// What a line held, for a message: control characters shown as '?', long ones cut.
-std::string shown(std::string_view text) {
-  std::string out;
-  for (const char ch : text.substr(0, 80)) out += (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ? '?' : ch;
-  if (text.size() > 80) out += "...";
-  return "'" + out + "'";
-}
-
 constexpr std::string_view kBlank = " \t\r\v\f";
 
 std::string_view trim(std::string_view s) {
   const auto b = s.find_first_not_of(kBlank);
   if (b == std::string_view::npos) return {};
   return s.substr(b, s.find_last_not_of(kBlank) - b + 1);
+}
+
+// The key at most two edits away from a misspelt one ("slotz" -> "slots"), or "".
+std::string_view nearest_key(std::string_view key) {
+  std::string_view best;
+  std::size_t best_distance = 3;
+  for (const auto& s : settings()) {
+    // Levenshtein distance, one row at a time.
+    std::vector<std::size_t> row(s.key.size() + 1);
+    for (std::size_t j = 0; j <= s.key.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= key.size(); ++i) {
+      std::size_t diagonal = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= s.key.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (key[i - 1] == s.key[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    if (row.back() < best_distance) {
+      best_distance = row.back();
+      best = s.key;
+    }
+  }
+  return best;
 }
 
 bool is_quote(char ch) { return ch == '"' || ch == '\''; }
@@ -61,36 +79,39 @@ Result<std::vector<FileEntry>> read_config_file(std::istream& in, const std::str
     const std::string_view line = trim(raw);
     if (line.empty() || line.front() == '#') continue;
     if (line.front() == '[') {
-      return fail("sections such as " + shown(line) + " are not part of llmd.conf: every key is top-level; "
+      return fail("sections such as " + shown_value(line) + " are not part of llmd.conf: every key is top-level; "
                   "write KEY = VALUE lines only");
     }
     const auto eq = line.find('=');
     const auto hash = line.find('#');
     if (eq == std::string_view::npos || (hash != std::string_view::npos && hash < eq)) {
-      return fail("expected KEY = VALUE, found " + shown(line));
+      return fail("expected KEY = VALUE, found " + shown_value(line));
     }
     const std::string_view key = trim(line.substr(0, eq));
-    if (key.empty()) return fail("a value without a key: " + shown(line));
+    if (key.empty()) return fail("a value without a key: " + shown_value(line));
     const Setting* setting = find_setting(key);
-    if (setting == nullptr) return fail("unknown key " + shown(key));
+    if (setting == nullptr) {
+      const auto near = nearest_key(key);
+      return fail("unknown key " + shown_value(key) + (near.empty() ? "" : " (did you mean " + std::string(near) + "?)"));
+    }
     const std::string k(key);
     std::string_view rest = trim(line.substr(eq + 1));
     std::string value;
     if (!rest.empty() && is_quote(rest.front())) {
       const auto close = rest.find(rest.front(), 1);
       if (close == std::string_view::npos) {
-        return fail(k + ": stray quote: " + shown(rest) + " has no closing " + std::string(1, rest.front()));
+        return fail(k + ": stray quote: " + shown_value(rest) + " has no closing " + std::string(1, rest.front()));
       }
       value = std::string(rest.substr(1, close - 1));
       const std::string_view after = trim(rest.substr(close + 1));
       if (!after.empty() && after.front() != '#') {
-        return fail(k + ": stray quote: text after the quoted value " + shown(rest) +
+        return fail(k + ": stray quote: text after the quoted value " + shown_value(rest) +
                     " (quote the whole value or none of it)");
       }
     } else {
       value = std::string(trim(rest.substr(0, rest.find('#'))));
       if (std::any_of(value.begin(), value.end(), is_quote)) {
-        return fail(k + ": stray quote in " + shown(value) + " (quote the whole value, " + k +
+        return fail(k + ": stray quote in " + shown_value(value) + " (quote the whole value, " + k +
                     " = \"...\", or none of it)");
       }
     }

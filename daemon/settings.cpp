@@ -19,14 +19,6 @@ namespace {
 
 Error type_error(const std::string& message) { return Error(Errc::invalid_argument, message); }
 
-// What a value looked like, for a message: control characters shown as '?', long ones cut.
-std::string shown(std::string_view text) {
-  std::string out;
-  for (const char ch : text.substr(0, 80)) out += (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ? '?' : ch;
-  if (text.size() > 80) out += "...";
-  return "'" + out + "'";
-}
-
 template <class T>
 std::string number_text(T v) {
   if constexpr (std::is_floating_point_v<T>) {
@@ -51,18 +43,18 @@ Result<T> parse_number(std::string_view text) {
     r = std::from_chars(digits.data(), digits.data() + digits.size(), v);
   } else {
     if (negative && std::is_unsigned_v<T>) {
-      return type_error(shown(text) + " is negative; it must be between 0 and " +
+      return type_error(shown_value(text) + " is negative; it must be between 0 and " +
                         std::to_string(std::numeric_limits<T>::max()));
     }
     r = std::from_chars(digits.data(), digits.data() + digits.size(), v, 10);
   }
   if (r.ec == std::errc::result_out_of_range) {
-    return type_error(shown(text) + " is out of range (" + number_text(std::numeric_limits<T>::lowest()) + " to " +
+    return type_error(shown_value(text) + " is out of range (" + number_text(std::numeric_limits<T>::lowest()) + " to " +
                       number_text(std::numeric_limits<T>::max()) + ")");
   }
   if (digits.empty() || r.ec != std::errc() || r.ptr != digits.data() + digits.size() ||
       (!digits.empty() && digits.front() == '+')) {
-    return type_error(shown(text) + " is not a number");
+    return type_error(shown_value(text) + " is not a number");
   }
   return v;
 }
@@ -74,7 +66,7 @@ Result<bool> parse_bool(std::string_view text) {
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
   if (lower == "true" || lower == "yes" || lower == "on" || lower == "1") return true;
   if (lower == "false" || lower == "no" || lower == "off" || lower == "0") return false;
-  return type_error(shown(text) + " is not a boolean (true, false, yes, no, on, off, 1, 0)");
+  return type_error(shown_value(text) + " is not a boolean (true, false, yes, no, on, off, 1, 0)");
 }
 
 template <class T>
@@ -180,7 +172,7 @@ Setting choice(std::string_view key, E Config::*field, std::vector<std::pair<std
         return {};
       }
     }
-    return type_error(shown(text) + " is not one of " + list);
+    return type_error(shown_value(text) + " is not one of " + list);
   };
   s.check = [field, names, list](const Config& c) -> std::optional<std::string> {
     for (const auto& [name, value] : names) {
@@ -208,7 +200,7 @@ Setting kv_type_setting(Reload reload, std::string_view help) {
   s.range = "a ggml type: f16, bf16, f32, q8_0, q4_0, ...";
   s.parse = [](Config& c, std::string_view text) -> Status {
     auto t = engine::ggml_type_from_name(text);
-    if (!t) return type_error(shown(text) + " is not a ggml type (f16, bf16, f32, q8_0, q4_0, ...)");
+    if (!t) return type_error(shown_value(text) + " is not a ggml type (f16, bf16, f32, q8_0, q4_0, ...)");
     c.kv_type = *t;
     return {};
   };
@@ -422,6 +414,13 @@ std::optional<std::string> creatable_dir(const std::string& path) {
 }
 
 }  // namespace
+
+std::string shown_value(std::string_view text) {
+  std::string out;
+  for (const char ch : text.substr(0, 80)) out += (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ? '?' : ch;
+  if (text.size() > 80) out += "...";
+  return "'" + out + "'";
+}
 
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> table = make_settings();

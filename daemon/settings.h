@@ -64,6 +64,9 @@ const std::vector<Setting>& settings();
 // The row of a key, or null.
 const Setting* find_setting(std::string_view key);
 
+// A value or line as a message shows it: quoted, control characters as '?', cut after 80 bytes.
+std::string shown_value(std::string_view text);
+
 // The names of the enum values (what the file and command line accept, what describe prints).
 std::string_view name_of(Restore r);
 std::string_view name_of(LogLevel l);

@@ -178,6 +178,8 @@ TEST_F(ConfigTest, FileSyntaxErrorsNameTheFileAndLine) {
   const std::string file = scratch_dir() + "/llmd.conf";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"foo = 1", ":3: unknown key 'foo'"},
+      {"slotz = 1", ":3: unknown key 'slotz' (did you mean slots?)"},
+      {"max-body-byte = 1", ":3: unknown key 'max-body-byte' (did you mean max-body-bytes?)"},
       {"[llmd]", ":3: sections such as '[llmd]' are not part of llmd.conf"},
       {"slots", ":3: expected KEY = VALUE, found 'slots'"},
       {"slots # = 4", ":3: expected KEY = VALUE"},
