@@ -12,7 +12,9 @@
 
 #include "engine/backend.h"
 #include "daemon/logging.h"
+#include "daemon/settings.h"
 #include "daemon/state_dir.h"
+#include "engine/ggml_types.h"
 
 namespace llmd::daemon {
 namespace {
@@ -23,12 +25,6 @@ std::optional<std::uint32_t> group_id(const std::string& name) {
   group* out = nullptr;
   if (::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &out) != 0 || out == nullptr) return std::nullopt;
   return out->gr_gid;
-}
-
-engine::FlashAttn flash_attn_of(const std::string& s) {
-  if (s == "on") return engine::FlashAttn::on;
-  if (s == "off") return engine::FlashAttn::off;
-  return engine::FlashAttn::automatic;
 }
 
 // Logs request bodies and response text at debug level, for log-content = true only.
@@ -119,7 +115,7 @@ ipc::HttpLimits App::http_limits() const {
 
 scheduler::Options App::scheduling_options() const {
   scheduler::Options o;
-  o.policy = config_.scheduler == "fifo" ? scheduler::Policy::fifo : scheduler::Policy::fair;
+  o.policy = config_.scheduler;
   o.preempt_gap = config_.preempt_gap;
   // Queue lengths are the Service's to limit (it answers 429 at once); slots per client are the
   // scheduler's (a client over it waits).
@@ -181,9 +177,9 @@ Status App::start() {
   cp.n_batch = config_.batch;
   cp.n_ubatch = std::min<std::uint32_t>(config_.batch, 512);
   cp.n_threads = config_.threads;
-  cp.flash_attn = flash_attn_of(config_.flash_attn);
-  cp.type_k = cp.type_v = config_.kv_type;
-  cp.observe_attention = config_.restore == "chunks" && config_.kv_policy == "attention";
+  cp.flash_attn = config_.flash_attn;
+  cp.type_k = cp.type_v = engine::ggml_type_to_name(config_.kv_type);
+  cp.observe_attention = config_.restore == Restore::chunks && config_.kv_policy == kvstore::PolicyKind::attention;
   auto ctx = engine::Context::create(*model_, cp);
   if (!ctx) return ctx.error();
   context_ = std::move(*ctx);
@@ -209,7 +205,7 @@ Status App::start() {
   if (!store) return store.error();
   store_ = std::move(*store);
 
-  if (config_.restore == "chunks") {
+  if (config_.restore == Restore::chunks) {
     kvstore::ChunkStoreOptions co;
     co.dir = config_.state_dir + "/kv";
     co.chunk_tokens = config_.chunk_tokens;
@@ -219,15 +215,13 @@ Status App::start() {
     // The KV tier is a cache: it stops short of twice the reserve, so cached KV alone never brings
     // the file system below the reserve that conversations (sessions.db) are refused at.
     co.disk_reserve = 2 * (config_.disk_reserve_mib << 20);
-    auto policy = kvstore::policy_from_name(config_.kv_policy);
-    if (!policy) return policy.error();
-    co.policy.kind = *policy;
+    co.policy.kind = config_.kv_policy;
     co.policy.target_ratio = config_.kv_target_ratio;
     auto chunks = kvstore::ChunkStore::open(std::move(co), context_->kv_layout(), mi.fingerprint);
     if (!chunks) return Error(chunks.error().code(), "KV chunk store: " + chunks.error().message());
     chunks_ = std::move(*chunks);
     spdlog::info("kv: restore from chunks of {} tokens, policy {}, RAM budget {} MiB, disk budget {} MiB",
-                 config_.chunk_tokens, config_.kv_policy, config_.kv_ram_mib, config_.kv_disk_mib);
+                 config_.chunk_tokens, kvstore::policy_name(config_.kv_policy), config_.kv_ram_mib, config_.kv_disk_mib);
   }
   core::WorkerOptions wo;
   wo.keep_resident = config_.keep_resident;
@@ -380,53 +374,33 @@ void App::reload() {
     notify("READY=1");
     return;
   }
-  const Config& n = parsed->config;
-  std::vector<std::string> restart;
-  if (n.model != config_.model) restart.push_back("model");
-  if (n.socket != config_.socket) restart.push_back("socket");
-  if (n.bus != config_.bus) restart.push_back("bus");
-  if (n.state_dir != config_.state_dir) restart.push_back("state-dir");
-  if (n.threads != config_.threads || n.slots != config_.slots || n.ctx != config_.ctx || n.batch != config_.batch ||
-      n.flash_attn != config_.flash_attn || n.kv_type != config_.kv_type || n.keep_resident != config_.keep_resident ||
-      n.restore != config_.restore || n.admin_group != config_.admin_group || n.chunk_tokens != config_.chunk_tokens ||
-      n.kv_ram_mib != config_.kv_ram_mib || n.kv_disk_mib != config_.kv_disk_mib || n.kv_policy != config_.kv_policy ||
-      n.kv_target_ratio != config_.kv_target_ratio || n.kv_disk_zstd != config_.kv_disk_zstd) {
-    restart.push_back("context/engine settings");
+  // Keys that need a restart keep their running values (the table says which: settings.h); a
+  // change to one is a warning. The result must pass the same checks as a start-up.
+  Config next = parsed->config;
+  std::vector<std::string_view> restart, applied;
+  for (const auto& s : settings()) {
+    if (s.same(next, config_)) continue;
+    if (s.reload == Reload::restart) {
+      restart.push_back(s.key);
+      s.copy(next, config_);
+    } else {
+      applied.push_back(s.key);
+    }
   }
-  if (n.scheduler != config_.scheduler || n.weights != config_.weights || n.preempt_gap != config_.preempt_gap ||
-      n.max_running_per_client != config_.max_running_per_client) {
-    restart.push_back("scheduler settings (scheduler, weight, preempt-gap, max-running-per-client)");
+  if (auto problem = check_config(next)) {
+    spdlog::error("SIGHUP: the configuration is invalid with the running values of the keys that need a restart, "
+                  "keeping the current one: {}",
+                  problem->to_string());
+    notify("READY=1");
+    return;
   }
-  // Keep what needs a restart; take everything else.
-  Config next = n;
-  next.model = config_.model;
-  next.socket = config_.socket;
-  next.bus = config_.bus;
-  next.state_dir = config_.state_dir;
-  next.threads = config_.threads;
-  next.slots = config_.slots;
-  next.ctx = config_.ctx;
-  next.batch = config_.batch;
-  next.flash_attn = config_.flash_attn;
-  next.kv_type = config_.kv_type;
-  next.keep_resident = config_.keep_resident;
-  next.restore = config_.restore;
-  next.chunk_tokens = config_.chunk_tokens;
-  next.kv_ram_mib = config_.kv_ram_mib;
-  next.scheduler = config_.scheduler;
-  next.weights = config_.weights;
-  next.preempt_gap = config_.preempt_gap;
-  next.max_running_per_client = config_.max_running_per_client;
-  next.kv_disk_mib = config_.kv_disk_mib;
-  next.kv_policy = config_.kv_policy;
-  next.kv_target_ratio = config_.kv_target_ratio;
-  next.kv_disk_zstd = config_.kv_disk_zstd;
-  next.admin_group = config_.admin_group;
   config_ = next;
-  (void)set_log_level(config_.log_level);
+  (void)set_log_level(std::string(name_of(config_.log_level)));
   server_->set_limits(http_limits());
   service_->set_limits(service_limits());
-  spdlog::info("SIGHUP: configuration reloaded (log level, log-content, limits, timeouts)");
+  std::string changed;
+  for (const auto key : applied) changed += (changed.empty() ? "" : ", ") + std::string(key);
+  spdlog::info("SIGHUP: configuration reloaded ({})", changed.empty() ? "no change to apply" : "applied: " + changed);
   for (const auto& what : restart) spdlog::warn("SIGHUP: {} changed; restart llmd to apply it", what);
   notify("READY=1");
 }

@@ -1,112 +1,156 @@
-// Configuration parsing (see config.h).
+// Configuration parsing: the command line (boost::program_options, one entry per row of the
+// settings table), the config file (read here, line by line, for FILE:LINE in every message), and
+// describe() (see config.h).
 #include "daemon/config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <boost/program_options.hpp>
 
 #include "core/service.h"
+#include "daemon/settings.h"
 
 namespace llmd::daemon {
 namespace po = boost::program_options;
 
 namespace {
 
-po::options_description settings(Config& c) {
-  po::options_description d("Settings (each also a key in the config file)");
-  d.add_options()
-      ("model", po::value(&c.model), "GGUF model file to serve")
-      ("socket", po::value(&c.socket)->default_value(c.socket), "Unix socket to bind (unless socket-activated)")
-      ("bus", po::value(&c.bus)->default_value(c.bus),
-       "D-Bus service org.llmd.LLM1 on: system, session, a bus address (unix:path=...), none; auto: the "
-       "session bus if DBUS_SESSION_BUS_ADDRESS is set, else the system bus. A bus that cannot be reached "
-       "leaves the socket serving alone")
-      ("state-dir", po::value(&c.state_dir)->default_value(c.state_dir), "directory for sessions.db")
-      ("threads", po::value(&c.threads)->default_value(c.threads), "inference threads (0: one per CPU)")
-      ("slots", po::value(&c.slots)->default_value(c.slots), "sessions resident in the context at once")
-      ("ctx", po::value(&c.ctx)->default_value(c.ctx), "KV cells shared by all slots (longest session)")
-      ("batch", po::value(&c.batch)->default_value(c.batch), "most tokens decoded in one step (at most ctx)")
-      ("flash-attn", po::value(&c.flash_attn)->default_value(c.flash_attn), "flash attention: auto, on, off")
-      ("kv-type", po::value(&c.kv_type)->default_value(c.kv_type), "KV cache type: f16, q8_0, ...")
-      ("restore", po::value(&c.restore)->default_value(c.restore),
-       "how a session whose KV is not resident comes back: chunks (stored KV), recompute")
-      ("chunk-tokens", po::value(&c.chunk_tokens)->default_value(c.chunk_tokens), "KV positions per stored chunk")
-      ("kv-ram-mib", po::value(&c.kv_ram_mib)->default_value(c.kv_ram_mib),
-       "budget of encoded KV chunks in RAM (T1), MiB; 0: none")
-      ("kv-disk-mib", po::value(&c.kv_disk_mib)->default_value(c.kv_disk_mib),
-       "budget of encoded KV chunks on disk (T2, state-dir/kv), MiB; 0: none")
-      ("kv-policy", po::value(&c.kv_policy)->default_value(c.kv_policy),
-       "codec per chunk: exact, position (sinks and recent exact, older compressed), attention (by the "
-       "attention chunks receive; needs flash-attn = off), q8_0, q4_0")
-      ("kv-target-ratio", po::value(&c.kv_target_ratio)->default_value(c.kv_target_ratio),
-       "position policy: encoded bytes / exact bytes to aim for, (0, 1]")
-      ("kv-disk-zstd", po::value(&c.kv_disk_zstd)->default_value(c.kv_disk_zstd),
-       "zstd-compress exact chunks on disk")
-      ("keep-resident", po::value(&c.keep_resident)->default_value(c.keep_resident),
-       "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)")
-      ("scheduler", po::value(&c.scheduler)->default_value(c.scheduler),
-       "how apps share the model: fair (virtual token counters), fifo (arrival order, the baseline)")
-      ("weight", po::value(&c.weights)->composing(),
-       "NAME=W: scheduling weight of a user (name or uid), or of one app of theirs (NAME/APP); repeatable; "
-       "default 1")
-      ("preempt-gap", po::value(&c.preempt_gap)->default_value(c.preempt_gap),
-       "weighted tokens a client may be ahead of a waiting one before its running request is preempted "
-       "(swapped out, resumed exactly later); 0: never")
-      ("log-level", po::value(&c.log_level)->default_value(c.log_level), "trace, debug, info, warn, error")
-      ("log-content", po::value(&c.log_content)->default_value(c.log_content),
-       "log prompts and answers at debug level (off: text is never logged)")
-      ("admin-group", po::value(&c.admin_group)->default_value(c.admin_group),
-       "members of this group may see and manage every user's sessions")
-      ("max-body-bytes", po::value(&c.max_body_bytes)->default_value(c.max_body_bytes), "largest request body")
-      ("max-header-bytes", po::value(&c.max_header_bytes)->default_value(c.max_header_bytes), "largest request head")
-      ("request-timeout-ms", po::value(&c.request_timeout_ms)->default_value(c.request_timeout_ms),
-       "time a client has to send a whole request (also keep-alive idle time)")
-      ("header-timeout-ms", po::value(&c.header_timeout_ms)->default_value(c.header_timeout_ms),
-       "time a client has to send a request's head, from its first byte (a new connection: from the "
-       "connect); at most request-timeout-ms takes effect")
-      ("write-timeout-ms", po::value(&c.write_timeout_ms)->default_value(c.write_timeout_ms),
-       "time a client may stop reading before it is dropped")
-      ("max-connections", po::value(&c.max_connections)->default_value(c.max_connections), "open connections")
-      ("max-connections-per-user",
-       po::value(&c.max_connections_per_user)->default_value(c.max_connections_per_user),
-       "open connections per uid (root is exempt; 0: no per-uid limit)")
-      ("max-sessions-per-user", po::value(&c.max_sessions_per_user)->default_value(c.max_sessions_per_user),
-       "stored sessions per uid")
-      ("max-stored-mib-per-user", po::value(&c.max_stored_mib_per_user)->default_value(c.max_stored_mib_per_user),
-       "MiB of stored sessions (messages and tokens) per uid")
-      ("max-queued-per-client", po::value(&c.max_queued_per_client)->default_value(c.max_queued_per_client),
-       "requests of one uid waiting for a slot at once")
-      ("max-running-per-client", po::value(&c.max_running_per_client)->default_value(c.max_running_per_client),
-       "slots one client may use at once (0: no limit)")
-      ("max-prompt-tokens", po::value(&c.max_prompt_tokens)->default_value(c.max_prompt_tokens),
-       "new tokens one request may bring (0: up to the context)")
-      ("max-in-flight", po::value(&c.max_in_flight)->default_value(c.max_in_flight),
-       "generation requests accepted or queued at once")
-      ("disk-reserve-mib", po::value(&c.disk_reserve_mib)->default_value(c.disk_reserve_mib),
-       "MiB the state directory's file system keeps free: below it, session creates and turns are refused "
-       "(507) before anything is generated, and the KV chunk tier stops writing; 0: no reserve")
-      ("default-max-tokens", po::value(&c.default_max_tokens)->default_value(c.default_max_tokens),
-       "max_tokens when a request does not say")
-      ("shutdown-timeout-ms", po::value(&c.shutdown_timeout_ms)->default_value(c.shutdown_timeout_ms),
-       "on SIGTERM, how long running requests may finish before they are cancelled");
-  return d;
-}
-
-po::options_description commands(Config& c) {
-  po::options_description d("Commands");
-  d.add_options()
-      ("config", po::value(&c.config_file), "configuration file (default /etc/llmd/llmd.conf, if it exists)")
-      ("help,h", "show this help")
-      ("version", "print the version")
-      ("check-config", "validate the configuration and the model file, then exit");
-  return d;
-}
-
 Error bad(const std::string& key, const std::string& what) {
   return Error(Errc::invalid_argument, key + ": " + what);
+}
+
+constexpr std::string_view kBlank = " \t\r\v\f";
+
+std::string_view trim(std::string_view s) {
+  const auto b = s.find_first_not_of(kBlank);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(kBlank) - b + 1);
+}
+
+// The key at most two edits away from a misspelt one ("slotz" -> "slots"), or "".
+std::string_view nearest_key(std::string_view key) {
+  std::string_view best;
+  std::size_t best_distance = 3;
+  for (const auto& s : settings()) {
+    // Levenshtein distance, one row at a time.
+    std::vector<std::size_t> row(s.key.size() + 1);
+    for (std::size_t j = 0; j <= s.key.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= key.size(); ++i) {
+      std::size_t diagonal = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= s.key.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (key[i - 1] == s.key[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    if (row.back() < best_distance) {
+      best_distance = row.back();
+      best = s.key;
+    }
+  }
+  return best;
+}
+
+bool is_quote(char ch) { return ch == '"' || ch == '\''; }
+
+// One `KEY = VALUE` line of the file.
+struct FileEntry {
+  const Setting* setting;
+  std::string value;
+  int line;
+};
+
+// The file's entries, in order; invalid_argument "FILE:LINE: ..." for the first line that is not
+// blank, a comment or a known KEY = VALUE (config.h has the format).
+Result<std::vector<FileEntry>> read_config_file(std::istream& in, const std::string& file) {
+  std::vector<FileEntry> out;
+  std::map<std::string_view, int> first_line;  // non-repeatable keys seen
+  std::string raw;
+  for (int n = 1; std::getline(in, raw); ++n) {
+    const std::string where = file + ":" + std::to_string(n) + ": ";
+    auto fail = [&](const std::string& what) { return Error(Errc::invalid_argument, where + what); };
+    const std::string_view line = trim(raw);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.front() == '[') {
+      return fail("sections such as " + shown_value(line) + " are not part of llmd.conf: every key is top-level; "
+                  "write KEY = VALUE lines only");
+    }
+    const auto eq = line.find('=');
+    const auto hash = line.find('#');
+    if (eq == std::string_view::npos || (hash != std::string_view::npos && hash < eq)) {
+      return fail("expected KEY = VALUE, found " + shown_value(line));
+    }
+    const std::string_view key = trim(line.substr(0, eq));
+    if (key.empty()) return fail("a value without a key: " + shown_value(line));
+    const Setting* setting = find_setting(key);
+    if (setting == nullptr) {
+      const auto near = nearest_key(key);
+      return fail("unknown key " + shown_value(key) + (near.empty() ? "" : " (did you mean " + std::string(near) + "?)"));
+    }
+    const std::string k(key);
+    std::string_view rest = trim(line.substr(eq + 1));
+    std::string value;
+    if (!rest.empty() && is_quote(rest.front())) {
+      const auto close = rest.find(rest.front(), 1);
+      if (close == std::string_view::npos) {
+        return fail(k + ": stray quote: " + shown_value(rest) + " has no closing " + std::string(1, rest.front()));
+      }
+      value = std::string(rest.substr(1, close - 1));
+      const std::string_view after = trim(rest.substr(close + 1));
+      if (!after.empty() && after.front() != '#') {
+        return fail(k + ": stray quote: text after the quoted value " + shown_value(rest) +
+                    " (quote the whole value or none of it)");
+      }
+    } else {
+      value = std::string(trim(rest.substr(0, rest.find('#'))));
+      if (std::any_of(value.begin(), value.end(), is_quote)) {
+        return fail(k + ": stray quote in " + shown_value(value) + " (quote the whole value, " + k +
+                    " = \"...\", or none of it)");
+      }
+    }
+    if (!setting->repeatable) {
+      if (auto [it, fresh] = first_line.emplace(setting->key, n); !fresh) {
+        return fail(k + " is set twice (first on line " + std::to_string(it->second) + "); only weight may repeat");
+      }
+    }
+    out.push_back({setting, std::move(value), n});
+  }
+  return out;
+}
+
+// A value as describe() writes it: quoted when the file's reader would otherwise change it.
+std::string file_value(const std::string& v) {
+  const bool plain = v.find('#') == std::string::npos && std::none_of(v.begin(), v.end(), is_quote) &&
+                     (v.empty() || (kBlank.find(v.front()) == std::string_view::npos &&
+                                    kBlank.find(v.back()) == std::string_view::npos));
+  if (plain) return v;
+  return v.find('"') == std::string::npos ? "\"" + v + "\"" : "'" + v + "'";
+}
+
+// The --help entry of a setting.
+std::string help_of(const Setting& s) {
+  std::string h(s.help);
+  if (!s.range.empty()) h += " [" + s.range + "]";
+  return h;
+}
+
+void add_option(po::options_description& d, const Setting& s, std::vector<std::string>& helps) {
+  helps.push_back(help_of(s));
+  const std::string& help = helps.back();
+  if (s.repeatable) {
+    d.add_options()(s.key.data(), po::value<std::vector<std::string>>()->composing(), help.c_str());
+  } else if (s.default_text.empty()) {
+    d.add_options()(s.key.data(), po::value<std::string>(), help.c_str());
+  } else {
+    d.add_options()(s.key.data(), po::value<std::string>()->default_value(s.default_text), help.c_str());
+  }
 }
 
 // Boost's message of a program_options error. Boost fills its template's %placeholders% with the
@@ -155,138 +199,110 @@ Result<WeightEntry> parse_weight(const std::string& entry) {
 }
 
 Status validate(const Config& c) {
-  if (c.model.empty()) {
-    return Error(Errc::invalid_argument,
-                 "no model configured: pass --model PATH, set LLMD_MODEL, or set model = PATH in " + c.config_file);
-  }
-  if (c.socket.empty()) return bad("socket", "must not be empty");
-  if (c.bus != "system" && c.bus != "session" && c.bus != "none" && c.bus != "auto" &&
-      (c.bus.find(':') == std::string::npos || c.bus.find(':') == 0)) {
-    return bad("bus",
-               "must be system, session, auto, none or a D-Bus address such as unix:path=/run/dbus/system_bus_socket");
-  }
-  if (c.state_dir.empty()) return bad("state-dir", "must not be empty");
-  if (c.threads < 0 || c.threads > 512) return bad("threads", "must be between 0 and 512");
-  if (c.slots < 1 || c.slots > 256) return bad("slots", "must be between 1 and 256");
-  if (c.ctx < 64 || c.ctx > (1u << 20)) return bad("ctx", "must be between 64 and 1048576");
-  if (c.batch < 1 || c.batch > 65536) return bad("batch", "must be between 1 and 65536 (it is capped at ctx)");
-  if (c.flash_attn != "auto" && c.flash_attn != "on" && c.flash_attn != "off") {
-    return bad("flash-attn", "must be auto, on or off");
-  }
-  if (c.restore != "recompute" && c.restore != "chunks") return bad("restore", "must be chunks or recompute");
-  if (c.chunk_tokens < 1 || c.chunk_tokens > 4096) return bad("chunk-tokens", "must be between 1 and 4096");
-  if (c.kv_ram_mib > (1ull << 24)) return bad("kv-ram-mib", "must be at most 16777216 (16 TiB)");
-  if (c.kv_disk_mib > (1ull << 26)) return bad("kv-disk-mib", "must be at most 67108864 (64 TiB)");
-  if (c.kv_policy != "exact" && c.kv_policy != "position" && c.kv_policy != "attention" && c.kv_policy != "q8_0" &&
-      c.kv_policy != "q4_0") {
-    return bad("kv-policy", "must be exact, position, attention, q8_0 or q4_0");
-  }
-  if (c.kv_policy == "attention" && c.flash_attn != "off") {
-    return bad("kv-policy", "attention needs flash-attn = off (flash attention never materialises the weights)");
-  }
-  if (!(c.kv_target_ratio > 0.0 && c.kv_target_ratio <= 1.0)) return bad("kv-target-ratio", "must be in (0, 1]");
-  if (c.scheduler != "fair" && c.scheduler != "fifo") return bad("scheduler", "must be fair or fifo");
-  for (const auto& w : c.weights) LLMD_TRY_STATUS(parse_weight(w));
-  if (!(c.preempt_gap >= 0 && c.preempt_gap <= 1e12)) return bad("preempt-gap", "must be between 0 and 1e12");
-  if (c.batch < c.slots) return bad("batch", "must be at least slots (every slot decodes a token per step)");
-  if (c.max_stored_mib_per_user < 1 || c.max_stored_mib_per_user > (1ull << 30)) {
-    return bad("max-stored-mib-per-user", "must be between 1 and 1073741824");
-  }
-  if (c.max_queued_per_client < 1) return bad("max-queued-per-client", "must be at least 1");
-  if (c.log_level != "trace" && c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
-      c.log_level != "error") {
-    return bad("log-level", "must be trace, debug, info, warn or error");
-  }
-  if (c.max_body_bytes < 1024 || c.max_body_bytes > (256ull << 20)) return bad("max-body-bytes", "must be between 1 KiB and 256 MiB");
-  if (c.max_header_bytes < 1024 || c.max_header_bytes > (1u << 20)) return bad("max-header-bytes", "must be between 1 KiB and 1 MiB");
-  if (c.request_timeout_ms < 100) return bad("request-timeout-ms", "must be at least 100");
-  if (c.header_timeout_ms < 100) return bad("header-timeout-ms", "must be at least 100");
-  if (c.write_timeout_ms < 100) return bad("write-timeout-ms", "must be at least 100");
-  if (c.max_connections < 1) return bad("max-connections", "must be at least 1");
-  if (c.max_sessions_per_user < 1) return bad("max-sessions-per-user", "must be at least 1");
-  if (c.max_in_flight < 1) return bad("max-in-flight", "must be at least 1");
-  if (c.disk_reserve_mib > (1ull << 30)) return bad("disk-reserve-mib", "must be at most 1073741824 (1 PiB)");
-  if (c.default_max_tokens < 1 || static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
-    return bad("default-max-tokens", "must be between 1 and ctx");
-  }
+  if (auto problem = check_config(c)) return Error(Errc::invalid_argument, problem->to_string());
   return {};
 }
 
 Result<ParsedArgs> parse_args(int argc, const char* const* argv) {
   ParsedArgs out;
   Config& c = out.config;
+  po::options_description cmds("Commands");
+  cmds.add_options()
+      ("config", po::value(&c.config_file), "configuration file (default /etc/llmd/llmd.conf, if it exists)")
+      ("help,h", "show this help")
+      ("version", "print the version")
+      ("check-config", "run start-up's checks of the configuration (every key, the rules between keys, the "
+                       "paths), then validate the model file, print the effective configuration and exit");
+  // Two groups, by what SIGHUP does (the man-page test reads them). Keys are literals: .data()
+  // is NUL-terminated.
+  po::options_description live("Settings applied at once on SIGHUP (each also a key in the config file)");
+  po::options_description restart("Settings that need a restart (each also a key in the config file)");
+  std::vector<std::string> helps;
+  helps.reserve(settings().size());
+  for (const auto& s : settings()) add_option(s.reload == Reload::live ? live : restart, s, helps);
   po::options_description all;
-  auto s = settings(c);
-  auto cmds = commands(c);
-  all.add(cmds).add(s);
+  all.add(cmds).add(live).add(restart);
   po::variables_map vm;
+  // Where each key's value came from, for messages: "FILE:LINE" (absent: the command line).
+  std::map<std::string, std::string> origin;
   try {
     po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
     po::notify(vm);
-    out.sources.push_back("command line");
-    if (vm.count("help")) {
-      std::ostringstream h;
-      h << "usage: llmd [--config FILE] [--model PATH] [--socket PATH] [--state-dir DIR] [options]\n"
-           "llmd serves one language model to every app on the machine over a Unix socket and D-Bus.\n\n"
-        << cmds << "\n" << s;
-      out.help = h.str();
-      out.action = Action::help;
-      return out;
-    }
-    if (vm.count("version")) {
-      out.action = Action::version;
-      return out;
-    }
-    if (vm.count("check-config")) out.action = Action::check_config;
-    if (vm["model"].empty()) {
-      if (const char* env = std::getenv("LLMD_MODEL"); env != nullptr && *env != '\0') {
-        c.model = env;
-        out.sources.push_back("LLMD_MODEL");
-      }
-    }
-    const bool explicit_file = vm.count("config") != 0;
-    if (explicit_file || std::filesystem::exists(c.config_file)) {
-      std::ifstream f(c.config_file);
-      if (!f) {
-        return Error(explicit_file ? Errc::not_found : Errc::permission_denied,
-                     "cannot read the configuration file " + c.config_file);
-      }
-      // Values already given on the command line (or LLMD_MODEL) stay: store() keeps the first.
-      const std::string model_before = c.model;
-      po::store(po::parse_config_file(f, s, /*allow_unregistered=*/false), vm);
-      po::notify(vm);
-      if (!model_before.empty()) c.model = model_before;
-      out.sources.push_back(c.config_file);
-    }
   } catch (po::error& e) {
     return Error(Errc::invalid_argument, message_of(e));
   }
-  if (out.action == Action::run || out.action == Action::check_config) LLMD_TRY_STATUS(validate(c));
+  out.sources.push_back("command line");
+  if (vm.count("help")) {
+    std::ostringstream h;
+    h << "usage: llmd [--config FILE] [--model PATH] [--socket PATH] [--state-dir DIR] [options]\n"
+         "llmd serves one language model to every app on the machine over a Unix socket and D-Bus.\n\n"
+      << cmds << "\n" << live << "\n" << restart;
+    out.help = h.str();
+    out.action = Action::help;
+    return out;
+  }
+  if (vm.count("version")) {
+    out.action = Action::version;
+    return out;
+  }
+  if (vm.count("check-config")) out.action = Action::check_config;
+
+  // The command line first: it wins over everything.
+  std::set<std::string_view> given;
+  for (const auto& s : settings()) {
+    const std::string key(s.key);
+    if (vm.count(key) == 0 || vm[key].defaulted()) continue;
+    given.insert(s.key);
+    const auto values = s.repeatable ? vm[key].as<std::vector<std::string>>()
+                                     : std::vector<std::string>{vm[key].as<std::string>()};
+    for (const auto& v : values) {
+      if (auto st = s.parse(c, v); !st) return bad(key, st.error().message());
+    }
+    if (auto problem = s.check(c)) return bad(key, *problem);
+  }
+  if (given.count("model") == 0) {
+    if (const char* env = std::getenv("LLMD_MODEL"); env != nullptr && *env != '\0') {
+      c.model = env;
+      given.insert("model");
+      out.sources.push_back("LLMD_MODEL");
+    }
+  }
+  const bool explicit_file = vm.count("config") != 0;
+  if (explicit_file || std::filesystem::exists(c.config_file)) {
+    std::ifstream f(c.config_file);
+    if (!f) {
+      return Error(explicit_file ? Errc::not_found : Errc::permission_denied,
+                   "cannot read the configuration file " + c.config_file);
+    }
+    auto entries = read_config_file(f, c.config_file);
+    if (!entries) return entries.error();
+    for (const auto& e : *entries) {
+      const Setting& s = *e.setting;
+      // Keys the command line (or LLMD_MODEL) gave keep that value; `weight` entries add up.
+      if (!s.repeatable && given.count(s.key) != 0) continue;
+      const std::string where = c.config_file + ":" + std::to_string(e.line);
+      const std::string key(s.key);
+      if (auto st = s.parse(c, e.value); !st) return bad(where + ": " + key, st.error().message());
+      if (auto problem = s.check(c)) return bad(where + ": " + key, *problem);
+      origin[key] = where;
+    }
+    out.sources.push_back(c.config_file);
+  }
+  if (out.action == Action::run || out.action == Action::check_config) {
+    if (auto problem = check_config(c)) {
+      const auto from = origin.find(problem->key);
+      return Error(Errc::invalid_argument,
+                   (from == origin.end() ? "" : from->second + ": ") + problem->to_string());
+    }
+  }
   return out;
 }
 
 std::string describe(const Config& c) {
   std::ostringstream o;
-  o << "model = " << c.model << "\nsocket = " << c.socket << "\nbus = " << c.bus << "\nstate-dir = " << c.state_dir
-    << "\nthreads = " << c.threads << "\nslots = " << c.slots << "\nctx = " << c.ctx << "\nbatch = " << c.batch
-    << "\nflash-attn = " << c.flash_attn << "\nkv-type = " << c.kv_type << "\nrestore = " << c.restore
-    << "\nchunk-tokens = " << c.chunk_tokens << "\nkv-ram-mib = " << c.kv_ram_mib << "\nkv-disk-mib = " << c.kv_disk_mib
-    << "\nkv-policy = " << c.kv_policy << "\nkv-target-ratio = " << c.kv_target_ratio
-    << "\nkv-disk-zstd = " << (c.kv_disk_zstd ? "true" : "false")
-    << "\nkeep-resident = " << (c.keep_resident ? "true" : "false") << "\nscheduler = " << c.scheduler;
-  for (const auto& w : c.weights) o << "\nweight = " << w;
-  o << "\npreempt-gap = " << c.preempt_gap << "\nlog-level = " << c.log_level
-    << "\nlog-content = " << (c.log_content ? "true" : "false") << "\nadmin-group = " << c.admin_group
-    << "\nmax-body-bytes = " << c.max_body_bytes << "\nmax-header-bytes = " << c.max_header_bytes
-    << "\nrequest-timeout-ms = " << c.request_timeout_ms << "\nheader-timeout-ms = " << c.header_timeout_ms
-    << "\nwrite-timeout-ms = " << c.write_timeout_ms << "\nmax-connections = " << c.max_connections
-    << "\nmax-connections-per-user = " << c.max_connections_per_user
-    << "\nmax-sessions-per-user = " << c.max_sessions_per_user
-    << "\nmax-stored-mib-per-user = " << c.max_stored_mib_per_user
-    << "\nmax-queued-per-client = " << c.max_queued_per_client
-    << "\nmax-running-per-client = " << c.max_running_per_client << "\nmax-prompt-tokens = " << c.max_prompt_tokens
-    << "\nmax-in-flight = " << c.max_in_flight << "\ndisk-reserve-mib = " << c.disk_reserve_mib << "\ndefault-max-tokens = " << c.default_max_tokens
-    << "\nshutdown-timeout-ms = " << c.shutdown_timeout_ms << "\n";
+  for (const auto& s : settings()) {
+    for (const auto& v : s.format(c)) o << s.key << " = " << file_value(v) << "\n";
+  }
   return o.str();
 }
 

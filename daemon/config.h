@@ -1,7 +1,16 @@
 // llmd's configuration: an INI file (default /etc/llmd/llmd.conf, `key = value` lines, '#'
 // comments) where every key is also a command-line flag (--key value); the command line wins.
 // The model may also come from the LLMD_MODEL environment variable (between the flag and the
-// file). See llmd.conf(5) for every key.
+// file). See llmd.conf(5) for every key; daemon/settings.h for the table that defines them (Config
+// below holds their typed values and defaults).
+//
+// The file's format (parsed here, line by line, so that every error names FILE:LINE):
+//   - blank lines and comments: '#' outside a quoted value starts a comment to the end of the line;
+//   - KEY = VALUE, blank space around both trimmed; the first '=' separates them;
+//   - a VALUE may be quoted whole, "..." or '...' (to keep '#', a quote or blank space at its
+//     ends); a quote anywhere else is an error ("stray quote"), as are an unknown key, a
+//     `[section]` line (the file has no sections), a line without '=', and a key given twice
+//     (except `weight`, which adds an entry each time).
 #pragma once
 
 #include <cstdint>
@@ -9,11 +18,21 @@
 #include <vector>
 
 #include "common/result.h"
+#include "engine/context.h"
+#include "engine/ggml_types.h"
+#include "kvstore/policy.h"
+#include "scheduler/scheduler.h"
 
 namespace llmd::daemon {
 
 inline constexpr const char* kDefaultConfigFile = "/etc/llmd/llmd.conf";
 inline constexpr const char* kVersion = "0.1.0";
+
+// How a session whose KV is not resident comes back.
+enum class Restore { chunks, recompute };
+enum class LogLevel { trace, debug, info, warn, error };
+// ggml's number for f16 (GGML_TYPE_F16), the default KV cache type; config_test checks it by name.
+inline constexpr engine::GgmlType kKvTypeF16 = 1;
 
 struct Config {
   std::string config_file = kDefaultConfigFile;
@@ -25,20 +44,20 @@ struct Config {
   std::uint32_t slots = 4;
   std::uint32_t ctx = 4096;            // KV cells shared by all slots
   std::uint32_t batch = 512;           // most tokens in one decode step
-  std::string flash_attn = "auto";     // auto | on | off
-  std::string kv_type = "f16";
-  std::string restore = "chunks";      // how a non-resident session's KV comes back: chunks | recompute
+  engine::FlashAttn flash_attn = engine::FlashAttn::automatic;
+  engine::GgmlType kv_type = kKvTypeF16;  // a ggml type (by name in the file: f16, q8_0, ...)
+  Restore restore = Restore::chunks;
   std::uint32_t chunk_tokens = 64;     // KV positions per chunk
   std::uint64_t kv_ram_mib = 1024;     // T1: encoded chunks in host RAM
   std::uint64_t kv_disk_mib = 8192;    // T2: encoded chunks on disk, under state-dir/kv
-  std::string kv_policy = "exact";     // exact | position | attention | q8_0 | q4_0
+  kvstore::PolicyKind kv_policy = kvstore::PolicyKind::exact;
   double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
   bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
-  std::string scheduler = "fair";      // fair (virtual token counters) | fifo (the baseline)
+  scheduler::Policy scheduler = scheduler::Policy::fair;  // fair (virtual token counters) | fifo (the baseline)
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"
   double preempt_gap = 4096;           // counter lead (weighted tokens) that preempts; 0: never for fairness
-  std::string log_level = "info";      // trace | debug | info | warn | error
+  LogLevel log_level = LogLevel::info;
   bool log_content = false;            // log prompts and answers (debug level); off by default
   std::string admin_group = "llmd-admin";
   // Limits.
@@ -70,11 +89,14 @@ struct ParsedArgs {
 };
 
 // Parses argv (and the config file it names, or the default one if it exists, and LLMD_MODEL),
-// then validates. invalid_argument with a message naming the key for unknown keys, bad values,
-// out-of-range numbers; not_found if an explicitly named config file does not exist.
+// then, for Action::run and Action::check_config, validates (validate()). invalid_argument with a
+// message naming the key for unknown keys, bad values, out-of-range numbers, prefixed with
+// "FILE:LINE: " when the value (or the line) came from the file; not_found if an explicitly named
+// config file does not exist, permission_denied if it cannot be read.
 Result<ParsedArgs> parse_args(int argc, const char* const* argv);
 
-// Range and consistency checks (also run by parse_args).
+// Every check start-up does before it loads the model (settings.h, check_config): ranges and
+// allowed values of every key, the rules between keys, and the paths. invalid_argument, "KEY: ...".
 Status validate(const Config& config);
 
 // A parsed `weight` entry: who ("alice", "1000", "alice/editor") and the weight.

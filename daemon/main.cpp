@@ -9,6 +9,7 @@
 #include "engine/backend.h"
 #include "engine/gguf_probe.h"
 #include "daemon/logging.h"
+#include "daemon/settings.h"
 #include "daemon/state_dir.h"
 
 int main(int argc, char** argv) {
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
       break;
   }
   setup_logging(stderr_is_journal());
-  if (auto st = set_log_level(parsed->config.log_level); !st) {
+  if (auto st = set_log_level(std::string(name_of(parsed->config.log_level))); !st) {
     std::fprintf(stderr, "llmd: %s\n", st.error().message().c_str());
     return 2;
   }

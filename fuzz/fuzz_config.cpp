@@ -1,12 +1,13 @@
-// Fuzz target: the configuration file parser and its validation (daemon/config.h).
+// Fuzz target: the configuration file parser and its validation (daemon/config.h, and the settings
+// table of daemon/settings.h that both read: its per-key parsers, checks and formatting).
 //
 // The input is a config file. It is written to a memory file (memfd; a file on disk costs
 // milliseconds per input in writeback) and read by parse_args exactly as `llmd --config FILE`
 // reads it, through its /proc/self/fd path, twice: once alone (the model must come from the file) and once
 // with --model on the command line (so validation of every other key is reached). Properties:
 // parse_args returns an error (invalid_argument) rather than throwing; a configuration it accepts
-// is valid (validate), and what --check-config prints for it (describe) is itself a config file
-// that parses to the same description.
+// is valid (validate), and what --check-config prints for it (describe, which quotes a value the
+// file's reader would otherwise change) is itself a config file that parses to the same description.
 #include <sys/mman.h>
 #include <unistd.h>
 

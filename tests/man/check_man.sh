@@ -2,9 +2,15 @@
 # Checks that the man pages (man/) cover what the code offers; run by ctest (tests/CMakeLists.txt).
 #
 #   check_man.sh lint PAGE...                  mandoc -T lint -W warning: any message fails
-#   check_man.sh llmd-options LLMD PAGE        every --option of `llmd --help` appears in PAGE (llmd.8)
-#   check_man.sh config-keys LLMD PAGE         every setting of `llmd --help` ("Settings" section: each
-#                                              is a config key) has its own `KEY = ...` entry in PAGE
+#   check_man.sh llmd-options LLMD PAGE        every --option of `llmd --help` appears in PAGE, and its
+#                                              SIGHUP entry ("Applied at once: ...") lists exactly the
+#                                              keys --help says SIGHUP applies (llmd.8)
+#   check_man.sh config-keys LLMD PAGE         every setting of `llmd --help` ("Settings" sections: each
+#                                              is a config key) has its own `KEY = ...` entry in PAGE,
+#                                              and PAGE's RELOADING lists the keys SIGHUP applies at
+#                                              once (--help's "Settings applied at once on SIGHUP")
+#                                              as such and every other key as needing a restart
+#                                              (llmd.conf.5)
 #   check_man.sh llmctl LLMCTL PAGE            every command of `llmctl --help` is an entry of PAGE's
 #                                              COMMANDS, every option of `llmctl --help` and
 #                                              `llmctl top --help` appears in PAGE (llmctl.1)
@@ -30,6 +36,25 @@ miss() { echo "MISSING from $(basename "$page"): $*"; missing=1; }
 # Whole-token search: not part of a longer option or name.
 has_token() { grep -qE -- "(^|[^A-Za-z0-9_-])$(printf '%s' "$1" | sed 's/[.[\*^$]/\\&/g')([^A-Za-z0-9_-]|$)"; }
 
+# The keys of one "Settings ..." group of `llmd --help` (its caption starts with $1).
+help_group() { awk -v s="$1" 'index($0, s) == 1 { on = 1; next } /^[A-Z]/ { on = 0 } on' |
+               grep -oE -- '^  --[a-z][a-z0-9-]*' | sed 's/^  --//' | sort -u; }
+# The keys --help says SIGHUP applies at once, and those that need a restart (from $help).
+reload_groups() {
+  live=$(printf '%s\n' "$help" | help_group "Settings applied at once on SIGHUP")
+  restart=$(printf '%s\n' "$help" | help_group "Settings that need a restart")
+  [ "$(printf '%s\n' "$live" | wc -l)" -ge 5 ] || die "too few reloadable keys parsed from llmd --help: $live"
+  [ "$(printf '%s\n' "$restart" | wc -l)" -ge 5 ] || die "too few restart keys parsed from llmd --help: $restart"
+}
+# $applied (the page's list of what SIGHUP applies) names every live key and no restart key.
+check_applied() {
+  for k in $live; do printf '%s\n' "$applied" | has_token "$k" || miss "reloadable key $k (not listed as applied at once on SIGHUP in $1)"; done
+  for k in $restart; do
+    printf '%s\n' "$applied" | has_token "$k" && miss "key $k needs a restart, but $1 lists it as applied at once on SIGHUP"
+  done
+  return 0
+}
+
 mode=${1:-}; shift || true
 case "$mode" in
   lint)
@@ -44,7 +69,12 @@ case "$mode" in
     [ "$(printf '%s\n' "$opts" | wc -l)" -ge 10 ] || die "too few options parsed from llmd --help: $opts"
     text=$(render "$page")
     for o in $opts; do printf '%s\n' "$text" | has_token "$o" || miss "option $o"; done
-    echo "checked $(printf '%s\n' "$opts" | wc -l) options" ;;
+    reload_groups
+    joined=$(printf '%s\n' "$text" | tr '\n' ' ')
+    grep -q "Applied at once:" <<<"$joined" || die "no 'Applied at once:' (the SIGHUP entry) in $page"
+    applied=$(sed -E 's/.*Applied at once://; s/Every other key.*//' <<<"$joined")
+    check_applied "the SIGHUP entry"
+    echo "checked $(printf '%s\n' "$opts" | wc -l) options, $(printf '%s\n' $live | wc -l) reloadable keys" ;;
   config-keys)
     llmd=$1 page=$2
     help=$("$llmd" --help) || die "$llmd --help failed"
@@ -55,7 +85,17 @@ case "$mode" in
     for k in $keys; do
       grep -qE -- "^ +$k = " <<<"$text" || miss "config key $k (no '$k = ...' entry under KEYS)"
     done
-    echo "checked $(printf '%s\n' "$keys" | wc -l) keys" ;;
+    reload_groups
+    reloading=$(render "$page" | section RELOADING | tr '\n' ' ')
+    grep -q "applies at once:.*Every other key" <<<"$reloading" ||
+      die "RELOADING of $page has no 'applies at once: ... Every other key' lists"
+    applied=$(sed -E 's/.*applies at once://; s/Every other key.*//' <<<"$reloading")
+    others=$(sed -E 's/.*Every other key//' <<<"$reloading")
+    check_applied RELOADING
+    for k in $restart; do
+      printf '%s\n' "$others" | has_token "$k" || miss "key $k (not listed under RELOADING as needing a restart)"
+    done
+    echo "checked $(printf '%s\n' "$keys" | wc -l) keys ($(printf '%s\n' $live | wc -l) reloadable)" ;;
   llmctl)
     llmctl=$1 page=$2
     help=$("$llmctl" --help) || die "$llmctl --help failed"
