@@ -215,6 +215,7 @@ Status App::start() {
     // The KV tier is a cache: it stops short of twice the reserve, so cached KV alone never brings
     // the file system below the reserve that conversations (sessions.db) are refused at.
     co.disk_reserve = 2 * (config_.disk_reserve_mib << 20);
+    co.write_back_queue_bytes = config_.kv_write_back_mib << 20;
     co.policy.kind = config_.kv_policy;
     co.policy.target_ratio = config_.kv_target_ratio;
     auto chunks = kvstore::ChunkStore::open(std::move(co), context_->kv_layout(), mi.fingerprint);

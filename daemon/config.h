@@ -53,6 +53,7 @@ struct Config {
   kvstore::PolicyKind kv_policy = kvstore::PolicyKind::exact;
   double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
   bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
+  std::uint64_t kv_write_back_mib = 256;  // queued write-backs of idle sessions, at most (MiB)
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
   scheduler::Policy scheduler = scheduler::Policy::fair;  // fair (virtual token counters) | fifo (the baseline)
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"

@@ -322,6 +322,10 @@ std::vector<Setting> make_settings() {
                      R::restart, "position policy: encoded bytes / exact bytes to aim for", "must be in (0, 1]",
                      "(0, 1]"),
       flag("kv-disk-zstd", &Config::kv_disk_zstd, R::restart, "zstd-compress exact chunks on disk"),
+      number<std::uint64_t>("kv-write-back-mib", &Config::kv_write_back_mib, 1, 1ull << 24, R::restart,
+                            "sequence states queued for write-back, MiB; past it the oldest of a session not in "
+                            "use is dropped (recomputed on its next turn)",
+                            "must be at most 16777216 (16 TiB)"),
       flag("keep-resident", &Config::keep_resident, R::restart,
            "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)"),
       choice<scheduler::Policy>("scheduler", &Config::scheduler,

@@ -44,6 +44,7 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"kv-policy", {"lossy"}},
     {"kv-target-ratio", {"0", "1.5", "nan", "half"}},
     {"kv-disk-zstd", {"maybe", ""}},
+    {"kv-write-back-mib", {"0", "16777217", "-1", "many"}},
     {"keep-resident", {"2"}},
     {"scheduler", {"lottery"}},
     {"weight", {"alice", "alice=0", "alice=x", "a:b=2"}},
