@@ -48,9 +48,9 @@ reload_groups() {
 }
 # $applied (the page's list of what SIGHUP applies) names every live key and no restart key.
 check_applied() {
-  for k in $live; do printf '%s\n' "$applied" | has_token "$k" || miss "reloadable key $k (not listed as applied at once on SIGHUP in $1)"; done
+  for k in $live; do has_token "$k" <<<"$applied" || miss "reloadable key $k (not listed as applied at once on SIGHUP in $1)"; done
   for k in $restart; do
-    printf '%s\n' "$applied" | has_token "$k" && miss "key $k needs a restart, but $1 lists it as applied at once on SIGHUP"
+    has_token "$k" <<<"$applied" && miss "key $k needs a restart, but $1 lists it as applied at once on SIGHUP"
   done
   return 0
 }
@@ -68,7 +68,7 @@ case "$mode" in
     opts=$(printf '%s\n' "$help" | grep -oE -- '(^|[[:space:]])--[a-z][a-z0-9-]*' | tr -d ' \t' | sort -u)
     [ "$(printf '%s\n' "$opts" | wc -l)" -ge 10 ] || die "too few options parsed from llmd --help: $opts"
     text=$(render "$page")
-    for o in $opts; do printf '%s\n' "$text" | has_token "$o" || miss "option $o"; done
+    for o in $opts; do has_token "$o" <<<"$text" || miss "option $o"; done
     reload_groups
     joined=$(printf '%s\n' "$text" | tr '\n' ' ')
     grep -q "Applied at once:" <<<"$joined" || die "no 'Applied at once:' (the SIGHUP entry) in $page"
@@ -93,7 +93,7 @@ case "$mode" in
     others=$(sed -E 's/.*Every other key//' <<<"$reloading")
     check_applied RELOADING
     for k in $restart; do
-      printf '%s\n' "$others" | has_token "$k" || miss "key $k (not listed under RELOADING as needing a restart)"
+      has_token "$k" <<<"$others" || miss "key $k (not listed under RELOADING as needing a restart)"
     done
     echo "checked $(printf '%s\n' "$keys" | wc -l) keys ($(printf '%s\n' $live | wc -l) reloadable)" ;;
   llmctl)
@@ -114,14 +114,14 @@ case "$mode" in
     while IFS= read -r c; do
       grep -qE -- "^ +$c( |$)" <<<"$commands" || miss "command '$c' (no entry under COMMANDS)"
     done <<< "$cmds"
-    for o in $opts; do printf '%s\n' "$text" | has_token "$o" || miss "option $o"; done
+    for o in $opts; do has_token "$o" <<<"$text" || miss "option $o"; done
     echo "checked $(printf '%s\n' "$cmds" | wc -l) commands, $(printf '%s\n' "$opts" | wc -l) options" ;;
   llmclient)
     header=$1 page=$2
     fns=$(grep -oE 'LLMC_API[^;(]*[ *]llmc_[a-z0-9_]+\(' "$header" | grep -oE 'llmc_[a-z0-9_]+\($' | tr -d '(' | sort -u)
     [ "$(printf '%s\n' "$fns" | wc -l)" -ge 10 ] || die "too few functions parsed from $header: $fns"
     text=$(render "$page")
-    for f in $fns; do printf '%s\n' "$text" | has_token "$f" || miss "function $f"; done
+    for f in $fns; do has_token "$f" <<<"$text" || miss "function $f"; done
     echo "checked $(printf '%s\n' "$fns" | wc -l) functions" ;;
   dbus)
     src=$1 page=$2
