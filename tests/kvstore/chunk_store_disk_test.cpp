@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -258,6 +259,60 @@ TEST(ChunkStoreDisk, OnARealTinyTmpfsTheReserveHolds) {
   fs::remove(other);
   write_session(*store, 101);
   EXPECT_EQ(store->residency(name(101)).disk_chunks, 2u);
+}
+
+// Every file operation of the store goes through its FileSystem (issue 14): open()'s sweep of
+// directories and files no index row names, and a dropped session's directory (before: straight
+// std::filesystem calls, which a test's file system never saw).
+class RecordingFs : public FailingFs {
+ public:
+  Status remove_file(const fs::path& p) override {
+    removed_files.push_back(p);
+    return FailingFs::remove_file(p);
+  }
+  Result<std::vector<DirEntry>> list_dir(const fs::path& p) override {
+    listed.push_back(p);
+    return FailingFs::list_dir(p);
+  }
+  Status remove_tree(const fs::path& p) override {
+    removed_trees.push_back(p);
+    return FailingFs::remove_tree(p);
+  }
+  Status remove_empty_dir(const fs::path& p) override {
+    removed_dirs.push_back(p);
+    return FailingFs::remove_empty_dir(p);
+  }
+  std::vector<fs::path> removed_files, listed, removed_trees, removed_dirs;
+};
+
+bool has(const std::vector<fs::path>& v, const fs::path& p) { return std::find(v.begin(), v.end(), p) != v.end(); }
+
+TEST(ChunkStoreDisk, OpenSweepAndDropGoThroughTheFileSystem) {
+  const std::string dir = test::scratch_dir();
+  {
+    auto store = open_store(options(dir));
+    write_session(*store, 1);
+  }
+  const fs::path orphan = fs::path(dir) / "ses_orphan", stray = fs::path(dir) / name(1) / "7-99.kvc";
+  fs::create_directories(orphan);
+  std::ofstream(orphan / "0-1.kvc") << "x";
+  std::ofstream(stray) << "x";
+
+  auto recording = std::make_shared<RecordingFs>();
+  auto o = options(dir);
+  o.fs = recording;
+  auto store = open_store(o);
+  EXPECT_TRUE(has(recording->listed, dir));
+  EXPECT_TRUE(has(recording->removed_trees, orphan));
+  EXPECT_TRUE(has(recording->removed_files, stray));
+  EXPECT_FALSE(fs::exists(orphan));
+  EXPECT_FALSE(fs::exists(stray));
+  EXPECT_EQ(load(*store, name(1), tokens(128, 1)).tokens, 128u);  // what the index names stays
+
+  store->drop_session(name(1));
+  store->flush();
+  EXPECT_TRUE(has(recording->removed_dirs, fs::path(dir) / name(1)));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / name(1)));
 }
 
 }  // namespace
