@@ -667,7 +667,16 @@ void Service::cancel(RequestId id) {
 
 void Service::begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle) {
   shutting_down_ = true;
-  on_idle_ = std::move(on_idle);
+  if (on_idle_ && on_idle) {
+    // Called again before the drain ended (a second stop signal, a shorter grace): the first
+    // caller still learns that it is idle; replacing its callback would leave the daemon running.
+    on_idle_ = [first = std::move(on_idle_), then = std::move(on_idle)] {
+      first();
+      then();
+    };
+  } else if (on_idle) {
+    on_idle_ = std::move(on_idle);
+  }
   worker_.request_stop(grace);
   check_idle();
 }

@@ -191,7 +191,8 @@ class Service {
   void audit_session(const Caller& caller, const std::string& id, std::function<void(Result<kvstore::AuditReport>)> done);
 
   // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
-  // thread once nothing is in flight and the storage thread has written everything.
+  // thread once nothing is in flight and the storage thread has written everything. Called again
+  // before then (a second stop signal: grace 0), the new grace applies and every on_idle given runs.
   void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
 
   // Errors of the session calls and turns, beyond those listed with each: unavailable once the
