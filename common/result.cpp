@@ -35,7 +35,24 @@ Error Error::with_context(std::string_view context) const {
   std::string m(context);
   m += ": ";
   m += message_;
-  return Error(code_, std::move(m));
+  return Error(code_, std::move(m), detail_);
+}
+
+Error Error::with_param(std::string param) && {
+  detail_.param = std::move(param);
+  return std::move(*this);
+}
+
+Error Error::with_limit(std::string param, std::uint64_t limit, std::optional<std::uint64_t> actual) && {
+  detail_.param = std::move(param);
+  detail_.limit = limit;
+  detail_.actual = actual;
+  return std::move(*this);
+}
+
+Error Error::with_reason(Reason reason) && {
+  detail_.reason = reason;
+  return std::move(*this);
 }
 
 Error errno_error(int err, std::string_view what) {

@@ -1,9 +1,13 @@
-// Error values shared by every llmd module: an error code plus a human-readable message, and
-// Result<T>, a value-or-error in the shape of std::expected. Core modules return these instead of
-// throwing; each boundary (HTTP, D-Bus, C ABI) translates them once. See STYLE.md, "Errors".
+// Error values shared by every llmd module: an error code, a human-readable message and the
+// structured details a program acts on (ErrorDetail), and Result<T>, a value-or-error in the shape
+// of std::expected. Core modules return these instead of throwing; each boundary (HTTP, D-Bus, C
+// ABI) translates them once, from the code and the details, never by reading the message. See
+// STYLE.md, "Errors".
 #pragma once
 
 #include <cassert>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -29,21 +33,53 @@ enum class Errc {
 
 std::string_view errc_name(Errc code);
 
+// A finer reason than the code, for the few errors a client's program tells apart by name (the
+// boundaries give it its own wire name; the code still decides the HTTP status and D-Bus error).
+enum class Reason : std::uint8_t {
+  none,
+  context_length_exceeded,  // invalid_argument: the prompt (with the session's history) does not
+                            // fit a sequence of the context (core/chat_turns.h, check_context)
+};
+
+// What a program (not only a person) can act on, set where the error is born. Every field is
+// optional; the message stays the text for people and is never parsed back into these.
+struct ErrorDetail {
+  Reason reason = Reason::none;
+  // The offending request field ("max_tokens", "app", "messages") or, for a limit reached, its
+  // config key ("max-in-flight", "disk-reserve-mib").
+  std::string param;
+  std::optional<std::uint64_t> limit;   // the limit, in its key's unit (tokens, count, MiB)
+  std::optional<std::uint64_t> actual;  // what the request had or would have reached, same unit
+};
+
 class Error {
  public:
   Error(Errc code, std::string message) : code_(code), message_(std::move(message)) {}
+  Error(Errc code, std::string message, ErrorDetail detail)
+      : code_(code), message_(std::move(message)), detail_(std::move(detail)) {}
 
   Errc code() const { return code_; }
   const std::string& message() const { return message_; }
+  const ErrorDetail& detail() const { return detail_; }
+  Reason reason() const { return detail_.reason; }
+  const std::string& param() const { return detail_.param; }
   // "code: message", for logs and test failure output.
   std::string to_string() const;
 
-  // Adds context in front of the message: "loading model: file is empty".
+  // Adds context in front of the message: "loading model: file is empty". The details stay.
   Error with_context(std::string_view context) const;
+
+  // The details, set where the error is born:
+  //   Error(Errc::invalid_argument, "max_tokens must be ...").with_param("max_tokens")
+  //   Error(Errc::resource_exhausted, "...").with_limit("max-in-flight", 256, 256)
+  Error with_param(std::string param) &&;
+  Error with_limit(std::string param, std::uint64_t limit, std::optional<std::uint64_t> actual = std::nullopt) &&;
+  Error with_reason(Reason reason) &&;
 
  private:
   Errc code_;
   std::string message_;
+  ErrorDetail detail_;
 };
 
 // Maps an errno value to an Error; the one place where errno is interpreted.

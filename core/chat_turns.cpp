@@ -37,4 +37,19 @@ Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, c
   return tok.tokenize(prompt, /*add_special=*/true, /*parse_special=*/false);
 }
 
+Status check_context(std::size_t history, std::size_t input, std::uint32_t max_seq_len, SeqUse use,
+                     std::string param) {
+  const std::size_t total = history + input;
+  const std::size_t cells = use == SeqUse::turn ? total + 1 : total;
+  if (cells <= max_seq_len) return {};
+  return Error(Errc::invalid_argument,
+               "context_length_exceeded: " +
+                   (history == 0 ? "the prompt has " + std::to_string(input) + " tokens"
+                                 : "the session holds " + std::to_string(history) + " tokens and the message adds " +
+                                       std::to_string(input)) +
+                   "; the context holds " + std::to_string(max_seq_len))
+      .with_limit(std::move(param), max_seq_len, total)
+      .with_reason(Reason::context_length_exceeded);
+}
+
 }  // namespace llmd::core

@@ -1,4 +1,4 @@
-// How requests become tokens.
+// How requests become tokens, and how many fit a sequence of the context.
 //
 // A session's durable token sequence grows turn by turn: tokens(turn) = tokenize(F(all messages +
 // new user message, open assistant turn) minus F(messages already in the tokens)), where F is the
@@ -10,6 +10,8 @@
 // Thread-safety: pure functions over an immutable Model and Tokenizer; any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,5 +38,22 @@ Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& mode
 
 // A plain completion prompt (BOS as the model wants, special tokens not parsed).
 Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, const std::string& prompt);
+
+// The one rule for what fits a sequence of max_seq_len cells (the Service checks a request with
+// it before the request is queued, the engine worker each job before it takes a slot):
+//   turn   history + input + 1 <= max_seq_len: a cell is left for the first generated token;
+//   audit  history + input <= max_seq_len: it only recomputes a stored history, which may fill a
+//          whole sequence (one cell more than a turn may bring).
+// Else invalid_argument with Reason::context_length_exceeded, limit max_seq_len, actual
+// history + input and param `param` (the request field that brought the tokens: "messages",
+// "prompt", "content"; "" if unknown), the message "context_length_exceeded: the prompt has N
+// tokens; the context holds M" (or "the session holds H tokens and the message adds N").
+enum class SeqUse { turn, audit };
+Status check_context(std::size_t history, std::size_t input, std::uint32_t max_seq_len, SeqUse use,
+                     std::string param = {});
+
+// The most tokens a session may have stored: a turn that filled its sequence ends with one
+// sampled token beyond it, which no KV was computed for (finish "context_full").
+inline std::size_t max_stored_tokens(std::uint32_t max_seq_len) { return std::size_t{max_seq_len} + 1; }
 
 }  // namespace llmd::core

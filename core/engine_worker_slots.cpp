@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/chat_turns.h"
 #include "core/engine_worker.h"
 
 namespace llmd::core {
@@ -114,13 +115,12 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   const std::vector<engine::Token>& need = needed(run);
   const std::size_t total = footprint(run);
   // A turn needs a cell for what it generates; an audit only recomputes (up to a full sequence).
-  const std::size_t limit = job.audit_of.empty() ? ctx_.max_seq_len() : ctx_.max_seq_len() + std::size_t{1};
-  if (!run.suspended && total >= limit) {
-    fail(job,
-         Error(Errc::invalid_argument, "the prompt needs " + std::to_string(total) + " tokens; a sequence holds " +
-                                           std::to_string(ctx_.max_seq_len())),
-         engine::FinishReason::error);
-    return Placed::failed;
+  if (!run.suspended) {
+    const SeqUse use = job.audit_of.empty() ? SeqUse::turn : SeqUse::audit;
+    if (auto fits = check_context(need.size(), total - need.size(), ctx_.max_seq_len(), use); !fits) {
+      fail(job, fits.error(), engine::FinishReason::error);
+      return Placed::failed;
+    }
   }
   // Admission by cells: a job starts only when its footprint (and a little headroom) fits beside
   // what the jobs in slots are promised. Alone, it always starts (a sequence never exceeds the

@@ -4,7 +4,6 @@
 #include <sys/random.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <set>
@@ -43,11 +42,9 @@ SessionInfo info_of(const kvstore::SessionRecord& r) {
 
 Error no_session(const std::string& id) { return Error(Errc::not_found, "no session " + id); }
 
-// A declared app (a session's or a request's): none, or a client name.
-Status check_app(const std::string& app) {
-  if (app.empty() || valid_client_name(app)) return {};
-  return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -");
-}
+// What a request gets once the storage thread has stopped (after the shutdown drain): the same
+// answer as one refused at the door (HTTP 503, D-Bus Unavailable), never silence.
+Error stopping() { return Error(Errc::unavailable, "the daemon is shutting down"); }
 
 // A session holds tokens once a turn has run: its messages then go beyond the system prompt.
 bool has_turns(const std::vector<engine::ChatMessage>& chat) {
@@ -68,9 +65,26 @@ bool saved_finish(engine::FinishReason f) {
 }  // namespace
 
 bool valid_client_name(std::string_view name) {
-  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](unsigned char ch) {
-           return std::isalnum(ch) || ch == '.' || ch == '_' || ch == '-';
-         });
+  // ASCII by value: std::isalnum would follow the C locale, and let a locale's letters through.
+  const auto allowed = [](char ch) {
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+           ch == '-';
+  };
+  return !name.empty() && name.size() <= kMaxClientName && std::all_of(name.begin(), name.end(), allowed);
+}
+
+Status check_app(std::string_view app) {
+  if (app.empty() || valid_client_name(app)) return {};
+  return Error(Errc::invalid_argument, "app must be 1-64 characters of A-Z a-z 0-9 . _ -").with_param("app");
+}
+
+std::string client_of(std::uint32_t uid, std::string_view app) {
+  std::string client = std::to_string(uid);
+  if (valid_client_name(app)) {
+    client += '/';
+    client += app;
+  }
+  return client;
 }
 
 Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const std::vector<std::uint32_t>& groups,
@@ -87,8 +101,10 @@ Caller caller_from(std::uint32_t uid, std::uint32_t gid, std::int32_t pid, const
   return c;
 }
 
-Error over_limit(const std::string& what, const std::string& key, std::uint64_t value) {
-  return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")");
+Error over_limit(const std::string& what, const std::string& key, std::uint64_t value,
+                 std::optional<std::uint64_t> actual) {
+  return Error(Errc::resource_exhausted, what + " (limit " + key + " = " + std::to_string(value) + ")")
+      .with_limit(key, value, actual);
 }
 
 std::string token_damage(std::span<const engine::Token> tokens, std::int32_t n_vocab, std::size_t max_tokens) {
@@ -169,13 +185,15 @@ Status Service::check_stored_bytes(std::uint32_t uid) const {
   const std::uint64_t bytes = stored_bytes_of(uid);
   if (bytes < limits_.max_stored_bytes_per_user) return {};
   return over_limit("uid " + std::to_string(uid) + "'s sessions hold " + std::to_string(bytes) + " bytes; delete some first",
-                    "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20);
+                    "max-stored-mib-per-user", limits_.max_stored_bytes_per_user >> 20, bytes >> 20);
 }
 
 Error Service::storage_error(const Error& e, const std::string& what) const {
   if (e.code() != Errc::no_space) return e;
-  return Error(Errc::no_space, what + ": llmd's storage is full (" + e.message() + "); an administrator must free space in " +
-                                   (state_dir_.empty() ? std::string("the state directory") : state_dir_));
+  return Error(Errc::no_space,
+               what + ": llmd's storage is full (" + e.message() + "); an administrator must free space in " +
+                   (state_dir_.empty() ? std::string("the state directory") : state_dir_),
+               e.detail());
 }
 
 Status Service::check_disk_reserve() const {
@@ -188,7 +206,8 @@ Status Service::check_disk_reserve() const {
                                    " free, less than the " + mib(limits_.disk_reserve_bytes) +
                                    " llmd keeps in reserve; nothing was saved or generated, an administrator must "
                                    "free space there (limit disk-reserve-mib = " +
-                                   std::to_string(limits_.disk_reserve_bytes >> 20) + ")");
+                                   std::to_string(limits_.disk_reserve_bytes >> 20) + ")")
+      .with_limit("disk-reserve-mib", limits_.disk_reserve_bytes >> 20, free_bytes >> 20);
 }
 
 std::uint32_t Service::in_flight_of(std::uint32_t uid) const {
@@ -199,16 +218,18 @@ std::uint32_t Service::in_flight_of(std::uint32_t uid) const {
 
 void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                              std::function<void(Result<SessionInfo>)> done) {
-  if (shutting_down_) return done(Error(Errc::unavailable, "the daemon is shutting down"));
+  if (shutting_down_) return done(stopping());
   if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
     return done(over_limit("uid " + std::to_string(caller.uid) + " has " +
                                std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
-                           "max-sessions-per-user", limits_.max_sessions_per_user));
+                           "max-sessions-per-user", limits_.max_sessions_per_user, sessions_of(caller.uid)));
   }
   if (auto st = check_stored_bytes(caller.uid); !st) return done(st.error());
   if (system_prompt && (system_prompt->size() > limits_.max_message_bytes || !engine::is_valid_utf8(*system_prompt))) {
-    return done(Error(Errc::invalid_argument, "system_prompt must be valid UTF-8 of at most " +
-                                                  std::to_string(limits_.max_message_bytes) + " bytes"));
+    return done(Error(Errc::invalid_argument,
+                      "system_prompt must be valid UTF-8 of at most " + std::to_string(limits_.max_message_bytes) +
+                          " bytes")
+                    .with_param("system_prompt"));
   }
   if (auto st = check_app(app); !st) return done(st.error());
   if (auto st = check_disk_reserve(); !st) return done(st.error());
@@ -222,28 +243,34 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
   rec.created_ms = rec.updated_ms = unix_ms();
   rec.model_id = model_.info().fingerprint;
   index_[rec.id] = {caller.uid, true, rec.app, rec.system_prompt ? rec.system_prompt->size() : 0};  // busy until stored
-  storage_.post([this, rec, done = std::move(done)]() mutable {
+  auto cb = std::make_shared<std::function<void(Result<SessionInfo>)>>(std::move(done));
+  const bool queued = storage_.post([this, rec, cb]() mutable {
     std::vector<kvstore::MessageRecord> msgs;
     if (rec.system_prompt) msgs.push_back({"system", *rec.system_prompt, rec.created_ms});
     auto st = store_.create(rec, msgs, {});
     rec.n_messages = static_cast<std::uint32_t>(msgs.size());
-    asio::post(io_, [this, rec = std::move(rec), st, done = std::move(done)]() {
+    asio::post(io_, [this, rec = std::move(rec), st, cb]() {
       if (!st) {
         index_.erase(rec.id);
-        return done(storage_error(st.error(), "the session was not created"));
+        return (*cb)(storage_error(st.error(), "the session was not created"));
       }
       index_[rec.id].busy = false;
-      done(info_of(rec));
+      (*cb)(info_of(rec));
     });
   });
+  if (!queued) {
+    index_.erase(rec.id);
+    (*cb)(stopping());
+  }
 }
 
 void Service::list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done) {
   const std::optional<std::uint32_t> uid = caller.admin ? std::nullopt : std::optional<std::uint32_t>(caller.uid);
-  storage_.post([this, uid, done = std::move(done)]() mutable {
+  auto cb = std::make_shared<std::function<void(Result<std::vector<SessionInfo>>)>>(std::move(done));
+  const bool queued = storage_.post([this, uid, cb]() {
     auto list = store_.list(uid);
-    asio::post(io_, [this, list = std::move(list), done = std::move(done)]() mutable {
-      if (!list) return done(list.error());
+    asio::post(io_, [this, list = std::move(list), cb]() mutable {
+      if (!list) return (*cb)(list.error());
       const auto stats = worker_.stats();
       std::vector<SessionInfo> out;
       for (const auto& r : *list) {
@@ -255,14 +282,16 @@ void Service::list_sessions(const Caller& caller, std::function<void(Result<std:
         if (chunks_) i.kv = chunks_->residency(r.id);
         out.push_back(std::move(i));
       }
-      done(std::move(out));
+      (*cb)(std::move(out));
     });
   });
+  if (!queued) (*cb)(stopping());
 }
 
 void Service::get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done) {
   if (!visible(caller, id)) return done(no_session(id));
-  storage_.post([this, id, done = std::move(done)]() mutable {
+  auto cb = std::make_shared<std::function<void(Result<SessionDetail>)>>(std::move(done));
+  const bool queued = storage_.post([this, id, cb]() {
     auto detail = [&]() -> Result<SessionDetail> {
       auto rec = store_.get(id);
       if (!rec) return rec.error();
@@ -270,26 +299,28 @@ void Service::get_session(const Caller& caller, const std::string& id, std::func
       if (!msgs) return msgs.error();
       return SessionDetail{info_of(*rec), std::move(*msgs)};
     }();
-    asio::post(io_, [this, id, detail = std::move(detail), done = std::move(done)]() mutable {
+    asio::post(io_, [this, id, detail = std::move(detail), cb]() mutable {
       if (detail) {
         auto it = index_.find(id);
-        if (it == index_.end()) return done(no_session(id));
+        if (it == index_.end()) return (*cb)(no_session(id));
         detail->info.busy = it->second.busy;
         for (const auto& s : worker_.stats().slots) detail->info.resident = detail->info.resident || s.session_id == id;
         if (chunks_) detail->info.kv = chunks_->residency(id);
       }
-      done(std::move(detail));
+      (*cb)(std::move(detail));
     });
   });
+  if (!queued) (*cb)(stopping());
 }
 
 void Service::delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done) {
   if (!visible(caller, id)) return done(no_session(id));
   if (index_[id].busy) return done(Error(Errc::busy, "session " + id + " has a request running"));
   index_[id].busy = true;
-  storage_.post([this, id, done = std::move(done)]() mutable {
+  auto cb = std::make_shared<std::function<void(Status)>>(std::move(done));
+  const bool queued = storage_.post([this, id, cb]() {
     auto st = store_.remove(id);
-    asio::post(io_, [this, id, st, done = std::move(done)]() {
+    asio::post(io_, [this, id, st, cb]() {
       if (st) {
         index_.erase(id);
         worker_.forget_session(id);
@@ -297,9 +328,13 @@ void Service::delete_session(const Caller& caller, const std::string& id, std::f
       } else if (auto it = index_.find(id); it != index_.end()) {
         it->second.busy = false;
       }
-      done(st);
+      (*cb)(st);
     });
   });
+  if (!queued) {
+    index_[id].busy = false;
+    (*cb)(stopping());
+  }
 }
 
 Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request, TurnCallbacks callbacks) {
@@ -308,21 +343,23 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     callbacks.rejected(e);
     return id;
   };
-  if (shutting_down_) return reject(Error(Errc::unavailable, "the daemon is shutting down"));
+  if (shutting_down_) return reject(stopping());
   if (in_flight_.size() >= limits_.max_in_flight) {
-    return reject(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight));
+    return reject(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
+                             in_flight_.size()));
   }
   const std::uint32_t may_run =
       limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.n_slots();
   if (in_flight_of(caller.uid) >= may_run + limits_.max_queued_per_client) {
     return reject(over_limit("uid " + std::to_string(caller.uid) + " has " + std::to_string(in_flight_of(caller.uid)) +
                                  " requests running or queued; try again later",
-                             "max-queued-per-client", limits_.max_queued_per_client));
+                             "max-queued-per-client", limits_.max_queued_per_client, in_flight_of(caller.uid)));
   }
   if (auto st = check_app(request.app); !st) return reject(st.error());
   if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
-    return reject(Error(Errc::invalid_argument, "max_tokens must be between 1 and the context size (" +
-                                                    std::to_string(max_session_tokens_) + ")"));
+    return reject(Error(Errc::invalid_argument,
+                        "max_tokens must be between 1 and the context size (" + std::to_string(max_session_tokens_) + ")")
+                      .with_limit("max_tokens", max_session_tokens_, static_cast<std::uint64_t>(request.params.max_tokens)));
   }
   if (auto st = engine::validate_generate(request.params); !st) return reject(st.error());
   std::size_t text_bytes = request.content.size() + request.prompt.size();
@@ -339,25 +376,30 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     // A session stored before apps were checked may carry a name that is not a client name: its
     // turns are the uid's own client's rather than failing.
     request.app = valid_client_name(e.app) ? e.app : std::string();
-    if (!engine::is_valid_utf8(request.content)) return reject(Error(Errc::invalid_argument, "content is not valid UTF-8"));
+    if (!engine::is_valid_utf8(request.content)) {
+      return reject(Error(Errc::invalid_argument, "content is not valid UTF-8").with_param("content"));
+    }
     // Before anything is generated: a turn that could not be saved would be lost after its text
     // was streamed.
     if (auto st = check_disk_reserve(); !st) return reject(st.error());
     e.busy = true;
   }
-  std::string client = std::to_string(caller.uid);
-  if (!request.app.empty()) client += "/" + request.app;
   InFlight f{std::make_shared<std::atomic<bool>>(false), std::move(callbacks),
              request.kind == TurnRequest::Kind::session_message ? request.session_id : std::string(), false, caller.uid,
-             std::move(client)};
+             client_of(caller.uid, request.app)};
   in_flight_.emplace(id, std::move(f));
   if (in_flight_observer_) in_flight_observer_();
-  storage_.post([this, id, request = std::move(request)]() mutable {
+  const bool queued = storage_.post([this, id, request = std::move(request)]() mutable {
     auto prep = prepare(request);
     asio::post(io_, [this, id, request = std::move(request), prep = std::move(prep)]() mutable {
       prepared(id, std::move(request), std::move(prep));
     });
   });
+  if (!queued) {
+    auto cb = std::move(in_flight_.at(id).callbacks.rejected);
+    drop(id);
+    cb(stopping());
+  }
   return id;
 }
 
@@ -389,7 +431,7 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
         toks = std::vector<engine::Token>();
       } else {
         // A turn that filled the context ends with one sampled token beyond it (never decoded).
-        damage = token_damage(*toks, tok_.n_vocab(), max_session_tokens_ + std::size_t{1});
+        damage = token_damage(*toks, tok_.n_vocab(), max_stored_tokens(max_session_tokens_));
       }
       const auto chat = chat_of(*msgs);
       if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
@@ -417,15 +459,10 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
     }
   }
   if (p.input.empty()) return Error(Errc::invalid_argument, "the prompt is empty");
-  const std::size_t total = p.history.size() + p.input.size();
-  if (total + 1 > max_session_tokens_) {
-    return Error(Errc::invalid_argument,
-                 "context_length_exceeded: " +
-                     (p.history.empty() ? "the prompt has " + std::to_string(p.input.size()) + " tokens"
-                                        : "the session holds " + std::to_string(p.history.size()) +
-                                              " tokens and the message adds " + std::to_string(p.input.size())) +
-                     "; the context holds " + std::to_string(max_session_tokens_));
-  }
+  const char* field = request.kind == TurnRequest::Kind::completion ? "prompt"
+                      : request.kind == TurnRequest::Kind::chat     ? "messages"
+                                                                    : "content";
+  LLMD_TRY_STATUS(check_context(p.history.size(), p.input.size(), max_session_tokens_, SeqUse::turn, field));
   return p;
 }
 
@@ -449,7 +486,7 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
     auto cb = std::move(f.callbacks.rejected);
     drop(id);
     cb(over_limit("the request brings " + std::to_string(prep->input.size()) + " new tokens", "max-prompt-tokens",
-                  limits_.max_prompt_tokens));
+                  limits_.max_prompt_tokens, prep->input.size()));
     return;
   }
   f.accepted = true;
@@ -481,27 +518,36 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
       asio::post(io_, [this, id, res = std::move(res)]() mutable { finished(id, std::move(res)); });
       return;
     }
-    // Persist before acknowledging: the turn's messages and every token now in the KV.
-    storage_.post([this, id, session, user = std::move(user), history, input = std::move(input),
-                   generated = std::move(r.generated), res = std::move(res)]() mutable {
+    // Persist before acknowledging: the turn's messages and every token now in the KV. (The
+    // storage thread stops only once nothing is in flight, so it takes this; if it did not, the
+    // turn would still end, unsaved.)
+    auto result = std::make_shared<TurnResult>(std::move(res));  // here again if the task is refused
+    const bool queued = storage_.post([this, id, session, user = std::move(user), history, input = std::move(input),
+                                       generated = std::move(r.generated), result]() mutable {
+      TurnResult turn = std::move(*result);
       const std::int64_t now = unix_ms();
-      const std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", res.text, now}};
+      const std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", turn.text, now}};
       std::vector<engine::Token> added = std::move(input);
       added.insert(added.end(), generated.begin(), generated.end());
       auto st = store_.append_turn(session, msgs, added, static_cast<std::uint32_t>(history), now);
       std::uint64_t bytes = 0;
       if (!st) {
-        res.error = st.error().code() == Errc::no_space ? storage_error(st.error(), "the turn was not saved")
+        turn.error = st.error().code() == Errc::no_space ? storage_error(st.error(), "the turn was not saved")
                                                         : st.error().with_context("saving the turn");
-        res.finish = engine::FinishReason::error;
+        turn.finish = engine::FinishReason::error;
       } else {
         bytes = msgs[0].content.size() + msgs[1].content.size() + added.size() * sizeof(engine::Token);
       }
-      asio::post(io_, [this, id, session, bytes, res = std::move(res)]() mutable {
+      asio::post(io_, [this, id, session, bytes, turn = std::move(turn)]() mutable {
         if (auto e = index_.find(session); e != index_.end()) e->second.bytes += bytes;
-        finished(id, std::move(res));
+        finished(id, std::move(turn));
       });
     });
+    if (!queued) {
+      result->error = stopping().with_context("the turn was not saved");
+      result->finish = engine::FinishReason::error;
+      asio::post(io_, [this, id, result] { finished(id, std::move(*result)); });
+    }
   };
   if (auto st = worker_.submit(std::move(job)); !st) {
     TurnResult res;
@@ -513,17 +559,17 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
 
 void Service::audit_session(const Caller& caller, const std::string& id,
                             std::function<void(Result<kvstore::AuditReport>)> done) {
-  if (shutting_down_) return done(Error(Errc::unavailable, "the daemon is shutting down"));
+  if (shutting_down_) return done(stopping());
   if (!visible(caller, id)) return done(no_session(id));
   if (in_flight_.size() >= limits_.max_in_flight) {
-    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight));
+    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
+                           in_flight_.size()));
   }
   IndexEntry& e = index_[id];
   if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
   e.busy = true;
   const RequestId rid = ++next_id_;
-  std::string client = std::to_string(caller.uid);
-  if (valid_client_name(e.app)) client += "/" + e.app;  // a bad stored name: the uid (as its turns)
+  const std::string client = client_of(caller.uid, e.app);  // a bad stored name: the uid (as its turns)
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   in_flight_.emplace(rid, InFlight{cancelled, {}, id, true, caller.uid, client});
   if (in_flight_observer_) in_flight_observer_();
@@ -537,7 +583,7 @@ void Service::audit_session(const Caller& caller, const std::string& id,
   auto on_io = [this, finish](Result<kvstore::AuditReport> r) {
     asio::post(io_, [finish, r = std::move(r)]() mutable { (*finish)(std::move(r)); });
   };
-  storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
+  const bool queued = storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
     auto toks = store_.tokens(id);
     if (!toks) return on_io(toks.error());
     // A history that filled its sequence ends with a sampled token no KV was ever computed for
@@ -561,7 +607,7 @@ void Service::audit_session(const Caller& caller, const std::string& id,
         }
         // The comparison reads chunk files and decodes them: on the storage thread, not the engine's.
         auto capture = std::make_shared<AuditCapture>(std::move(*r.audit));
-        storage_.post([this, id, tokens, chunk_tokens, capture, on_io]() {
+        const bool compared = storage_.post([this, id, tokens, chunk_tokens, capture, on_io]() {
           std::vector<kvstore::AuditChunkInput> chunks;
           if (chunks_) {
             for (auto& c : chunks_->stored_chunks(id)) {
@@ -586,10 +632,12 @@ void Service::audit_session(const Caller& caller, const std::string& id,
           on_io(kvstore::audit_kv(worker_.kv_layout(), *tokens, capture->reference, chunk_tokens,
                                   chunks_ ? chunks_->chain_seed() : 0, chunks, resident));
         });
+        if (!compared) on_io(stopping());
       };
       if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());
     });
   });
+  if (!queued) (*finish)(stopping());
 }
 
 void Service::finished(RequestId id, TurnResult result) {
@@ -619,7 +667,16 @@ void Service::cancel(RequestId id) {
 
 void Service::begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle) {
   shutting_down_ = true;
-  on_idle_ = std::move(on_idle);
+  if (on_idle_ && on_idle) {
+    // Called again before the drain ended (a second stop signal, a shorter grace): the first
+    // caller still learns that it is idle; replacing its callback would leave the daemon running.
+    on_idle_ = [first = std::move(on_idle_), then = std::move(on_idle)] {
+      first();
+      then();
+    };
+  } else if (on_idle) {
+    on_idle_ = std::move(on_idle);
+  }
   worker_.request_stop(grace);
   check_idle();
 }
@@ -640,11 +697,14 @@ std::optional<std::uint32_t> Service::session_owner(const std::string& id) const
   return it->second.uid;
 }
 
+ServiceCounts Service::counts() const { return {index_.size(), in_flight_.size(), shutting_down_}; }
+
 ServiceStatus Service::status() const {
   ServiceStatus s;
-  s.sessions = index_.size();
-  s.in_flight = in_flight_.size();
-  s.shutting_down = shutting_down_;
+  const ServiceCounts c = counts();
+  s.sessions = c.sessions;
+  s.in_flight = c.in_flight;
+  s.shutting_down = c.shutting_down;
   s.worker = worker_.stats();
   if (chunks_) s.kv = chunks_->stats();
   return s;

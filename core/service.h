@@ -105,7 +105,8 @@ struct TurnCallbacks {
 };
 
 // Per-uid limits name their config key; a request over one is rejected with resource_exhausted
-// (HTTP 429) whose message ends "(limit KEY = VALUE)" (see over_limit()).
+// (HTTP 429) carrying the key as its param, the limit and what the request would have reached;
+// its message ends "(limit KEY = VALUE)" for people (see over_limit()).
 struct ServiceLimits {
   std::uint32_t max_sessions_per_user = 1024;
   std::uint64_t max_stored_bytes_per_user = 1ull << 30;  // max-stored-mib-per-user
@@ -120,6 +121,16 @@ struct ServiceLimits {
   std::uint64_t disk_reserve_bytes = 256ull << 20;
 };
 
+// What the io thread counts as it goes: cheap to read (no engine lock, no walk of the KV store),
+// for health checks and the D-Bus ActiveSessions property.
+struct ServiceCounts {
+  std::size_t sessions = 0;   // stored
+  std::size_t in_flight = 0;  // turns and audits accepted or being prepared
+  bool shutting_down = false;
+};
+
+// The full status (/v1/status, GetStatus): the counts, the engine's stats (it locks the engine)
+// and the KV store's (it walks every chunk).
 struct ServiceStatus {
   std::size_t sessions = 0;
   std::size_t in_flight = 0;
@@ -180,12 +191,17 @@ class Service {
   void audit_session(const Caller& caller, const std::string& id, std::function<void(Result<kvstore::AuditReport>)> done);
 
   // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
-  // thread once nothing is in flight and the storage thread has written everything.
+  // thread once nothing is in flight and the storage thread has written everything. Called again
+  // before then (a second stop signal: grace 0), the new grace applies and every on_idle given runs.
   void begin_shutdown(std::chrono::milliseconds grace, std::function<void()> on_idle);
 
-  ServiceStatus status() const;
+  // Errors of the session calls and turns, beyond those listed with each: unavailable once the
+  // storage thread has stopped (after the shutdown drain); every call is still answered once.
+
+  ServiceStatus status() const;  // heavy: see ServiceStatus
+  ServiceCounts counts() const;  // cheap: see ServiceCounts
   // Called (on the io thread) whenever the number of turns in flight changes: a front end that
-  // publishes it (the D-Bus ActiveSessions property) reads status().in_flight then.
+  // publishes it (the D-Bus ActiveSessions property) reads counts().in_flight then.
   void set_in_flight_observer(std::function<void()> observer) { in_flight_observer_ = std::move(observer); }
   std::optional<std::uint32_t> session_owner(const std::string& id) const;
   const ServiceLimits& limits() const { return limits_; }
@@ -249,12 +265,22 @@ class Service {
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
 };
 
-// A name a client may declare for its app (in a request, or for a session at its creation), or a
-// weight entry names: 1-64 of A-Z a-z 0-9 . _ -.
+// The one app-name rule. A name a client may declare for its app (in a request, or for a session
+// at its creation), or a weight entry names: 1-64 of A-Z a-z 0-9 . _ - (ASCII, whatever the
+// locale). Every front end leaves the check to the Service (check_app); the config checks weight
+// entries with it.
+inline constexpr std::size_t kMaxClientName = 64;
 bool valid_client_name(std::string_view name);
+// A declared app: "" (none) or a valid_client_name, else invalid_argument with param "app".
+Status check_app(std::string_view app);
+// The scheduler's client for a uid and an app: "UID/APP", or "UID" when app is not a client name
+// ("", or a session's app stored before the rule was checked, whose turns stay the uid's own).
+std::string client_of(std::uint32_t uid, std::string_view app);
 
-// A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)".
-Error over_limit(const std::string& what, const std::string& key, std::uint64_t value);
+// A per-uid limit was reached: resource_exhausted, "WHAT (limit KEY = VALUE)", with param KEY,
+// limit VALUE and actual `actual` (what the caller has or would have reached, in the key's unit).
+Error over_limit(const std::string& what, const std::string& key, std::uint64_t value,
+                 std::optional<std::uint64_t> actual = std::nullopt);
 
 // Why a session's stored token sequence cannot be what its messages produced: "" when it can be
 // (every id in [0, n_vocab), at most max_tokens of them).

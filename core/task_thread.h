@@ -6,9 +6,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
+
+#include "common/mutex.h"
 
 namespace llmd::core {
 
@@ -19,8 +20,10 @@ class TaskThread {
   TaskThread(const TaskThread&) = delete;
   TaskThread& operator=(const TaskThread&) = delete;
 
-  // Queues a task; false (and the task is dropped) once stop() has begun. Thread-safe.
-  bool post(std::function<void()> task);
+  // Queues a task; false (and the task is dropped, unrun) once stop() has begun. Thread-safe.
+  // The caller must answer whoever waits on the task another way then: a request arriving during
+  // the shutdown drain gets "unavailable", never silence.
+  [[nodiscard]] bool post(std::function<void()> task);
   // Runs what is queued, then ends the thread. Idempotent.
   void stop();
   std::size_t queued() const;
@@ -29,11 +32,11 @@ class TaskThread {
   void run();
 
   std::string name_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
-  std::thread thread_;
+  std::deque<std::function<void()>> tasks_ LLMD_GUARDED_BY(mu_);
+  bool stopping_ LLMD_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // started by the constructor, joined by stop() (from any other thread)
 };
 
 }  // namespace llmd::core

@@ -1,6 +1,7 @@
 // The HTTP API (v1) on top of the daemon's Service: routing, request parsing, response shapes.
 //
-//   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping)
+//   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping); from the
+//                                           Service's counts, never the engine's stats
 //   GET    /v1/status                       model, slots, queue, sessions, limits; "kv": the chunk
 //                                           store (bytes and chunks per tier and codec, budgets,
 //                                           write-backs, errors) or {"restore": "recompute"};

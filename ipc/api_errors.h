@@ -1,5 +1,9 @@
 // The one place where llmd Errors become HTTP statuses and OpenAI-shaped error bodies:
-//   {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": "..."}}
+//   {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": "...",
+//              "limit": N, "actual": N}}
+// from the Error's code, reason and details (common/result.h), never from its message: "code" is
+// the code's name on the wire ("context_length_exceeded" for that Reason), "param" the offending
+// field or the limit's config key (null if none), "limit" and "actual" only when the error has them.
 #pragma once
 
 #include <string>

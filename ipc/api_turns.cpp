@@ -32,13 +32,13 @@ Result<std::string> content_text(const nlohmann::json& content) {
       const auto type = part.is_object() ? part.find("type") : part.end();
       const auto text = part.is_object() ? part.find("text") : part.end();
       if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
-        return Error(Errc::invalid_argument, "only text content parts are supported");
+        return Error(Errc::invalid_argument, "only text content parts are supported").with_param("messages");
       }
       out += text->get<std::string>();
     }
     return out;
   }
-  return Error(Errc::invalid_argument, "message content must be a string or an array of text parts");
+  return Error(Errc::invalid_argument, "message content must be a string or an array of text parts").with_param("messages");
 }
 
 }  // namespace

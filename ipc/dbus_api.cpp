@@ -356,7 +356,7 @@ int DbusApi::on_get_property(sd_bus*, const char*, const char*, const char* prop
     if (std::strcmp(property, "Version") == 0) return sd_bus_message_append(reply, "s", self->config_.version.c_str());
     if (std::strcmp(property, "Slots") == 0) return sd_bus_message_append(reply, "u", self->service_.slots());
     if (std::strcmp(property, "ActiveSessions") == 0) {
-      return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(self->service_.status().in_flight));
+      return sd_bus_message_append(reply, "u", static_cast<std::uint32_t>(self->service_.counts().in_flight));
     }
   } catch (const std::exception& e) {
     return sd_bus_error_set(error, kBusErrorFailed, e.what());
@@ -372,7 +372,7 @@ void DbusApi::publish_active() {
     if (alive.expired()) return;
     active_posted_ = false;
     if (!conn_ || !conn_->is_open()) return;
-    const auto now = static_cast<std::uint32_t>(service_.status().in_flight);
+    const auto now = static_cast<std::uint32_t>(service_.counts().in_flight);
     if (now == active_published_) return;
     active_published_ = now;
     (void)sd_bus_emit_properties_changed(conn_->bus(), kBusPath, kBusInterface, "ActiveSessions", nullptr);

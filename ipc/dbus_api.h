@@ -46,7 +46,7 @@
 //       a non-admin sees its own sessions' slots, the others' indexes only, its own scheduler
 //       clients and totals)
 // Properties: Model s, Version s, Slots u (const); ActiveSessions u (turns queued or running, of
-// all callers and front ends; a count only; PropertiesChanged when it changes).
+// all callers and front ends; a count only, Service::counts(); PropertiesChanged when it changes).
 //
 // A client that leaves the bus has its requests cancelled (one NameOwnerChanged match for the
 // whole bus, set up before the name is requested, so no departure is missed).

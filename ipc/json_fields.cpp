@@ -8,7 +8,9 @@
 namespace llmd::ipc {
 namespace {
 
-Error bad(const char* key, const std::string& what) { return Error(Errc::invalid_argument, std::string(key) + " " + what); }
+Error bad(const char* key, const std::string& what) {
+  return Error(Errc::invalid_argument, std::string(key) + " " + what).with_param(key);
+}
 
 }  // namespace
 
@@ -55,7 +57,7 @@ Result<nlohmann::json> parse_object(const std::string& body) {
     if (field.empty() || field.rfind("[]", 0) == 0) {
       return Error(Errc::invalid_argument, "the request body is not valid JSON: a number is out of range");
     }
-    return Error(Errc::invalid_argument, field + " is out of range (a number too large for a double)");
+    return Error(Errc::invalid_argument, field + " is out of range (a number too large for a double)").with_param(field);
   } catch (const nlohmann::json::exception& e) {
     return Error(Errc::invalid_argument, std::string("the request body is not valid JSON: ") + e.what());
   }
@@ -128,7 +130,7 @@ Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_l
   auto top_p = opt_number(obj, "top_p", 0.0, 1.0);
   if (!top_p) return top_p.error();
   if (*top_p) {
-    if (**top_p <= 0.0) return Error(Errc::invalid_argument, "top_p must be greater than 0");
+    if (**top_p <= 0.0) return bad("top_p", "must be greater than 0");
     p.sampling.top_p = static_cast<float>(**top_p);
   }
   auto top_k = opt_int(obj, "top_k", 0, 1 << 20);
@@ -144,7 +146,7 @@ Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_l
     auto v = opt_number(obj, key, 0.0, 10.0);
     if (!v) return v.error();
     if (*v) {
-      if (**v <= 0.0) return Error(Errc::invalid_argument, std::string(key) + " must be greater than 0");
+      if (**v <= 0.0) return bad(key, "must be greater than 0");
       p.sampling.repeat_penalty = static_cast<float>(**v);
     }
   }
@@ -157,11 +159,11 @@ Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_l
       p.stop.push_back(it->get<std::string>());
     } else if (it->is_array()) {
       for (const auto& s : *it) {
-        if (!s.is_string()) return Error(Errc::invalid_argument, "stop must be a string or an array of strings");
+        if (!s.is_string()) return bad("stop", "must be a string or an array of strings");
         p.stop.push_back(s.get<std::string>());
       }
     } else {
-      return Error(Errc::invalid_argument, "stop must be a string or an array of strings");
+      return bad("stop", "must be a string or an array of strings");
     }
   }
   return engine::validate_generate(p);

@@ -15,7 +15,7 @@ Status read_turn_options(const nlohmann::json& fields, const core::ServiceLimits
     if (**priority == "background") {
       turn.priority = scheduler::Priority::background;
     } else if (**priority != "interactive") {
-      return Error(Errc::invalid_argument, "priority must be \"interactive\" or \"background\"");
+      return Error(Errc::invalid_argument, "priority must be \"interactive\" or \"background\"").with_param("priority");
     }
   }
   auto app = opt_string(fields, "app");

@@ -281,5 +281,75 @@ TEST_F(ServiceTest, ShutdownFinishesOrCancelsWorkInFlight) {
   EXPECT_EQ(late.rejected->code(), Errc::unavailable);
 }
 
+// A request that arrives once the shutdown drain has stopped the storage thread is answered
+// (unavailable, HTTP 503), never left waiting: TaskThread::post refuses the task then, and every
+// Service call that hands work to that thread answers its caller itself. Before, list, get and
+// delete posted into the stopped thread and their callbacks were never called.
+TEST_F(ServiceTest, RequestsAfterTheShutdownDrainAreAnswered) {
+  ASSERT_TRUE(model_);
+  auto h = std::make_unique<ServiceHarness>(*model_, dir_ + "/db");
+  const auto s = h->create(kAlice);
+  bool idle = false;
+  h->service().begin_shutdown(std::chrono::milliseconds(0), [&] { idle = true; });
+  h->run_until([&] { return idle; });  // nothing in flight: the storage thread has stopped
+
+  std::optional<Result<std::vector<SessionInfo>>> list;
+  std::optional<Result<SessionDetail>> get;
+  std::optional<Status> del;
+  std::optional<Result<SessionInfo>> create;
+  std::optional<Result<kvstore::AuditReport>> audit;
+  h->service().list_sessions(kAlice, [&](Result<std::vector<SessionInfo>> r) { list = std::move(r); });
+  h->service().get_session(kAlice, s.id, [&](Result<SessionDetail> r) { get = std::move(r); });
+  h->service().delete_session(kAlice, s.id, [&](Status r) { del = std::move(r); });
+  h->service().create_session(kAlice, std::nullopt, "", [&](Result<SessionInfo> r) { create = std::move(r); });
+  h->service().audit_session(kAlice, s.id, [&](Result<kvstore::AuditReport> r) { audit = std::move(r); });
+  auto turn = h->start(kAlice, ServiceHarness::message(s.id, "hi"));
+  h->run_until([&] { return list && get && del && create && audit && (turn->rejected || turn->done); },
+               std::chrono::seconds(10));
+  for (const Error* e : std::initializer_list<const Error*>{list && !*list ? &list->error() : nullptr, get && !*get ? &get->error() : nullptr,
+                         del && !*del ? &del->error() : nullptr, create && !*create ? &create->error() : nullptr,
+                         audit && !*audit ? &audit->error() : nullptr, turn->rejected ? &*turn->rejected : nullptr}) {
+    ASSERT_NE(e, nullptr) << "a call was not answered, or answered without an error";
+    EXPECT_EQ(e->code(), Errc::unavailable) << e->to_string();
+  }
+  // The session is not left busy by the refused delete.
+  EXPECT_EQ(h->service().session_owner(s.id), kAlice.uid);
+  EXPECT_EQ(h->service().counts().in_flight, 0u);
+}
+
+// Health and the D-Bus ActiveSessions property read counts(): the io thread's own counters.
+TEST_F(ServiceTest, CountsFollowTurnsInFlight) {
+  ASSERT_TRUE(model_);
+  ServiceHarness h(*model_, dir_ + "/db");
+  const auto s = h.create(kAlice);
+  EXPECT_EQ(h.service().counts().sessions, 1u);
+  EXPECT_EQ(h.service().counts().in_flight, 0u);
+  auto o = h.start(kAlice, ServiceHarness::message(s.id, "Once upon a time", 8));
+  EXPECT_EQ(h.service().counts().in_flight, 1u);
+  EXPECT_EQ(h.service().status().in_flight, 1u);
+  h.run_until([&] { return o->done.has_value() || o->rejected.has_value(); });
+  EXPECT_EQ(h.service().counts().in_flight, 0u);
+  EXPECT_FALSE(h.service().counts().shutting_down);
+}
+
+// The context check carries its reason and numbers, set where it is born (not parsed from text).
+TEST_F(ServiceTest, ContextLengthExceededCarriesItsLimit) {
+  ASSERT_TRUE(model_);
+  ServiceHarness h(*model_, dir_ + "/db");
+  TurnRequest req;
+  req.kind = TurnRequest::Kind::completion;
+  req.prompt = std::string(6000, 'a');  // far more tokens than the 1024-cell context
+  req.params = test::greedy(4);
+  auto o = h.turn(kAlice, req);
+  ASSERT_TRUE(o.rejected);
+  EXPECT_EQ(o.rejected->code(), Errc::invalid_argument);
+  EXPECT_EQ(o.rejected->reason(), Reason::context_length_exceeded);
+  EXPECT_EQ(o.rejected->param(), "prompt");
+  EXPECT_EQ(o.rejected->detail().limit, h.service().max_session_tokens());
+  ASSERT_TRUE(o.rejected->detail().actual);
+  EXPECT_GE(*o.rejected->detail().actual, h.service().max_session_tokens());
+  EXPECT_EQ(o.rejected->message().rfind("context_length_exceeded: the prompt has ", 0), 0u) << o.rejected->message();
+}
+
 }  // namespace
 }  // namespace llmd::core

@@ -40,6 +40,20 @@ TEST(DbusErrors, EveryErrcHasANamedError) {
             "too many (limit max-sessions-per-user = 1)");
 }
 
+// The name comes from the code alone; the details (reason, param, limit) leave the name and the
+// message as they are.
+TEST(DbusErrors, DetailsKeepTheNameAndMessage) {
+  const BusError context = to_bus_error(Error(Errc::invalid_argument, "context_length_exceeded: the prompt has 9 tokens")
+                                            .with_limit("prompt", 8, 9)
+                                            .with_reason(Reason::context_length_exceeded));
+  EXPECT_EQ(context.name, "org.llmd.LLM1.Error.InvalidArgument");
+  EXPECT_EQ(context.message, "context_length_exceeded: the prompt has 9 tokens");
+  const BusError limit =
+      to_bus_error(Error(Errc::resource_exhausted, "too many (limit max-in-flight = 2)").with_limit("max-in-flight", 2, 2));
+  EXPECT_EQ(limit.name, "org.llmd.LLM1.Error.QuotaExceeded");
+  EXPECT_EQ(limit.message, "too many (limit max-in-flight = 2)");
+}
+
 TEST(DbusErrors, TextIsMadeFitForADbusString) {
   EXPECT_EQ(bus_text("plain ünïcode"), "plain ünïcode");
   EXPECT_EQ(bus_text(std::string("a\0b", 3)), "a\xEF\xBF\xBD" "b");
