@@ -14,7 +14,7 @@ TaskThread::~TaskThread() { stop(); }
 
 bool TaskThread::post(std::function<void()> task) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return false;
     tasks_.push_back(std::move(task));
   }
@@ -24,7 +24,7 @@ bool TaskThread::post(std::function<void()> task) {
 
 void TaskThread::stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_one();
@@ -32,7 +32,7 @@ void TaskThread::stop() {
 }
 
 std::size_t TaskThread::queued() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return tasks_.size();
 }
 
@@ -40,8 +40,8 @@ void TaskThread::run() {
   while (true) {
     std::function<void()> task;
     {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+      MutexLock lock(mu_);
+      while (!stopping_ && tasks_.empty()) lock.wait(cv_);
       if (tasks_.empty()) return;  // stopping and drained
       task = std::move(tasks_.front());
       tasks_.pop_front();

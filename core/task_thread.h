@@ -6,9 +6,10 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
+
+#include "common/mutex.h"
 
 namespace llmd::core {
 
@@ -22,18 +23,18 @@ class TaskThread {
   // Queues a task; false (and the task is dropped) once stop() has begun. Thread-safe.
   bool post(std::function<void()> task);
   // Runs what is queued, then ends the thread. Idempotent.
-  void stop();
-  std::size_t queued() const;
+  void stop() LLMD_EXCLUDES(mu_);
+  std::size_t queued() const LLMD_EXCLUDES(mu_);
 
  private:
-  void run();
+  void run() LLMD_EXCLUDES(mu_);
 
-  std::string name_;
-  mutable std::mutex mu_;
+  const std::string name_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
-  std::thread thread_;
+  std::deque<std::function<void()>> tasks_ LLMD_GUARDED_BY(mu_);
+  bool stopping_ LLMD_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // the owner's: started by the constructor, joined by stop()
 };
 
 }  // namespace llmd::core
