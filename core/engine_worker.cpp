@@ -1,5 +1,5 @@
-// The engine thread: its loop, the scheduler's two phases, stats (see engine_worker.h). Placing
-// jobs in slots, swap-in, preemption and completion are in engine_worker_slots.cpp.
+// The engine thread: its loop, the scheduler's two phases, stats (see engine_worker.h). A job's
+// life in a slot (placing, swap-in, preemption, completion) is in engine_worker_jobs.cpp.
 #include "core/engine_worker.h"
 
 #include <pthread.h>
@@ -21,13 +21,19 @@ EngineWorker::EngineWorker(engine::Context& ctx, const engine::Tokenizer& tokeni
       tok_(tokenizer),
       options_(std::move(options)),
       runner_(ctx, tokenizer),
-      slots_(ctx.n_slots()),
-      sched_(options_.scheduling) {
+      slots_(ctx, options_.chunks, options_.keep_resident),
+      sched_(options_.scheduling),
+      stall_fault_(options_.fault_stall_first_step) {
   runner_.on_token([this](engine::SeqId seq, engine::Token, std::string_view text) {
     if (text.empty()) return;
     auto it = running_.find(seq);
     if (it != running_.end() && it->second.job.on_text) it->second.job.on_text(std::string(text));
   });
+  if (options_.chunks) {
+    loader_ = std::make_unique<KvLoader>(*options_.chunks, [this](engine::SeqId seq, kvstore::LoadResult result) {
+      deliver(seq, std::move(result));
+    });
+  }
   publish_stats();
 }
 
@@ -37,12 +43,10 @@ EngineWorker::~EngineWorker() {
 }
 
 void EngineWorker::start() {
+  beat();
   thread_ = std::thread([this] { run(); });
   pthread_setname_np(thread_.native_handle(), "llmd-engine");
-  if (options_.chunks) {
-    loader_ = std::thread([this] { load_loop(); });
-    pthread_setname_np(loader_.native_handle(), "llmd-kvload");
-  }
+  if (loader_) loader_->start();
 }
 
 Status EngineWorker::submit(Job job) {
@@ -50,7 +54,7 @@ Status EngineWorker::submit(Job job) {
   if (!job.cancelled) job.cancelled = std::make_shared<std::atomic<bool>>(false);
   if (job.client.empty()) job.client = "anonymous";
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return Error(Errc::unavailable, "the daemon is shutting down");
     incoming_.push_back(std::move(job));
     ++stats_.queued;
@@ -61,7 +65,7 @@ Status EngineWorker::submit(Job job) {
 
 void EngineWorker::forget_session(const std::string& session_id) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     forget_.push_back(session_id);
   }
   cv_.notify_one();
@@ -69,7 +73,7 @@ void EngineWorker::forget_session(const std::string& session_id) {
 
 void EngineWorker::request_stop(std::chrono::milliseconds grace) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!stopping_) {
       stopping_ = true;
       stop_deadline_ = Clock::now() + grace;
@@ -82,45 +86,13 @@ void EngineWorker::request_stop(std::chrono::milliseconds grace) {
 
 void EngineWorker::join() {
   if (thread_.joinable()) thread_.join();
-  {
-    std::lock_guard lock(load_mu_);
-    load_stop_ = true;
-  }
-  load_cv_.notify_all();
-  if (loader_.joinable()) loader_.join();
+  if (loader_) loader_->stop();
 }
 
 WorkerStats EngineWorker::stats() const {
-  std::lock_guard lock(mu_);
-  // Rates over windows of at least a second, rolled by whoever asks (an idle engine publishes
-  // nothing, and its clients' rates fall to 0 at the next roll).
-  const auto now = Clock::now();
-  const double dt = std::chrono::duration<double>(now - rate_start_).count();
-  if (dt >= 1.0) {
-    auto base_of = [&](const std::string& id) {
-      auto it = rate_base_.find(id);
-      return it == rate_base_.end() ? std::pair<std::uint64_t, double>{0, 0} : it->second;
-    };
-    double total = 0;
-    for (const auto& c : stats_.clients) total += c.view.service - base_of(c.view.client).second;
-    std::map<std::string, std::pair<std::uint64_t, double>> base;
-    rates_.clear();
-    for (const auto& c : stats_.clients) {
-      const auto b = base_of(c.view.client);
-      rates_[c.view.client] = {static_cast<double>(c.view.output_tokens - std::min(b.first, c.view.output_tokens)) / dt,
-                               total > 0 ? (c.view.service - b.second) / total : 0.0};
-      base[c.view.client] = {c.view.output_tokens, c.view.service};
-    }
-    rate_base_ = std::move(base);
-    rate_start_ = now;
-  }
+  MutexLock lock(mu_);
   WorkerStats out = stats_;
-  for (auto& c : out.clients) {
-    if (auto r = rates_.find(c.view.client); r != rates_.end()) {
-      c.tokens_per_s = r->second.first;
-      c.share = r->second.second;
-    }
-  }
+  rates_.fill(Clock::now(), out.clients);
   return out;
 }
 
@@ -140,12 +112,7 @@ void EngineWorker::take_incoming(std::deque<Job>& incoming) {
   const auto now = Clock::now();
   for (Job& job : incoming) {
     // History the session's slot already holds is neither prompt nor swap-in work.
-    std::size_t resident = 0;
-    if (options_.keep_resident && !job.session_id.empty()) {
-      for (const Slot& slot : slots_) {
-        if (slot.session_id == job.session_id) resident = std::max(resident, common_prefix(slot.cached, job.history));
-      }
-    }
+    const std::size_t resident = slots_.resident_prefix(job.session_id, job.history);
     scheduler::Request req{job.id, job.client, job.priority, static_cast<std::uint32_t>(job.input.size()),
                            static_cast<std::uint32_t>(job.history.size() - resident)};
     sched_.set_weight(job.client, weight_of(job.client));
@@ -173,7 +140,7 @@ void EngineWorker::schedule_slots() {
     in.running.push_back({r.job.id, runner_.prompt_left(seq), r.steps >= kPreemptQuantum});
   }
   for (const auto& [seq, r] : restoring_) in.running.push_back({r.job.id, 0, false});
-  for (const Slot& slot : slots_) in.free_slots += slot.job ? 0 : 1;
+  in.free_slots = slots_.free_slots();
   const scheduler::SlotPlan plan = sched_.schedule_slots(in);
   for (std::uint64_t id : plan.preempt) {
     for (const auto& [seq, r] : running_) {
@@ -221,6 +188,11 @@ void EngineWorker::step() {
   const scheduler::TokenPlan plan = sched_.schedule_tokens(running, ctx_.n_batch());
   engine::StepLimits limits;
   for (const auto& [id, n] : plan.prefill) limits.prefill.emplace_back(seq_of.at(id), n);
+  if (stall_fault_.count() > 0) {
+    // Fault injection (tests only): this step hangs, as a llama_decode that never returns would.
+    spdlog::warn("engine: fault injection: this decode step stalls for {} ms", stall_fault_.count());
+    std::this_thread::sleep_for(std::exchange(stall_fault_, std::chrono::milliseconds(0)));
+  }
   auto more = runner_.step(&limits);
   if (more) {
     for (auto& [seq, r] : running_) ++r.steps;
@@ -232,7 +204,7 @@ void EngineWorker::step() {
   }
   // The pool is full: drop an idle slot's KV; if there is none, the newest job gives way (parked
   // until cells are free), or, alone, ends with context_full.
-  if (evict_one_idle()) return;
+  if (slots_.evict_one_idle()) return;
   engine::SeqId newest = -1;
   Clock::time_point newest_t{};
   for (auto& [seq, r] : running_) {
@@ -252,14 +224,12 @@ void EngineWorker::step() {
 }
 
 void EngineWorker::publish_stats() {
-  std::vector<SlotView> views;
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    views.push_back({s, slots_[s].session_id, static_cast<std::uint32_t>(ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) + 1),
-                     slots_[s].job.has_value()});
-  }
+  std::vector<SlotView> views = slots_.views();
   std::vector<ClientStats> clients;
   for (auto& c : sched_.clients()) clients.push_back({std::move(c), 0.0, 0.0});
-  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  MutexLock lock(mu_);
+  rates_.record(now, clients);
   stats_.slots = std::move(views);
   stats_.clients = std::move(clients);
   stats_.running = running_.size() + restoring_.size();
@@ -268,20 +238,34 @@ void EngineWorker::publish_stats() {
   stats_.policy = std::string(scheduler::policy_name(options_.scheduling.policy));
 }
 
+bool EngineWorker::has_news() const { return stopping_ || !incoming_.empty() || !forget_.empty() || !loaded_.empty(); }
+
+// Waits until there is news; with a heartbeat, wakes to beat at least every period meanwhile.
+void EngineWorker::wait_for_news(MutexLock& lock) {
+  while (!has_news()) {
+    if (options_.heartbeat.count() > 0) {
+      lock.wait_until(cv_, Clock::now() + options_.heartbeat);
+      beat();
+    } else {
+      lock.wait(cv_);
+    }
+  }
+}
+
 void EngineWorker::run() {
   while (true) {
+    beat();
     bool stopping = false;
     bool past_deadline = false;
     std::vector<std::string> forget;
     std::deque<Job> incoming;
     {
-      std::unique_lock lock(mu_);
-      auto woken = [&] { return stopping_ || !incoming_.empty() || !forget_.empty() || !loaded_.empty(); };
-      if (waiting_.empty() && running_.empty() && restoring_.empty() && !woken()) {
-        cv_.wait(lock, woken);
+      MutexLock lock(mu_);
+      if (waiting_.empty() && running_.empty() && restoring_.empty()) {
+        wait_for_news(lock);
       } else if (running_.empty() && loaded_.empty() && !restoring_.empty()) {
         // Only swap-ins in progress: wait for one (or for anything new).
-        cv_.wait(lock, woken);
+        wait_for_news(lock);
       }
       incoming.swap(incoming_);
       forget.swap(forget_);
@@ -289,15 +273,7 @@ void EngineWorker::run() {
       past_deadline = stopping_ && Clock::now() >= stop_deadline_;
     }
     take_incoming(incoming);
-    for (const auto& id : forget) {
-      for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-        if (slots_[s].session_id == id && !slots_[s].job) {
-          ctx_.seq_clear(static_cast<engine::SeqId>(s));
-          slots_[s].cached.clear();
-          slots_[s].session_id.clear();
-        }
-      }
-    }
+    for (const auto& id : forget) slots_.forget(id);
     // Queued jobs that were cancelled end now; when stopping, so do the ones that never started
     // (parked ones may still finish within the grace period).
     for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -328,7 +304,7 @@ void EngineWorker::run() {
     }
     publish_stats();
     if (stopping && waiting_.empty() && running_.empty() && restoring_.empty()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (incoming_.empty()) return;
     }
   }

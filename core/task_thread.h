@@ -25,18 +25,18 @@ class TaskThread {
   // the shutdown drain gets "unavailable", never silence.
   [[nodiscard]] bool post(std::function<void()> task);
   // Runs what is queued, then ends the thread. Idempotent.
-  void stop();
-  std::size_t queued() const;
+  void stop() LLMD_EXCLUDES(mu_);
+  std::size_t queued() const LLMD_EXCLUDES(mu_);
 
  private:
-  void run();
+  void run() LLMD_EXCLUDES(mu_);
 
-  std::string name_;
+  const std::string name_;
   mutable Mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_ LLMD_GUARDED_BY(mu_);
   bool stopping_ LLMD_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // started by the constructor, joined by stop() (from any other thread)
+  std::thread thread_;  // the owner's: started by the constructor, joined by stop()
 };
 
 }  // namespace llmd::core

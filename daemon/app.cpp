@@ -27,6 +27,15 @@ std::optional<std::uint32_t> group_id(const std::string& name) {
   return out->gr_gid;
 }
 
+// LLMD_FAULT_ENGINE_STALL_MS=N, for tests only (tests/e2e/lifecycle_test.cpp): the engine's first
+// decode step sleeps N ms, as a hung llama_decode would, so that a test sees the watchdog stop
+// pinging. Read once, at start-up; unset, empty or not a positive number: off.
+std::chrono::milliseconds engine_stall_fault() {
+  const char* v = std::getenv("LLMD_FAULT_ENGINE_STALL_MS");
+  const long ms = v != nullptr ? std::strtol(v, nullptr, 10) : 0;
+  return std::chrono::milliseconds(ms > 0 ? ms : 0);
+}
+
 // Logs request bodies and response text at debug level, for log-content = true only.
 class ContentLogger final : public ipc::Responder {
  public:
@@ -229,6 +238,13 @@ Status App::start() {
   wo.chunks = chunks_.get();
   wo.scheduling = scheduling_options();
   wo.weights = scheduling_weights();
+  const auto wd = watchdog_interval();
+  if (wd) wo.heartbeat = Watchdog::heartbeat_period(*wd);  // the watchdog pings while the engine beats
+  wo.fault_stall_first_step = engine_stall_fault();
+  if (wo.fault_stall_first_step.count() > 0) {
+    spdlog::warn("fault injection: the engine's first decode step stalls for {} ms (LLMD_FAULT_ENGINE_STALL_MS)",
+                 wo.fault_stall_first_step.count());
+  }
   worker_ = std::make_unique<core::EngineWorker>(*context_, *tokenizer_, std::move(wo));
   storage_ = std::make_unique<core::TaskThread>("llmd-storage");
   service_ = std::make_unique<core::Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
@@ -262,10 +278,11 @@ Status App::start() {
   }
   worker_->start();
   start_dbus(admin_gid);
-  if (auto wd = watchdog_interval()) {
-    watchdog_ = std::make_unique<Watchdog>(io_, *wd);
+  if (wd) {
+    watchdog_ = std::make_unique<Watchdog>(io_, *wd, [this] { return worker_->last_progress(); });
     watchdog_->start();
-    spdlog::info("watchdog: pinging every {} ms", std::chrono::duration_cast<std::chrono::milliseconds>(*wd).count() / 2);
+    spdlog::info("watchdog: pinging every {} ms while the engine thread makes progress",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(*wd).count() / 2);
   }
   return {};
 }

@@ -4,6 +4,10 @@
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
 namespace llmd::daemon {
 
 void notify(const std::string& state) { sd_notify(0, state.c_str()); }
@@ -24,12 +28,16 @@ std::optional<std::chrono::microseconds> watchdog_interval() {
   return std::nullopt;
 }
 
-Watchdog::Watchdog(boost::asio::io_context& io, std::chrono::microseconds interval)
-    : timer_(io), period_(interval / 2) {}
+Watchdog::Watchdog(boost::asio::io_context& io, std::chrono::microseconds interval, Progress progress)
+    : timer_(io), interval_(interval), period_(interval / 2), progress_(std::move(progress)) {}
+
+std::chrono::milliseconds Watchdog::heartbeat_period(std::chrono::microseconds interval) {
+  return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(interval / 4));
+}
 
 void Watchdog::start() {
   running_ = true;
-  notify("WATCHDOG=1");
+  ping();
   schedule();
 }
 
@@ -38,11 +46,28 @@ void Watchdog::stop() {
   timer_.cancel();
 }
 
+void Watchdog::ping() {
+  if (progress_) {
+    const auto stalled = std::chrono::steady_clock::now() - progress_();
+    if (stalled >= interval_) {
+      if (!withheld_) {
+        spdlog::error("watchdog: the engine thread has made no progress for {} ms; not pinging systemd",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(stalled).count());
+      }
+      withheld_ = true;
+      return;
+    }
+    if (withheld_) spdlog::warn("watchdog: the engine thread makes progress again; pinging systemd");
+    withheld_ = false;
+  }
+  notify("WATCHDOG=1");
+}
+
 void Watchdog::schedule() {
   timer_.expires_after(period_);
   timer_.async_wait([this](boost::system::error_code ec) {
     if (ec || !running_) return;
-    notify("WATCHDOG=1");
+    ping();
     schedule();
   });
 }

@@ -161,6 +161,62 @@ TEST(DaemonSystemd, WatchdogPingsAtHalfTheInterval) {
   EXPECT_LE(pings, 3 * expected) << "watchdog pings in " << window.count() << " ms";
 }
 
+// The watchdog watches the engine thread, not only the io loop: a decode step that hangs
+// (LLMD_FAULT_ENGINE_STALL_MS makes the first one sleep, as a hung llama_decode would) stops the
+// pings while the io loop keeps serving; they resume when the engine makes progress again.
+TEST(DaemonSystemd, WatchdogStopsPingingWhileTheEngineIsStalled) {
+  constexpr auto kInterval = std::chrono::milliseconds(200);
+  constexpr auto kStall = std::chrono::milliseconds(5000);
+  DaemonOptions o;
+  o.env = {"WATCHDOG_USEC=" + std::to_string(std::chrono::microseconds(kInterval).count()),
+           "LLMD_FAULT_ENGINE_STALL_MS=" + std::to_string(kStall.count())};
+  DaemonProcess d(scratch_dir(), o);
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto count_pings = [](const std::vector<std::string>& notes) {
+    return std::count(notes.begin(), notes.end(), std::string("WATCHDOG=1"));
+  };
+  const auto wait_for_log = [&](const std::string& line) {
+    for (int i = 0; i < 3000; ++i) {
+      if (d.log().find(line) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  // An idle engine beats while it waits for work: the pings go on.
+  const auto idle = count_pings(d.notifications());
+  EXPECT_GE(count_pings(d.notifications(5 * kInterval)) - idle, 2) << d.log();
+
+  // A completion: its first decode step stalls the engine.
+  const auto before = count_pings(d.notifications());
+  JsonReply reply;
+  std::thread request([&] {
+    reply = call(d.client(), "POST", "/v1/completions", nlohmann::json{{"prompt", "Once upon a time"}, {"max_tokens", 4}});
+  });
+  const bool withheld = wait_for_log("not pinging systemd");
+  // Every ping sent before the daemon withheld one has arrived by now (it logs after sending).
+  const auto at_withheld = count_pings(d.notifications());
+  if (withheld) {
+    // The io loop is not what stopped: it still answers.
+    EXPECT_EQ(call(d.client(), "GET", "/v1/health").status, 200u);
+  }
+  const bool resumed = wait_for_log("makes progress again");
+  // The daemon logs the recovery just before its first ping since: none in between.
+  const auto at_resumed = count_pings(d.notifications());
+  request.join();
+  // Over the whole stalled request, far fewer pings than a running engine's one per half interval.
+  EXPECT_LT(at_resumed - before, kStall / (kInterval / 2) / 2) << "pings during a " << kStall.count() << " ms stall";
+  ASSERT_TRUE(withheld) << "the watchdog kept pinging while the engine was stalled:\n" << d.log();
+  ASSERT_TRUE(resumed) << d.log();
+  EXPECT_LE(at_resumed - at_withheld, 1);
+  EXPECT_EQ(reply.status, 200u) << reply.body;
+
+  // Progress again: the pings go on.
+  const auto after = count_pings(d.notifications());
+  EXPECT_GE(count_pings(d.notifications(5 * kInterval)) - after, 2);
+  const int exit_status = d.stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << exit_status;
+}
+
 TEST(DaemonSignals, SighupReloadsLimits) {
   const std::string dir = scratch_dir();
   write_file(dir + "/llmd.conf", "max-body-bytes = 1048576\n");

@@ -1,6 +1,7 @@
-// The engine thread's slots (see engine_worker.h): placing a job in a slot (reusing what the slot
-// holds, swapping the rest in from KV chunks or recomputing it), preemption, swap-in on the loader
-// thread, write-back, completion.
+// A job's life in a slot, on the engine thread (see engine_worker.h): admission by cells and
+// placing (the slot cache picks and reserves the slot; the job reuses what it holds, is swapped in
+// from KV chunks by the loader or recomputes the rest), the KV check at start, preemption,
+// completion and its result.
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -18,71 +19,12 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 }  // namespace
 
-std::size_t EngineWorker::common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b) {
-  const std::size_t n = std::min(a.size(), b.size());
-  std::size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
-}
-
 void EngineWorker::fail(Job& job, Error error, engine::FinishReason finish) {
   JobResult r;
   r.finish = finish;
   r.error = std::move(error);
   r.timings.queue = ms_between(job.submitted, Clock::now());
   if (job.on_done) job.on_done(std::move(r));
-}
-
-std::uint32_t EngineWorker::cells_used() const {
-  std::uint32_t n = 0;
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    n += static_cast<std::uint32_t>(ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) + 1);
-  }
-  return n;
-}
-
-// Drops the KV of the least recently used idle slot that holds any; false if there is none.
-bool EngineWorker::evict_one_idle() {
-  std::optional<std::size_t> victim;
-  for (std::size_t s = 0; s < slots_.size(); ++s) {
-    const Slot& slot = slots_[s];
-    if (slot.job || ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) < 0) continue;
-    if (!victim || slot.last_used < slots_[*victim].last_used) victim = s;
-  }
-  if (!victim) return false;
-  ctx_.seq_clear(static_cast<engine::SeqId>(*victim));
-  slots_[*victim].cached.clear();
-  slots_[*victim].session_id.clear();
-  return true;
-}
-
-bool EngineWorker::make_room(std::size_t cells_needed) {
-  while (ctx_.n_ctx() - cells_used() < cells_needed) {
-    if (!evict_one_idle()) return false;
-  }
-  return true;
-}
-
-std::optional<engine::SeqId> EngineWorker::pick_slot(const Job& job) {
-  std::optional<engine::SeqId> best;
-  auto consider = [&](std::uint32_t s) {
-    if (!best || slots_[s].last_used < slots_[static_cast<std::size_t>(*best)].last_used) {
-      best = static_cast<engine::SeqId>(s);
-    }
-  };
-  // 1. the session's own slot; 2. an empty slot; 3. the least recently used idle slot.
-  if (!job.session_id.empty()) {
-    for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-      if (!slots_[s].job && slots_[s].session_id == job.session_id) return static_cast<engine::SeqId>(s);
-    }
-  }
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    if (!slots_[s].job && slots_[s].session_id.empty() && slots_[s].cached.empty()) return static_cast<engine::SeqId>(s);
-  }
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    if (!slots_[s].job) consider(s);
-  }
-  return best;
 }
 
 // Cells a job's sequence will surely need once placed: what its slot must hold plus the prompt
@@ -128,75 +70,33 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   // being admitted again at once, and the oldest running job always advances (see step()).
   const bool alone = running_.empty() && restoring_.empty();
   if (!alone && committed_cells() + total + headroom(run) > ctx_.n_ctx()) return Placed::no_room;
-  auto picked = pick_slot(job);
+  auto picked = slots_.pick(job.session_id);
   if (!picked) return Placed::no_room;
-  if (!job.audit_of.empty() && !run.audit) capture_resident(run);
+  // An audit records the audited session's slot before anything (its own scratch slot included)
+  // can take it.
+  if (!job.audit_of.empty() && !run.audit) run.audit = slots_.capture(job.audit_of);
   const engine::SeqId seq = *picked;
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
   // Reserved from here on: nothing may evict the slot whose KV this job is about to reuse.
-  slot.job = job.id;
-
-  std::size_t reuse = 0;
-  if (options_.keep_resident && !job.session_id.empty() && slot.session_id == job.session_id) {
-    reuse = common_prefix(slot.cached, need);
-  }
-  if (reuse < slot.cached.size()) {
-    if (reuse == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(reuse))) {
-      ctx_.seq_clear(seq);
-      reuse = 0;
-    }
-    slot.cached.resize(reuse);
-  }
-  if (reuse == 0) slot.session_id.clear();  // whatever it held is gone
+  const std::size_t reuse = slots_.reserve(seq, job.id, job.session_id, need);
   // Cells for the prompt; generation may need more, handled when a step finds the pool full.
-  if (!make_room(total - reuse) && !alone) {
-    slot.job.reset();
+  if (!slots_.make_room(total - reuse) && !alone) {
+    slots_.unreserve(seq);
     return Placed::no_room;  // running jobs will free cells
   }
 
   if (!run.admitted) run.admitted = Clock::now();
-  kvstore::ChunkStore* chunks = job.session_id.empty() ? nullptr : options_.chunks;
-  slot.session_id = job.session_id;
-  slot.last_used = Clock::now();
-  if (chunks) {
-    chunks->pin(job.session_id);
-    if (reuse == 0 && !need.empty()) {
-      // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
-      // the other sequences; the slot stays reserved (busy) meanwhile.
-      ctx_.seq_clear(seq);
-      const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
-      Running& queued = restoring_.emplace(seq, std::move(run)).first->second;
-      {
-        std::lock_guard lock(load_mu_);
-        load_queue_.push_back({seq, queued.job.session_id, needed(queued), target});
-      }
-      load_cv_.notify_one();
-      return Placed::restoring;
-    }
+  slots_.occupy(seq, job.session_id);
+  if (options_.chunks && !job.session_id.empty() && reuse == 0 && !need.empty()) {
+    // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
+    // the other sequences; the slot stays reserved (busy) meanwhile.
+    slots_.drop_kv(seq);
+    const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
+    Running& queued = restoring_.emplace(seq, std::move(run)).first->second;
+    loader_->enqueue({seq, queued.job.session_id, needed(queued), target});
+    return Placed::restoring;
   }
   start(seq, std::move(run), reuse);
   return Placed::started;
-}
-
-// An audit job records the audited session's slot before anything (the audit's own scratch slot
-// included) can take it.
-void EngineWorker::capture_resident(Running& run) {
-  AuditCapture cap;
-  for (std::uint32_t s = 0; s < slots_.size(); ++s) {
-    const Slot& slot = slots_[s];
-    if (slot.job || slot.session_id != run.job.audit_of) continue;
-    auto state = ctx_.seq_state_get(static_cast<engine::SeqId>(s));
-    if (!state) {
-      spdlog::warn("engine: audit of {}: cannot read slot {}: {}", run.job.audit_of, s, state.error().message());
-      break;
-    }
-    cap.resident = true;
-    cap.slot = s;
-    cap.resident_tokens = slot.cached;
-    cap.resident_state = std::move(*state);
-    break;
-  }
-  run.audit = std::move(cap);
 }
 
 // A slot's KV is not what the engine's bookkeeping says: never decode on it. The slot is
@@ -205,25 +105,21 @@ void EngineWorker::kv_check_failed(engine::SeqId seq, Job& job, const Error& why
   spdlog::error("engine: KV check failed on slot {} for job {} ({}): {}; the slot is cleared and the job fails",
                 seq, job.id, job.session_id.empty() ? job.client : job.session_id, why.message());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.kv_check_failures;
   }
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
-  ctx_.seq_clear(seq);
-  slot.cached.clear();
-  slot.session_id.clear();
+  slots_.clear(seq);
   release_slot(seq, job);
   fail(job, Error(Errc::internal, "the KV check failed: " + why.message()), engine::FinishReason::error);
 }
 
 void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
   Job& job = run.job;
   // The slot must hold exactly the first `reuse` tokens of what the job needs (checked here and,
   // by position, by the runner).
   const std::vector<engine::Token>& need = needed(run);
-  if (slot.cached.size() != reuse || reuse > need.size() ||
-      !std::equal(slot.cached.begin(), slot.cached.end(), need.begin())) {
+  const std::vector<engine::Token>& cached = slots_.cached(seq);
+  if (cached.size() != reuse || reuse > need.size() || !std::equal(cached.begin(), cached.end(), need.begin())) {
     return kv_check_failed(seq, job,
                            Error(Errc::internal, "the slot's tokens are not the " + std::to_string(reuse) +
                                                      " tokens the job reuses"));
@@ -238,7 +134,7 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
     if (!st) return kv_check_failed(seq, job, st.error());
     run.replayed += replayed;
     sched_.charge_swap(job.id, static_cast<std::uint32_t>(run.loaded));
-    slot.last_used = Clock::now();
+    slots_.touch(seq);
     run.steps = 0;
     running_.emplace(seq, std::move(run));
     return;
@@ -257,7 +153,7 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
     return;
   }
   sched_.charge_swap(job.id, static_cast<std::uint32_t>(run.loaded));
-  slot.last_used = Clock::now();
+  slots_.touch(seq);
   run.reused = run.loaded > 0 ? 0 : reuse;
   run.restored = restore;
   running_.emplace(seq, std::move(run));
@@ -270,7 +166,6 @@ void EngineWorker::park(engine::SeqId seq) {
   if (!suspended) return;  // it has just finished: nothing to park
   Running run = std::move(it->second);
   running_.erase(it);
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
   const Job& job = run.job;
 
   // What the KV holds: the history before the job's first position, then what it decoded.
@@ -278,21 +173,8 @@ void EngineWorker::park(engine::SeqId seq) {
   run.kv_tokens.insert(run.kv_tokens.end(), suspended->decoded().begin(), suspended->decoded().end());
   const std::uint32_t prompt_left = suspended->prompt_left();
   run.suspended = std::move(suspended);
-  slot.cached.assign(run.kv_tokens.begin(),
-                     run.kv_tokens.begin() + std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(run.kv_tokens.size()),
-                                                                        ctx_.seq_pos_max(seq) + 1));
-  slot.job.reset();
-  slot.last_used = Clock::now();
-  if (options_.chunks && !job.session_id.empty()) {
-    // Saved like any session's KV: the slot may be taken, the job comes back from chunks.
-    if (!slot.cached.empty()) write_back(seq, job.session_id);
-    options_.chunks->unpin(job.session_id);
-  }
-  if (job.session_id.empty() || !options_.keep_resident) {
-    ctx_.seq_clear(seq);
-    slot.cached.clear();
-    slot.session_id.clear();
-  }
+  // Saved like any session's KV: the slot may be taken, the job comes back from chunks.
+  slots_.settle(seq, job.session_id, run.kv_tokens, /*save=*/true);
   ++preemptions_;
   spdlog::debug("engine: job {} of {} preempted after {} generated tokens ({} KV tokens)", job.id, job.client,
                 run.suspended->generated().size(), run.kv_tokens.size());
@@ -302,36 +184,23 @@ void EngineWorker::park(engine::SeqId seq) {
 }
 
 void EngineWorker::release_slot(engine::SeqId seq, const Job& job) {
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
-  slot.job.reset();
+  slots_.release(seq, job.session_id);
   sched_.remove(job.id);
-  if (options_.chunks && !job.session_id.empty()) options_.chunks->unpin(job.session_id);
 }
 
-void EngineWorker::load_loop() {
-  while (true) {
-    LoadTask task;
-    {
-      std::unique_lock lock(load_mu_);
-      load_cv_.wait(lock, [&] { return load_stop_ || (!load_queue_.empty() && !load_buf_busy_); });
-      if (load_stop_) return;
-      task = std::move(load_queue_.front());
-      load_queue_.pop_front();
-      load_buf_busy_ = true;  // until the engine has installed the state
-    }
-    auto result = options_.chunks->load(task.session_id, task.history, task.target, load_buf_);
-    {
-      std::lock_guard lock(mu_);
-      loaded_.emplace_back(task.seq, result);
-    }
-    cv_.notify_one();
+// On the loader thread.
+void EngineWorker::deliver(engine::SeqId seq, kvstore::LoadResult result) {
+  {
+    MutexLock lock(mu_);
+    loaded_.emplace_back(seq, result);
   }
+  cv_.notify_one();
 }
 
 void EngineWorker::finish_restores() {
   std::vector<std::pair<engine::SeqId, kvstore::LoadResult>> done;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     done.swap(loaded_);
   }
   for (auto& [seq, loaded] : done) {
@@ -344,11 +213,9 @@ void EngineWorker::finish_restores() {
     std::size_t got = 0;
     if (loaded.tokens > 0 && !run.job.cancelled->load()) {
       const auto t = Clock::now();
-      (void)make_room(loaded.tokens);  // running jobs may have taken the cells meanwhile
-      if (auto st = ctx_.seq_state_set_built(seq, std::span(load_buf_.data(), loaded.state_bytes)); !st) {
+      if (auto st = slots_.install(seq, loader_->staged(loaded.state_bytes), loaded.tokens); !st) {
         spdlog::warn("engine: restoring {} from KV chunks failed ({}); recomputing it", run.job.session_id,
                      st.error().message());
-        ctx_.seq_clear(seq);
       } else {
         got = loaded.tokens;
       }
@@ -359,33 +226,19 @@ void EngineWorker::finish_restores() {
                     run.job.session_id, got, loaded.from_ram, loaded.from_disk, loaded.read_ms, loaded.decode_ms,
                     install_ms);
     }
-    {
-      std::lock_guard lock(load_mu_);
-      load_buf_busy_ = false;
-    }
-    load_cv_.notify_one();
+    loader_->release();
     if (run.job.cancelled->load()) {
       release_slot(seq, run.job);
-      ctx_.seq_clear(seq);
+      slots_.drop_kv(seq);
       fail(run.job, Error(Errc::cancelled, "cancelled while its session was being restored"),
            engine::FinishReason::cancelled);
       continue;
     }
     const std::vector<engine::Token>& need = needed(run);
-    slots_[static_cast<std::size_t>(seq)].cached.assign(need.begin(), need.begin() + static_cast<std::ptrdiff_t>(got));
+    slots_.set_cached(seq, std::span(need.data(), got));
     run.loaded = got;
     start(seq, std::move(run), got);
   }
-}
-
-void EngineWorker::write_back(engine::SeqId seq, const std::string& session_id) {
-  auto state = ctx_.seq_state_get(seq);
-  if (!state) {
-    spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
-    return;
-  }
-  options_.chunks->write_back(session_id, slots_[static_cast<std::size_t>(seq)].cached, std::move(*state),
-                              ctx_.attention_importance(seq));
 }
 
 void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
@@ -394,39 +247,26 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   Running r = std::move(it->second);
   running_.erase(it);
   sched_.remove(r.job.id);
-  Slot& slot = slots_[static_cast<std::size_t>(seq)];
 
   // What the KV now holds: history + input + generated, as far as it was decoded.
   std::vector<engine::Token> all = std::move(r.job.history);
   all.insert(all.end(), r.job.input.begin(), r.job.input.end());
   all.insert(all.end(), o.tokens.begin(), o.tokens.end());
-  all.resize(std::min(all.size(), static_cast<std::size_t>(ctx_.seq_pos_max(seq) + 1)));
-  slot.cached = std::move(all);
-  slot.job.reset();
-  slot.last_used = Clock::now();
-  if (options_.chunks && !r.job.session_id.empty()) {
-    if (r.restored > 0) options_.chunks->report_recompute(r.restored, ms(o.restore_time));
-    // Ahead-of-time write-back: a later eviction of this slot only drops memory.
-    if (o.finish != engine::FinishReason::error && !slot.cached.empty()) write_back(seq, r.job.session_id);
-    options_.chunks->unpin(r.job.session_id);
+  if (r.audit) {
+    if (auto state = ctx_.seq_state_get(seq)) r.audit->reference = std::move(*state);
   }
-  std::optional<AuditCapture> audit = std::move(r.audit);
-  if (audit) {
-    if (auto state = ctx_.seq_state_get(seq)) audit->reference = std::move(*state);
+  if (options_.chunks && !r.job.session_id.empty() && r.restored > 0) {
+    options_.chunks->report_recompute(r.restored, ms(o.restore_time));
   }
-  if (r.job.session_id.empty() || !options_.keep_resident) {
-    // One-off work and the no-residency baseline keep nothing for later.
-    ctx_.seq_clear(seq);
-    slot.cached.clear();
-    slot.session_id.clear();
-  }
+  // Ahead-of-time write-back: a later eviction of this slot only drops memory.
+  slots_.settle(seq, r.job.session_id, std::move(all), /*save=*/o.finish != engine::FinishReason::error);
 
   JobResult res;
   res.finish = o.finish;
   res.generated = std::move(o.tokens);
   res.text = std::move(o.text);
   res.seed = o.seed;
-  res.audit = std::move(audit);
+  res.audit = std::move(r.audit);
   res.usage.prompt_tokens = static_cast<std::int32_t>(r.job.input.size());
   res.usage.completion_tokens = static_cast<std::int32_t>(res.generated.size());
   res.usage.cached_tokens = static_cast<std::int32_t>(r.reused);
@@ -442,7 +282,7 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.timings.ttft = res.timings.queue + res.timings.restore + res.timings.prefill;
   if (res.finish == engine::FinishReason::error) res.error = Error(Errc::internal, "decoding failed");
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.jobs_done;
     stats_.tokens_generated += res.generated.size();
   }

@@ -1,0 +1,84 @@
+// What the engine thread runs (EngineWorker::submit): a Job, and what comes back for it, a
+// JobResult (through Job::on_done, exactly once, on the engine thread). Plain values: a job is
+// built on the caller's thread, moved to the engine thread by submit() and owned by it from then
+// on; only `cancelled` is shared (an atomic anyone may set).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "engine/generation.h"
+#include "engine/tokenizer.h"
+#include "scheduler/scheduler.h"
+
+namespace llmd::core {
+
+using Clock = std::chrono::steady_clock;
+
+struct Timings {  // milliseconds
+  double queue = 0;    // submitted -> admitted to a slot
+  double restore = 0;  // bringing back history that was not resident: read + decode + recompute
+  double restore_read = 0;       // reading KV chunks from disk
+  double restore_decode = 0;     // checking, decoding and installing KV chunks into the slot
+  double restore_recompute = 0;  // recomputing history no chunk covered
+  double prefill = 0;  // the request's own prompt tokens, until the first token
+  double decode = 0;   // first token -> end
+  double ttft = 0;     // submitted -> first token
+};
+
+struct Usage {
+  std::int32_t prompt_tokens = 0;      // the request's own tokens
+  std::int32_t completion_tokens = 0;  // generated tokens
+  std::int32_t cached_tokens = 0;      // history found resident in the slot
+  std::int32_t restored_tokens = 0;    // history recomputed
+  std::int32_t loaded_tokens = 0;      // history restored from KV chunks (T1/T2)
+};
+
+// What a KV audit job captured (see Job::audit_of): the KV of the session's history recomputed
+// from nothing in a scratch slot, and what the session's own slot held when the job was placed.
+struct AuditCapture {
+  std::vector<std::uint8_t> reference;  // llama.cpp's sequence state of the recomputed history
+  bool resident = false;                // the session was in a slot
+  std::uint32_t slot = 0;
+  std::vector<engine::Token> resident_tokens;  // what the engine says that slot holds
+  std::vector<std::uint8_t> resident_state;    // and what it really holds
+};
+
+struct JobResult {
+  engine::FinishReason finish = engine::FinishReason::none;
+  std::vector<engine::Token> generated;
+  std::string text;
+  Usage usage;
+  Timings timings;
+  std::uint32_t seed = 0;
+  std::optional<Error> error;  // set when finish is error (or the job could not run)
+  std::optional<AuditCapture> audit;  // audit jobs
+};
+
+struct Job {
+  std::uint64_t id = 0;
+  std::string session_id;                // empty: no slot affinity (a one-off completion)
+  std::vector<engine::Token> history;    // what the sequence must hold before `input`
+  std::vector<engine::Token> input;      // the request's tokens; not empty
+  engine::GenerateParams params;
+  std::string client;  // who is served and charged: "1000" (a uid) or "1000/app"; empty: "anonymous"
+  scheduler::Priority priority = scheduler::Priority::interactive;
+  std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
+  std::function<void(const std::string& text)> on_text;  // text as it becomes showable
+  std::function<void(JobResult)> on_done;                 // exactly once
+  Clock::time_point submitted = Clock::now();
+  // Non-empty: a KV audit of this session. The job has no session (session_id empty: it never
+  // reuses or writes back anything); `input` is the session's whole token sequence, recomputed in
+  // a scratch slot with max_tokens 1. When it is placed, the session's own slot (if idle) is
+  // captured; when it ends, the recomputed state: JobResult::audit.
+  std::string audit_of;
+};
+
+}  // namespace llmd::core

@@ -1,0 +1,199 @@
+// The engine's slots as an LRU cache of sessions' KV (see slot_cache.h).
+#include "core/slot_cache.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+namespace llmd::core {
+namespace {
+
+std::size_t common_prefix(const std::vector<engine::Token>& a, const std::vector<engine::Token>& b) {
+  const std::size_t n = std::min(a.size(), b.size());
+  std::size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+}  // namespace
+
+SlotCache::SlotCache(engine::Context& ctx, kvstore::ChunkStore* chunks, bool keep_resident)
+    : ctx_(ctx), chunks_(chunks), keep_resident_(keep_resident), n_(ctx.n_slots()), slots_(n_) {}
+
+std::uint32_t SlotCache::free_slots() const {
+  std::uint32_t n = 0;
+  for (const Slot& slot : slots_) n += slot.job ? 0 : 1;
+  return n;
+}
+
+std::vector<SlotView> SlotCache::views() const {
+  std::vector<SlotView> views;
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    views.push_back({s, slots_[s].session_id, static_cast<std::uint32_t>(ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) + 1),
+                     slots_[s].job.has_value()});
+  }
+  return views;
+}
+
+std::size_t SlotCache::resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens) const {
+  std::size_t resident = 0;
+  if (keep_resident_ && !session_id.empty()) {
+    for (const Slot& slot : slots_) {
+      if (slot.session_id == session_id) resident = std::max(resident, common_prefix(slot.cached, tokens));
+    }
+  }
+  return resident;
+}
+
+std::optional<engine::SeqId> SlotCache::pick(const std::string& session_id) const {
+  std::optional<engine::SeqId> best;
+  auto consider = [&](std::uint32_t s) {
+    if (!best || slots_[s].last_used < at(*best).last_used) best = static_cast<engine::SeqId>(s);
+  };
+  // 1. the session's own slot; 2. an empty slot; 3. the least recently used idle slot.
+  if (!session_id.empty()) {
+    for (std::uint32_t s = 0; s < n_; ++s) {
+      if (!slots_[s].job && slots_[s].session_id == session_id) return static_cast<engine::SeqId>(s);
+    }
+  }
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    if (!slots_[s].job && slots_[s].session_id.empty() && slots_[s].cached.empty()) return static_cast<engine::SeqId>(s);
+  }
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    if (!slots_[s].job) consider(s);
+  }
+  return best;
+}
+
+std::size_t SlotCache::reserve(engine::SeqId seq, std::uint64_t job_id, const std::string& session_id,
+                               const std::vector<engine::Token>& need) {
+  Slot& slot = at(seq);
+  // Reserved from here on: nothing may evict the slot whose KV this job is about to reuse.
+  slot.job = job_id;
+  std::size_t reuse = 0;
+  if (keep_resident_ && !session_id.empty() && slot.session_id == session_id) reuse = common_prefix(slot.cached, need);
+  if (reuse < slot.cached.size()) {
+    if (reuse == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(reuse))) {
+      ctx_.seq_clear(seq);
+      reuse = 0;
+    }
+    slot.cached.resize(reuse);
+  }
+  if (reuse == 0) slot.session_id.clear();  // whatever it held is gone
+  return reuse;
+}
+
+void SlotCache::unreserve(engine::SeqId seq) { at(seq).job.reset(); }
+
+void SlotCache::occupy(engine::SeqId seq, const std::string& session_id) {
+  Slot& slot = at(seq);
+  slot.session_id = session_id;
+  slot.last_used = Clock::now();
+  if (chunks_ && !session_id.empty()) chunks_->pin(session_id);
+}
+
+void SlotCache::set_cached(engine::SeqId seq, std::span<const engine::Token> tokens) {
+  at(seq).cached.assign(tokens.begin(), tokens.end());
+}
+
+void SlotCache::touch(engine::SeqId seq) { at(seq).last_used = Clock::now(); }
+
+const std::vector<engine::Token>& SlotCache::cached(engine::SeqId seq) const { return at(seq).cached; }
+
+Status SlotCache::install(engine::SeqId seq, std::span<const std::uint8_t> state, std::size_t tokens) {
+  (void)make_room(tokens);  // running jobs may have taken the cells meanwhile
+  if (auto st = ctx_.seq_state_set_built(seq, state); !st) {
+    ctx_.seq_clear(seq);
+    return st;
+  }
+  return {};
+}
+
+void SlotCache::release(engine::SeqId seq, const std::string& session_id) {
+  at(seq).job.reset();
+  if (chunks_ && !session_id.empty()) chunks_->unpin(session_id);
+}
+
+void SlotCache::settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save) {
+  Slot& slot = at(seq);
+  tokens.resize(std::min(tokens.size(), static_cast<std::size_t>(ctx_.seq_pos_max(seq) + 1)));
+  slot.cached = std::move(tokens);
+  slot.job.reset();
+  slot.last_used = Clock::now();
+  if (chunks_ && !session_id.empty()) {
+    if (save && !slot.cached.empty()) write_back(seq, session_id);
+    chunks_->unpin(session_id);
+  }
+  // One-off work and the no-residency baseline keep nothing for later.
+  if (session_id.empty() || !keep_resident_) clear(seq);
+}
+
+void SlotCache::clear(engine::SeqId seq) {
+  Slot& slot = at(seq);
+  ctx_.seq_clear(seq);
+  slot.cached.clear();
+  slot.session_id.clear();
+}
+
+void SlotCache::drop_kv(engine::SeqId seq) { ctx_.seq_clear(seq); }
+
+void SlotCache::forget(const std::string& session_id) {
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    if (slots_[s].session_id == session_id && !slots_[s].job) clear(static_cast<engine::SeqId>(s));
+  }
+}
+
+bool SlotCache::evict_one_idle() {
+  std::optional<std::size_t> victim;
+  for (std::size_t s = 0; s < slots_.size(); ++s) {
+    const Slot& slot = slots_[s];
+    if (slot.job || ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) < 0) continue;
+    if (!victim || slot.last_used < slots_[*victim].last_used) victim = s;
+  }
+  if (!victim) return false;
+  clear(static_cast<engine::SeqId>(*victim));
+  return true;
+}
+
+bool SlotCache::make_room(std::size_t cells) {
+  while (ctx_.n_ctx() - cells_used() < cells) {
+    if (!evict_one_idle()) return false;
+  }
+  return true;
+}
+
+std::uint32_t SlotCache::cells_used() const {
+  std::uint32_t n = 0;
+  for (std::uint32_t s = 0; s < n_; ++s) n += static_cast<std::uint32_t>(ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) + 1);
+  return n;
+}
+
+AuditCapture SlotCache::capture(const std::string& session_id) const {
+  AuditCapture cap;
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    const Slot& slot = slots_[s];
+    if (slot.job || slot.session_id != session_id) continue;
+    auto state = ctx_.seq_state_get(static_cast<engine::SeqId>(s));
+    if (!state) {
+      spdlog::warn("engine: audit of {}: cannot read slot {}: {}", session_id, s, state.error().message());
+      break;
+    }
+    cap.resident = true;
+    cap.slot = s;
+    cap.resident_tokens = slot.cached;
+    cap.resident_state = std::move(*state);
+    break;
+  }
+  return cap;
+}
+
+void SlotCache::write_back(engine::SeqId seq, const std::string& session_id) {
+  auto state = ctx_.seq_state_get(seq);
+  if (!state) {
+    spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
+    return;
+  }
+  chunks_->write_back(session_id, at(seq).cached, std::move(*state), ctx_.attention_importance(seq));
+}
+
+}  // namespace llmd::core

@@ -1,0 +1,113 @@
+// The engine's slots as a cache of sessions' KV. Each slot is one llama sequence: it holds a
+// session's tokens (`cached`, exactly what its KV holds, in order) and, while a job runs on it,
+// that job. A session's KV stays in its slot after a job (keep_resident); a later job of the
+// session reuses the common prefix of what the slot holds and what the job needs. Idle slots are
+// evicted least recently used first when a job needs a slot or cells.
+//
+// The cache knows slots, not jobs: EngineWorker decides which job goes where and when (admission,
+// preemption); the cache picks the slot, reserves it, keeps or cuts its KV, makes room, and when
+// a job leaves its slot (finished or parked) records what the slot holds and hands its KV to the
+// chunk store's write-back (restore=chunks).
+//
+// Invariants: a reserved slot (one with a job) is never evicted, cut or reassigned; a slot's
+// `cached` is never longer than what its KV holds; a session is pinned in the chunk store from
+// occupy() to release()/settle().
+//
+// Thread-safety: the engine thread only (it owns the llama context), except size(), fixed at
+// construction, which any thread may read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "core/job.h"
+#include "core/worker_stats.h"
+#include "engine/context.h"
+#include "engine/tokenizer.h"
+#include "kvstore/chunk_store.h"
+
+namespace llmd::core {
+
+class SlotCache {
+ public:
+  // chunks: restore=chunks' store (pins and write-backs), or null. keep_resident=false: nothing
+  // is kept after a job (the baseline that recomputes every history).
+  SlotCache(engine::Context& ctx, kvstore::ChunkStore* chunks, bool keep_resident);
+
+  std::uint32_t size() const { return n_; }
+  std::uint32_t free_slots() const;  // slots without a job
+  std::vector<SlotView> views() const;
+  // How many of `tokens` the session's slots hold (their longest common prefix); 0 when the
+  // session is not resident or keep_resident is off.
+  std::size_t resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens) const;
+
+  // Placing a job. pick(): the slot it should take: its session's own idle slot; else an empty
+  // one; else the least recently used idle one; none when every slot has a job.
+  std::optional<engine::SeqId> pick(const std::string& session_id) const;
+  // Reserves `seq` for `job_id` (from here on nothing evicts it) and keeps of its KV the longest
+  // prefix of `need` it holds for `session_id` (keep_resident only): the KV is cut to that prefix,
+  // or cleared (a cut llama.cpp refuses clears it too). Returns the prefix's length.
+  std::size_t reserve(engine::SeqId seq, std::uint64_t job_id, const std::string& session_id,
+                      const std::vector<engine::Token>& need);
+  // The job reserved on `seq` did not start after all (no room): the slot is idle again, its KV
+  // as reserve() left it.
+  void unreserve(engine::SeqId seq);
+  // The job takes the reserved slot for its session (empty: a one-off job); the session is pinned
+  // in the chunk store until release() or settle().
+  void occupy(engine::SeqId seq, const std::string& session_id);
+  // The slot now holds `tokens` (a swap-in installed them); they must be what its KV holds.
+  void set_cached(engine::SeqId seq, std::span<const engine::Token> tokens);
+  void touch(engine::SeqId seq);  // used now (LRU)
+  const std::vector<engine::Token>& cached(engine::SeqId seq) const;
+
+  // Installs a state built from chunks into `seq`, after making room for its `tokens` cells
+  // (running jobs may have taken them meanwhile). On error the slot's KV is cleared.
+  Status install(engine::SeqId seq, std::span<const std::uint8_t> state, std::size_t tokens);
+
+  // Leaving a slot. release(): the job ends without leaving anything of its own (failed or
+  // cancelled): the slot is idle, the session unpinned; the KV stays as it is.
+  void release(engine::SeqId seq, const std::string& session_id);
+  // The job on `seq` stops, finished or parked: the slot holds `tokens` (cut to what its KV holds)
+  // and is idle; with `save`, its KV is handed to the chunk store's write-back (so that a later
+  // eviction only drops memory); the session is unpinned. A one-off job (no session) and the
+  // baseline without residency leave nothing behind.
+  void settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save);
+  // The slot's KV and what it says it holds are dropped (its job, if any, stays).
+  void clear(engine::SeqId seq);
+  void drop_kv(engine::SeqId seq);  // the KV only (the slot says it holds nothing more already)
+  // The session was deleted: its idle slots forget it.
+  void forget(const std::string& session_id);
+
+  // LRU: drops the KV of the least recently used idle slot that holds any; false if none does.
+  bool evict_one_idle();
+  // Evicts idle slots until `cells` cells are free in the pool; false if they cannot be.
+  bool make_room(std::size_t cells);
+  std::uint32_t cells_used() const;
+
+  // For an audit of `session_id`: what its idle slot holds, tokens and real KV state (resident
+  // false if no idle slot holds the session, or its state cannot be read).
+  AuditCapture capture(const std::string& session_id) const;
+
+ private:
+  struct Slot {
+    std::string session_id;
+    std::vector<engine::Token> cached;  // the tokens the slot's KV holds, in order
+    std::optional<std::uint64_t> job;   // the job that has it reserved or runs on it
+    Clock::time_point last_used{};
+  };
+  Slot& at(engine::SeqId seq) { return slots_[static_cast<std::size_t>(seq)]; }
+  const Slot& at(engine::SeqId seq) const { return slots_[static_cast<std::size_t>(seq)]; }
+  void write_back(engine::SeqId seq, const std::string& session_id);
+
+  engine::Context& ctx_;
+  kvstore::ChunkStore* const chunks_;
+  const bool keep_resident_;
+  const std::uint32_t n_;
+  std::vector<Slot> slots_;  // n_ of them, by sequence id
+};
+
+}  // namespace llmd::core

@@ -1,0 +1,41 @@
+// What EngineWorker::stats() says about the engine: queue, slots, counters and per-client
+// service. A snapshot: a plain value copied out under the worker's mutex, owned by the caller.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "scheduler/scheduler.h"
+
+namespace llmd::core {
+
+struct SlotView {
+  std::uint32_t index = 0;
+  std::string session_id;  // empty: holds no session
+  std::uint32_t cells = 0;  // KV cells in use
+  bool busy = false;
+};
+
+struct ClientStats {
+  scheduler::ClientView view;  // counters, tokens served, queued/running
+  // Over a sliding window of at least a second ending at the stats() call (see client_rates.h).
+  double tokens_per_s = 0;     // generated tokens per second
+  double share = 0;            // its part of all weighted service, [0, 1]
+};
+
+struct WorkerStats {
+  std::size_t queued = 0;
+  std::size_t running = 0;
+  std::uint64_t jobs_done = 0;
+  std::uint64_t tokens_generated = 0;
+  std::uint64_t preemptions = 0;
+  // Slots whose KV was found not to be what the bookkeeping said (the job failed, the slot was
+  // cleared): a bug if ever non-zero.
+  std::uint64_t kv_check_failures = 0;
+  std::string policy;  // fair | fifo
+  std::vector<SlotView> slots;
+  std::vector<ClientStats> clients;
+};
+
+}  // namespace llmd::core
