@@ -429,8 +429,9 @@ TEST(KvCapacity, TwoHundredSessionsThroughFourSlotsUnderSmallBudgets) {
   const std::vector<std::string> topics = {"a dog", "a cat", "the sea", "a king"};
   // Flash attention off: its CPU kernel rounds differently depending on where in the shared cell
   // pool a sequence lands (see ARCHITECTURE.md, "Exactness"), and here sessions land anywhere.
+  // The smallest write-back bound too: whatever it drops is recomputed, and the answers stay.
   DaemonProcess d(scratch_dir(), with({"--slots", "4", "--chunk-tokens", "16", "--kv-ram-mib", "1", "--kv-disk-mib",
-                                       "2", "--flash-attn", "off"}));
+                                       "2", "--flash-attn", "off", "--kv-write-back-mib", "1"}));
   ASSERT_TRUE(d.start()) << d.log();
   const auto c = d.client();
   constexpr int kSessions = 200;
@@ -440,6 +441,9 @@ TEST(KvCapacity, TwoHundredSessionsThroughFourSlotsUnderSmallBudgets) {
     const auto kv = call(c, "GET", "/v1/status").body["kv"];
     EXPECT_LE(kv["ram"].value("bytes", 0ull), 1ull << 20) << i;
     EXPECT_LE(kv["disk"].value("bytes", 0ull), 2ull << 20) << i;
+    EXPECT_EQ(kv.value("write_back_queue_bytes", 0ull), 1ull << 20) << kv.dump();
+    EXPECT_TRUE(kv["write_backs_dropped"].is_number()) << kv.dump();
+    EXPECT_TRUE(kv["pending_write_back_bytes"].is_number()) << kv.dump();
   };
   for (int i = 0; i < kSessions; ++i) {
     ids.push_back(new_session(c));
