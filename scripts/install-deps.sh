@@ -12,8 +12,9 @@ packages=(
   libspdlog-dev libfmt-dev libuv1-dev libgtest-dev libgmock-dev nlohmann-json3-dev libzstd-dev libxxhash-dev
   # tests: a private dbus-daemon, systemd-socket-activate, the sqlite3 CLI
   dbus sqlite3 systemd
-  # tests: the man pages are linted and read with mandoc
-  mandoc
+  # tests: the man pages are linted and read with mandoc; locale sources (a Latin-1 locale is
+  # compiled with localedef for the app-name rule's locale test)
+  mandoc locales
   # fuzzing (scripts/fuzz.sh, the fuzz smoke run of test.sh): clang with libFuzzer and the
   # sanitizer runtimes, llvm-symbolizer for readable stack traces
   clang-14 libclang-rt-14-dev llvm-14
