@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "kvstore/chunk_store.h"
+
 namespace llmd::daemon {
 namespace {
 
@@ -301,7 +303,7 @@ std::vector<Setting> make_settings() {
       kv_type_setting(R::restart, "KV cache type"),
       choice<Restore>("restore", &Config::restore, {{"chunks", Restore::chunks}, {"recompute", Restore::recompute}},
                       R::restart, "how a session whose KV is not resident comes back: chunks (stored KV), recompute"),
-      number<std::uint32_t>("chunk-tokens", &Config::chunk_tokens, 1, 4096,  // kvstore::kMaxChunkTokens
+      number<std::uint32_t>("chunk-tokens", &Config::chunk_tokens, 1, kvstore::kMaxChunkTokens,
                             R::restart, "KV positions per stored chunk"),
       number<std::uint64_t>("kv-ram-mib", &Config::kv_ram_mib, 0, 1ull << 24, R::restart,
                             "budget of encoded KV chunks in RAM (T1), MiB; 0: none",
