@@ -1,0 +1,216 @@
+// The Service's session calls (create, list, get, delete) and KV audits (see service.h).
+#include <boost/asio/post.hpp>
+
+#include "core/service.h"
+#include "core/service_internal.h"
+#include "common/utf8.h"
+
+namespace llmd::core {
+namespace asio = boost::asio;
+using namespace detail;
+
+void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                             std::function<void(Result<SessionInfo>)> done) {
+  if (shutting_down_) return done(stopping());
+  if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
+    return done(over_limit("uid " + std::to_string(caller.uid) + " has " +
+                               std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
+                           "max-sessions-per-user", limits_.max_sessions_per_user, sessions_of(caller.uid)));
+  }
+  if (auto st = check_stored_bytes(caller.uid); !st) return done(st.error());
+  if (system_prompt && (system_prompt->size() > limits_.max_message_bytes || !engine::is_valid_utf8(*system_prompt))) {
+    return done(Error(Errc::invalid_argument,
+                      "system_prompt must be valid UTF-8 of at most " + std::to_string(limits_.max_message_bytes) +
+                          " bytes")
+                    .with_param("system_prompt"));
+  }
+  if (auto st = check_app(app); !st) return done(st.error());
+  if (auto st = check_disk_reserve(); !st) return done(st.error());
+  auto id = new_session_id();
+  if (!id) return done(id.error());
+  kvstore::SessionRecord rec;
+  rec.id = std::move(*id);
+  rec.uid = caller.uid;
+  rec.app = std::move(app);
+  rec.system_prompt = std::move(system_prompt);
+  rec.created_ms = rec.updated_ms = unix_ms();
+  rec.model_id = model_.info().fingerprint;
+  index_[rec.id] = {caller.uid, true, rec.app, rec.system_prompt ? rec.system_prompt->size() : 0};  // busy until stored
+  auto cb = std::make_shared<std::function<void(Result<SessionInfo>)>>(std::move(done));
+  const bool queued = storage_.post([this, rec, cb]() mutable {
+    std::vector<kvstore::MessageRecord> msgs;
+    if (rec.system_prompt) msgs.push_back({"system", *rec.system_prompt, rec.created_ms});
+    auto st = store_.create(rec, msgs, {});
+    rec.n_messages = static_cast<std::uint32_t>(msgs.size());
+    asio::post(io_, [this, rec = std::move(rec), st, cb]() {
+      if (!st) {
+        index_.erase(rec.id);
+        return (*cb)(storage_error(st.error(), "the session was not created"));
+      }
+      index_[rec.id].busy = false;
+      (*cb)(info_of(rec));
+    });
+  });
+  if (!queued) {
+    index_.erase(rec.id);
+    (*cb)(stopping());
+  }
+}
+
+void Service::list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done) {
+  const std::optional<std::uint32_t> uid = caller.admin ? std::nullopt : std::optional<std::uint32_t>(caller.uid);
+  auto cb = std::make_shared<std::function<void(Result<std::vector<SessionInfo>>)>>(std::move(done));
+  const bool queued = storage_.post([this, uid, cb]() {
+    auto list = store_.list(uid);
+    asio::post(io_, [this, list = std::move(list), cb]() mutable {
+      if (!list) return (*cb)(list.error());
+      const auto stats = worker_.stats();
+      std::vector<SessionInfo> out;
+      for (const auto& r : *list) {
+        auto it = index_.find(r.id);
+        if (it == index_.end()) continue;  // deleted meanwhile
+        SessionInfo i = info_of(r);
+        i.busy = it->second.busy;
+        for (const auto& s : stats.slots) i.resident = i.resident || s.session_id == r.id;
+        if (chunks_) i.kv = chunks_->residency(r.id);
+        out.push_back(std::move(i));
+      }
+      (*cb)(std::move(out));
+    });
+  });
+  if (!queued) (*cb)(stopping());
+}
+
+void Service::get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done) {
+  if (!visible(caller, id)) return done(no_session(id));
+  auto cb = std::make_shared<std::function<void(Result<SessionDetail>)>>(std::move(done));
+  const bool queued = storage_.post([this, id, cb]() {
+    auto detail = [&]() -> Result<SessionDetail> {
+      auto rec = store_.get(id);
+      if (!rec) return rec.error();
+      auto msgs = store_.messages(id);
+      if (!msgs) return msgs.error();
+      return SessionDetail{info_of(*rec), std::move(*msgs)};
+    }();
+    asio::post(io_, [this, id, detail = std::move(detail), cb]() mutable {
+      if (detail) {
+        auto it = index_.find(id);
+        if (it == index_.end()) return (*cb)(no_session(id));
+        detail->info.busy = it->second.busy;
+        for (const auto& s : worker_.stats().slots) detail->info.resident = detail->info.resident || s.session_id == id;
+        if (chunks_) detail->info.kv = chunks_->residency(id);
+      }
+      (*cb)(std::move(detail));
+    });
+  });
+  if (!queued) (*cb)(stopping());
+}
+
+void Service::delete_session(const Caller& caller, const std::string& id, std::function<void(Status)> done) {
+  if (!visible(caller, id)) return done(no_session(id));
+  if (index_[id].busy) return done(Error(Errc::busy, "session " + id + " has a request running"));
+  index_[id].busy = true;
+  auto cb = std::make_shared<std::function<void(Status)>>(std::move(done));
+  const bool queued = storage_.post([this, id, cb]() {
+    auto st = store_.remove(id);
+    asio::post(io_, [this, id, st, cb]() {
+      if (st) {
+        index_.erase(id);
+        worker_.forget_session(id);
+        if (chunks_) chunks_->drop_session(id);
+      } else if (auto it = index_.find(id); it != index_.end()) {
+        it->second.busy = false;
+      }
+      (*cb)(st);
+    });
+  });
+  if (!queued) {
+    index_[id].busy = false;
+    (*cb)(stopping());
+  }
+}
+
+void Service::audit_session(const Caller& caller, const std::string& id,
+                            std::function<void(Result<kvstore::AuditReport>)> done) {
+  if (shutting_down_) return done(stopping());
+  if (!visible(caller, id)) return done(no_session(id));
+  if (in_flight_.size() >= limits_.max_in_flight) {
+    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
+                           in_flight_.size()));
+  }
+  IndexEntry& e = index_[id];
+  if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
+  e.busy = true;
+  const RequestId rid = ++next_id_;
+  const std::string client = client_of(caller.uid, e.app);  // a bad stored name: the uid (as its turns)
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  in_flight_.emplace(rid, InFlight{cancelled, {}, id, true, caller.uid, client});
+  if (in_flight_observer_) in_flight_observer_();
+  // Every step ends on the io thread with the entry dropped (the session no longer busy) and
+  // `done` called once.
+  auto finish = std::make_shared<std::function<void(Result<kvstore::AuditReport>)>>(
+      [this, rid, done = std::move(done)](Result<kvstore::AuditReport> r) {
+        drop(rid);
+        done(std::move(r));
+      });
+  auto on_io = [this, finish](Result<kvstore::AuditReport> r) {
+    asio::post(io_, [finish, r = std::move(r)]() mutable { (*finish)(std::move(r)); });
+  };
+  const bool queued = storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
+    auto toks = store_.tokens(id);
+    if (!toks) return on_io(toks.error());
+    // A history that filled its sequence ends with a sampled token no KV was ever computed for
+    // (the turn ended "context_full"): the audit covers what KV can hold.
+    if (toks->size() > worker_.max_seq_len()) toks->resize(worker_.max_seq_len());
+    auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
+    asio::post(io_, [this, id, rid, client, cancelled, finish, on_io, tokens]() {
+      const std::uint32_t chunk_tokens = chunks_ ? chunks_->options().chunk_tokens : 64;
+      if (tokens->empty()) return (*finish)(kvstore::audit_kv(worker_.kv_layout(), {}, {}, chunk_tokens, 0, {}, std::nullopt));
+      Job job;
+      job.id = rid;
+      job.audit_of = id;
+      job.input = *tokens;
+      job.params.max_tokens = 1;
+      job.params.sampling.temperature = 0;
+      job.client = client;
+      job.cancelled = cancelled;
+      job.on_done = [this, id, tokens, chunk_tokens, on_io](JobResult r) {
+        if (r.error || !r.audit) {
+          return on_io(r.error.value_or(Error(Errc::cancelled, "the audit was cancelled")));
+        }
+        // The comparison reads chunk files and decodes them: on the storage thread, not the engine's.
+        auto capture = std::make_shared<AuditCapture>(std::move(*r.audit));
+        const bool compared = storage_.post([this, id, tokens, chunk_tokens, capture, on_io]() {
+          std::vector<kvstore::AuditChunkInput> chunks;
+          if (chunks_) {
+            for (auto& c : chunks_->stored_chunks(id)) {
+              kvstore::AuditChunkInput in{c.index, c.n_cells, c.prefix_hash, {}};
+              auto add = [&](const char* tier, std::optional<kvstore::StoredCopy>& copy) {
+                if (!copy) return;
+                if (*copy) {
+                  in.copies.push_back({tier, std::move(**copy), {}});
+                } else {
+                  in.copies.push_back({tier, {}, copy->error().message()});
+                }
+              };
+              add("ram", c.ram);
+              add("disk", c.disk);
+              chunks.push_back(std::move(in));
+            }
+          }
+          std::optional<kvstore::AuditResidentInput> resident;
+          if (capture->resident) {
+            resident = kvstore::AuditResidentInput{capture->slot, capture->resident_tokens, capture->resident_state};
+          }
+          on_io(kvstore::audit_kv(worker_.kv_layout(), *tokens, capture->reference, chunk_tokens,
+                                  chunks_ ? chunks_->chain_seed() : 0, chunks, resident));
+        });
+        if (!compared) on_io(stopping());
+      };
+      if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());
+    });
+  });
+  if (!queued) (*finish)(stopping());
+}
+
+}  // namespace llmd::core
