@@ -152,6 +152,13 @@ class EngineWorker {
   // A job's life in a slot (engine_worker_jobs.cpp).
   // Places a job in a slot (reserved at once: nothing evicts it meanwhile) if its cells fit.
   Placed place(Running& run);
+  // A stateless job (Job::anonymous) takes the key of its uid's prefix entry that holds the
+  // longest prefix of its prompt (an idle slot's KV, else chunks), or a new key; that prefix
+  // becomes its history (reused or restored like a session's) and the rest its input. False when
+  // the job is not such a job or has a key already. unadopt() undoes it (the job was not placed).
+  bool adopt_prefix(Running& run);
+  static void unadopt(Running& run);
+  std::string new_prefix_key(std::uint32_t uid);
   // Cells a job needs placed (needed + prompt left), a little room to generate, and what the jobs
   // in slots are promised: admission is by cells (see place()).
   static std::size_t footprint(const Running& run);
@@ -182,6 +189,7 @@ class EngineWorker {
   std::map<std::uint64_t, Running> waiting_;     // queued in the scheduler by job id: new or parked
   std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
   std::uint64_t preemptions_ = 0;
+  std::uint64_t prefix_keys_ = 0;  // new_prefix_key()'s counter, seeded at random (keys outlive the process)
   std::chrono::milliseconds stall_fault_;  // the fault still to inject (fault_stall_first_step)
 
   // Shared with other threads.

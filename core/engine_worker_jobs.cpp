@@ -3,6 +3,9 @@
 // from KV chunks by the loader or recomputes the rest), the KV check at start, preemption,
 // completion and its result.
 #include <algorithm>
+#include <cstdio>
+#include <random>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -70,8 +73,12 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   // being admitted again at once, and the oldest running job always advances (see step()).
   const bool alone = running_.empty() && restoring_.empty();
   if (!alone && committed_cells() + total + headroom(run) > ctx_.n_ctx()) return Placed::no_room;
+  const bool adopted = adopt_prefix(run);
   auto picked = slots_.pick(job.session_id);
-  if (!picked) return Placed::no_room;
+  if (!picked) {
+    if (adopted) unadopt(run);
+    return Placed::no_room;
+  }
   // An audit records the audited session's slot before anything (its own scratch slot included)
   // can take it.
   if (!job.audit_of.empty() && !run.audit) run.audit = slots_.capture(job.audit_of);
@@ -81,22 +88,75 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   // Cells for the prompt; generation may need more, handled when a step finds the pool full.
   if (!slots_.make_room(total - reuse) && !alone) {
     slots_.unreserve(seq);
+    if (adopted) unadopt(run);
     return Placed::no_room;  // running jobs will free cells
   }
 
   if (!run.admitted) run.admitted = Clock::now();
-  slots_.occupy(seq, job.session_id);
+  std::optional<kvstore::KeyOwner> owner;
+  if (job.uid && !job.session_id.empty()) owner = kvstore::KeyOwner{*job.uid, job.anonymous};
+  slots_.occupy(seq, job.session_id, owner);
   if (options_.chunks && !job.session_id.empty() && reuse == 0 && !need.empty()) {
     // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
     // the other sequences; the slot stays reserved (busy) meanwhile.
     slots_.drop_kv(seq);
     const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
     Running& queued = restoring_.emplace(seq, std::move(run)).first->second;
-    loader_->enqueue({seq, queued.job.session_id, needed(queued), target});
+    loader_->enqueue({seq, queued.job.session_id, needed(queued), target, queued.job.uid});
     return Placed::restoring;
   }
   start(seq, std::move(run), reuse);
   return Placed::started;
+}
+
+bool EngineWorker::adopt_prefix(Running& run) {
+  Job& job = run.job;
+  if (!job.anonymous || !job.uid || !job.session_id.empty() || run.suspended || !job.history.empty()) return false;
+  if (!options_.keep_resident && !options_.chunks) return false;
+  const std::vector<engine::Token>& tokens = job.input;
+  const kvstore::KeyOwner owner{*job.uid, true};
+  const auto slot = slots_.best_anonymous(*job.uid, tokens);
+  std::optional<kvstore::PrefixLookup> found;
+  if (options_.chunks) found = options_.chunks->find_prefix(*job.uid, tokens);
+  std::string key;
+  std::size_t covered = 0;
+  if (slot && (!found || slot->tokens >= found->covered)) {
+    // Resident: the request extends the slot's entry (continue it), or leaves it somewhere (a
+    // new entry starts from the slot's common prefix; the old one keeps its chunks).
+    covered = slot->tokens;
+    key = slot->whole ? slot->key : new_prefix_key(*job.uid);
+    if (!slot->whole) slots_.rename(slot->seq, key, owner);
+  } else if (found && found->covered > 0) {
+    // In chunks: continue the entry it extends, if any; the load finds the uid's other keys' chunks.
+    covered = found->covered;
+    key = found->entry;
+  }
+  if (key.empty()) key = new_prefix_key(*job.uid);
+  job.session_id = std::move(key);
+  // What a cache may hold becomes history; at least one token stays the job's own input (the
+  // runner needs a prompt to sample after).
+  const std::size_t m = std::min(covered, tokens.size() - 1);
+  job.history.assign(job.input.begin(), job.input.begin() + static_cast<std::ptrdiff_t>(m));
+  job.input.erase(job.input.begin(), job.input.begin() + static_cast<std::ptrdiff_t>(m));
+  return true;
+}
+
+void EngineWorker::unadopt(Running& run) {
+  Job& job = run.job;
+  job.input.insert(job.input.begin(), job.history.begin(), job.history.end());
+  job.history.clear();
+  job.session_id.clear();
+}
+
+std::string EngineWorker::new_prefix_key(std::uint32_t uid) {
+  if (prefix_keys_ == 0) {
+    std::random_device rd;
+    prefix_keys_ = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
+                   static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "pfx_%u_%016llx", uid, static_cast<unsigned long long>(++prefix_keys_));
+  return buf;
 }
 
 // A slot's KV is not what the engine's bookkeeping says: never decode on it. The slot is
@@ -248,6 +308,9 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   running_.erase(it);
   sched_.remove(r.job.id);
 
+  // Usage as OpenAI defines it: every token the answer is conditioned on is a prompt token, and
+  // the cached ones are those of them that were not computed for it (resident or loaded).
+  const std::size_t prompt_total = r.job.history.size() + r.job.input.size();
   // What the KV now holds: history + input + generated, as far as it was decoded.
   std::vector<engine::Token> all = std::move(r.job.history);
   all.insert(all.end(), r.job.input.begin(), r.job.input.end());
@@ -267,9 +330,9 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.text = std::move(o.text);
   res.seed = o.seed;
   res.audit = std::move(r.audit);
-  res.usage.prompt_tokens = static_cast<std::int32_t>(r.job.input.size());
+  res.usage.prompt_tokens = static_cast<std::int32_t>(prompt_total);
   res.usage.completion_tokens = static_cast<std::int32_t>(res.generated.size());
-  res.usage.cached_tokens = static_cast<std::int32_t>(r.reused);
+  res.usage.cached_tokens = static_cast<std::int32_t>(std::min(r.reused + r.loaded, prompt_total));
   res.usage.restored_tokens = static_cast<std::int32_t>(r.restored + r.replayed);
   res.usage.loaded_tokens = static_cast<std::int32_t>(r.loaded);
   res.timings.queue = ms_between(r.job.submitted, r.admitted.value_or(r.job.submitted));

@@ -33,12 +33,15 @@ struct Timings {  // milliseconds
   double ttft = 0;     // submitted -> first token
 };
 
+// OpenAI's rules: prompt_tokens counts every token the answer is conditioned on (a session's
+// history included), cached_tokens those of them reused rather than computed (resident in a slot,
+// or loaded from KV chunks), so cached_tokens <= prompt_tokens. llmd's extensions split the rest.
 struct Usage {
-  std::int32_t prompt_tokens = 0;      // the request's own tokens
+  std::int32_t prompt_tokens = 0;      // history (held or restored) + the request's own tokens
   std::int32_t completion_tokens = 0;  // generated tokens
-  std::int32_t cached_tokens = 0;      // history found resident in the slot
-  std::int32_t restored_tokens = 0;    // history recomputed
-  std::int32_t loaded_tokens = 0;      // history restored from KV chunks (T1/T2)
+  std::int32_t cached_tokens = 0;      // of prompt_tokens: reused, not computed (resident + loaded)
+  std::int32_t restored_tokens = 0;    // history recomputed (incl. tokens replayed after a preemption)
+  std::int32_t loaded_tokens = 0;      // history restored from KV chunks (T1/T2); part of cached_tokens
 };
 
 // What a KV audit job captured (see Job::audit_of): the KV of the session's history recomputed
@@ -69,6 +72,13 @@ struct Job {
   std::vector<engine::Token> input;      // the request's tokens; not empty
   engine::GenerateParams params;
   std::string client;  // who is served and charged: "1000" (a uid) or "1000/app"; empty: "anonymous"
+  // Whose KV this is: a session's owner, or the caller of a stateless request. Chunks of that
+  // uid's other keys with the same token prefix may be loaded for it (never another uid's).
+  std::optional<std::uint32_t> uid;
+  // A stateless request (chat, completion) with a uid: placed as the continuation of that uid's
+  // prefix entry whose KV (in a slot or in chunks) covers the longest prefix of `input`, or of a
+  // new one; its KV is kept and written back under that entry (EngineWorker::adopt_prefix).
+  bool anonymous = false;
   scheduler::Priority priority = scheduler::Priority::interactive;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -37,6 +38,7 @@ class KvLoader {
     std::string session_id;
     std::span<const engine::Token> history;
     kvstore::RestoreTarget target;
+    std::optional<std::uint32_t> uid;  // whose other keys' chunks may serve it (ChunkStore::load)
   };
   using Deliver = std::function<void(engine::SeqId seq, kvstore::LoadResult result)>;
 

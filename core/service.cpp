@@ -260,6 +260,14 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.cancelled = f.cancelled;
   job.client = f.client;
   job.priority = request.priority;
+  // Whose KV: a session's owner (an admin's turn on it too), else the caller, whose stateless
+  // requests reuse the KV of its own earlier ones (never another uid's).
+  if (request.kind == TurnRequest::Kind::session_message) {
+    if (auto e = index_.find(f.session_id); e != index_.end()) job.uid = e->second.uid;
+  } else {
+    job.uid = f.uid;
+    job.anonymous = limits_.prefix_cache;
+  }
   job.on_text = [this, id](const std::string& text) {
     asio::post(io_, [this, id, text] {
       auto it2 = in_flight_.find(id);

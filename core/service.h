@@ -97,6 +97,15 @@ struct TurnResult {
   std::optional<Error> error;  // the turn failed after it was accepted (and was not saved)
 };
 
+// What a prewarm did (Service::prewarm_session): the session's KV is now in a slot.
+struct PrewarmResult {
+  std::uint32_t tokens = 0;    // the session's tokens, all now in its slot's KV
+  std::uint32_t resident = 0;  // of them, already in the slot
+  std::uint32_t loaded = 0;    // loaded from KV chunks
+  std::uint32_t restored = 0;  // recomputed
+  Timings timings;
+};
+
 struct TurnCallbacks {
   std::function<void()> accepted;                          // valid and queued; text follows
   std::function<void(const std::string&)> text;            // a piece of the answer
@@ -119,6 +128,10 @@ struct ServiceLimits {
   // disk-reserve-mib: below this much free space on the state directory's file system, session
   // creates and turns are refused with no_space before anything runs (0: never).
   std::uint64_t disk_reserve_bytes = 256ull << 20;
+  // Stateless requests (chat, completion) reuse the KV of the caller's earlier ones and keep
+  // theirs as anonymous prefix entries (Job::anonymous); false: each is computed whole and kept
+  // nowhere (prefix-cache-entries-per-user = 0).
+  bool prefix_cache = true;
 };
 
 // What the io thread counts as it goes: cheap to read (no engine lock, no walk of the KV store),
@@ -189,6 +202,15 @@ class Service {
   // Errors: not_found, busy, unavailable, resource_exhausted (requests in flight), and what the
   // recompute met.
   void audit_session(const Caller& caller, const std::string& id, std::function<void(Result<kvstore::AuditReport>)> done);
+
+  // Prewarm (Apple's prewarm(), Android's warm-up): brings the session's KV into a slot ahead of
+  // its next message — resident already, loaded from chunks, or recomputed — as background work
+  // of the caller's client (scheduled and charged like its requests, behind interactive ones).
+  // Done when the KV is in place; the next turn then computes only its own message (unless other
+  // work takes the slot meanwhile). The session is busy meanwhile. A session with no turns yet,
+  // or whose tokens were made by another model, has nothing to bring: tokens 0.
+  // Errors: not_found, busy, unavailable, resource_exhausted (requests in flight).
+  void prewarm_session(const Caller& caller, const std::string& id, std::function<void(Result<PrewarmResult>)> done);
 
   // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
   // thread once nothing is in flight and the storage thread has written everything. Called again

@@ -2,6 +2,7 @@
 #include <boost/asio/post.hpp>
 
 #include "core/service.h"
+#include "core/chat_turns.h"
 #include "core/service_internal.h"
 #include "common/utf8.h"
 
@@ -206,6 +207,76 @@ void Service::audit_session(const Caller& caller, const std::string& id,
                                   chunks_ ? chunks_->chain_seed() : 0, chunks, resident));
         });
         if (!compared) on_io(stopping());
+      };
+      if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());
+    });
+  });
+  if (!queued) (*finish)(stopping());
+}
+
+void Service::prewarm_session(const Caller& caller, const std::string& id,
+                              std::function<void(Result<PrewarmResult>)> done) {
+  if (shutting_down_) return done(stopping());
+  if (!visible(caller, id)) return done(no_session(id));
+  if (in_flight_.size() >= limits_.max_in_flight) {
+    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
+                           in_flight_.size()));
+  }
+  IndexEntry& e = index_[id];
+  if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
+  e.busy = true;
+  const RequestId rid = ++next_id_;
+  const std::string client = client_of(caller.uid, e.app);
+  const std::uint32_t owner = e.uid;
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  in_flight_.emplace(rid, InFlight{cancelled, {}, id, true, caller.uid, client});
+  if (in_flight_observer_) in_flight_observer_();
+  auto finish = std::make_shared<std::function<void(Result<PrewarmResult>)>>(
+      [this, rid, done = std::move(done)](Result<PrewarmResult> r) {
+        drop(rid);
+        done(std::move(r));
+      });
+  auto on_io = [this, finish](Result<PrewarmResult> r) {
+    asio::post(io_, [finish, r = std::move(r)]() mutable { (*finish)(std::move(r)); });
+  };
+  const bool queued = storage_.post([this, id, rid, client, owner, cancelled, finish, on_io]() {
+    auto rec = store_.get(id);
+    if (!rec) return on_io(rec.error());
+    auto toks = store_.tokens(id);
+    // Tokens another model made, or damaged ones, are re-derived by the next turn: nothing to bring.
+    if (!toks || rec->model_id != model_.info().fingerprint ||
+        !token_damage(*toks, tok_.n_vocab(), max_stored_tokens(max_session_tokens_)).empty() || toks->empty()) {
+      return on_io(PrewarmResult{});
+    }
+    // A turn that filled the sequence ends with a sampled token that never had KV.
+    if (toks->size() > worker_.max_seq_len()) toks->resize(worker_.max_seq_len());
+    auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
+    asio::post(io_, [this, id, rid, client, owner, cancelled, finish, on_io, tokens]() {
+      // The job decodes the session's last token (the one sampled last and never decoded), so
+      // the slot holds every token of it; what it samples after that is discarded.
+      Job job;
+      job.id = rid;
+      job.session_id = id;
+      job.history.assign(tokens->begin(), tokens->end() - 1);
+      job.input = {tokens->back()};
+      job.params.max_tokens = 1;
+      job.params.sampling.temperature = 0;
+      job.client = client;
+      job.uid = owner;
+      job.priority = scheduler::Priority::background;
+      job.cancelled = cancelled;
+      job.on_done = [on_io, n = tokens->size()](JobResult r) {
+        if (r.error) return on_io(*r.error);
+        if (r.finish == engine::FinishReason::cancelled) {
+          return on_io(Error(Errc::cancelled, "the prewarm was cancelled"));
+        }
+        PrewarmResult p;
+        p.tokens = static_cast<std::uint32_t>(n);
+        p.loaded = static_cast<std::uint32_t>(r.usage.loaded_tokens);
+        p.resident = static_cast<std::uint32_t>(r.usage.cached_tokens - r.usage.loaded_tokens);
+        p.restored = static_cast<std::uint32_t>(r.usage.restored_tokens);
+        p.timings = r.timings;
+        on_io(p);
       };
       if (auto st = worker_.submit(std::move(job)); !st) (*finish)(st.error());
     });

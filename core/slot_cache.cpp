@@ -79,15 +79,41 @@ std::size_t SlotCache::reserve(engine::SeqId seq, std::uint64_t job_id, const st
     }
     slot.cached.resize(reuse);
   }
-  if (reuse == 0) slot.session_id.clear();  // whatever it held is gone
+  if (reuse == 0) {  // whatever it held is gone
+    slot.session_id.clear();
+    slot.owner.reset();
+  }
   return reuse;
 }
 
 void SlotCache::unreserve(engine::SeqId seq) { at(seq).job.reset(); }
 
-void SlotCache::occupy(engine::SeqId seq, const std::string& session_id) {
+std::optional<SlotCache::AnonymousHit> SlotCache::best_anonymous(std::uint32_t uid,
+                                                                 const std::vector<engine::Token>& tokens) const {
+  std::optional<AnonymousHit> best;
+  if (!keep_resident_) return best;
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    const Slot& slot = slots_[s];
+    if (slot.job || !slot.owner || !slot.owner->anonymous || slot.owner->uid != uid) continue;
+    const std::size_t n = common_prefix(slot.cached, tokens);
+    if (n > 0 && (!best || n > best->tokens)) {
+      best = AnonymousHit{static_cast<engine::SeqId>(s), slot.session_id, n, n == slot.cached.size()};
+    }
+  }
+  return best;
+}
+
+void SlotCache::rename(engine::SeqId seq, const std::string& key, std::optional<kvstore::KeyOwner> owner) {
+  Slot& slot = at(seq);
+  if (slot.job) return;
+  slot.session_id = key;
+  slot.owner = owner;
+}
+
+void SlotCache::occupy(engine::SeqId seq, const std::string& session_id, std::optional<kvstore::KeyOwner> owner) {
   Slot& slot = at(seq);
   slot.session_id = session_id;
+  slot.owner = owner;
   slot.last_used = Clock::now();
   if (chunks_ && !session_id.empty()) chunks_->pin(session_id);
 }
@@ -133,6 +159,7 @@ void SlotCache::clear(engine::SeqId seq) {
   ctx_.seq_clear(seq);
   slot.cached.clear();
   slot.session_id.clear();
+  slot.owner.reset();
 }
 
 void SlotCache::drop_kv(engine::SeqId seq) { ctx_.seq_clear(seq); }
@@ -193,7 +220,7 @@ void SlotCache::write_back(engine::SeqId seq, const std::string& session_id) {
     spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
     return;
   }
-  chunks_->write_back(session_id, at(seq).cached, std::move(*state), ctx_.attention_importance(seq));
+  chunks_->write_back(session_id, at(seq).cached, std::move(*state), ctx_.attention_importance(seq), at(seq).owner);
 }
 
 }  // namespace llmd::core

@@ -57,8 +57,23 @@ class SlotCache {
   // as reserve() left it.
   void unreserve(engine::SeqId seq);
   // The job takes the reserved slot for its session (empty: a one-off job); the session is pinned
-  // in the chunk store until release() or settle().
-  void occupy(engine::SeqId seq, const std::string& session_id);
+  // in the chunk store until release() or settle(). `owner`: whose KV it is (written back with it).
+  void occupy(engine::SeqId seq, const std::string& session_id,
+              std::optional<kvstore::KeyOwner> owner = std::nullopt);
+  // The idle slot holding an anonymous prefix entry of `uid` (KeyOwner::anonymous) whose KV has
+  // the longest common prefix with `tokens`; none when no such slot shares a token (or
+  // keep_resident is off).
+  struct AnonymousHit {
+    engine::SeqId seq = 0;
+    std::string key;
+    std::size_t tokens = 0;  // the common prefix
+    bool whole = false;      // all the slot holds is a prefix of `tokens` (they extend it)
+  };
+  std::optional<AnonymousHit> best_anonymous(std::uint32_t uid, const std::vector<engine::Token>& tokens) const;
+  // An idle slot's KV becomes the start of another key's (a stateless request that leaves the
+  // entry the slot held: that entry keeps its chunks, written back already, and is no longer
+  // resident).
+  void rename(engine::SeqId seq, const std::string& key, std::optional<kvstore::KeyOwner> owner);
   // The slot now holds `tokens` (a swap-in installed them); they must be what its KV holds.
   void set_cached(engine::SeqId seq, std::span<const engine::Token> tokens);
   void touch(engine::SeqId seq);  // used now (LRU)
@@ -95,6 +110,7 @@ class SlotCache {
  private:
   struct Slot {
     std::string session_id;
+    std::optional<kvstore::KeyOwner> owner;  // whose KV (occupy())
     std::vector<engine::Token> cached;  // the tokens the slot's KV holds, in order
     std::optional<std::uint64_t> job;   // the job that has it reserved or runs on it
     Clock::time_point last_used{};

@@ -158,6 +158,7 @@ std::map<std::string, double> App::scheduling_weights() const {
 
 core::ServiceLimits App::service_limits() const {
   core::ServiceLimits l;
+  l.prefix_cache = config_.prefix_cache_entries_per_user > 0;
   l.max_sessions_per_user = config_.max_sessions_per_user;
   l.max_stored_bytes_per_user = config_.max_stored_mib_per_user << 20;
   l.max_queued_per_client = config_.max_queued_per_client;
@@ -225,6 +226,8 @@ Status App::start() {
     // the file system below the reserve that conversations (sessions.db) are refused at.
     co.disk_reserve = 2 * (config_.disk_reserve_mib << 20);
     co.write_back_queue_bytes = config_.kv_write_back_mib << 20;
+    co.prefix_entries_per_uid = config_.prefix_cache_entries_per_user;
+    co.prefix_bytes_per_uid = config_.prefix_cache_mib_per_user << 20;
     co.policy.kind = config_.kv_policy;
     co.policy.target_ratio = config_.kv_target_ratio;
     auto chunks = kvstore::ChunkStore::open(std::move(co), context_->kv_layout(), mi.fingerprint);

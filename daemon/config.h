@@ -54,6 +54,8 @@ struct Config {
   double kv_target_ratio = 0.5;        // position policy: encoded / exact bytes
   bool kv_disk_zstd = false;           // zstd-compress exact chunks on disk
   std::uint64_t kv_write_back_mib = 256;  // queued write-backs of idle sessions, at most (MiB)
+  std::uint32_t prefix_cache_entries_per_user = 256;  // stateless requests' histories kept per uid (0: off)
+  std::uint64_t prefix_cache_mib_per_user = 1024;     // and their KV chunks' MiB per uid
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
   scheduler::Policy scheduler = scheduler::Policy::fair;  // fair (virtual token counters) | fifo (the baseline)
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"

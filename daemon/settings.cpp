@@ -328,6 +328,15 @@ std::vector<Setting> make_settings() {
                             "sequence states queued for write-back, MiB; past it the oldest of a session not in "
                             "use is dropped (recomputed on its next turn)",
                             "must be at most 16777216 (16 TiB)"),
+      number<std::uint32_t>("prefix-cache-entries-per-user", &Config::prefix_cache_entries_per_user, 0, 1u << 20,
+                            R::restart,
+                            "stateless requests' histories whose KV a uid keeps for reuse, least recently used "
+                            "dropped first (0: none kept, every stateless request is computed whole)",
+                            "must be at most 1048576"),
+      number<std::uint64_t>("prefix-cache-mib-per-user", &Config::prefix_cache_mib_per_user, 1, 1ull << 24,
+                            R::restart,
+                            "MiB of KV chunks (RAM and disk copies) a uid's stateless histories may hold",
+                            "must be at most 16777216 (16 TiB)"),
       flag("keep-resident", &Config::keep_resident, R::restart,
            "keep idle sessions' KV in their slots (false: recompute every turn, the baseline)"),
       choice<scheduler::Policy>("scheduler", &Config::scheduler,

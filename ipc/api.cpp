@@ -80,6 +80,13 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
           {"reserve_skips", s.reserve_skips},
           {"index_resets", s.index_resets},
           {"bad_chunks", s.bad_chunks},
+          {"prefix_cache",
+           {{"entries", s.prefix_entries},
+            {"bytes", s.prefix_bytes},
+            {"entries_dropped", s.prefix_entries_dropped},
+            {"entries_per_user", o.prefix_entries_per_uid},
+            {"bytes_per_user", o.prefix_bytes_per_uid}}},
+          {"chunks_from_other_keys", s.chunks_from_other_keys},
           {"costs_ms_per_token",
            {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},
           {"last_error", show_error ? nlohmann::json(s.last_error) : nlohmann::json(nullptr)}};
@@ -215,6 +222,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
       }
       if (parts.size() == 4 && parts[3] == "messages" && route({V::post})) return post_message(req, r, parts[2]);
       if (parts.size() == 4 && parts[3] == "audit" && route({V::post})) return audit_session(req, r, parts[2]);
+      if (parts.size() == 4 && parts[3] == "prewarm" && route({V::post})) return prewarm_session(req, r, parts[2]);
     }
   }
   if (!allowed.empty()) {

@@ -26,6 +26,11 @@
 //                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
 //   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//   POST   /v1/sessions/{id}/prewarm        brings the session's KV into a slot ahead of its next
+//                                           message (background work of the caller's client);
+//                                           200 {"id", "tokens", "resident_tokens",
+//                                           "loaded_tokens", "restored_tokens", "timings"} once it
+//                                           is there (busy meanwhile: 409; no body fields)
 //   POST   /v1/sessions/{id}/audit          KV audit (kvstore/kv_audit.h): the history recomputed
 //                                           and every stored chunk copy and the resident KV
 //                                           compared with it; 200 {"ok", "chunks", "resident", ...}
@@ -41,8 +46,11 @@
 // naming its field ("max_tokens is out of range ..."), never a 500; integer fields take integers
 // (or integral floats) within their range.
 //
-// Generation answers carry "usage" (prompt/completion tokens, cached_tokens resident in the slot,
-// loaded_tokens restored from KV chunks, restored_tokens recomputed) and "timings" in ms (queue,
+// Generation answers carry "usage" as OpenAI defines it (prompt_tokens: every token the answer is
+// conditioned on, a session's history included; prompt_tokens_details.cached_tokens: those of them
+// reused rather than computed, resident in a slot or loaded from KV chunks, never more than
+// prompt_tokens), llmd's loaded_tokens (the part of cached_tokens loaded from KV chunks) and
+// restored_tokens (history recomputed), and "timings" in ms (queue,
 // restore = restore_read + restore_decode + restore_recompute, prefill, decode, ttft).
 //
 // The caller is identified by the connection's kernel credentials, never by the request body.
@@ -100,6 +108,7 @@ class Api {
   void delete_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void post_message(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void audit_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void prewarm_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
 
   // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
   // defaulting to default-max-tokens) and returns the "stream" field.

@@ -1,4 +1,5 @@
-// POST /v1/sessions/{id}/audit: the KV audit (see api.h, kvstore/kv_audit.h).
+// POST /v1/sessions/{id}/audit: the KV audit (see api.h, kvstore/kv_audit.h); POST
+// /v1/sessions/{id}/prewarm: the session's KV brought into a slot.
 #include <cmath>
 
 #include "ipc/api.h"
@@ -56,17 +57,40 @@ nlohmann::json audit_json(const kvstore::AuditReport& r) {
           {"resident", std::move(resident)}};
 }
 
-void Api::audit_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
-  // The audit has no options: a field sent anyway is answered, never ignored.
-  if (!req.body.empty()) {
-    auto body = parse_object(req.body);
-    if (!body) return reply_error(*r, body.error());
-    if (!body->empty()) {
-      const std::string field = body->begin().key();
-      return reply_error(*r, http_error(400, "the audit takes no fields; \"" + field + "\" is not supported",
-                                        "invalid_request", field));
-    }
+namespace {
+
+// A request with no options: a field sent anyway is answered, never ignored. True if none came.
+bool no_fields(const HttpRequest& req, Responder& r, const std::string& what) {
+  if (req.body.empty()) return true;
+  auto body = parse_object(req.body);
+  if (!body) {
+    reply_error(r, body.error());
+    return false;
   }
+  if (body->empty()) return true;
+  const std::string field = body->begin().key();
+  reply_error(r, http_error(400, what + " takes no fields; \"" + field + "\" is not supported", "invalid_request", field));
+  return false;
+}
+
+}  // namespace
+
+void Api::prewarm_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
+  if (!no_fields(req, *r, "the prewarm")) return;
+  service_.prewarm_session(caller_of(req.peer), id, [r, id](Result<core::PrewarmResult> p) {
+    if (!p) return reply_error(*r, p.error());
+    reply_json(*r, 200,
+               {{"id", id},
+                {"tokens", p->tokens},
+                {"resident_tokens", p->resident},
+                {"loaded_tokens", p->loaded},
+                {"restored_tokens", p->restored},
+                {"timings", timings_json(p->timings, 0)}});
+  });
+}
+
+void Api::audit_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
+  if (!no_fields(req, *r, "the audit")) return;
   service_.audit_session(caller_of(req.peer), id, [r, id](Result<kvstore::AuditReport> report) {
     if (!report) return reply_error(*r, report.error());
     nlohmann::json j = audit_json(*report);

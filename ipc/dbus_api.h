@@ -32,7 +32,7 @@
 //         then exactly one of
 //         Finished(s finish_reason, a{sv} stats)   finish_reason "stop" | "length" (as OpenAI's);
 //             stats: prompt_tokens, completion_tokens, cached_tokens, loaded_tokens,
-//             restored_tokens, seed (u); queue_ms, restore_ms, restore_read_ms, restore_decode_ms,
+//             restored_tokens, seed (u) (usage as over HTTP: cached_tokens <= prompt_tokens); queue_ms, restore_ms, restore_read_ms, restore_decode_ms,
 //             restore_recompute_ms, prefill_ms, decode_ms, ttft_ms, decode_tokens_per_second (d)
 //         Failed(s error_name, s message)   an org.llmd.LLM1.Error.* name: Cancelled (Cancel, the
 //             caller left, shutdown), QuotaExceeded (the session is full), Failed (saving) ...;

@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS chunks(
   session TEXT NOT NULL, idx INTEGER NOT NULL, n_cells INTEGER NOT NULL, codec INTEGER NOT NULL,
   prefix_hash INTEGER NOT NULL, file TEXT NOT NULL, disk_codec INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(session, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners(
+  session TEXT PRIMARY KEY, uid INTEGER NOT NULL, anonymous INTEGER NOT NULL) WITHOUT ROWID;
 )sql";
 
 // A busy store commits after every write-back: checkpoint the WAL every 128 pages (512 KiB) and
@@ -25,6 +27,7 @@ constexpr const char* kPragmas = "PRAGMA wal_autocheckpoint=128; PRAGMA journal_
 const std::vector<std::string> kMetaColumns = {"key", "value"};
 const std::vector<std::string> kChunkColumns = {"session", "idx",  "n_cells",    "codec",
                                                 "prefix_hash", "file", "disk_codec", "bytes"};
+const std::vector<std::string> kOwnerColumns = {"session", "uid", "anonymous"};
 
 Result<std::vector<std::string>> columns_of(Db& db, const std::string& table) {
   auto q = db.prepare("PRAGMA table_info(" + table + ")");
@@ -84,7 +87,8 @@ Status ChunkIndex::open_existing(Opened& out) {
     if (verdict != "ok") return Error(Errc::corrupt, "integrity check: " + verdict);
   }
   for (const auto& [table, expected] : {std::pair{std::string("meta"), &kMetaColumns},
-                                        std::pair{std::string("chunks"), &kChunkColumns}}) {
+                                        std::pair{std::string("chunks"), &kChunkColumns},
+                                        std::pair{std::string("owners"), &kOwnerColumns}}) {
     auto cols = columns_of(*db_, table);
     if (!cols) return cols.error();
     if (!cols->empty() && *cols != *expected) return Error(Errc::corrupt, "table " + table + " has other columns");
@@ -102,7 +106,7 @@ Status ChunkIndex::open_existing(Opened& out) {
   if (stored != identity_) {
     out.identity_changed = !stored.empty();
     return db_->transaction([&]() -> Status {
-      LLMD_TRY_STATUS(db_->exec("DELETE FROM chunks"));
+      LLMD_TRY_STATUS(db_->exec("DELETE FROM chunks; DELETE FROM owners"));
       auto up = db_->prepare("INSERT OR REPLACE INTO meta(key, value) VALUES('identity', ?)");
       if (!up) return up.error();
       return up->bind(1, identity_).run();
@@ -124,6 +128,18 @@ Status ChunkIndex::open_existing(Opened& out) {
     r.disk_codec = codec_of(q->column_int(6));
     r.bytes = static_cast<std::uint64_t>(q->column_int(7));
     out.rows.push_back(std::move(r));
+  }
+  auto o = db_->prepare("SELECT session, uid, anonymous FROM owners");
+  if (!o) return o.error();
+  while (true) {
+    auto row = o->step();
+    if (!row) return row.error();
+    if (!*row) break;
+    OwnerRow r;
+    r.session = o->column_text(0);
+    r.uid = static_cast<std::uint32_t>(o->column_int(1));
+    r.anonymous = o->column_int(2) != 0;
+    out.owners.push_back(std::move(r));
   }
   return {};
 }
@@ -148,6 +164,25 @@ Status ChunkIndex::apply(const IndexUpdate& u) {
   if (u.empty()) return {};
   if (!db_) return Error(Errc::unavailable, "the chunk index is closed");
   return db_->transaction([&]() -> Status {
+    if (!u.owners.empty()) {
+      auto up = db_->prepare("INSERT OR REPLACE INTO owners(session, uid, anonymous) VALUES(?, ?, ?)");
+      if (!up) return up.error();
+      for (const OwnerRow& r : u.owners) {
+        LLMD_TRY_STATUS(up->bind(1, r.session)
+                            .bind(2, static_cast<std::int64_t>(r.uid))
+                            .bind(3, static_cast<std::int64_t>(r.anonymous ? 1 : 0))
+                            .run());
+        up->reset();
+      }
+    }
+    if (!u.owners_remove.empty()) {
+      auto del = db_->prepare("DELETE FROM owners WHERE session = ?");
+      if (!del) return del.error();
+      for (const auto& session : u.owners_remove) {
+        LLMD_TRY_STATUS(del->bind(1, session).run());
+        del->reset();
+      }
+    }
     if (!u.remove.empty()) {
       auto del = db_->prepare("DELETE FROM chunks WHERE session = ? AND idx = ?");
       if (!del) return del.error();

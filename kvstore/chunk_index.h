@@ -11,6 +11,9 @@
 // Schema:  meta(key TEXT PRIMARY KEY, value TEXT)   'identity' = what the rows are valid for
 //          chunks(session, idx, n_cells, codec, prefix_hash, file, disk_codec, bytes)
 //                 PRIMARY KEY(session, idx), WITHOUT ROWID
+//          owners(session PRIMARY KEY, uid, anonymous)   whose KV a key's chunks are (chunks are
+//                 shared only within one uid) and whether the key is an anonymous prefix entry
+//                 (a stateless request's history) rather than a session
 //
 // Thread-safety: one thread at a time (the store's own thread once the store is open).
 #pragma once
@@ -40,12 +43,22 @@ struct IndexRow {
   std::uint64_t bytes = 0;     // the file's
 };
 
+struct OwnerRow {
+  std::string session;
+  std::uint32_t uid = 0;
+  bool anonymous = false;
+};
+
 // Changes applied in one transaction, in this order.
 struct IndexUpdate {
+  std::vector<OwnerRow> owners;                                     // inserted or replaced
+  std::vector<std::string> owners_remove;
   std::vector<std::pair<std::string, std::uint32_t>> remove;       // rows (session, idx)
   std::vector<IndexRow> put;                                        // inserted or replaced
   std::vector<std::pair<std::string, std::uint32_t>> remove_from;  // a session's rows with idx >= n
-  bool empty() const { return remove.empty() && put.empty() && remove_from.empty(); }
+  bool empty() const {
+    return owners.empty() && owners_remove.empty() && remove.empty() && put.empty() && remove_from.empty();
+  }
 };
 
 class ChunkIndex {
@@ -53,6 +66,7 @@ class ChunkIndex {
   struct Opened {
     std::unique_ptr<ChunkIndex> index;
     std::vector<IndexRow> rows;  // every row, when the identity is the same as before
+    std::vector<OwnerRow> owners;
     bool identity_changed = false;  // an index of another identity: its rows were deleted
     std::string discarded;          // not empty: the old index was damaged (what was found), and discarded
   };

@@ -91,6 +91,9 @@ Status ChunkStore::init(const std::string& model_fingerprint) {
       c.disk_bytes = row.bytes;
       gen_ = std::max(gen_, file_gen(c.file));
     }
+    for (const OwnerRow& o : opened->owners) {
+      if (tiers_.find(o.session)) tiers_.set_owner(o.session, o.uid, o.anonymous);
+    }
     tiers_.recount_disk();
   }
   sweep_files();
@@ -180,10 +183,12 @@ void ChunkStore::shed_write_backs() {
 }
 
 void ChunkStore::write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
-                            std::vector<float> attention) {
+                            std::vector<float> attention, std::optional<KeyOwner> owner) {
   if (!detail::safe_name(session)) return;
   MutexLock lock(mu_);
   if (stop_) return;
+  // Known at once (not when the write-back runs), so that find_prefix() and the per-uid limits see it.
+  if (owner) tiers_.set_owner(session, owner->uid, owner->anonymous);
   ++tiers_.at(session).pending;
   Op op;
   op.kind = Op::Kind::write_back;
@@ -191,6 +196,10 @@ void ChunkStore::write_back(std::string session, std::vector<engine::Token> toke
   op.tokens = std::move(tokens);
   op.state = std::move(state);
   op.attention = std::move(attention);
+  if (owner) {
+    op.uid = owner->uid;
+    op.anonymous = owner->anonymous;
+  }
   enqueue(std::move(op));
   shed_write_backs();
 }
@@ -246,6 +255,11 @@ StoreStats ChunkStore::stats() const {
     tiers_.fill(s.ram, s.disk);
     s.pending = queue_.size();
     s.pending_bytes = queue_.bytes();
+    for (const auto& [id, e] : tiers_.sessions()) {
+      if (!e.anonymous) continue;
+      ++s.prefix_entries;
+      for (const auto& c : e.chunks) s.prefix_bytes += (c.ram ? c.ram->size() : 0) + c.disk_bytes;
+    }
   }
   s.costs = costs_.costs();
   return s;

@@ -97,6 +97,27 @@ struct ChunkStoreOptions {
   // oldest of a session not in use is dropped; the write-backs of sessions in use and the one
   // being written come on top. 256 MiB: about five states of 2k tokens of a 135M model.
   std::uint64_t write_back_queue_bytes = 256ull << 20;
+  // Anonymous prefix entries (stateless requests' histories, KeyOwner::anonymous) per uid: at most
+  // this many keys and this many bytes (RAM and disk copies), least recently used dropped first.
+  // 0: no limit of that kind. Sessions never count.
+  std::uint32_t prefix_entries_per_uid = 256;
+  std::uint64_t prefix_bytes_per_uid = 1ull << 30;
+};
+
+// Whose KV a key's chunks are. A load for a key may use the chunks of every key of the same uid
+// whose token prefix hashes match (another session with the same system prompt, a fork, a
+// stateless request's earlier turn), never another uid's.
+struct KeyOwner {
+  std::uint32_t uid = 0;
+  bool anonymous = false;  // a prefix entry: a stateless request's history, not a session
+};
+
+// What find_prefix() sees of a uid's keys for a token sequence.
+struct PrefixLookup {
+  std::string entry;          // the anonymous key whose chunks are all a prefix of the tokens, the
+                              // longest such ("": none)
+  std::size_t entry_tokens = 0;
+  std::size_t covered = 0;    // the longest prefix all the uid's keys cover together (what load() matches)
 };
 
 inline constexpr std::uint32_t kMaxChunkTokens = 4096;
@@ -113,6 +134,10 @@ struct StoreStats {
   std::size_t pending = 0;           // queued operations (write-backs, drops)
   std::uint64_t pending_bytes = 0;   // what the queued write-backs hold (the queue's byte bound)
   std::uint64_t writebacks_dropped = 0;  // queued write-backs dropped for the byte bound
+  std::uint64_t prefix_entries = 0;      // anonymous prefix entries held (all uids)
+  std::uint64_t prefix_bytes = 0;        // their chunks' bytes (RAM and disk copies)
+  std::uint64_t prefix_entries_dropped = 0;  // dropped for a uid's prefix_* limits
+  std::uint64_t chunks_from_other_keys = 0;  // chunks loads took from another key of the same uid
   std::string last_error;            // the most recent write or read error, for the status page
   RestoreCosts costs;                // what swap-in planning goes by
 };
@@ -138,6 +163,7 @@ struct LoadResult {
   std::size_t state_bytes = 0;  // the state is the buffer's first state_bytes bytes (0: nothing)
   std::size_t from_ram = 0, from_disk = 0;  // chunks
   std::size_t bad = 0;      // chunks that failed and were dropped (their positions get recomputed)
+  std::size_t from_other = 0;  // chunks taken from another key of the same uid
   double read_ms = 0;       // reading chunk files
   double decode_ms = 0;     // checking and decoding chunks into the state
 };
@@ -171,17 +197,25 @@ class ChunkStore {
 
   // Queues a write-back of a session's KV: `state` is the sequence state (llama.cpp's format) whose
   // cells hold `tokens` at positions 0..n-1; `attention`: per-position importance observed by the
-  // engine (used by the attention policy; may be empty).
+  // engine (used by the attention policy; may be empty); `owner`: whose KV it is (recorded with the
+  // key, durably; without one the key's chunks are never shared).
   void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
-                  std::vector<float> attention = {});
+                  std::vector<float> attention = {}, std::optional<KeyOwner> owner = std::nullopt);
   // Builds the sequence state (llama.cpp's format, the store's layout) of the longest prefix of
   // `history` that valid chunks cover (possibly none) into `buffer`, which is reused between calls
   // (grown, never shrunk) so that a restore allocates nothing. A chunk is valid when its blob's own
   // header says it holds positions [i*chunk_tokens, ...) of exactly this history (its prefix hash)
   // and it passes its checks; the first one that does not ends the plan (counted in bad_chunks; it
-  // and the chunks after it are dropped).
+  // and the chunks after it are dropped). With `uid`, chunk i may come from any key that uid owns
+  // (KeyOwner) when the session's own chunk i does not match: the chunk's own header proves it is
+  // the KV of this history's first positions, whoever wrote it. Never from another uid's keys.
   LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
-                  std::vector<std::uint8_t>& buffer);
+                  std::vector<std::uint8_t>& buffer, std::optional<std::uint32_t> uid = std::nullopt);
+  // For a stateless request of `uid`: which of its anonymous prefix entries to continue (the one
+  // `tokens` extend: all its chunks a prefix of them, the longest) and how much all the uid's keys
+  // cover together. Does
+  // not wait for queued write-backs and changes nothing.
+  PrefixLookup find_prefix(std::uint32_t uid, std::span<const engine::Token> tokens) const;
 
   // Every chunk the store has for a session, by index (gaps left out), with each copy's blob: the
   // RAM copy as kept; the disk file read. Each copy is checked as load() checks it (checksum,
@@ -208,7 +242,8 @@ class ChunkStore {
   void pin(const std::string& session);
   void unpin(const std::string& session);
   void drop_session(const std::string& session);  // queued
-  // Forgets every session not in `keep` (sessions deleted while the store could not hear of it).
+  // Forgets every session not in `keep` (sessions deleted while the store could not hear of it);
+  // anonymous prefix entries are kept (they are not sessions).
   void retain_only(std::set<std::string> keep);   // queued
   void flush();  // waits until every queued operation is done
 
@@ -230,6 +265,22 @@ class ChunkStore {
   void enqueue(Op op) LLMD_REQUIRES(mu_);
   // Drops queued write-backs of sessions not in use while the queue holds more than its bound.
   void shed_write_backs() LLMD_REQUIRES(mu_);
+  // The chain of chunks a load of `history` for `session` (and `uid`'s other keys) would use, by
+  // index: each the best present chunk whose prefix hash is the history's (most cells, a RAM copy,
+  // the session's own first), with its key and hash; a partial chunk ends it. `full` holds the
+  // history's prefix hashes at each whole chunk's end.
+  struct Planned {
+    Chunk chunk;
+    std::string key;
+    std::uint64_t hash = 0;
+  };
+  std::vector<Planned> plan_chain(const std::string& session, std::optional<std::uint32_t> uid,
+                                  std::span<const engine::Token> history, std::span<const std::uint64_t> full) const
+      LLMD_REQUIRES(mu_);
+  std::vector<std::uint64_t> full_chunk_hashes(std::span<const engine::Token> tokens) const;
+  // The store's thread: drops a uid's least recently used anonymous entries (not in use, not
+  // `keep`) while they exceed the per-uid limits.
+  void enforce_prefix_limits(std::uint32_t uid, const std::string& keep) LLMD_EXCLUDES(mu_);
   // Until the session's queued write-backs are done (or the store stops); the session counts as
   // in use meanwhile (its write-backs are not dropped).
   void wait_written_back(MutexLock& lock, const std::string& session) const LLMD_REQUIRES(mu_);

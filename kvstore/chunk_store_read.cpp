@@ -13,27 +13,119 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 }  // namespace
 
+std::vector<std::uint64_t> ChunkStore::full_chunk_hashes(std::span<const engine::Token> tokens) const {
+  const std::uint32_t C = opt_.chunk_tokens;
+  std::vector<std::uint64_t> out;
+  out.reserve(tokens.size() / C);
+  std::uint64_t h = chain_seed_;
+  for (std::size_t b = 0; b + C <= tokens.size(); b += C) {
+    h = token_prefix_hash(h, tokens.subspan(b, C));
+    out.push_back(h);
+  }
+  return out;
+}
+
+std::vector<ChunkStore::Planned> ChunkStore::plan_chain(const std::string& session, std::optional<std::uint32_t> uid,
+                                                        std::span<const engine::Token> history,
+                                                        std::span<const std::uint64_t> full) const {
+  const std::uint32_t C = opt_.chunk_tokens;
+  std::vector<const std::pair<const std::string, SessionEntry>*> keys;
+  if (auto it = tiers_.sessions().find(session); it != tiers_.sessions().end()) keys.push_back(&*it);
+  if (uid) {
+    if (const std::set<std::string>* mine = tiers_.keys_of(*uid)) {
+      for (const std::string& k : *mine) {
+        if (k == session) continue;
+        if (auto it = tiers_.sessions().find(k); it != tiers_.sessions().end()) keys.push_back(&*it);
+      }
+    }
+  }
+  std::vector<Planned> chain;
+  for (std::size_t i = 0;; ++i) {
+    const std::size_t begin = i * C;
+    if (begin >= history.size()) break;
+    const std::uint64_t prev = i == 0 ? chain_seed_ : chain.back().hash;
+    bool found = false;
+    Planned chosen;
+    for (const auto* kv : keys) {
+      const SessionEntry& e = kv->second;
+      if (i >= e.chunks.size()) continue;
+      const Chunk& c = e.chunks[i];
+      if (!c.present() || begin + c.n_cells > history.size()) continue;
+      const std::uint64_t want = c.n_cells == C && i < full.size()
+                                     ? full[i]
+                                     : token_prefix_hash(prev, history.subspan(begin, c.n_cells));
+      if (c.prefix_hash != want) continue;
+      const bool better = !found || c.n_cells > chosen.chunk.n_cells ||
+                          (c.n_cells == chosen.chunk.n_cells && c.ram && !chosen.chunk.ram);
+      if (!better) continue;
+      chosen = Planned{c, kv->first, want};
+      found = true;
+    }
+    if (!found) break;
+    chain.push_back(chosen);
+    if (chosen.chunk.n_cells < C) break;  // a partial chunk ends every chain
+  }
+  return chain;
+}
+
+PrefixLookup ChunkStore::find_prefix(std::uint32_t uid, std::span<const engine::Token> tokens) const {
+  PrefixLookup out;
+  const std::vector<std::uint64_t> full = full_chunk_hashes(tokens);
+  MutexLock lock(mu_);
+  const std::set<std::string>* keys = tiers_.keys_of(uid);
+  if (!keys) return out;
+  for (const std::string& k : *keys) {
+    const SessionEntry* e = tiers_.find(k);
+    if (!e || !e->anonymous || e->in_use()) continue;
+    const std::vector<Planned> own = plan_chain(k, std::nullopt, tokens, full);
+    std::size_t n = 0, held = 0;
+    for (const Planned& p : own) n += p.chunk.n_cells;
+    for (const Chunk& c : e->chunks) held += c.present() ? c.n_cells : 0;
+    // Only an entry the tokens extend is continued: one they leave is another conversation (or
+    // an earlier branch), whose chunks the new one's write-back must not replace.
+    if (n == held && n > out.entry_tokens) {
+      out.entry = k;
+      out.entry_tokens = n;
+    }
+  }
+  const std::vector<Planned> all = plan_chain(out.entry, uid, tokens, full);
+  for (const Planned& p : all) out.covered += p.chunk.n_cells;
+  return out;
+}
+
 LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
-                            const RestoreTarget& target, std::vector<std::uint8_t>& buffer) {
+                            const RestoreTarget& target, std::vector<std::uint8_t>& buffer,
+                            std::optional<std::uint32_t> uid) {
   LoadResult r;
+  const std::vector<std::uint64_t> full = full_chunk_hashes(history);
   std::vector<Chunk> chunks;
+  std::vector<std::string> owners;  // the key holding each chunk
+  std::vector<std::uint64_t> history_hash;
   {
     MutexLock lock(mu_);
     wait_written_back(lock, session);
-    SessionEntry* s = tiers_.find(session);
-    if (!s) return r;
+    // The plan: the chunks whose token prefix matches the history, by the index (the session's
+    // own, or another key's of the same uid). Each blob's own header is checked against the
+    // history's hash again below: the index row only says what the file should hold.
     const std::uint64_t now = tiers_.tick();
-    for (auto& c : s->chunks) c.last_use = now;
-    chunks = s->chunks;
+    if (SessionEntry* s = tiers_.find(session)) {
+      for (auto& c : s->chunks) c.last_use = now;
+    }
+    for (Planned& p : plan_chain(session, uid, history, full)) {
+      if (p.key != session) {
+        if (SessionEntry* donor = tiers_.find(p.key); donor && p.chunk.index < donor->chunks.size()) {
+          donor->chunks[p.chunk.index].last_use = now;
+        }
+      }
+      chunks.push_back(std::move(p.chunk));
+      owners.push_back(std::move(p.key));
+      history_hash.push_back(p.hash);
+    }
   }
-  // The plan: the chunks whose token prefix matches the history, by the index. Each blob's own
-  // header is checked against the history's hash again below: the index row only says what the
-  // file should hold.
-  const ChunkMatch match = match_chunks(chunks, history, opt_.chunk_tokens, chain_seed_);
-  const std::vector<std::uint64_t>& history_hash = match.hashes;
+  if (chunks.empty()) return r;
   // Load only the prefix whose measured load cost plus the recompute of the rest is smallest.
-  r.matched = match.matched;
-  std::size_t plan = cheapest_prefix(chunks, match.matched, history.size(), costs_.costs());
+  r.matched = chunks.size();
+  std::size_t plan = cheapest_prefix(chunks, chunks.size(), history.size(), costs_.costs());
   // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
   // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
   while (plan > 0) {
@@ -52,7 +144,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
         const auto t = Clock::now();
         // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
         const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-        ok = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, read_buf_);
+        ok = opt_.fs->read_file(session_dir(owners[i]) / c.file, max_bytes, read_buf_);
         r.read_ms += ms_since(t);
       }
       if (ok) {
@@ -69,7 +161,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
         r.decode_ms += ms_since(t);
       }
       if (!ok) {
-        record_error("KV chunk " + std::to_string(i) + " of " + session + " is bad (" + ok.error().message() +
+        record_error("KV chunk " + std::to_string(i) + " of " + owners[i] + " is bad (" + ok.error().message() +
                      "); recomputing from there");
         ++r.bad;
         failed = i;
@@ -81,7 +173,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
         ++from_disk;
         if (opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
           MutexLock lock(mu_);
-          SessionEntry* s = tiers_.find(session);
+          SessionEntry* s = tiers_.find(owners[i]);
           if (s && i < s->chunks.size() && s->chunks[i].prefix_hash == c.prefix_hash && !s->chunks[i].ram &&
               tiers_.room_in_ram(read_buf_.size())) {
             c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(read_buf_));
@@ -100,17 +192,23 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
       r.state_bytes = out.bytes().size();
       r.from_ram = from_ram;
       r.from_disk = from_disk;
+      for (std::size_t i = 0; i < plan; ++i) r.from_other += owners[i] != session ? 1 : 0;
       break;
     }
     plan = *failed;
   }
+  if (r.from_other > 0) {
+    MutexLock lock(mu_);
+    stats_.chunks_from_other_keys += r.from_other;
+  }
   if (r.bad > 0) {
+    // The bad chunk and its successors go from the key that holds it.
     MutexLock lock(mu_);
     stats_.bad_chunks += r.bad;
     Op op;
     op.kind = Op::Kind::drop_from;
-    op.session = session;
-    op.from = static_cast<std::uint32_t>(plan);
+    op.session = owners[plan];
+    op.from = chunks[plan].index;
     enqueue(std::move(op));
   }
   return r;

@@ -32,8 +32,8 @@ void ChunkStore::run() {
         std::vector<std::string> gone;
         {
           MutexLock lock(mu_);
-          for (const auto& id : tiers_.session_ids()) {
-            if (op.keep.count(id) == 0) gone.push_back(id);
+          for (const auto& [id, e] : tiers_.sessions()) {
+            if (!e.anonymous && op.keep.count(id) == 0) gone.push_back(id);
           }
         }
         for (const auto& id : gone) do_drop(id, 0);
@@ -295,6 +295,7 @@ void ChunkStore::do_write_back(Op& op) {
     update.put.push_back({op.session, c.index, c.n_cells, c.codec, c.prefix_hash, c.file, c.disk_codec, c.disk_bytes});
   }
   update.remove_from.emplace_back(op.session, static_cast<std::uint32_t>(n_chunks));
+  if (op.uid) update.owners.push_back({op.session, *op.uid, op.anonymous});
   const Status st = index_ ? index_->apply(update) : Status{};
   if (!st && !ChunkIndex::is_damage(st.error())) record_error("cannot update the chunk index: " + st.error().message());
 
@@ -321,6 +322,40 @@ void ChunkStore::do_write_back(Op& op) {
   for (const auto& f : old_files) (void)opt_.fs->remove_file(session_dir(op.session) / f);
   // Last, when the chunks above no longer count files they do not have.
   if (!st && ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
+  if (op.uid && op.anonymous) enforce_prefix_limits(*op.uid, op.session);
+}
+
+void ChunkStore::enforce_prefix_limits(std::uint32_t uid, const std::string& keep) {
+  if (opt_.prefix_entries_per_uid == 0 && opt_.prefix_bytes_per_uid == 0) return;
+  while (true) {
+    std::string victim;
+    {
+      MutexLock lock(mu_);
+      const std::set<std::string>* keys = tiers_.keys_of(uid);
+      if (!keys) return;
+      std::size_t entries = 0;
+      std::uint64_t bytes = 0, oldest = UINT64_MAX;
+      for (const std::string& k : *keys) {
+        const SessionEntry* e = tiers_.find(k);
+        if (!e || !e->anonymous) continue;
+        ++entries;
+        std::uint64_t last = 0;
+        for (const auto& c : e->chunks) {
+          bytes += (c.ram ? c.ram->size() : 0) + c.disk_bytes;
+          last = std::max(last, c.last_use);
+        }
+        if (k != keep && !e->in_use() && e->pending == 0 && last < oldest) {
+          oldest = last;
+          victim = k;
+        }
+      }
+      const bool over = (opt_.prefix_entries_per_uid != 0 && entries > opt_.prefix_entries_per_uid) ||
+                        (opt_.prefix_bytes_per_uid != 0 && bytes > opt_.prefix_bytes_per_uid);
+      if (!over || victim.empty()) return;
+      ++stats_.prefix_entries_dropped;
+    }
+    do_drop(victim, 0);
+  }
 }
 
 void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
@@ -335,6 +370,7 @@ void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
   }
   IndexUpdate update;
   update.remove_from.emplace_back(session, from);
+  if (from == 0) update.owners_remove.push_back(session);
   (void)update_index(update);
   for (const auto& f : files) (void)opt_.fs->remove_file(session_dir(session) / f);
   if (from == 0 && detail::safe_name(session)) {

@@ -27,7 +27,31 @@ void ChunkTiers::erase_if_idle(const std::string& session) {
   auto it = sessions_.find(session);
   if (it == sessions_.end()) return;
   const SessionEntry& s = it->second;
-  if (s.chunks.empty() && !s.in_use() && s.pending == 0) sessions_.erase(it);
+  if (!s.chunks.empty() || s.in_use() || s.pending != 0) return;
+  if (s.uid) {
+    auto keys = by_uid_.find(*s.uid);
+    if (keys != by_uid_.end()) {
+      keys->second.erase(session);
+      if (keys->second.empty()) by_uid_.erase(keys);
+    }
+  }
+  sessions_.erase(it);
+}
+
+void ChunkTiers::set_owner(const std::string& key, std::uint32_t uid, bool anonymous) {
+  SessionEntry& s = sessions_[key];
+  if (s.uid && *s.uid != uid) {
+    auto keys = by_uid_.find(*s.uid);
+    if (keys != by_uid_.end()) keys->second.erase(key);
+  }
+  s.uid = uid;
+  s.anonymous = anonymous;
+  by_uid_[uid].insert(key);
+}
+
+const std::set<std::string>* ChunkTiers::keys_of(std::uint32_t uid) const {
+  auto it = by_uid_.find(uid);
+  return it == by_uid_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> ChunkTiers::session_ids() const {

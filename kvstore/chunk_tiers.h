@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,10 @@ struct ChunkEntry {
 
 struct SessionEntry {
   std::vector<ChunkEntry> chunks;  // by index
+  // Whose KV it is: chunks are found for another key only within one uid (ChunkStore::load).
+  // Unknown for keys written before owners were kept: never shared until written back again.
+  std::optional<std::uint32_t> uid;
+  bool anonymous = false;  // a prefix entry (a stateless request's history), not a session
   int pins = 0;                    // turns running (ChunkStore::pin / unpin)
   int waiters = 0;                 // load() / stored_chunks() calls waiting for its write-backs
   std::size_t pending = 0;         // queued write-backs
@@ -87,6 +93,10 @@ class ChunkTiers {
   SessionEntry& at(const std::string& session);  // created if missing
   // Removes a session that has no chunks left and is neither in use nor has write-backs pending.
   void erase_if_idle(const std::string& session);
+  // Records whose KV a key holds (see SessionEntry::uid); the key is created if missing.
+  void set_owner(const std::string& key, std::uint32_t uid, bool anonymous);
+  // The keys a uid owns (null: none).
+  const std::set<std::string>* keys_of(std::uint32_t uid) const;
   const std::map<std::string, SessionEntry>& sessions() const { return sessions_; }
   std::vector<std::string> session_ids() const;
 
@@ -128,6 +138,7 @@ class ChunkTiers {
   std::uint64_t ram_bytes_ = 0, disk_bytes_ = 0;
   std::uint64_t clock_ = 0;
   std::map<std::string, SessionEntry> sessions_;
+  std::map<std::uint32_t, std::set<std::string>> by_uid_;  // keys by SessionEntry::uid
 };
 
 }  // namespace llmd::kvstore

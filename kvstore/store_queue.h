@@ -30,6 +30,8 @@ struct StoreOp {
   std::vector<float> attention;         // write_back
   std::set<std::string> keep;           // retain
   std::uint32_t from = 0;               // drop_from
+  std::optional<std::uint32_t> uid;     // write_back: the key's owner, if known
+  bool anonymous = false;               // write_back: a prefix entry
 
   // What a queued write-back holds in memory (0 for the other kinds).
   std::uint64_t bytes() const;

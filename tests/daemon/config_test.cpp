@@ -45,6 +45,8 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"kv-target-ratio", {"0", "1.5", "nan", "half"}},
     {"kv-disk-zstd", {"maybe", ""}},
     {"kv-write-back-mib", {"0", "16777217", "-1", "many"}},
+    {"prefix-cache-entries-per-user", {"1048577", "-1", "some"}},
+    {"prefix-cache-mib-per-user", {"0", "16777217", "-1", "lots"}},
     {"keep-resident", {"2"}},
     {"scheduler", {"lottery"}},
     {"weight", {"alice", "alice=0", "alice=x", "a:b=2"}},

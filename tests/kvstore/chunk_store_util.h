@@ -178,10 +178,11 @@ struct Loaded : LoadResult {
   engine::KvStream cells;
 };
 
-inline Loaded load(ChunkStore& store, const std::string& session, std::span<const engine::Token> history) {
+inline Loaded load(ChunkStore& store, const std::string& session, std::span<const engine::Token> history,
+                   std::optional<std::uint32_t> uid = std::nullopt) {
   std::vector<std::uint8_t> buffer(7, 0xee);  // reused buffers hold old bytes: only state_bytes count
   Loaded out;
-  static_cast<LoadResult&>(out) = store.load(session, history, RestoreTarget{0, 1, 0}, buffer);
+  static_cast<LoadResult&>(out) = store.load(session, history, RestoreTarget{0, 1, 0}, buffer, uid);
   if (out.state_bytes > 0) {
     auto st = engine::parse_seq_state(std::span(buffer.data(), out.state_bytes));
     EXPECT_TRUE(st) << st.error().to_string();

@@ -219,9 +219,11 @@ typedef struct llmc_result {
   const char *text;          /* the answer: every token's text, concatenated */
   const char *finish_reason; /* "stop", "length", "cancelled", "error"; "" if unknown */
   const char *session_id;    /* the session for session turns; "" otherwise */
-  int32_t prompt_tokens;     /* usage as llmd counted it (0 if unknown) */
+  int32_t prompt_tokens;     /* usage as llmd counted it (0 if unknown): every token the answer
+                                was conditioned on, a session's history included */
   int32_t completion_tokens;
-  int32_t cached_tokens;     /* prompt tokens that were already in the slot */
+  int32_t cached_tokens;     /* of prompt_tokens, those reused rather than computed (resident in a
+                                slot or loaded from KV chunks); never more than prompt_tokens */
   const char *json;          /* llmd's last event (stream) or whole answer, as JSON; "" if none */
 } llmc_result;
 

@@ -1,0 +1,126 @@
+// Chunks shared within one uid (issue 15): a load for a key takes chunks of the uid's other keys
+// whose token prefix hashes match the history, never another uid's; find_prefix() names the
+// anonymous entry a request extends (never one it leaves); owners survive a reopen; retain_only()
+// keeps anonymous entries; the per-uid limits drop the least recently used entries.
+#include <gtest/gtest.h>
+
+#include "kvstore/chunk_store.h"
+#include "tests/kvstore/chunk_store_util.h"
+#include "tests/support/test_env.h"
+
+namespace llmd::kvstore {
+namespace {
+
+using namespace test_util;  // NOLINT(google-build-using-namespace)
+
+constexpr std::uint32_t kUidA = 1000, kUidB = 1001;
+
+TEST(PrefixSharing, ALoadTakesTheSameUidsChunksOfTheSamePrefixAndNeverAnotherUids) {
+  auto store = open_store(options(test::scratch_dir()));
+  const auto cells = make_cells(150, 1);
+  const auto toks = tokens(150);
+  store->write_back("ses_a", toks, state_of(cells), {}, KeyOwner{kUidA, false});
+  store->flush();
+
+  // Another key of the same uid whose history begins with the same 128 tokens (two whole chunks).
+  auto other = std::vector(toks.begin(), toks.begin() + 128);
+  other.insert(other.end(), {5, 6, 7, 8});
+  const Loaded shared = load(*store, "ses_b", other, kUidA);
+  EXPECT_EQ(shared.tokens, 128u);
+  EXPECT_EQ(shared.from_other, 2u);
+  expect_same_cells(shared.cells, *engine::slice_cells(cells, 0, 128), 128);
+  EXPECT_EQ(store->stats().chunks_from_other_keys, 2u);
+
+  // The same history for another uid, or with no uid: nothing.
+  EXPECT_EQ(load(*store, "ses_c", toks, kUidB).tokens, 0u);
+  EXPECT_EQ(load(*store, "ses_b", toks).tokens, 0u);
+  // A key whose own chunks match is served from them.
+  const Loaded own = load(*store, "ses_a", toks, kUidA);
+  EXPECT_EQ(own.tokens, 150u);
+  EXPECT_EQ(own.from_other, 0u);
+}
+
+TEST(PrefixSharing, FindPrefixNamesTheEntryARequestExtendsNeverOneItLeaves) {
+  auto store = open_store(options(test::scratch_dir()));
+  const auto toks = tokens(150);
+  store->write_back("pfx_a", toks, state_of(make_cells(150, 2)), {}, KeyOwner{kUidA, true});
+  store->flush();
+
+  auto longer = toks;
+  longer.insert(longer.end(), {11, 12, 13});
+  const PrefixLookup extends = store->find_prefix(kUidA, longer);
+  EXPECT_EQ(extends.entry, "pfx_a");
+  EXPECT_EQ(extends.entry_tokens, 150u);
+  EXPECT_EQ(extends.covered, 150u);
+
+  // A request that leaves the entry after its first chunk: the chunk is found (covered), but the
+  // entry is not continued (its other chunks are another conversation's).
+  auto leaves = std::vector(toks.begin(), toks.begin() + 70);
+  leaves[69] = 4242;
+  const PrefixLookup left = store->find_prefix(kUidA, leaves);
+  EXPECT_EQ(left.entry, "");
+  EXPECT_EQ(left.covered, 64u);
+
+  EXPECT_EQ(store->find_prefix(kUidB, longer).covered, 0u);
+  // A session is never continued as an entry, though its chunks count.
+  store->write_back("ses_s", longer, state_of(make_cells(153, 2)), {}, KeyOwner{kUidA, false});
+  store->flush();
+  auto more = longer;
+  more.push_back(99);
+  const PrefixLookup with_session = store->find_prefix(kUidA, more);
+  EXPECT_EQ(with_session.entry, "pfx_a");
+  EXPECT_EQ(with_session.covered, 153u);
+}
+
+TEST(PrefixSharing, OwnersOutliveAReopenAndRetainKeepsAnonymousEntries) {
+  const std::string dir = test::scratch_dir();
+  const auto toks = tokens(100);
+  {
+    auto store = open_store(options(dir));
+    store->write_back("pfx_a", toks, state_of(make_cells(100, 3)), {}, KeyOwner{kUidA, true});
+    store->write_back("ses_gone", toks, state_of(make_cells(100, 3)), {}, KeyOwner{kUidA, false});
+    store->flush();
+  }
+  auto store = open_store(options(dir));
+  EXPECT_EQ(store->stats().prefix_entries, 1u);
+  // As at start-up: the session store no longer has ses_gone; the anonymous entry is not a session.
+  store->retain_only({});
+  store->flush();
+  EXPECT_EQ(store->residency("ses_gone").chunks, 0u);
+  EXPECT_EQ(load(*store, "pfx_new", toks, kUidA).tokens, 100u);  // pfx_a's chunks, by its owner
+  EXPECT_EQ(load(*store, "pfx_new", toks, kUidB).tokens, 0u);
+}
+
+TEST(PrefixSharing, APerUidLimitDropsTheLeastRecentlyUsedEntries) {
+  auto o = options(test::scratch_dir());
+  o.prefix_entries_per_uid = 2;
+  auto store = open_store(o);
+  for (int i = 0; i < 3; ++i) {
+    const std::string key = "pfx_" + std::to_string(i);
+    store->write_back(key, tokens(70, 1 + 100 * i), state_of(make_cells(70, 10 + i)), {}, KeyOwner{kUidA, true});
+    store->flush();
+  }
+  // Another uid's entry does not count against uid A's limit, and is not dropped for it.
+  store->write_back("pfx_b", tokens(70, 7), state_of(make_cells(70, 20)), {}, KeyOwner{kUidB, true});
+  store->flush();
+  EXPECT_EQ(store->residency("pfx_0").chunks, 0u);  // the oldest of uid A went
+  EXPECT_GT(store->residency("pfx_1").chunks, 0u);
+  EXPECT_GT(store->residency("pfx_2").chunks, 0u);
+  EXPECT_GT(store->residency("pfx_b").chunks, 0u);
+  EXPECT_EQ(store->stats().prefix_entries, 3u);
+  EXPECT_EQ(store->stats().prefix_entries_dropped, 1u);
+
+  // A byte limit: one entry's worth.
+  auto b = options(test::scratch_dir());
+  b.prefix_bytes_per_uid = 2 * chunk_bytes(64);
+  auto small = open_store(b);
+  small->write_back("pfx_x", tokens(70, 1), state_of(make_cells(70, 1)), {}, KeyOwner{kUidA, true});
+  small->flush();
+  small->write_back("pfx_y", tokens(70, 3), state_of(make_cells(70, 2)), {}, KeyOwner{kUidA, true});
+  small->flush();
+  EXPECT_EQ(small->residency("pfx_x").chunks, 0u);
+  EXPECT_GT(small->residency("pfx_y").chunks, 0u);
+}
+
+}  // namespace
+}  // namespace llmd::kvstore
