@@ -118,7 +118,9 @@ TEST_F(ConfigTest, EveryBadValueFailsCheckConfigAndStartupNamingTheKey) {
       ASSERT_FALSE(from_file);
       const std::string& m = from_file.error().message();
       EXPECT_NE(m.find(key), std::string::npos) << m;
-      if (key != "model") EXPECT_EQ(m.rfind(file + ":2: " + key + ": ", 0), 0u) << m;
+      if (key != "model") {
+        EXPECT_EQ(m.rfind(file + ":2: " + key + ": ", 0), 0u) << m;
+      }
       const auto started_from_file = parse({"--config", file});
       ASSERT_FALSE(started_from_file);
       EXPECT_EQ(started_from_file.error().message(), m);

@@ -210,5 +210,57 @@ TEST(PrefixReuse, CachedTokensArePartOfPromptTokensEverywhere) {
   }
 }
 
+// Prewarm: a session swapped out of the only slot is brought back before its next message, which
+// then finds all of its history resident.
+TEST(PrefixReuse, PrewarmBringsASessionBackBeforeItsNextMessage) {
+  DaemonProcess d(scratch_dir(), with(one_slot("1024")));
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  auto session = [&] {
+    return call(c, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", "You tell stories."}}).body.value("id", "");
+  };
+  auto say = [&](const std::string& id, const std::string& text) {
+    auto body = greedy_body(16);
+    body["content"] = text;
+    body["stream"] = false;
+    return call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+  };
+  const std::string a = session(), b = session();
+  ASSERT_EQ(say(a, "Tell me a story about a dog.").status, 200u);
+  ASSERT_EQ(say(b, "Tell me a story about a cat.").status, 200u);  // takes the only slot
+  const auto shown = call(c, "GET", "/v1/sessions/" + a).body;
+  EXPECT_FALSE(shown.value("resident", true));
+
+  const auto warm = call(c, "POST", "/v1/sessions/" + a + "/prewarm");
+  ASSERT_EQ(warm.status, 200u) << warm.raw;
+  EXPECT_EQ(warm.body.value("tokens", 0), shown.value("n_tokens", -1)) << warm.raw;
+  EXPECT_EQ(warm.body.value("resident_tokens", -1), 0) << warm.raw;
+  EXPECT_GT(warm.body.value("loaded_tokens", 0), 0) << warm.raw;
+  EXPECT_TRUE(call(c, "GET", "/v1/sessions/" + a).body.value("resident", false));
+  // Prewarmed again: all of it is there already.
+  const auto again = call(c, "POST", "/v1/sessions/" + a + "/prewarm");
+  EXPECT_EQ(again.body.value("loaded_tokens", -1), 0) << again.raw;
+  EXPECT_EQ(again.body.value("restored_tokens", -1), 0) << again.raw;
+
+  const auto next = say(a, "What happened next?");
+  ASSERT_EQ(next.status, 200u);
+  // Every history token was in the slot: nothing loaded or recomputed for this turn.
+  EXPECT_EQ(next.body["usage"].value("loaded_tokens", -1), 0) << next.raw;
+  EXPECT_EQ(next.body["usage"].value("restored_tokens", -1), 0) << next.raw;
+  EXPECT_GE(next.body["usage"]["prompt_tokens_details"].value("cached_tokens", 0), shown.value("n_tokens", 0))
+      << next.raw;
+
+  // No options; other callers cannot see the session; unknown sessions are 404.
+  EXPECT_EQ(call(c, "POST", "/v1/sessions/" + a + "/prewarm", std::string(R"({"eager":true})")).status, 400u);
+  EXPECT_EQ(call(c, "POST", "/v1/sessions/ses_000000000000000000000000/prewarm").status, 404u);
+  const std::string sock = d.socket();
+  EXPECT_EQ(wait_child(spawn_as(4244, 4244, [&] {
+              client::HttpClient other(sock);
+              auto r = other.request("POST", "/v1/sessions/" + a + "/prewarm", "");
+              return r && r->status == 404 ? 0 : 1;
+            })),
+            0);
+}
+
 }  // namespace
 }  // namespace llmd::test
