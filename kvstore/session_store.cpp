@@ -221,4 +221,55 @@ Status SessionStore::remove(const std::string& id) {
   return {};
 }
 
+Result<SessionRecord> SessionStore::fork(const std::string& source, const SessionRecord& copy) {
+  const Status copied = db_->transaction([&]() -> Status {
+    auto ins = db_->prepare(
+        "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens)"
+        " SELECT ?, ?, app, system_prompt, ?, ?, model_id, tokens FROM sessions WHERE id = ?");
+    if (!ins) return ins.error();
+    ins->bind(1, copy.id).bind(2, static_cast<std::int64_t>(copy.uid)).bind(3, copy.created_ms);
+    ins->bind(4, copy.updated_ms).bind(5, source);
+    if (auto st = ins->run(); !st) {
+      if (st.error().code() == Errc::invalid_argument) return Error(Errc::invalid_argument, "session " + copy.id + " exists");
+      return st;
+    }
+    if (db_->changes() == 0) return no_session(source);
+    auto msgs = db_->prepare(
+        "INSERT INTO messages(session_id, seq, role, content, created_ms)"
+        " SELECT ?, seq, role, content, created_ms FROM messages WHERE session_id = ?");
+    if (!msgs) return msgs.error();
+    msgs->bind(1, copy.id).bind(2, source);
+    return msgs->run();
+  });
+  if (!copied) return copied.error();
+  return get(copy.id);
+}
+
+Result<SessionRecord> SessionStore::rewind(const std::string& id, std::uint32_t keep_messages,
+                                           std::uint32_t keep_tokens, std::int64_t now_ms) {
+  const Status cut = db_->transaction([&]() -> Status {
+    auto rec = get(id);
+    if (!rec) return rec.error();
+    if (keep_messages > rec->n_messages || keep_tokens > rec->n_tokens) {
+      return Error(Errc::invalid_argument, "session " + id + " holds " + std::to_string(rec->n_messages) +
+                                               " messages and " + std::to_string(rec->n_tokens) +
+                                               " tokens; cannot keep " + std::to_string(keep_messages) + " and " +
+                                               std::to_string(keep_tokens));
+    }
+    // By position, not by seq value: a salvaged session may have gaps in its numbering.
+    auto del = db_->prepare(
+        "DELETE FROM messages WHERE session_id = ?1 AND seq >= (SELECT seq FROM messages WHERE session_id = ?1"
+        " ORDER BY seq LIMIT 1 OFFSET ?2)");
+    if (!del) return del.error();
+    del->bind(1, id).bind(2, static_cast<std::int64_t>(keep_messages));
+    LLMD_TRY_STATUS(del->run());
+    auto upd = db_->prepare("UPDATE sessions SET tokens = substr(tokens, 1, ?), updated_ms = ? WHERE id = ?");
+    if (!upd) return upd.error();
+    upd->bind(1, static_cast<std::int64_t>(keep_tokens) * 4).bind(2, now_ms).bind(3, id);
+    return upd->run();
+  });
+  if (!cut) return cut.error();
+  return get(id);
+}
+
 }  // namespace llmd::kvstore

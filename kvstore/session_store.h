@@ -101,6 +101,19 @@ class SessionStore {
 
   Status remove(const std::string& id);  // not_found
 
+  // Copies session `source` as a new session `copy.id` in one transaction: its app, system
+  // prompt, model id, token sequence and every message (same order, roles, texts and times);
+  // owner, created_ms and updated_ms are `copy`'s (its other fields are ignored). Returns the new
+  // record as stored. not_found (no source), invalid_argument (copy.id exists).
+  Result<SessionRecord> fork(const std::string& source, const SessionRecord& copy);
+
+  // Cuts a session back to its first `keep_messages` messages and first `keep_tokens` tokens in
+  // one transaction (the caller computed where the kept messages' tokens end); updated_ms = now_ms.
+  // Returns the record as stored. not_found; invalid_argument if the session has fewer messages or
+  // tokens than it is asked to keep (nothing changes then).
+  Result<SessionRecord> rewind(const std::string& id, std::uint32_t keep_messages, std::uint32_t keep_tokens,
+                               std::int64_t now_ms);
+
  private:
   explicit SessionStore(std::unique_ptr<Db> db) : db_(std::move(db)) {}
   Status migrate();
