@@ -142,13 +142,21 @@ void Service::rewind_session(const Caller& caller, const std::string& id, Rewind
       if (!msgs) return msgs.error();
       auto keep = messages_kept(how, *msgs);
       if (!keep) return keep.error();
-      auto toks = store_.tokens(id);
-      std::vector<engine::Token> tokens = toks ? std::move(*toks) : std::vector<engine::Token>();
-      // Tokens of another model are re-derived by the next turn anyway; a sequence whose turns
-      // cannot be found keeps none, and the next turn renders the kept messages afresh.
+      // Where the kept turns' tokens end: the last kept answer's token_end (schema 2), else found
+      // by re-deriving the turns' prompts (turn_boundary). A system prompt alone keeps no tokens:
+      // the first turn renders it with the first message, as it did the first time. Tokens of
+      // another model are re-derived by the next turn anyway; an end that cannot be known (a
+      // window that began later, tokens whose turns cannot be found) keeps none, and the next
+      // turn renders the kept messages afresh.
       std::size_t keep_tokens = 0;
-      if (rec->model_id == model_.info().fingerprint) {
-        keep_tokens = turn_boundary(model_, tok_, chat_of(*msgs), tokens, *keep).value_or(0);
+      const kvstore::MessageRecord* last = *keep > 0 ? &(*msgs)[*keep - 1] : nullptr;
+      if (last && last->role == "assistant" && rec->model_id == model_.info().fingerprint) {
+        if (last->token_end && last->seq >= rec->window_first_message && *last->token_end <= rec->n_tokens) {
+          keep_tokens = *last->token_end;
+        } else if (rec->window_first_message == 0) {
+          auto toks = store_.tokens(id);
+          if (toks) keep_tokens = turn_boundary(model_, tok_, chat_of(*msgs), *toks, *keep).value_or(0);
+        }
       }
       auto stored = store_.rewind(id, static_cast<std::uint32_t>(*keep), static_cast<std::uint32_t>(keep_tokens),
                                   unix_ms());

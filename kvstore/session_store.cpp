@@ -344,8 +344,10 @@ Status SessionStore::remove(const std::string& id) {
 Result<SessionRecord> SessionStore::fork(const std::string& source, const SessionRecord& copy) {
   const Status copied = db_->transaction([&]() -> Status {
     auto ins = db_->prepare(
-        "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens)"
-        " SELECT ?, ?, app, system_prompt, ?, ?, model_id, tokens FROM sessions WHERE id = ?");
+        "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens, overflow,"
+        " window_first_message, dropped_tokens)"
+        " SELECT ?, ?, app, system_prompt, ?, ?, model_id, tokens, overflow, window_first_message, dropped_tokens"
+        " FROM sessions WHERE id = ?");
     if (!ins) return ins.error();
     ins->bind(1, copy.id).bind(2, static_cast<std::int64_t>(copy.uid)).bind(3, copy.created_ms);
     ins->bind(4, copy.updated_ms).bind(5, source);
@@ -355,8 +357,8 @@ Result<SessionRecord> SessionStore::fork(const std::string& source, const Sessio
     }
     if (db_->changes() == 0) return no_session(source);
     auto msgs = db_->prepare(
-        "INSERT INTO messages(session_id, seq, role, content, created_ms)"
-        " SELECT ?, seq, role, content, created_ms FROM messages WHERE session_id = ?");
+        "INSERT INTO messages(session_id, seq, role, content, created_ms, token_end)"
+        " SELECT ?, seq, role, content, created_ms, token_end FROM messages WHERE session_id = ?");
     if (!msgs) return msgs.error();
     msgs->bind(1, copy.id).bind(2, source);
     return msgs->run();
@@ -386,7 +388,20 @@ Result<SessionRecord> SessionStore::rewind(const std::string& id, std::uint32_t 
     auto upd = db_->prepare("UPDATE sessions SET tokens = substr(tokens, 1, ?), updated_ms = ? WHERE id = ?");
     if (!upd) return upd.error();
     upd->bind(1, static_cast<std::int64_t>(keep_tokens) * 4).bind(2, now_ms).bind(3, id);
-    return upd->run();
+    LLMD_TRY_STATUS(upd->run());
+    // Offsets past the new end name tokens that are gone.
+    auto ends = db_->prepare("UPDATE messages SET token_end = NULL WHERE session_id = ? AND token_end > ?");
+    if (!ends) return ends.error();
+    ends->bind(1, id).bind(2, static_cast<std::int64_t>(keep_tokens));
+    LLMD_TRY_STATUS(ends->run());
+    // A window that began among the dropped messages holds none of the kept ones: it becomes every
+    // message again (the next turn renders them).
+    auto window = db_->prepare(
+        "UPDATE sessions SET window_first_message = 0 WHERE id = ?1 AND window_first_message >"
+        " (SELECT coalesce(max(seq), -1) FROM messages WHERE session_id = ?1)");
+    if (!window) return window.error();
+    window->bind(1, id);
+    return window->run();
   });
   if (!cut) return cut.error();
   return get(id);

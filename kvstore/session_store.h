@@ -152,13 +152,16 @@ class SessionStore {
   Status remove(const std::string& id);  // not_found
 
   // Copies session `source` as a new session `copy.id` in one transaction: its app, system
-  // prompt, model id, token sequence and every message (same order, roles, texts and times);
+  // prompt, model id, token sequence, overflow policy and window, and every message (same seq,
+  // roles, texts, times and token_end);
   // owner, created_ms and updated_ms are `copy`'s (its other fields are ignored). Returns the new
   // record as stored. not_found (no source), invalid_argument (copy.id exists).
   Result<SessionRecord> fork(const std::string& source, const SessionRecord& copy);
 
   // Cuts a session back to its first `keep_messages` messages and first `keep_tokens` tokens in
   // one transaction (the caller computed where the kept messages' tokens end); updated_ms = now_ms.
+  // Kept messages' token_end past keep_tokens become NULL; a window that began after the last kept
+  // message becomes every message (window_first_message 0); dropped_tokens is kept.
   // Returns the record as stored. not_found; invalid_argument if the session has fewer messages or
   // tokens than it is asked to keep (nothing changes then).
   Result<SessionRecord> rewind(const std::string& id, std::uint32_t keep_messages, std::uint32_t keep_tokens,

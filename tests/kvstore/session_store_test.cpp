@@ -260,3 +260,111 @@ TEST_F(SessionStoreTest, NewerSchemaIsRefused) {
 
 }  // namespace
 }  // namespace llmd::kvstore
+
+namespace llmd::kvstore {
+namespace {
+
+// Fork: the copy is a whole session of its own, made in one transaction; the source is untouched
+// and deleting it leaves the copy whole.
+TEST_F(SessionStoreTest, ForkCopiesEverythingAndOutlivesTheSource) {
+  auto store = open();
+  auto rec = session("src", 1000);
+  rec.system_prompt = "Be brief.";
+  rec.overflow = "error";
+  ASSERT_TRUE(store->create(rec, std::vector<MessageRecord>{{"system", "Be brief.", 1000}}, std::vector<int32_t>{}));
+  std::vector<MessageRecord> t1 = {{"user", "hi", 2000}, {"assistant", "hello", 2000}};
+  t1[0].token_end = 4;
+  ASSERT_TRUE(store->append_turn("src", t1, std::vector<int32_t>{1, 2, 3, 4, 5, 6}, 0, 2000));
+  SessionRecord copy;
+  copy.id = "copy";
+  copy.uid = 1001;
+  copy.created_ms = copy.updated_ms = 3000;
+  auto forked = store->fork("src", copy);
+  ASSERT_TRUE(forked) << forked.error().to_string();
+  EXPECT_EQ(forked->uid, 1001u);
+  EXPECT_EQ(forked->app, "test-app");
+  EXPECT_EQ(forked->system_prompt, "Be brief.");
+  EXPECT_EQ(forked->model_id, "model-a");
+  EXPECT_EQ(forked->overflow, "error");
+  EXPECT_EQ(forked->created_ms, 3000);
+  EXPECT_EQ(forked->n_messages, 3u);
+  EXPECT_EQ(*store->tokens("copy"), *store->tokens("src"));
+  const auto a = *store->messages("src");
+  const auto b = *store->messages("copy");
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].role, b[i].role);
+    EXPECT_EQ(a[i].content, b[i].content);
+    EXPECT_EQ(a[i].created_ms, b[i].created_ms);
+    EXPECT_EQ(a[i].token_end, b[i].token_end) << i;
+  }
+  // Each goes its own way.
+  ASSERT_TRUE(store->append_turn("copy", t1, std::vector<int32_t>{7}, 6, 4000));
+  EXPECT_EQ(store->get("src")->n_messages, 3u);
+  ASSERT_TRUE(store->remove("src"));
+  EXPECT_EQ(store->get("copy")->n_messages, 5u);
+  EXPECT_EQ(store->tokens("copy")->size(), 7u);
+  // No source, or an id that exists: nothing is made.
+  EXPECT_EQ(store->fork("src", copy).error().code(), Errc::not_found);
+  copy.id = "copy";
+  EXPECT_EQ(store->fork("copy", copy).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(store->list()->size(), 1u);
+}
+
+// Rewind: messages and tokens are cut back together; offsets past the new end are forgotten; a
+// window that began among the dropped messages becomes every message.
+TEST_F(SessionStoreTest, RewindCutsMessagesAndTokensTogether) {
+  auto store = open();
+  ASSERT_TRUE(store->create(session("s", 1000), std::vector<MessageRecord>{{"system", "sys", 1000}},
+                            std::vector<int32_t>{}));
+  ASSERT_TRUE(store->append_turn("s", std::vector<MessageRecord>{{"user", "a", 1}, {"assistant", "b", 1}},
+                                 std::vector<int32_t>{1, 2, 3, 4}, 0, 2000));
+  ASSERT_TRUE(store->append_turn("s", std::vector<MessageRecord>{{"user", "c", 1}, {"assistant", "d", 1}},
+                                 std::vector<int32_t>{5, 6, 7}, 4, 3000));
+  auto cut = store->rewind("s", 3, 4, 5000);
+  ASSERT_TRUE(cut) << cut.error().to_string();
+  EXPECT_EQ(cut->n_messages, 3u);
+  EXPECT_EQ(cut->n_tokens, 4u);
+  EXPECT_EQ(cut->updated_ms, 5000);
+  EXPECT_EQ(*store->tokens("s"), (std::vector<int32_t>{1, 2, 3, 4}));
+  const auto msgs = *store->messages("s");
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(msgs[2].content, "b");
+  EXPECT_EQ(msgs[2].token_end, 4u);  // the answer's end is where the tokens now end
+  // A turn continues from the cut.
+  ASSERT_TRUE(store->append_turn("s", std::vector<MessageRecord>{{"user", "e", 1}, {"assistant", "f", 1}},
+                                 std::vector<int32_t>{8}, 4, 6000));
+  EXPECT_EQ(store->messages("s")->back().content, "f");
+  // Asking to keep more than there is changes nothing.
+  EXPECT_EQ(store->rewind("s", 9, 0, 7000).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(store->rewind("s", 1, 99, 7000).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(store->get("s")->n_messages, 5u);
+  // Back to the system prompt alone: no tokens, no offsets.
+  cut = store->rewind("s", 1, 0, 8000);
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->n_tokens, 0u);
+  EXPECT_EQ(store->messages("s")->at(0).token_end, std::nullopt);
+  EXPECT_EQ(store->rewind("nope", 0, 0, 1).error().code(), Errc::not_found);
+}
+
+TEST_F(SessionStoreTest, RewindBeforeTheWindowResetsIt) {
+  auto store = open();
+  ASSERT_TRUE(store->create(session("s", 1000), std::vector<MessageRecord>{{"system", "sys", 1000}},
+                            std::vector<int32_t>{}));
+  ASSERT_TRUE(store->append_turn("s", std::vector<MessageRecord>{{"user", "a", 1}, {"assistant", "b", 1}},
+                                 std::vector<int32_t>{1, 2, 3, 4}, 0, 2000));
+  WindowChange move;
+  move.tokens = std::vector<int32_t>{1, 2};
+  move.first_message = 3;
+  move.dropped_tokens = 2;
+  ASSERT_TRUE(store->append_turn("s", std::vector<MessageRecord>{{"user", "c", 1}, {"assistant", "d", 1}},
+                                 std::vector<int32_t>{5, 6}, 4, 3000, move));
+  EXPECT_EQ(store->get("s")->window_first_message, 3);
+  auto cut = store->rewind("s", 3, 0, 4000);
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->window_first_message, 0);
+  EXPECT_EQ(cut->dropped_tokens, 2u);
+}
+
+}  // namespace
+}  // namespace llmd::kvstore
