@@ -45,10 +45,11 @@ Result<std::size_t> messages_kept(const Service::Rewind& how, const std::vector<
   // Whole turns: the first message dropped opens a turn (a user message); so the kept ones end
   // with the system message or an answer.
   if (msgs[keep].role != "user") {
-    return Error(Errc::invalid_argument, std::string("a rewind drops whole turns: it would keep ") +
+    const std::uint32_t value = how.drop_last ? *how.drop_last : *how.keep;
+    return Error(Errc::invalid_argument, std::string(field) + " = " + std::to_string(value) + " would keep " +
                                              std::to_string(keep) + " messages, leaving message " +
                                              std::to_string(keep) + " (" + msgs[keep].role +
-                                             ") without the question it answers")
+                                             ") without the question it answers: a rewind drops whole turns")
         .with_param(field);
   }
   return keep;
