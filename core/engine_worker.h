@@ -40,9 +40,9 @@
 // for work; last_progress() says when it last did. A step that never returns (a hung llama_decode)
 // stops the beats: the daemon's systemd watchdog pings only while they come (daemon/systemd.h).
 //
-// Thread-safety: submit(), forget_session(), cut_session(), request_stop(), join(), stats(), last_progress(),
-// n_slots(), kv_layout() and max_seq_len() may be called from any thread (start() and join() by
-// the owner); the callbacks run on the engine thread and must not block.
+// Thread-safety: submit(), forget_session(), cut_session(), request_stop(), join(), stats(),
+// last_progress(), n_slots(), kv_layout() and max_seq_len() may be called from any thread (start()
+// and join() by the owner); the callbacks run on the engine thread and must not block.
 #pragma once
 
 #include <atomic>
