@@ -22,6 +22,11 @@ Result<std::size_t> messages_kept(const Service::Rewind& how, const std::vector<
   const std::size_t n = msgs.size();
   const std::size_t fixed = !msgs.empty() && msgs[0].role == "system" ? 1 : 0;  // never dropped
   const std::size_t droppable = n - fixed;
+  if (droppable == 0) {
+    return Error(Errc::invalid_argument, std::string("the session has nothing to drop") +
+                                             (fixed ? " (its system message stays)" : ""))
+        .with_param(field);
+  }
   std::size_t keep = 0;
   if (how.drop_last) {
     if (*how.drop_last == 0 || *how.drop_last > droppable) {
@@ -34,11 +39,11 @@ Result<std::size_t> messages_kept(const Service::Rewind& how, const std::vector<
   } else {
     if (*how.keep < fixed || *how.keep >= n) {
       return Error(Errc::invalid_argument, "keep must be between " + std::to_string(fixed) + " and " +
-                                               std::to_string(n == 0 ? 0 : n - 1) + ": the session has " +
+                                               std::to_string(n - 1) + ": the session has " +
                                                std::to_string(n) + " messages" +
                                                (fixed ? ", its system message stays," : "") +
                                                " and a rewind drops at least one")
-          .with_limit("keep", n == 0 ? 0 : n - 1, *how.keep);
+          .with_limit("keep", n - 1, *how.keep);
     }
     keep = *how.keep;
   }
