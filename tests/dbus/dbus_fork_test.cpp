@@ -1,6 +1,8 @@
 // ForkSession and RewindSession of the real llmd on a private bus: the same sessions, rules and
 // errors as the HTTP API's fork and rewind, and a rewind then the same message gives the first
 // answer again (greedy, flash attention off).
+#include <unistd.h>
+
 #include "tests/dbus/dbus_fixture.h"
 
 namespace llmd::test {
@@ -92,6 +94,38 @@ TEST_F(DbusFork, ForkAndRewindFollowTheHttpApi) {
   EXPECT_EQ(rewind(c, id, "drop_last", "u", 2).error_name, "org.llmd.LLM1.Error.Busy");
   EXPECT_TRUE(c.call("Cancel", "o", running.str().c_str()).ok());
   EXPECT_TRUE(c.wait_end(running.str()));
+}
+
+// Another uid can neither fork nor rewind root's session (it does not exist for them), and forks
+// its own as its own.
+TEST_F(DbusFork, AnotherUidCannotForkOrRewindASession) {
+  BusClient root(address());
+  Reply created = root.call("CreateSession", "ss", "Root's secrets.", "");
+  ASSERT_TRUE(created.ok()) << created.error();
+  const std::string id = created.str();
+  ASSERT_EQ(root.generate_all(id, "Hello", greedy(4)).signals.back(), "Finished");
+  const std::string addr = address();
+  constexpr uid_t kNobody = 65534;
+  const int nobody = wait_child(spawn_as(kNobody, kNobody, [&] {
+    BusClient c(addr);
+    if (!c.connected()) return 1;
+    const std::string not_found = "org.llmd.LLM1.Error.NotFound";
+    if (c.call("ForkSession", "s", id.c_str()).error_name != not_found) return 2;
+    if (c.call("RewindSession", "sa{sv}", id.c_str(), 1, "drop_last", "u", 2u).error_name != not_found) return 3;
+    Reply mine = c.call("CreateSession", "ss", "", "");
+    if (!mine.ok()) return 4;
+    Reply forked = c.call("ForkSession", "s", mine.str().c_str());
+    if (!forked.ok()) return 5;
+    return 0;
+  }));
+  EXPECT_EQ(nobody, 0) << "the check that failed returned " << nobody;
+  const auto s = call(http(), "GET", "/v1/sessions/" + id).body;
+  EXPECT_EQ(s["n_messages"], 3);
+  // Root (an admin) sees nobody's two sessions, both nobody's.
+  const auto all = call(http(), "GET", "/v1/sessions").body["data"];
+  int nobodys = 0;
+  for (const auto& x : all) nobodys += x["owner_uid"] == kNobody ? 1 : 0;
+  EXPECT_EQ(nobodys, 2) << all.dump();
 }
 
 class DbusForkQuota : public LlmdOnBus {
