@@ -33,6 +33,32 @@ Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& mode
   return tok.tokenize(text->text, /*add_special=*/true, /*parse_special=*/true);
 }
 
+std::optional<std::size_t> turn_boundary(const engine::Model& model, const engine::Tokenizer& tok,
+                                         std::span<const engine::ChatMessage> messages,
+                                         std::span<const engine::Token> tokens, std::size_t keep) {
+  std::size_t from = 0;  // where the next turn's prompt may start
+  bool first = true;
+  for (std::size_t u = 0; u < messages.size(); ++u) {
+    if (messages[u].role != "user") continue;
+    // Only whether history_tokens is 0 matters to turn_tokens (BOS), not its value.
+    auto input = turn_tokens(model, tok, messages.first(u), first ? 0 : 1, messages[u].content);
+    if (!input || input->empty()) return std::nullopt;
+    std::optional<std::size_t> at;
+    const std::size_t last = first ? 0 : tokens.size();  // turn 1 starts the sequence
+    for (std::size_t q = from; q <= last && q + input->size() <= tokens.size(); ++q) {
+      if (std::equal(input->begin(), input->end(), tokens.begin() + static_cast<std::ptrdiff_t>(q))) {
+        at = q;
+        break;
+      }
+    }
+    if (!at) return std::nullopt;
+    if (u >= keep) return *at;
+    from = *at + input->size() + 1;  // a saved turn generated at least one token
+    first = false;
+  }
+  return std::nullopt;
+}
+
 Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, const std::string& prompt) {
   return tok.tokenize(prompt, /*add_special=*/true, /*parse_special=*/false);
 }

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +36,19 @@ Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const
 Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                        std::span<const engine::ChatMessage> messages,
                                                        bool add_assistant);
+
+// Where a session's first `keep` messages end in its token sequence (a rewind cuts it there):
+// `messages` are all of its messages, `tokens` its stored sequence, and messages[keep] (a user
+// message) starts the first turn that is dropped. Each turn's prompt tokens are re-derived
+// (turn_tokens, deterministic) and located in the sequence in order: turn 1's at position 0, each
+// later one after the previous turn's prompt and at least one generated token. The answer is the
+// position where the first dropped turn's prompt starts: exactly the sequence the session had
+// after its last kept turn (generated tokens included, as the KV holds them). nullopt when the
+// sequence does not have that shape (tokens of another model, or re-derived from the messages):
+// the caller then keeps no tokens and the next turn renders the kept messages afresh.
+std::optional<std::size_t> turn_boundary(const engine::Model& model, const engine::Tokenizer& tok,
+                                         std::span<const engine::ChatMessage> messages,
+                                         std::span<const engine::Token> tokens, std::size_t keep);
 
 // A plain completion prompt (BOS as the model wants, special tokens not parsed).
 Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, const std::string& prompt);

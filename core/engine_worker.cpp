@@ -71,6 +71,14 @@ void EngineWorker::forget_session(const std::string& session_id) {
   cv_.notify_one();
 }
 
+void EngineWorker::cut_session(const std::string& session_id, std::size_t n_tokens) {
+  {
+    MutexLock lock(mu_);
+    cuts_.emplace_back(session_id, n_tokens);
+  }
+  cv_.notify_one();
+}
+
 void EngineWorker::request_stop(std::chrono::milliseconds grace) {
   {
     MutexLock lock(mu_);
@@ -238,7 +246,9 @@ void EngineWorker::publish_stats() {
   stats_.policy = std::string(scheduler::policy_name(options_.scheduling.policy));
 }
 
-bool EngineWorker::has_news() const { return stopping_ || !incoming_.empty() || !forget_.empty() || !loaded_.empty(); }
+bool EngineWorker::has_news() const {
+  return stopping_ || !incoming_.empty() || !forget_.empty() || !cuts_.empty() || !loaded_.empty();
+}
 
 // Waits until there is news; with a heartbeat, wakes to beat at least every period meanwhile.
 void EngineWorker::wait_for_news(MutexLock& lock) {
@@ -258,6 +268,7 @@ void EngineWorker::run() {
     bool stopping = false;
     bool past_deadline = false;
     std::vector<std::string> forget;
+    std::vector<std::pair<std::string, std::size_t>> cuts;
     std::deque<Job> incoming;
     {
       MutexLock lock(mu_);
@@ -269,11 +280,13 @@ void EngineWorker::run() {
       }
       incoming.swap(incoming_);
       forget.swap(forget_);
+      cuts.swap(cuts_);
       stopping = stopping_;
       past_deadline = stopping_ && Clock::now() >= stop_deadline_;
     }
     take_incoming(incoming);
     for (const auto& id : forget) slots_.forget(id);
+    for (const auto& [id, n] : cuts) slots_.cut(id, n);
     // Queued jobs that were cancelled end now; when stopping, so do the ones that never started
     // (parked ones may still finish within the grace period).
     for (auto it = waiting_.begin(); it != waiting_.end();) {

@@ -40,9 +40,9 @@
 // for work; last_progress() says when it last did. A step that never returns (a hung llama_decode)
 // stops the beats: the daemon's systemd watchdog pings only while they come (daemon/systemd.h).
 //
-// Thread-safety: submit(), forget_session(), request_stop(), join(), stats(), last_progress(),
-// n_slots(), kv_layout() and max_seq_len() may be called from any thread (start() and join() by
-// the owner); the callbacks run on the engine thread and must not block.
+// Thread-safety: submit(), forget_session(), cut_session(), request_stop(), join(), stats(),
+// last_progress(), n_slots(), kv_layout() and max_seq_len() may be called from any thread (start()
+// and join() by the owner); the callbacks run on the engine thread and must not block.
 #pragma once
 
 #include <atomic>
@@ -100,6 +100,9 @@ class EngineWorker {
   Status submit(Job job) LLMD_EXCLUDES(mu_);
   // The session was deleted: its slot forgets it (and frees the cells) when idle.
   void forget_session(const std::string& session_id) LLMD_EXCLUDES(mu_);
+  // The session was rewound to its first `n_tokens` tokens: its idle slot keeps at most that
+  // prefix of its KV (the rest is freed), so nothing past the new end stays resident.
+  void cut_session(const std::string& session_id, std::size_t n_tokens) LLMD_EXCLUDES(mu_);
   // No new jobs; queued jobs end now (cancelled); running jobs get `grace` to finish, then are
   // cancelled. Returns immediately.
   void request_stop(std::chrono::milliseconds grace) LLMD_EXCLUDES(mu_);
@@ -197,6 +200,7 @@ class EngineWorker {
   std::condition_variable cv_;  // the engine waits on it for news (has_news())
   std::deque<Job> incoming_ LLMD_GUARDED_BY(mu_);
   std::vector<std::string> forget_ LLMD_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::size_t>> cuts_ LLMD_GUARDED_BY(mu_);  // cut_session()
   bool stopping_ LLMD_GUARDED_BY(mu_) = false;
   Clock::time_point stop_deadline_ LLMD_GUARDED_BY(mu_){};
   WorkerStats stats_ LLMD_GUARDED_BY(mu_);

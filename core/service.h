@@ -196,6 +196,33 @@ class Service {
   // its callbacks are still called (done with finish=cancelled).
   void cancel(RequestId id);
 
+  // Fork (service_fork.cpp): a new session of the caller's uid (an admin forking another uid's
+  // session gets it as its own) with the source's app, system prompt, messages, token sequence and
+  // model id, and a new id (new_session_id), stored in one transaction. No KV is copied: the fork
+  // is not resident, and its first turn restores what chunks of the same tokens the chunk store
+  // gives it, or recomputes. Counts as a session create: errors not_found (no such session for
+  // this caller), busy (a turn or another call runs on the source), unavailable,
+  // resource_exhausted (max-sessions-per-user; max-stored-mib-per-user with the copy's bytes
+  // added), no_space (below the disk reserve, or the store's file system is full).
+  void fork_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionInfo>)> done);
+
+  // Rewind (service_fork.cpp): cuts a session back so that an app can edit or regenerate a turn.
+  // Exactly one of drop_last (drop the last N messages) and keep (keep the first K messages, the
+  // system message counted as GET lists it) is set. The system message is never dropped, and only
+  // whole turns are: the messages left end with the system message or an answer (or are none).
+  // The token sequence is cut exactly where the kept turns ended (generated tokens as the KV held
+  // them), so the same next message gets the same greedy answer as the first time; chunks past the
+  // new end are dropped and a resident slot keeps only the kept prefix. Answers the session with
+  // the messages left. Errors: not_found, busy, unavailable, invalid_argument with param
+  // "drop_last" or "keep" (nothing would be dropped, more than there is, the system message, half
+  // a turn).
+  struct Rewind {
+    std::optional<std::uint32_t> drop_last;
+    std::optional<std::uint32_t> keep;
+  };
+  void rewind_session(const Caller& caller, const std::string& id, Rewind how,
+                      std::function<void(Result<SessionDetail>)> done);
+
   // KV audit (kvstore/kv_audit.h): recomputes the session's history from nothing in a scratch
   // slot (scheduled like a request of the caller's, charged as prompt tokens) and compares every
   // stored chunk copy and the KV resident in its slot with it. The session is busy meanwhile.

@@ -170,6 +170,19 @@ void SlotCache::forget(const std::string& session_id) {
   }
 }
 
+void SlotCache::cut(const std::string& session_id, std::size_t n) {
+  for (std::uint32_t s = 0; s < n_; ++s) {
+    Slot& slot = slots_[s];
+    if (slot.session_id != session_id || slot.job || slot.cached.size() <= n) continue;
+    const auto seq = static_cast<engine::SeqId>(s);
+    if (n == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(n))) {
+      clear(seq);
+    } else {
+      slot.cached.resize(n);
+    }
+  }
+}
+
 bool SlotCache::evict_one_idle() {
   std::optional<std::size_t> victim;
   for (std::size_t s = 0; s < slots_.size(); ++s) {

@@ -96,6 +96,9 @@ class SlotCache {
   void drop_kv(engine::SeqId seq);  // the KV only (the slot says it holds nothing more already)
   // The session was deleted: its idle slots forget it.
   void forget(const std::string& session_id);
+  // The session was rewound: its idle slots keep at most the first `n` tokens of their KV (cut,
+  // or cleared where llama.cpp refuses the cut).
+  void cut(const std::string& session_id, std::size_t n);
 
   // LRU: drops the KV of the least recently used idle slot that holds any; false if none does.
   bool evict_one_idle();

@@ -223,6 +223,8 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
       if (parts.size() == 4 && parts[3] == "messages" && route({V::post})) return post_message(req, r, parts[2]);
       if (parts.size() == 4 && parts[3] == "audit" && route({V::post})) return audit_session(req, r, parts[2]);
       if (parts.size() == 4 && parts[3] == "prewarm" && route({V::post})) return prewarm_session(req, r, parts[2]);
+      if (parts.size() == 4 && parts[3] == "fork" && route({V::post})) return fork_session(req, r, parts[2]);
+      if (parts.size() == 4 && parts[3] == "rewind" && route({V::post})) return rewind_session(req, r, parts[2]);
     }
   }
   if (!allowed.empty()) {

@@ -36,6 +36,21 @@
 //                                           compared with it; 200 {"ok", "chunks", "resident", ...}
 //                                           (owner or admin; the session is busy meanwhile: 409;
 //                                           no body fields: one sent is a 400 naming it)
+//   POST   /v1/sessions/{id}/fork           -> 201 the new session (as POST /v1/sessions answers):
+//                                           the caller's, with the source's app, system prompt,
+//                                           messages and tokens, a new id; no KV is copied. No
+//                                           body fields (one sent: 400 naming it). 404 (another
+//                                           uid's), 409 (busy), 429 (max-sessions-per-user,
+//                                           max-stored-mib-per-user), 507 (disk reserve)
+//   POST   /v1/sessions/{id}/rewind         {"drop_last": N} (drop the last N messages) or
+//                                           {"keep": K} (keep the first K, the system message
+//                                           counted) -> 200 the session with its messages left (as
+//                                           GET answers). Whole turns only, never the system
+//                                           message; the tokens are cut where the kept turns
+//                                           ended, so the same next message gets the same greedy
+//                                           answer. 400 naming drop_last / keep (both or neither,
+//                                           nothing or too much dropped, half a turn) or an
+//                                           unknown field; 404; 409 (busy)
 //
 // Generating requests may say "priority": "interactive" (default) | "background" and "app": NAME
 // (1-64 of A-Z a-z 0-9 . _ -, core::valid_client_name): the scheduler serves client "UID/NAME"
@@ -109,6 +124,8 @@ class Api {
   void post_message(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void audit_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void prewarm_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void fork_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);    // api_fork.cpp
+  void rewind_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);  // api_fork.cpp
 
   // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
   // defaulting to default-max-tokens) and returns the "stream" field.
@@ -131,6 +148,7 @@ nlohmann::json usage_json(const core::Usage& usage);
 nlohmann::json timings_json(const core::Timings& timings, std::int32_t completion_tokens);
 std::string openai_finish_reason(engine::FinishReason reason);
 nlohmann::json session_json(const core::SessionInfo& info);
+nlohmann::json session_detail_json(const core::SessionDetail& detail);  // session_json + "messages"
 nlohmann::json audit_json(const kvstore::AuditReport& report);
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body);
 

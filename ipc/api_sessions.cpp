@@ -32,14 +32,18 @@ void Api::list_sessions(HttpRequest& req, std::shared_ptr<Responder> r) {
   });
 }
 
+nlohmann::json session_detail_json(const core::SessionDetail& d) {
+  nlohmann::json j = session_json(d.info);
+  nlohmann::json msgs = nlohmann::json::array();
+  for (const auto& m : d.messages) msgs.push_back({{"role", m.role}, {"content", m.content}, {"created", m.created_ms / 1000}});
+  j["messages"] = msgs;
+  return j;
+}
+
 void Api::get_session(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
   service_.get_session(caller_of(req.peer), id, [r](Result<core::SessionDetail> d) {
     if (!d) return reply_error(*r, d.error());
-    nlohmann::json j = session_json(d->info);
-    nlohmann::json msgs = nlohmann::json::array();
-    for (const auto& m : d->messages) msgs.push_back({{"role", m.role}, {"content", m.content}, {"created", m.created_ms / 1000}});
-    j["messages"] = msgs;
-    reply_json(*r, 200, j);
+    reply_json(*r, 200, session_detail_json(*d));
   });
 }
 

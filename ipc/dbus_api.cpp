@@ -9,6 +9,7 @@
 #include "ipc/api_errors.h"
 #include "ipc/dbus_errors.h"
 #include "ipc/dbus_values.h"
+#include "ipc/turn_options.h"
 
 namespace llmd::ipc {
 namespace asio = boost::asio;
@@ -27,6 +28,10 @@ const sd_bus_vtable* DbusApi::manager_vtable() {
                               on_create_session, kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("DeleteSession", SD_BUS_ARGS("s", id), SD_BUS_NO_RESULT, on_delete_session,
                               kUnprivileged),
+      SD_BUS_METHOD_WITH_ARGS("ForkSession", SD_BUS_ARGS("s", id), SD_BUS_RESULT("s", new_id), on_fork_session,
+                              kUnprivileged),
+      SD_BUS_METHOD_WITH_ARGS("RewindSession", SD_BUS_ARGS("s", id, "a{sv}", options),
+                              SD_BUS_RESULT("u", messages, "u", tokens), on_rewind_session, kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("ListSessions", SD_BUS_NO_ARGS, SD_BUS_RESULT("aa{sv}", sessions), on_list_sessions,
                               kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("Generate", SD_BUS_ARGS("s", session, "s", prompt, "a{sv}", options),
@@ -288,6 +293,48 @@ int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*)
           reply_bus_error(call.get(), st.error());
         } else {
           sd_bus_reply_method_return(call.get(), "");
+        }
+        self->wake();
+      });
+    });
+    return 1;
+  });
+}
+
+int DbusApi::on_fork_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
+  auto* self = static_cast<DbusApi*>(self_ptr);
+  return guarded(m, [&] {
+    const char* id = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
+    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
+      self->service_.fork_session(c, id, [self, call](Result<core::SessionInfo> s) {
+        if (!s) {
+          reply_bus_error(call.get(), s.error());
+        } else {
+          sd_bus_reply_method_return(call.get(), "s", s->id.c_str());
+        }
+        self->wake();
+      });
+    });
+    return 1;
+  });
+}
+
+int DbusApi::on_rewind_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
+  auto* self = static_cast<DbusApi*>(self_ptr);
+  return guarded(m, [&] {
+    const char* id = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
+    auto options = read_vardict(m);
+    if (!options) return reply_bus_error(m, options.error());
+    auto how = read_rewind(*options);  // the HTTP API's names and checks
+    if (!how) return reply_bus_error(m, how.error());
+    self->with_caller(m, [self, id = std::string(id), how = *how](MessageRef call, const core::Caller& c) {
+      self->service_.rewind_session(c, id, how, [self, call](Result<core::SessionDetail> d) {
+        if (!d) {
+          reply_bus_error(call.get(), d.error());
+        } else {
+          sd_bus_reply_method_return(call.get(), "uu", d->info.n_messages, d->info.n_tokens);
         }
         self->wake();
       });

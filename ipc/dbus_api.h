@@ -12,6 +12,16 @@
 //   CreateSession(s system_prompt, s app) -> (s id)          "" = none; app as Generate's option
 //       (1-64 of A-Z a-z 0-9 . _ -), else InvalidArgument; id "ses_" + 24 hex digits (getrandom)
 //   DeleteSession(s id) -> ()                                 Busy while a turn runs on it
+//   ForkSession(s id) -> (s new_id)                          a new session of the caller's with the
+//       source's app, system prompt, messages and tokens (Service::fork_session; no KV copied).
+//       NotFound (another uid's), Busy, QuotaExceeded (max-sessions-per-user,
+//       max-stored-mib-per-user), NoSpace, Unavailable
+//   RewindSession(s id, a{sv} options) -> (u messages, u tokens)   cuts the session back to edit
+//       or regenerate a turn (Service::rewind_session); options, as the HTTP body's: drop_last u
+//       (drop the last N messages) or keep u (keep the first K, the system message counted),
+//       exactly one, any integer type. Whole turns only, never the system message. Answers what
+//       is left. InvalidArgument naming the option (unknown, both or neither, nothing or too much
+//       dropped, half a turn), NotFound, Busy, Unavailable
 //   ListSessions() -> (aa{sv} sessions)                       the caller's (an admin's: everyone's),
 //       keys: id s, uid u, app s, system_prompt s ("" = none), created_ms x, updated_ms x,
 //       tokens u, messages u, busy b, resident b
@@ -133,6 +143,8 @@ class DbusApi {
   static int on_create_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_delete_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_list_sessions(sd_bus_message* m, void* self, sd_bus_error* error);
+  static int on_fork_session(sd_bus_message* m, void* self, sd_bus_error* error);
+  static int on_rewind_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_generate(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_cancel(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_get_status(sd_bus_message* m, void* self, sd_bus_error* error);

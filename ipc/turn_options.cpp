@@ -24,4 +24,26 @@ Status read_turn_options(const nlohmann::json& fields, const core::ServiceLimits
   return {};
 }
 
+Result<core::Service::Rewind> read_rewind(const nlohmann::json& fields) {
+  for (const auto& [key, value] : fields.items()) {
+    if (key != "drop_last" && key != "keep") {
+      return Error(Errc::invalid_argument, "a rewind takes drop_last or keep; \"" + key + "\" is not supported")
+          .with_param(key);
+    }
+  }
+  core::Service::Rewind how;
+  auto drop_last = opt_int(fields, "drop_last", 1, 0xFFFFFFFF);
+  if (!drop_last) return drop_last.error();
+  auto keep = opt_int(fields, "keep", 0, 0xFFFFFFFF);
+  if (!keep) return keep.error();
+  if (drop_last->has_value() == keep->has_value()) {
+    return Error(Errc::invalid_argument, "a rewind takes exactly one of drop_last (messages to drop from the end) "
+                                         "and keep (messages to keep from the start)")
+        .with_param(*drop_last ? "drop_last" : "keep");
+  }
+  if (*drop_last) how.drop_last = static_cast<std::uint32_t>(**drop_last);
+  if (*keep) how.keep = static_cast<std::uint32_t>(**keep);
+  return how;
+}
+
 }  // namespace llmd::ipc

@@ -212,6 +212,15 @@ void ChunkStore::drop_session(const std::string& session) {
   enqueue(std::move(op));
 }
 
+void ChunkStore::drop_from(const std::string& session, std::uint32_t first_chunk) {
+  MutexLock lock(mu_);
+  Op op;
+  op.kind = Op::Kind::drop_from;
+  op.session = session;
+  op.from = first_chunk;
+  enqueue(std::move(op));
+}
+
 void ChunkStore::retain_only(std::set<std::string> keep) {
   MutexLock lock(mu_);
   Op op;

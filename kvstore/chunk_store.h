@@ -242,6 +242,9 @@ class ChunkStore {
   void pin(const std::string& session);
   void unpin(const std::string& session);
   void drop_session(const std::string& session);  // queued
+  // Drops the session's chunks from index `first_chunk` on (a rewind cut its tokens before them;
+  // the chunks before stay valid). Queued, after the session's queued write-backs.
+  void drop_from(const std::string& session, std::uint32_t first_chunk);
   // Forgets every session not in `keep` (sessions deleted while the store could not hear of it);
   // anonymous prefix entries are kept (they are not sessions).
   void retain_only(std::set<std::string> keep);   // queued

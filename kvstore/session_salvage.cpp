@@ -134,9 +134,14 @@ class Reader {
     // Without it SQLite refuses a file shorter than its header says (truncated) as a whole;
     // with it, it reads the pages that are there. (Harmless here: the connection cannot write.)
     (void)sqlite3_exec(db_, "PRAGMA writable_schema = ON", nullptr, nullptr, nullptr);
+    truncated_ = shorter_than_its_header(path);
     return {};
   }
   sqlite3* db() const { return db_; }
+  // The file ends before the pages its header counts. SQLite reads a page past the end as zeros
+  // (a short read is not an error to it), so a text whose last overflow page was cut off reads
+  // with NUL bytes where its end was: such a text is taken as unreadable (see readable_text).
+  bool truncated() const { return truncated_; }
 
   // Runs a query, calling row(stmt) per row, until it ends or fails: false if it failed (the rows
   // before the failure were delivered). A query that cannot even be prepared delivers nothing.
@@ -157,7 +162,22 @@ class Reader {
   }
 
  private:
+  static bool shorter_than_its_header(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    unsigned char h[100];
+    struct stat st {};
+    const bool ok = ::pread(fd, h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) && ::fstat(fd, &st) == 0;
+    ::close(fd);
+    if (!ok) return false;
+    std::uint64_t page = (std::uint64_t{h[16]} << 8) | h[17];
+    if (page == 1) page = 65536;
+    const std::uint64_t pages = (std::uint64_t{h[28]} << 24) | (std::uint64_t{h[29]} << 16) | (std::uint64_t{h[30]} << 8) | h[31];
+    return page != 0 && static_cast<std::uint64_t>(st.st_size) < page * pages;
+  }
+
   sqlite3* db_ = nullptr;
+  bool truncated_ = false;
   mutable std::map<std::string, sqlite3_stmt*> cache_;
 };
 
@@ -169,6 +189,11 @@ std::string text_of(sqlite3_stmt* st, int i) {
 
 bool is(sqlite3_stmt* st, int i, int type) { return sqlite3_column_type(st, i) == type; }
 
+// A text read from the damaged file can be trusted: not one that a cut-off file filled with zeros.
+bool readable_text(const Reader& r, const std::string& text) {
+  return !r.truncated() || text.find('\0') == std::string::npos;
+}
+
 struct SessionRow {
   std::string id, app, model_id;
   std::int64_t uid = 0, created_ms = 0, updated_ms = 0;
@@ -176,12 +201,24 @@ struct SessionRow {
   bool system_prompt_lost = false;
   std::vector<std::uint8_t> tokens;
   bool tokens_lost = false;
+  // Schema 2: the overflow policy and the window (a schema-1 file has none: the defaults).
+  std::optional<std::string> overflow;
+  std::int64_t window_first_message = 0, dropped_tokens = 0;
 };
 
 struct MessageRow {
   std::string session_id, role, content;
   std::int64_t seq = 0, created_ms = 0;
+  std::optional<std::int64_t> token_end;  // schema 2; unreadable: NULL (unknown, re-derived when needed)
 };
+
+// Whether the damaged file's `table` declares `column` (a schema-1 file lacks schema 2's).
+bool declares(const Reader& r, const std::string& table, const std::string& column) {
+  bool found = false;
+  (void)r.scan("SELECT count(*) FROM pragma_table_info('" + table + "') WHERE name = '" + column + "'",
+               [&](sqlite3_stmt* st) { found = sqlite3_column_int64(st, 0) > 0; });
+  return found;
+}
 
 // Every rowid of `table` that some route still reaches, and what the indexes say about them.
 struct Rowids {
@@ -251,7 +288,7 @@ void probe(const Rowids& ids, ReadFn&& read) {
   }
 }
 
-Read read_session(const Reader& r, std::int64_t rowid, SessionRow& out) {
+Read read_session(const Reader& r, std::int64_t rowid, SessionRow& out, bool has_window) {
   bool found = false, valid = false;
   const bool ok = r.scan(
       "SELECT id, uid, app, created_ms, updated_ms, model_id FROM sessions WHERE rowid = ?",
@@ -277,10 +314,11 @@ Read read_session(const Reader& r, std::int64_t rowid, SessionRow& out) {
       "SELECT system_prompt FROM sessions WHERE rowid = ?",
       [&](sqlite3_stmt* st) {
         if (is(st, 0, SQLITE_TEXT)) out.system_prompt = text_of(st, 0);
-        prompt_read = is(st, 0, SQLITE_TEXT) || is(st, 0, SQLITE_NULL);
+        prompt_read = (is(st, 0, SQLITE_TEXT) && readable_text(r, *out.system_prompt)) || is(st, 0, SQLITE_NULL);
       },
       rowid, true);
   out.system_prompt_lost = !prompt_ok || !prompt_read;
+  if (out.system_prompt_lost) out.system_prompt.reset();
   bool tokens_read = false;
   const bool tokens_ok = r.scan(
       "SELECT tokens FROM sessions WHERE rowid = ?",
@@ -293,11 +331,32 @@ Read read_session(const Reader& r, std::int64_t rowid, SessionRow& out) {
       },
       rowid, true);
   out.tokens_lost = !tokens_ok || !tokens_read;
+  if (has_window) {
+    // The window says which messages the tokens hold: without it the tokens cannot be trusted
+    // either, and are re-derived (the window then starts again at the first message).
+    bool window_read = false;
+    const bool window_ok = r.scan(
+        "SELECT overflow, window_first_message, dropped_tokens FROM sessions WHERE rowid = ?",
+        [&](sqlite3_stmt* st) {
+          window_read = (is(st, 0, SQLITE_TEXT) || is(st, 0, SQLITE_NULL)) && is(st, 1, SQLITE_INTEGER) &&
+                        is(st, 2, SQLITE_INTEGER) && sqlite3_column_int64(st, 1) >= 0 && sqlite3_column_int64(st, 2) >= 0;
+          if (!window_read) return;
+          if (is(st, 0, SQLITE_TEXT)) out.overflow = text_of(st, 0);
+          out.window_first_message = sqlite3_column_int64(st, 1);
+          out.dropped_tokens = sqlite3_column_int64(st, 2);
+        },
+        rowid, true);
+    if (!window_ok || !window_read) {
+      out.overflow.reset();
+      out.window_first_message = out.dropped_tokens = 0;
+      out.tokens_lost = true;
+    }
+  }
   if (out.tokens_lost) out.tokens.clear();
   return Read::row;
 }
 
-Read read_message(const Reader& r, std::int64_t rowid, MessageRow& out) {
+Read read_message(const Reader& r, std::int64_t rowid, MessageRow& out, bool has_token_end) {
   bool found = false, valid = false;
   const bool ok = r.scan(
       "SELECT session_id, seq, role, content, created_ms FROM messages WHERE rowid = ?",
@@ -311,10 +370,18 @@ Read read_message(const Reader& r, std::int64_t rowid, MessageRow& out) {
         out.role = text_of(st, 2);
         out.content = text_of(st, 3);
         out.created_ms = sqlite3_column_int64(st, 4);
-        valid = out.role == "system" || out.role == "user" || out.role == "assistant";
+        valid = (out.role == "system" || out.role == "user" || out.role == "assistant") && readable_text(r, out.content);
       },
       rowid, true);
   if (!ok || (found && !valid)) return Read::unreadable;
+  if (found && has_token_end) {
+    (void)r.scan(
+        "SELECT token_end FROM messages WHERE rowid = ?",
+        [&](sqlite3_stmt* st) {
+          if (is(st, 0, SQLITE_INTEGER) && sqlite3_column_int64(st, 0) >= 0) out.token_end = sqlite3_column_int64(st, 0);
+        },
+        rowid, true);
+  }
   return found ? Read::row : Read::none;
 }
 
@@ -342,9 +409,11 @@ Status salvage_rows(const std::string& path, Db& out, SalvageReport& report) {
   std::map<std::string, SessionRow> sessions;
   const Rowids srows = find_rowids(r, "sessions");
   std::size_t unnamed_lost = 0;
+  const bool has_window = declares(r, "sessions", "window_first_message");
+  const bool has_token_end = declares(r, "messages", "token_end");
   probe(srows, [&](std::int64_t rowid) {
     SessionRow row;
-    const Read got = read_session(r, rowid, row);
+    const Read got = read_session(r, rowid, row, has_window);
     if (got == Read::row) {
       if (!sessions.emplace(row.id, row).second) add_unique(report.sessions_lost, row.id + " (a second record)");
     } else if (got == Read::unreadable && srows.listed.count(rowid)) {
@@ -363,7 +432,7 @@ Status salvage_rows(const std::string& path, Db& out, SalvageReport& report) {
   const Rowids mrows = find_rowids(r, "messages");
   probe(mrows, [&](std::int64_t rowid) {
     MessageRow row;
-    const Read got = read_message(r, rowid, row);
+    const Read got = read_message(r, rowid, row, has_token_end);
     if (got == Read::row) {
       if (!messages.emplace(std::make_pair(row.session_id, row.seq), row).second) ++lost_unnamed;
     } else if (got == Read::unreadable && mrows.listed.count(rowid) && !mrows.seq_of.count(rowid)) {
@@ -386,10 +455,11 @@ Status salvage_rows(const std::string& path, Db& out, SalvageReport& report) {
 
   return out.transaction([&]() -> Status {
     auto ins = out.prepare(
-        "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens)"
-        " VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+        "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens, overflow,"
+        " window_first_message, dropped_tokens) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (!ins) return ins.error();
-    auto msg = out.prepare("INSERT INTO messages(session_id, seq, role, content, created_ms) VALUES(?, ?, ?, ?, ?)");
+    auto msg = out.prepare(
+        "INSERT INTO messages(session_id, seq, role, content, created_ms, token_end) VALUES(?, ?, ?, ?, ?, ?)");
     if (!msg) return msg.error();
     for (auto& [id, s] : sessions) {
       SessionRecord rec;
@@ -417,6 +487,9 @@ Status salvage_rows(const std::string& path, Db& out, SalvageReport& report) {
       else ins->bind_null(4);
       // The tokens as they were read, whole or not: the next turn checks them (see Service).
       ins->bind(5, rec.created_ms).bind(6, rec.updated_ms).bind(7, rec.model_id).bind_blob(8, s.tokens);
+      if (s.overflow) ins->bind(9, *s.overflow);
+      else ins->bind_null(9);
+      ins->bind(10, s.window_first_message).bind(11, s.dropped_tokens);
       LLMD_TRY_STATUS(ins->run());
       ++report.sessions_salvaged;
     }
@@ -430,6 +503,10 @@ Status salvage_rows(const std::string& path, Db& out, SalvageReport& report) {
       }
       msg->reset();
       msg->bind(1, key.first).bind(2, key.second).bind(3, m.role).bind(4, m.content).bind(5, m.created_ms);
+      // Offsets into tokens that were lost describe nothing: NULL (unknown).
+      const auto sess = sessions.find(key.first);
+      if (m.token_end && !sess->second.tokens_lost) msg->bind(6, *m.token_end);
+      else msg->bind_null(6);
       LLMD_TRY_STATUS(msg->run());
       ++report.messages_salvaged;
     }

@@ -128,6 +128,38 @@ llmc_code llmc_session_delete(llmc_client* c, const char* id) {
   });
 }
 
+llmc_code llmc_session_fork(llmc_client* c, const char* id, char** new_id_out) {
+  if (new_id_out != nullptr) *new_id_out = nullptr;
+  return entry(c, [&]() -> Failure {
+    if (new_id_out == nullptr) return llmc::detail::null_out();
+    std::string path;
+    if (auto f = llmc::detail::session_path(id, path)) return f;
+    Answer a;
+    if (auto f = llmc::detail::call(c, "POST", path + "/fork", {}, a)) return f;
+    return llmc::detail::session_id_from(a.body, new_id_out);
+  });
+}
+
+llmc_code llmc_session_rewind(llmc_client* c, const char* id, int how, uint32_t count, llmc_session_detail** out) {
+  if (out != nullptr) *out = nullptr;
+  return entry(c, [&]() -> Failure {
+    std::string path;
+    if (auto f = llmc::detail::session_path(id, path)) return f;
+    nlohmann::json body = nlohmann::json::object();
+    if (how == LLMC_REWIND_DROP_LAST) {
+      body["drop_last"] = count;
+    } else if (how == LLMC_REWIND_KEEP) {
+      body["keep"] = count;
+    } else {
+      return failure(LLMC_ERR_INVALID_ARGUMENT, "how must be LLMC_REWIND_DROP_LAST or LLMC_REWIND_KEEP");
+    }
+    Answer a;
+    if (auto f = llmc::detail::call(c, "POST", path + "/rewind", body.dump(), a)) return f;
+    if (out == nullptr) return {};
+    return llmc::detail::session_detail_from(a.body, out);
+  });
+}
+
 llmc_code llmc_status_get(llmc_client* c, llmc_daemon_status** out) {
   if (out != nullptr) *out = nullptr;
   return entry(c, [&]() -> Failure {

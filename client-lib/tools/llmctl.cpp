@@ -52,6 +52,10 @@ const char* kUsageText =
     "  sessions rm ID...              delete sessions\n"
     "  sessions audit ID...           check every stored copy of a session's KV against its\n"
     "                                 recomputed history (exit 1 if any is wrong)\n"
+    "  sessions fork ID               a new session with the same messages; prints its id\n"
+    "  sessions rewind ID --drop-last N | --keep K\n"
+    "                                 drop the last N messages, or keep the first K (the system\n"
+    "                                 message counted): whole turns, to edit or regenerate one\n"
     "  top [--interval SECONDS] [--iterations N] [--sort share|counter]\n"
     "                                 live view of the scheduler: clients, slots, KV memory; refreshes\n"
     "                                 every second (0.2 to 60) until Ctrl-C or N refreshes; with --json\n"
@@ -364,11 +368,52 @@ bool print_audit(const std::string& id, const json& j) {
   return ok;
 }
 
+// llmctl sessions fork ID / rewind ID --drop-last N | --keep K.
+int cmd_branch(const Options& o, const std::vector<std::string>& args) {
+  const bool fork = args[0] == "fork";
+  if (fork && args.size() != 2) return usage_error("sessions fork needs one session ID");
+  llmc::Client::Rewind how = llmc::Client::Rewind::drop_last;
+  std::uint32_t n = 0;
+  if (!fork) {
+    if (args.size() != 4 || (args[2] != "--drop-last" && args[2] != "--keep")) {
+      return usage_error("sessions rewind needs ID and --drop-last N or --keep K");
+    }
+    const std::string& v = args[3];
+    if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoull(v) > 0xFFFFFFFFull) {
+      return usage_error(args[2] + " needs a number of messages");
+    }
+    how = args[2] == "--keep" ? llmc::Client::Rewind::keep : llmc::Client::Rewind::drop_last;
+    n = static_cast<std::uint32_t>(std::stoull(v));
+  }
+  try {
+    Connection c(o);
+    if (fork) {
+      if (o.json) {
+        std::printf("%s\n", c->call("POST", "/v1/sessions/" + args[1] + "/fork").body.c_str());
+      } else {
+        std::printf("%s\n", c->fork_session(args[1]).c_str());
+      }
+      return kOk;
+    }
+    const llmc::SessionDetail d = c->rewind_session(args[1], n, how);
+    if (o.json) {
+      std::printf("%s\n", d.json.c_str());
+    } else {
+      print_session_line(d.session);
+    }
+    return kOk;
+  } catch (const llmc::Error& e) {
+    return report(e);
+  }
+}
+
 int cmd_sessions(const Options& o, std::vector<std::string> args) {
   const std::string sub = args.empty() ? std::string() : args[0];
+  if (sub == "fork" || sub == "rewind") return cmd_branch(o, args);
   const bool list = sub == "list" && args.size() == 1, show = sub == "show" && args.size() == 2,
              rm = sub == "rm" && args.size() >= 2, audit = sub == "audit" && args.size() >= 2;
-  if (!list && !show && !rm && !audit) return usage_error("sessions needs list, show ID, rm ID... or audit ID...");
+  if (!list && !show && !rm && !audit) return usage_error("sessions needs list, show ID, rm ID..., audit ID..., fork ID or rewind ID");
   try {
     Connection c(o);
     if (list) {

@@ -178,6 +178,13 @@ TEST(LlmClient, BadArgumentsAreRefusedNotFatal) {
   refused(llmc_session_get(c, nullptr, &d), "session id is NULL");
   refused(llmc_session_delete(c, ""), "session id is empty");
   refused(llmc_session_create(c, nullptr, nullptr, nullptr), "NULL");
+  char* fork_id = reinterpret_cast<char*>(1);
+  refused(llmc_session_fork(c, "ses_1", nullptr), "NULL");
+  refused(llmc_session_fork(c, nullptr, &fork_id), "session id is NULL");
+  EXPECT_EQ(fork_id, nullptr) << "out-parameters are cleared first";
+  refused(llmc_session_rewind(c, "ses_1", 7, 1, nullptr), "LLMC_REWIND_DROP_LAST");
+  refused(llmc_session_rewind(c, "", LLMC_REWIND_KEEP, 1, &d), "session id is empty");
+  EXPECT_EQ(d, nullptr);
   refused(llmc_call(c, "get", "/v1/status", nullptr, nullptr, nullptr), "method");
   refused(llmc_call(c, "GET", "v1/status", nullptr, nullptr, nullptr), "path");
   refused(llmc_call(c, "GET", "/v1/status HTTP/1.0\r\nX: y", nullptr, nullptr, nullptr), "path");

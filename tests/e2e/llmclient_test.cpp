@@ -134,6 +134,76 @@ TEST_F(LlmClientTest, SessionsCreateListGetDelete) {
   EXPECT_EQ(llmc_generate(c_, "Hello", &p, nullptr, nullptr, nullptr), LLMC_ERR_NOT_FOUND);
 }
 
+// Fork and rewind through the C API and the C++ wrapper: a rewind then the same message gives the
+// first answer again (greedy); errors carry llmd's param.
+TEST_F(LlmClientTest, SessionsForkAndRewind) {
+  char* id = nullptr;
+  ASSERT_EQ(llmc_session_create(c_, "Be brief.", "e2e", &id), LLMC_OK) << llmc_last_error(c_);
+  const std::string sid = id;
+  llmc_free(id);
+  llmc_gen_params p;
+  llmc_gen_params_init(&p);
+  p.session_id = sid.c_str();
+  p.max_tokens = 8;
+  p.temperature = 0;
+  std::vector<std::string> answers;
+  for (const char* turn : {"Hello", "Tell me more"}) {
+    llmc_result* r = nullptr;
+    ASSERT_EQ(llmc_generate(c_, turn, &p, nullptr, nullptr, &r), LLMC_OK) << llmc_last_error(c_);
+    answers.emplace_back(r->text);
+    llmc_free(r);
+  }
+
+  char* fork = nullptr;
+  ASSERT_EQ(llmc_session_fork(c_, sid.c_str(), &fork), LLMC_OK) << llmc_last_error(c_);
+  const std::string fid = fork;
+  llmc_free(fork);
+  EXPECT_NE(fid, sid);
+  llmc_session_detail* d = nullptr;
+  ASSERT_EQ(llmc_session_get(c_, fid.c_str(), &d), LLMC_OK) << llmc_last_error(c_);
+  EXPECT_EQ(d->n_messages, 5u);
+  EXPECT_STREQ(d->session->app, "e2e");
+  llmc_free(d);
+
+  ASSERT_EQ(llmc_session_rewind(c_, fid.c_str(), LLMC_REWIND_DROP_LAST, 2, &d), LLMC_OK) << llmc_last_error(c_);
+  ASSERT_EQ(d->n_messages, 3u);
+  EXPECT_EQ(d->session->n_messages, 3);
+  EXPECT_EQ(d->messages[2]->content, answers[0]);
+  llmc_free(d);
+  p.session_id = fid.c_str();
+  llmc_result* again = nullptr;
+  ASSERT_EQ(llmc_generate(c_, "Tell me more", &p, nullptr, nullptr, &again), LLMC_OK) << llmc_last_error(c_);
+  EXPECT_EQ(again->text, answers[1]);
+  llmc_free(again);
+  EXPECT_EQ(llmc_session_rewind(c_, fid.c_str(), LLMC_REWIND_KEEP, 1, nullptr), LLMC_OK) << llmc_last_error(c_);
+
+  // Errors: half a turn names the field; an unknown `how`; no such session.
+  EXPECT_EQ(llmc_session_rewind(c_, sid.c_str(), LLMC_REWIND_DROP_LAST, 1, &d), LLMC_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(d, nullptr);
+  llmc_error_info info;
+  llmc_last_error_info(c_, &info);
+  EXPECT_EQ(info.http_status, 400);
+  EXPECT_STREQ(info.param, "drop_last");
+  EXPECT_EQ(llmc_session_rewind(c_, sid.c_str(), 7, 1, nullptr), LLMC_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(llmc_session_fork(c_, "ses_000000000000000000000000", &fork), LLMC_ERR_NOT_FOUND);
+  EXPECT_EQ(fork, nullptr);
+  EXPECT_EQ(llmc_session_fork(c_, sid.c_str(), nullptr), LLMC_ERR_INVALID_ARGUMENT);
+
+  // The C++ wrapper.
+  llmc::Client llmd(daemon_.socket());
+  const std::string second = llmd.fork_session(sid);
+  const llmc::SessionDetail cut = llmd.rewind_session(second, 3, llmc::Client::Rewind::keep);
+  EXPECT_EQ(cut.messages.size(), 3u);
+  EXPECT_EQ(cut.session.id, second);
+  try {
+    llmd.rewind_session(second, 9);
+    FAIL() << "dropped more messages than there are";
+  } catch (const llmc::Error& e) {
+    EXPECT_EQ(e.code(), LLMC_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(e.param(), "drop_last");
+  }
+}
+
 llmc_client* g_signal_client = nullptr;
 void interrupt_on_signal(int) { llmc_interrupt(g_signal_client); }
 

@@ -82,6 +82,40 @@ TEST_F(LlmctlTest, SessionsListShowRemove) {
   EXPECT_NE(gone.err.find(id), std::string::npos);
 }
 
+TEST_F(LlmctlTest, SessionsForkAndRewind) {
+  const std::string id = call(daemon_.client(), "POST", "/v1/sessions", std::string("{}")).body["id"];
+  for (const char* turn : {"Hi", "And then?"}) {
+    auto run = llmctl({"run", "--session", id, "--max-tokens", "4", "--temperature", "0", turn});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+  }
+  auto fork = llmctl({"sessions", "fork", id});
+  ASSERT_EQ(fork.exit_code, 0) << fork.err;
+  const std::string fid = fork.out.substr(0, fork.out.find('\n'));
+  EXPECT_EQ(fid.rfind("ses_", 0), 0u) << fork.out;
+  EXPECT_NE(fid, id);
+  EXPECT_EQ(call(daemon_.client(), "GET", "/v1/sessions/" + fid).body["n_messages"], 4);
+  auto rewind = llmctl({"sessions", "rewind", fid, "--drop-last", "2"});
+  EXPECT_EQ(rewind.exit_code, 0) << rewind.err;
+  EXPECT_NE(rewind.out.find(fid), std::string::npos) << rewind.out;
+  EXPECT_NE(rewind.out.find("2 messages"), std::string::npos) << rewind.out;
+  auto json = llmctl({"--json", "sessions", "rewind", fid, "--keep", "0"});
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out, nullptr, false)["n_messages"], 0) << json.out;
+  auto forked_json = llmctl({"--json", "sessions", "fork", id});
+  EXPECT_EQ(forked_json.exit_code, 0) << forked_json.err;
+  EXPECT_EQ(nlohmann::json::parse(forked_json.out, nullptr, false)["n_messages"], 4) << forked_json.out;
+  // Exit codes: usage 2, llmd's refusal 1 (naming the field), no such session 4.
+  EXPECT_EQ(llmctl({"sessions", "fork"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"sessions", "rewind", id}).exit_code, 2);
+  EXPECT_EQ(llmctl({"sessions", "rewind", id, "--drop-last", "two"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"sessions", "rewind", id, "--back", "2"}).exit_code, 2);
+  auto half = llmctl({"sessions", "rewind", id, "--drop-last", "1"});
+  EXPECT_EQ(half.exit_code, 1);
+  EXPECT_NE(half.err.find("drop_last"), std::string::npos) << half.err;
+  EXPECT_EQ(llmctl({"sessions", "fork", "ses_000000000000000000000000"}).exit_code, 4);
+  EXPECT_EQ(llmctl({"sessions", "rewind", "ses_000000000000000000000000", "--keep", "0"}).exit_code, 4);
+}
+
 TEST_F(LlmctlTest, ExitCodes) {
   EXPECT_EQ(llmctl({}).exit_code, 2);
   EXPECT_EQ(llmctl({"frobnicate"}).exit_code, 2);

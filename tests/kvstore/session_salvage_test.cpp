@@ -55,12 +55,18 @@ class SalvageTest : public ::testing::Test {
       e.rec.system_prompt = "prompt of " + e.rec.id + " " + filler(text_bytes, i);
       e.rec.created_ms = e.rec.updated_ms = 1000 + i;
       e.rec.model_id = "model-a";
+      // Schema 2's columns, so that their salvage is checked too.
+      if (i % 2) e.rec.overflow = i % 4 == 1 ? "drop_oldest" : "error";
+      e.rec.window_first_message = i % 3;
+      e.rec.dropped_tokens = static_cast<std::uint64_t>(i) * 10;
       e.messages.push_back({"system", *e.rec.system_prompt, 1000 + i});
       ASSERT_TRUE((*store)->create(e.rec, e.messages, {}));
       for (int t = 0; t < turns; ++t) {
-        const std::vector<MessageRecord> turn = {{"user", "question " + std::to_string(t) + " " + filler(text_bytes, t), 2000 + t},
-                                                 {"assistant", "answer " + std::to_string(t) + " " + filler(text_bytes, t + i), 2001 + t}};
+        std::vector<MessageRecord> turn = {{"user", "question " + std::to_string(t) + " " + filler(text_bytes, t), 2000 + t},
+                                           {"assistant", "answer " + std::to_string(t) + " " + filler(text_bytes, t + i), 2001 + t}};
         std::vector<std::int32_t> add(big_tokens.count(i) ? 3000 / turns : 5);
+        turn[0].token_end = static_cast<std::uint32_t>(e.tokens.size() + 2);
+        turn[1].token_end = static_cast<std::uint32_t>(e.tokens.size() + add.size());
         for (std::size_t k = 0; k < add.size(); ++k) add[k] = static_cast<std::int32_t>((i * 31 + t * 7 + k) % 500);
         ASSERT_TRUE((*store)->append_turn(e.rec.id, turn, add, static_cast<std::uint32_t>(e.tokens.size()), 3000 + t));
         e.messages.insert(e.messages.end(), turn.begin(), turn.end());
@@ -121,6 +127,9 @@ class SalvageTest : public ::testing::Test {
       } else {
         EXPECT_EQ(got.model_id, e.rec.model_id);
         EXPECT_EQ(*store.tokens(got.id), e.tokens) << got.id;
+        EXPECT_EQ(got.overflow, e.rec.overflow) << got.id;
+        EXPECT_EQ(got.window_first_message, e.rec.window_first_message) << got.id;
+        EXPECT_EQ(got.dropped_tokens, e.rec.dropped_tokens) << got.id;
       }
       auto msgs = store.messages(got.id);
       ASSERT_TRUE(msgs);
@@ -140,6 +149,10 @@ class SalvageTest : public ::testing::Test {
           ++at;
         }
         EXPECT_LT(at, e.messages.size()) << got.id << ": a message that was never written: " << m.content;
+        // Offsets into salvaged tokens are kept; into lost ones they would describe nothing.
+        if (at < e.messages.size()) {
+          EXPECT_EQ(m.token_end, tokens_lost ? std::nullopt : e.messages[at].token_end) << got.id << " " << m.content;
+        }
       }
     }
     EXPECT_EQ(r.messages_salvaged, messages);

@@ -334,6 +334,28 @@ LLMC_API llmc_code llmc_session_list(llmc_client *client, llmc_sessions **out);
 LLMC_API llmc_code llmc_session_get(llmc_client *client, const char *id, llmc_session_detail **out);
 LLMC_API llmc_code llmc_session_delete(llmc_client *client, const char *id);
 
+/* Forks a session: a new session of the caller's with the source's app, system prompt, messages
+ * and tokens, under a new id (*new_id_out: llmc_free it). llmd copies no KV: the fork's first turn
+ * reuses what llmd has stored for the same tokens. Each branch then goes its own way; deleting the
+ * source leaves the fork whole. Errors: LLMC_ERR_NOT_FOUND (no such session, or another uid's),
+ * LLMC_ERR_BUSY (a request runs on it), LLMC_ERR_QUOTA (the caller's session count or stored
+ * bytes; the param names the limit), LLMC_ERR_NO_SPACE. */
+LLMC_API llmc_code llmc_session_fork(llmc_client *client, const char *id, char **new_id_out);
+
+/* How llmc_session_rewind counts. */
+enum { LLMC_REWIND_DROP_LAST = 0, /* drop the last `count` messages */
+       LLMC_REWIND_KEEP = 1 };    /* keep the first `count` messages (the system message counted) */
+
+/* Rewinds a session so that a turn can be edited or regenerated: drops messages from its end, whole
+ * turns only (what is left ends with the system message or an answer; the system message always
+ * stays), and cuts its tokens exactly where the kept turns ended, so sending the same message
+ * again gets the same answer as the first time (greedy sampling). *out (may be NULL; llmc_free it)
+ * receives the session with the messages left. Errors: LLMC_ERR_INVALID_ARGUMENT (an unknown
+ * `how`, nothing or too much dropped, half a turn: the param says "drop_last" or "keep"),
+ * LLMC_ERR_NOT_FOUND, LLMC_ERR_BUSY. */
+LLMC_API llmc_code llmc_session_rewind(llmc_client *client, const char *id, int how, uint32_t count,
+                                       llmc_session_detail **out);
+
 /* ---- Daemon status ---------------------------------------------------------------------------- */
 
 typedef struct llmc_daemon_status {

@@ -210,6 +210,18 @@ inline Session to_session(const llmc_session& s) {
   return out;
 }
 
+// Takes ownership of a detail the C API returned.
+inline SessionDetail to_detail(llmc_session_detail* raw) {
+  const CPtr<llmc_session_detail> d(raw);
+  SessionDetail out;
+  out.session = to_session(*d->session);
+  for (size_t i = 0; i < d->n_messages; ++i) {
+    out.messages.push_back({d->messages[i]->role, d->messages[i]->content, d->messages[i]->created});
+  }
+  out.json = d->json;
+  return out;
+}
+
 // What the client's callbacks share: the first exception a callback threw, to rethrow later.
 struct ClientState {
   llmc_client* c = nullptr;
@@ -438,17 +450,27 @@ class Client {
   SessionDetail session(const std::string& id) {
     llmc_session_detail* raw = nullptr;
     check(llmc_session_get(get(), id.c_str(), &raw));
-    const detail::CPtr<llmc_session_detail> d(raw);
-    SessionDetail out;
-    out.session = detail::to_session(*d->session);
-    for (size_t i = 0; i < d->n_messages; ++i) {
-      out.messages.push_back({d->messages[i]->role, d->messages[i]->content, d->messages[i]->created});
-    }
-    out.json = d->json;
-    return out;
+    return detail::to_detail(raw);
   }
 
   void delete_session(const std::string& id) { check(llmc_session_delete(get(), id.c_str())); }
+
+  // Forks a session (llmc_session_fork); returns the new session's id.
+  std::string fork_session(const std::string& id) {
+    char* new_id = nullptr;
+    check(llmc_session_fork(get(), id.c_str(), &new_id));
+    const detail::CPtr<char> owned(new_id);
+    return new_id;
+  }
+
+  // Rewinds a session (llmc_session_rewind): drops its last `n` messages, or with Rewind::keep
+  // keeps its first `n`; returns the session with the messages left.
+  enum class Rewind { drop_last = LLMC_REWIND_DROP_LAST, keep = LLMC_REWIND_KEEP };
+  SessionDetail rewind_session(const std::string& id, std::uint32_t n, Rewind how = Rewind::drop_last) {
+    llmc_session_detail* raw = nullptr;
+    check(llmc_session_rewind(get(), id.c_str(), static_cast<int>(how), n, &raw));
+    return detail::to_detail(raw);
+  }
 
   DaemonStatus status() {
     llmc_daemon_status* raw = nullptr;
