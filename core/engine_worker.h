@@ -157,8 +157,10 @@ class EngineWorker {
   Placed place(Running& run);
   // A stateless job (Job::anonymous) takes the key of its uid's prefix entry that holds the
   // longest prefix of its prompt (an idle slot's KV, else chunks), or a new key; that prefix
-  // becomes its history (reused or restored like a session's) and the rest its input. False when
-  // the job is not such a job or has a key already. unadopt() undoes it (the job was not placed).
+  // becomes its history (reused or restored like a session's) and the rest its input. A session's
+  // first turn keeps its key, and the prefix its uid's chunks cover becomes its history. False
+  // when neither applies. unadopt() undoes it (the job was not placed). The split changes no
+  // total: usage counts history + input, and the Service saves what it submitted.
   bool adopt_prefix(Running& run);
   static void unadopt(Running& run);
   std::string new_prefix_key(std::uint32_t uid);

@@ -111,7 +111,20 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
 
 bool EngineWorker::adopt_prefix(Running& run) {
   Job& job = run.job;
-  if (!job.anonymous || !job.uid || !job.session_id.empty() || run.suspended || !job.history.empty()) return false;
+  if (!job.uid || run.suspended || !job.history.empty() || !job.audit_of.empty()) return false;
+  if (!job.anonymous) {
+    // A session's first turn (no history yet) may begin with what its uid holds in chunks: a
+    // system prompt another of its sessions has, a stateless request's history. That part is
+    // loaded like history; the session keeps its own key.
+    if (!options_.chunks || job.session_id.empty() || job.input.size() < 2) return false;
+    const std::size_t covered = options_.chunks->find_prefix(*job.uid, job.input).covered;
+    const std::size_t m = std::min(covered, job.input.size() - 1);
+    if (m == 0) return false;
+    job.history.assign(job.input.begin(), job.input.begin() + static_cast<std::ptrdiff_t>(m));
+    job.input.erase(job.input.begin(), job.input.begin() + static_cast<std::ptrdiff_t>(m));
+    return true;
+  }
+  if (!job.session_id.empty()) return false;
   if (!options_.keep_resident && !options_.chunks) return false;
   const std::vector<engine::Token>& tokens = job.input;
   const kvstore::KeyOwner owner{*job.uid, true};
@@ -145,7 +158,7 @@ void EngineWorker::unadopt(Running& run) {
   Job& job = run.job;
   job.input.insert(job.input.begin(), job.history.begin(), job.history.end());
   job.history.clear();
-  job.session_id.clear();
+  if (job.anonymous) job.session_id.clear();
 }
 
 std::string EngineWorker::new_prefix_key(std::uint32_t uid) {

@@ -57,6 +57,8 @@ nlohmann::json tier_json(const kvstore::TierStats& t) {
   return {{"budget_bytes", t.budget},
           {"bytes", t.bytes},
           {"chunks", t.chunks},
+          {"shared_refs", t.shared_refs},
+          {"bytes_saved", t.bytes_saved},
           {"bytes_by_codec", by_codec(t.bytes_by_codec)},
           {"chunks_by_codec", by_codec(t.chunks_by_codec)}};
 }
@@ -87,6 +89,7 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
             {"entries_per_user", o.prefix_entries_per_uid},
             {"bytes_per_user", o.prefix_bytes_per_uid}}},
           {"chunks_from_other_keys", s.chunks_from_other_keys},
+          {"chunks_shared", s.chunks_shared},
           {"costs_ms_per_token",
            {{"ram", s.costs.ram_ms}, {"disk", s.costs.disk_ms}, {"recompute", s.costs.recompute_ms}}},
           {"last_error", show_error ? nlohmann::json(s.last_error) : nlohmann::json(nullptr)}};

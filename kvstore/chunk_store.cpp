@@ -19,8 +19,9 @@ namespace {
 // The chunk blob format the index's rows are valid for (chunk.h; 2: blobs carry their prefix hash).
 constexpr const char* kFormat = "v2";
 
-// "<idx>-<gen>.kvc" -> gen, or 0.
-std::uint64_t file_gen(const std::string& name) {
+// "HOLDER/<idx>-<gen>.kvc" -> gen, or 0.
+std::uint64_t file_gen(const std::string& path) {
+  const std::string name = path.substr(path.find('/') + 1);
   const auto dash = name.find('-');
   const auto dot = name.rfind(".kvc");
   if (dash == std::string::npos || dot == std::string::npos || dot < dash) return 0;
@@ -86,7 +87,10 @@ Status ChunkStore::init(const std::string& model_fingerprint) {
       c.n_cells = row.n_cells;
       c.codec = row.codec;
       c.prefix_hash = row.prefix_hash;
-      c.file = std::move(row.file);
+      // Files are named under the store's directory ("HOLDER/NAME"); rows written before chunks
+      // were shared name them in the session's own directory.
+      c.file = row.file.empty() || row.file.find('/') != std::string::npos ? std::move(row.file)
+                                                                           : row.session + "/" + row.file;
       c.disk_codec = row.disk_codec;
       c.disk_bytes = row.bytes;
       gen_ = std::max(gen_, file_gen(c.file));
@@ -122,13 +126,13 @@ Status ChunkStore::init(const std::string& model_fingerprint) {
 }
 
 void ChunkStore::sweep_files() {
-  std::map<std::string, std::set<std::string>> named;  // session -> its files
+  std::map<std::string, std::set<std::string>> named;  // directory (the key that wrote them) -> files
   {
     MutexLock lock(mu_);
     for (const auto& [id, s] : tiers_.sessions()) {
-      auto& files = named[id];
       for (const auto& c : s.chunks) {
-        if (!c.file.empty()) files.insert(c.file);
+        const auto slash = c.file.find('/');
+        if (slash != std::string::npos) named[c.file.substr(0, slash)].insert(c.file.substr(slash + 1));
       }
     }
   }

@@ -138,6 +138,7 @@ struct StoreStats {
   std::uint64_t prefix_bytes = 0;        // their chunks' bytes (RAM and disk copies)
   std::uint64_t prefix_entries_dropped = 0;  // dropped for a uid's prefix_* limits
   std::uint64_t chunks_from_other_keys = 0;  // chunks loads took from another key of the same uid
+  std::uint64_t chunks_shared = 0;           // write-backs' chunks stored as references to another key's
   std::string last_error;            // the most recent write or read error, for the status page
   RestoreCosts costs;                // what swap-in planning goes by
 };

@@ -144,7 +144,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
         const auto t = Clock::now();
         // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
         const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-        ok = opt_.fs->read_file(session_dir(owners[i]) / c.file, max_bytes, read_buf_);
+        ok = opt_.fs->read_file(opt_.dir / c.file, max_bytes, read_buf_);
         r.read_ms += ms_since(t);
       }
       if (ok) {
@@ -255,7 +255,7 @@ std::vector<StoredChunk> ChunkStore::stored_chunks(const std::string& session) c
     }
     if (!c.file.empty()) {
       const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-      Status ok = opt_.fs->read_file(session_dir(session) / c.file, max_bytes, bytes);
+      Status ok = opt_.fs->read_file(opt_.dir / c.file, max_bytes, bytes);
       if (ok) ok = check(c, bytes);
       s.disk = ok ? StoredCopy(bytes) : StoredCopy(ok.error());
     }

@@ -1,6 +1,7 @@
 // The chunk store's own thread (see chunk_store.h): write-backs (cut, encode, keep in T1, write
 // to T2 under the budget and the disk reserve, index), drops, and meeting a damaged index.
 #include <algorithm>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -61,7 +62,7 @@ std::uint64_t ChunkStore::reserve_shortfall(std::uint64_t bytes) const {
 void ChunkStore::remove_evicted(const std::vector<EvictedFile>& evicted, Rows& rows) {
   for (const EvictedFile& e : evicted) {
     rows.emplace_back(e.session, e.index);
-    (void)opt_.fs->remove_file(session_dir(e.session) / e.file);
+    (void)opt_.fs->remove_file(opt_.dir / e.file);
   }
 }
 
@@ -162,8 +163,12 @@ ChunkStore::Written ChunkStore::write_chunk_file(const std::string& session, Chu
     st = opt_.fs->make_dirs(session_dir(session));
     if (st) st = opt_.fs->write_file(session_dir(session) / name, blob);
     if (st) {
-      c.file = name;
+      c.file = session + "/" + name;
       c.disk_bytes = blob.size();
+      {
+        MutexLock lock(mu_);
+        tiers_.adopt_file(c);
+      }
       if (disk_low_) {
         disk_low_ = false;
         spdlog::info("kvstore: the disk reserve is free again on {}: KV chunks are written to disk",
@@ -238,10 +243,38 @@ void ChunkStore::do_write_back(Op& op) {
     }
   }
   std::vector<Chunk> fresh;
+  std::vector<bool> shared;  // by fresh chunk: it shares another key's copies (no file of its own)
   Rows evicted_rows;  // other chunks' rows, evicted from disk
   for (std::size_t i = 0; i < n_chunks; ++i) {
     if (keep[i]) continue;
     const std::size_t b = i * C, e = std::min(n, b + C);
+    // The same chunk (same prefix hash, cells and codec) held by another key of the same uid: a
+    // shared system prompt, a fork, a stateless request's earlier turn. Stored once: this key
+    // takes references to its copies.
+    if (op.uid) {
+      Chunk c;
+      c.index = static_cast<std::uint32_t>(i);
+      c.n_cells = static_cast<std::uint32_t>(e - b);
+      c.codec = codecs[i];
+      c.prefix_hash = hashes[i];
+      MutexLock lock(mu_);
+      if (const std::set<std::string>* keys = tiers_.keys_of(*op.uid)) {
+        for (const std::string& k : *keys) {
+          const SessionEntry* donor = k == op.session ? nullptr : tiers_.find(k);
+          if (!donor || i >= donor->chunks.size()) continue;
+          const Chunk& d = donor->chunks[i];
+          if (!d.present() || d.prefix_hash != c.prefix_hash || d.n_cells != c.n_cells || d.codec != c.codec) continue;
+          tiers_.share(c, d);
+          if (c.ram || !c.file.empty()) break;
+        }
+      }
+      if (c.ram || !c.file.empty()) {
+        ++stats_.chunks_shared;
+        fresh.push_back(std::move(c));
+        shared.push_back(true);
+        continue;
+      }
+    }
     auto slice = engine::slice_cells(cells, b, e);
     if (!slice) {
       record_error(slice.error().message());
@@ -276,6 +309,7 @@ void ChunkStore::do_write_back(Op& op) {
       ++stats_.chunks_encoded;
     }
     fresh.push_back(std::move(c));
+    shared.push_back(false);
   }
 
   // Index first (new rows point at files already written), then the chunks in memory, then old files.
@@ -306,12 +340,14 @@ void ChunkStore::do_write_back(Op& op) {
     const std::uint64_t now = tiers_.tick();
     for (std::size_t i = n_chunks; i < s.chunks.size(); ++i) tiers_.release(s.chunks[i], old_files);
     s.chunks.resize(n_chunks);
-    for (Chunk& c : fresh) {
+    for (std::size_t f = 0; f < fresh.size(); ++f) {
+      Chunk& c = fresh[f];
       Chunk& slot = s.chunks[c.index];
       tiers_.release(slot, old_files);
       if (!st && !c.file.empty()) {
-        // The index did not take the new files: they must not outlive this process unnamed.
-        old_files.push_back(c.file);
+        // The index did not take the new files: they must not outlive this process unnamed (a
+        // shared one is its holder's, named by its row).
+        if (!shared[f]) old_files.push_back(c.file);
         tiers_.drop_file(c);
       }
       slot = std::move(c);
@@ -319,7 +355,7 @@ void ChunkStore::do_write_back(Op& op) {
     for (Chunk& c : s.chunks) c.last_use = now;
     ++stats_.write_backs;
   }
-  for (const auto& f : old_files) (void)opt_.fs->remove_file(session_dir(op.session) / f);
+  for (const auto& f : old_files) (void)opt_.fs->remove_file(opt_.dir / f);
   // Last, when the chunks above no longer count files they do not have.
   if (!st && ChunkIndex::is_damage(st.error())) discard_disk_tier(st.error().message());
   if (op.uid && op.anonymous) enforce_prefix_limits(*op.uid, op.session);
@@ -372,9 +408,20 @@ void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {
   update.remove_from.emplace_back(session, from);
   if (from == 0) update.owners_remove.push_back(session);
   (void)update_index(update);
-  for (const auto& f : files) (void)opt_.fs->remove_file(session_dir(session) / f);
-  if (from == 0 && detail::safe_name(session)) {
-    (void)opt_.fs->remove_empty_dir(session_dir(session));  // only if empty
+  std::set<std::string> holders;  // directories of other keys that held shared files
+  for (const auto& f : files) {
+    (void)opt_.fs->remove_file(opt_.dir / f);
+    const std::string holder = f.substr(0, f.find('/'));
+    if (holder != session) holders.insert(holder);
+  }
+  if (from == 0 && detail::safe_name(session)) holders.insert(session);
+  for (const auto& h : holders) {
+    bool live = false;
+    {
+      MutexLock lock(mu_);
+      live = h != session && tiers_.find(h) != nullptr;
+    }
+    if (!live && detail::safe_name(h)) (void)opt_.fs->remove_empty_dir(session_dir(h));  // only if empty
   }
 }
 

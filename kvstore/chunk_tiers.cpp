@@ -2,6 +2,8 @@
 #include "kvstore/chunk_tiers.h"
 
 #include <algorithm>
+#include <iterator>
+#include <set>
 
 #include "kvstore/eviction.h"
 #include "kvstore/policy.h"
@@ -69,33 +71,79 @@ bool ChunkTiers::make_room(Tier tier, const RoomRequest& r, std::vector<EvictedF
   const std::uint64_t need = std::max(total > budget ? total - budget : 0, r.extra);
   if (need == 0) return true;
   // The tier's copies, each with what LCTRU orders by. Both tiers order a chunk by the tolerance
-  // of the policy's codec (the RAM copy's), so that a chunk ranks alike in both.
+  // of the policy's codec (the RAM copy's), so that a chunk ranks alike in both. A copy shared by
+  // several entries is one candidate: kept if any of them must be kept, as recent as its most
+  // recent use, and evicted from all of them at once (only then are its bytes free).
   std::vector<EvictionCandidate> cand;
-  std::vector<std::pair<const std::string*, ChunkEntry*>> where;
+  std::vector<std::vector<std::pair<const std::string*, ChunkEntry*>>> where;
+  std::map<std::string, std::size_t> file_at;
+  std::map<const void*, std::size_t> blob_at;
   for (auto& [id, s] : sessions_) {
     const bool own = r.keep_session && id == *r.keep_session;
     for (auto& c : s.chunks) {
       const bool has = tier == Tier::ram ? c.ram != nullptr : !c.file.empty();
       if (!has) continue;
-      const std::uint64_t size = tier == Tier::ram ? c.ram->size() : c.disk_bytes;
-      cand.push_back({tolerance_level(c.codec), c.last_use, c.index, size, s.in_use() || (own && c.index < r.keep_below)});
-      where.emplace_back(&id, &c);
+      const bool keep = s.in_use() || (own && c.index < r.keep_below);
+      std::size_t at = cand.size();
+      bool fresh = true;
+      if (tier == Tier::ram) {
+        auto [it, inserted] = blob_at.emplace(c.ram.get(), at);
+        fresh = inserted;
+        at = it->second;
+      } else {
+        auto [it, inserted] = file_at.emplace(c.file, at);
+        fresh = inserted;
+        at = it->second;
+      }
+      if (fresh) {
+        const std::uint64_t size = tier == Tier::ram ? c.ram->size() : c.disk_bytes;
+        cand.push_back({tolerance_level(c.codec), c.last_use, c.index, size, keep});
+        where.emplace_back();
+      } else {
+        EvictionCandidate& e = cand[at];
+        e.last_use = std::max(e.last_use, c.last_use);
+        e.index = std::min(e.index, c.index);
+        e.pinned = e.pinned || keep;
+      }
+      where[at].emplace_back(&id, &c);
     }
+  }
+  // A copy with more references than entries in the table is being shared by a write-back that
+  // has not installed its chunk yet (share()): kept.
+  for (const auto& [blob, at] : blob_at) {
+    auto it = ram_refs_.find(blob);
+    if (it != ram_refs_.end() && it->second > where[at].size()) cand[at].pinned = true;
+  }
+  for (const auto& [name, at] : file_at) {
+    auto it = file_refs_.find(name);
+    if (it != file_refs_.end() && it->second > where[at].size()) cand[at].pinned = true;
   }
   const auto victims = lctru_victims(cand, need);
   std::uint64_t freed = 0;
   for (std::size_t i : victims) freed += cand[i].bytes;
   if (freed < need && !r.partial) return false;
   for (std::size_t i : victims) {
-    ChunkEntry& c = *where[i].second;
     held -= cand[i].bytes;
-    if (tier == Tier::ram) {
-      c.ram.reset();
-      continue;
+    for (auto& [id, c] : where[i]) {
+      if (tier == Tier::ram) {
+        c->ram.reset();
+        continue;
+      }
+      if (evicted) evicted->push_back({*id, c->index, c->file});
+      c->file.clear();
+      c->disk_bytes = 0;
     }
-    if (evicted) evicted->push_back({*where[i].first, c.index, c.file});
-    c.file.clear();
-    c.disk_bytes = 0;
+  }
+  // The evicted copies have no references left (every entry holding one was in its group).
+  const std::set<std::size_t> gone(victims.begin(), victims.end());
+  if (tier == Tier::ram) {
+    for (const auto& [blob, at] : blob_at) {
+      if (gone.count(at) > 0) ram_refs_.erase(blob);
+    }
+  } else {
+    for (const auto& [name, at] : file_at) {
+      if (gone.count(at) > 0) file_refs_.erase(name);
+    }
   }
   return freed >= need;
 }
@@ -108,24 +156,59 @@ bool ChunkTiers::room_in_ram(std::uint64_t bytes) {
   return make_room(Tier::ram, r);
 }
 
-bool ChunkTiers::keep_in_ram(ChunkEntry& c, std::shared_ptr<const std::vector<std::uint8_t>> blob) {
-  if (!blob || !room_in_ram(blob->size())) return false;
-  ram_bytes_ += blob->size();
-  c.ram = std::move(blob);
+void ChunkTiers::ref_ram(const ChunkEntry& c) {
+  if (c.ram && ram_refs_[c.ram.get()]++ == 0) ram_bytes_ += c.ram->size();
+}
+
+void ChunkTiers::unref_ram(const ChunkEntry& c) {
+  if (!c.ram) return;
+  auto it = ram_refs_.find(c.ram.get());
+  if (it == ram_refs_.end()) return;
+  if (--it->second == 0) {
+    ram_bytes_ -= c.ram->size();
+    ram_refs_.erase(it);
+  }
+}
+
+bool ChunkTiers::unref_file(const ChunkEntry& c) {
+  auto it = file_refs_.find(c.file);
+  if (it == file_refs_.end()) return false;
+  if (--it->second > 0) return false;
+  disk_bytes_ -= c.disk_bytes;
+  file_refs_.erase(it);
   return true;
 }
 
-void ChunkTiers::release(const ChunkEntry& c, std::vector<std::string>& files) {
-  if (c.ram) ram_bytes_ -= c.ram->size();
-  if (!c.file.empty()) {
-    disk_bytes_ -= c.disk_bytes;
-    files.push_back(c.file);
+bool ChunkTiers::keep_in_ram(ChunkEntry& c, std::shared_ptr<const std::vector<std::uint8_t>> blob) {
+  if (!blob) return false;
+  if (ram_refs_.count(blob.get()) == 0 && !room_in_ram(blob->size())) return false;
+  unref_ram(c);
+  c.ram = std::move(blob);
+  ref_ram(c);
+  return true;
+}
+
+void ChunkTiers::share(ChunkEntry& c, const ChunkEntry& donor) {
+  if (donor.ram && ram_refs_.count(donor.ram.get()) > 0) {
+    c.ram = donor.ram;
+    ref_ram(c);
   }
+  if (!donor.file.empty() && file_refs_.count(donor.file) > 0) {
+    c.file = donor.file;
+    c.disk_codec = donor.disk_codec;
+    c.disk_bytes = donor.disk_bytes;
+    ++file_refs_[c.file];
+  }
+}
+
+void ChunkTiers::release(const ChunkEntry& c, std::vector<std::string>& files) {
+  unref_ram(c);
+  if (!c.file.empty() && unref_file(c)) files.push_back(c.file);
 }
 
 void ChunkTiers::drop_file(ChunkEntry& c) {
   if (c.file.empty()) return;
-  disk_bytes_ -= c.disk_bytes;
+  (void)unref_file(c);
   c.file.clear();
   c.disk_bytes = 0;
 }
@@ -137,14 +220,17 @@ void ChunkTiers::forget_all_files() {
       c.disk_bytes = 0;
     }
   }
+  file_refs_.clear();
   disk_bytes_ = 0;
 }
 
 void ChunkTiers::recount_disk() {
   disk_bytes_ = 0;
+  file_refs_.clear();
   for (const auto& [id, s] : sessions_) {
     for (const auto& c : s.chunks) {
-      if (!c.file.empty()) disk_bytes_ += c.disk_bytes;
+      if (c.file.empty()) continue;
+      if (file_refs_[c.file]++ == 0) disk_bytes_ += c.disk_bytes;
     }
   }
 }
@@ -156,17 +242,29 @@ void ChunkTiers::fill(TierStats& ram, TierStats& disk) const {
   disk.budget = disk_budget_;
   ram.bytes = ram_bytes_;
   disk.bytes = disk_bytes_;
+  std::set<const void*> blobs;
+  std::set<std::string> files;
   for (const auto& [id, s] : sessions_) {
     for (const auto& c : s.chunks) {
       if (c.ram) {
-        ++ram.chunks;
-        ++ram.chunks_by_codec[static_cast<std::size_t>(c.codec)];
-        ram.bytes_by_codec[static_cast<std::size_t>(c.codec)] += c.ram->size();
+        if (blobs.insert(c.ram.get()).second) {
+          ++ram.chunks;
+          ++ram.chunks_by_codec[static_cast<std::size_t>(c.codec)];
+          ram.bytes_by_codec[static_cast<std::size_t>(c.codec)] += c.ram->size();
+        } else {
+          ++ram.shared_refs;
+          ram.bytes_saved += c.ram->size();
+        }
       }
       if (!c.file.empty()) {
-        ++disk.chunks;
-        ++disk.chunks_by_codec[static_cast<std::size_t>(c.disk_codec)];
-        disk.bytes_by_codec[static_cast<std::size_t>(c.disk_codec)] += c.disk_bytes;
+        if (files.insert(c.file).second) {
+          ++disk.chunks;
+          ++disk.chunks_by_codec[static_cast<std::size_t>(c.disk_codec)];
+          disk.bytes_by_codec[static_cast<std::size_t>(c.disk_codec)] += c.disk_bytes;
+        } else {
+          ++disk.shared_refs;
+          disk.bytes_saved += c.disk_bytes;
+        }
       }
     }
   }

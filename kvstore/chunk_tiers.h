@@ -27,7 +27,9 @@ namespace llmd::kvstore {
 struct TierStats {
   std::uint64_t budget = 0;
   std::uint64_t bytes = 0;
-  std::uint64_t chunks = 0;
+  std::uint64_t chunks = 0;          // copies held (a shared copy once)
+  std::uint64_t shared_refs = 0;     // references beyond each copy's first (chunks stored once for several keys)
+  std::uint64_t bytes_saved = 0;     // what those references would take as copies of their own
   std::array<std::uint64_t, 4> bytes_by_codec{};  // index: Codec value
   std::array<std::uint64_t, 4> chunks_by_codec{};
 };
@@ -39,8 +41,12 @@ struct ChunkEntry {
   Codec codec = Codec::exact;    // the policy's choice (the RAM copy's codec)
   std::uint64_t prefix_hash = 0;
   std::uint64_t last_use = 0;    // the table's clock (tick())
-  std::shared_ptr<const std::vector<std::uint8_t>> ram;  // T1 copy; null: none
-  std::string file;              // T2 file name in the session's directory; empty: none
+  // T1 copy; null: none. Several entries of one uid may share one blob (the same chunk: same
+  // prefix hash, cells and codec); it is counted once, and freed with its last reference.
+  std::shared_ptr<const std::vector<std::uint8_t>> ram;
+  // T2 file, "HOLDER/NAME" under the store's directory (HOLDER: the key that wrote it); empty:
+  // none. Shared like the RAM copy: counted once, removed with its last reference.
+  std::string file;
   Codec disk_codec = Codec::exact;
   std::uint64_t disk_bytes = 0;  // the file's
 
@@ -113,17 +119,21 @@ class ChunkTiers {
 
   // Makes room for `bytes` more in RAM (evicting by LCTRU); false if the budget cannot hold them.
   bool room_in_ram(std::uint64_t bytes);
-  // Keeps `blob` as c's RAM copy if the RAM budget can make room for it (evicting by LCTRU);
-  // false if not (c unchanged).
+  // Keeps `blob` as c's RAM copy if the RAM budget can make room for it (evicting by LCTRU; a
+  // blob held already, by another entry, needs no room); false if not (c unchanged).
   bool keep_in_ram(ChunkEntry& c, std::shared_ptr<const std::vector<std::uint8_t>> blob);
   // Disk bytes counted before a file is written (so that a concurrent room-making sees them),
-  // and given back if the write fails.
+  // and given back if the write fails. A written file is then adopted (adopt_file: one reference,
+  // its bytes already counted).
   void reserve_disk(std::uint64_t bytes) { disk_bytes_ += bytes; }
   void unreserve_disk(std::uint64_t bytes) { disk_bytes_ -= bytes; }
-  // Takes a chunk's copies off both tiers' counts; its file (if any) goes to `files` for
-  // removal once the index no longer names it.
+  void adopt_file(const ChunkEntry& c) { file_refs_[c.file] = 1; }
+  // c shares `donor`'s copies (the same chunk, another key of the uid): one more reference each.
+  void share(ChunkEntry& c, const ChunkEntry& donor);
+  // Takes a chunk's copies off both tiers' counts (a shared copy: one reference); a file whose
+  // last reference this was goes to `files` for removal once the index no longer names it.
   void release(const ChunkEntry& c, std::vector<std::string>& files);
-  // Forgets c's file (counted off the disk tier) without removing it.
+  // Forgets c's file (one reference; counted off the disk tier with the last) without removing it.
   void drop_file(ChunkEntry& c);
   // Forgets every file (the disk tier was discarded): no chunk has a disk copy any more.
   void forget_all_files();
@@ -139,6 +149,12 @@ class ChunkTiers {
   std::uint64_t clock_ = 0;
   std::map<std::string, SessionEntry> sessions_;
   std::map<std::uint32_t, std::set<std::string>> by_uid_;  // keys by SessionEntry::uid
+  // References to each copy, so that a shared copy is counted, evicted and removed once.
+  std::map<const void*, std::uint32_t> ram_refs_;
+  std::map<std::string, std::uint32_t> file_refs_;
+  void ref_ram(const ChunkEntry& c);
+  void unref_ram(const ChunkEntry& c);
+  bool unref_file(const ChunkEntry& c);  // true: that was the last reference (bytes counted off)
 };
 
 }  // namespace llmd::kvstore

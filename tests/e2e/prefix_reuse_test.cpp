@@ -3,7 +3,9 @@
 // the greedy answer of a cold run; a conversation resent turn by turn reuses its history; another
 // uid sending the identical history reuses nothing; usage follows OpenAI's rule (cached_tokens is
 // part of prompt_tokens) on every generating endpoint.
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -208,6 +210,69 @@ TEST(PrefixReuse, CachedTokensArePartOfPromptTokensEverywhere) {
       }
     }
   }
+}
+
+// Shared chunks: two sessions of one uid with the same long system prompt store its chunks once
+// (the status counts the references and the bytes saved); deleting the first keeps the second's
+// answers exactly what they were.
+TEST(PrefixReuse, TwoSessionsWithOneLongSystemPromptStoreItOnce) {
+  DaemonProcess d(scratch_dir(), with(one_slot("1024")));
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto c = d.client();
+  std::string system = "You are a storyteller for children.";
+  for (int i = 0; i < 6; ++i) system += " Every story has a girl named Lily, a dog named Max and a happy end.";
+  auto session = [&] {
+    return call(c, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", system}}).body.value("id", "");
+  };
+  auto say = [&](const std::string& id, const std::string& text) {
+    auto body = greedy_body(12);
+    body["content"] = text;
+    body["stream"] = false;
+    auto r = call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+    EXPECT_EQ(r.status, 200u) << r.raw;
+    return r.body;
+  };
+  // The chunk store writes back on its own thread: wait until it has written `n` and has nothing queued.
+  auto written = [&](int n) {
+    nlohmann::json kv;
+    for (int i = 0; i < 600; ++i) {
+      kv = call(c, "GET", "/v1/status").body["kv"];
+      if (kv.value("write_backs", 0) >= n && kv.value("pending_write_backs", 1) == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return kv;
+  };
+  const std::string a = session(), b = session();
+  (void)say(a, "Tell me a story about the sea.");
+  (void)written(1);
+  const auto b1 = say(b, "Tell me a story about a cake.");
+  // b's history began with a's: the system prompt's whole chunks came from a's.
+  EXPECT_GT(b1["usage"].value("loaded_tokens", 0), 0) << b1;
+  const auto kv = written(2);
+  EXPECT_GT(kv.value("chunks_shared", 0), 0) << kv;
+  EXPECT_GT(kv["ram"].value("bytes_saved", 0), 0) << kv;
+  EXPECT_GT(kv["disk"].value("shared_refs", 0), 0) << kv;
+
+  ASSERT_EQ(call(c, "DELETE", "/v1/sessions/" + a).status, 200u);
+  const auto after = written(2);  // (and the drop of a's chunks, queued behind them)
+  EXPECT_EQ(after["disk"].value("shared_refs", -1), 0) << after;
+  (void)say(session(), "Tell me about a kite.");  // takes the only slot
+  const auto b2 = say(b, "What happened next?");
+  EXPECT_GT(b2["usage"].value("loaded_tokens", 0), 0) << b2;
+  EXPECT_EQ(call(c, "GET", "/v1/status").body["kv"].value("bad_chunks", -1), 0);
+  // The same turns in a daemon where a never existed: the same answer.
+  DaemonProcess fresh(scratch_dir(), with(one_slot("1024")));
+  ASSERT_TRUE(fresh.start()) << fresh.log();
+  const auto fc = fresh.client();
+  const std::string only = call(fc, "POST", "/v1/sessions", nlohmann::json{{"system_prompt", system}}).body.value("id", "");
+  auto fsay = [&](const std::string& text) {
+    auto body = greedy_body(12);
+    body["content"] = text;
+    body["stream"] = false;
+    return call(fc, "POST", "/v1/sessions/" + only + "/messages", body).body;
+  };
+  EXPECT_EQ(fsay("Tell me a story about a cake.")["message"]["content"], b1["message"]["content"]);
+  EXPECT_EQ(fsay("What happened next?")["message"]["content"], b2["message"]["content"]);
 }
 
 // Prewarm: a session swapped out of the only slot is brought back before its next message, which

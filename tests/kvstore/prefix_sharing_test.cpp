@@ -4,6 +4,8 @@
 // keeps anonymous entries; the per-uid limits drop the least recently used entries.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "kvstore/chunk_store.h"
 #include "tests/kvstore/chunk_store_util.h"
 #include "tests/support/test_env.h"
@@ -12,6 +14,7 @@ namespace llmd::kvstore {
 namespace {
 
 using namespace test_util;  // NOLINT(google-build-using-namespace)
+namespace fs = std::filesystem;
 
 constexpr std::uint32_t kUidA = 1000, kUidB = 1001;
 
@@ -120,6 +123,60 @@ TEST(PrefixSharing, APerUidLimitDropsTheLeastRecentlyUsedEntries) {
   small->flush();
   EXPECT_EQ(small->residency("pfx_x").chunks, 0u);
   EXPECT_GT(small->residency("pfx_y").chunks, 0u);
+}
+
+// Identical chunks of one uid are stored once: the second key references the first one's copies
+// (RAM blob and file), the status counts them once, and deleting either key keeps the other's
+// chunks exact, also across a reopen (the shared file outlives its writer's directory entry).
+TEST(PrefixSharing, IdenticalChunksAreStoredOnceAndOutliveTheKeyThatWroteThem) {
+  const std::string dir = test::scratch_dir();
+  const auto cells = make_cells(150, 7);
+  const auto toks = tokens(150);
+  // Key b holds the same first 128 tokens (and KV), then its own.
+  auto b_toks = std::vector(toks.begin(), toks.begin() + 128);
+  for (int i = 0; i < 30; ++i) b_toks.push_back(5000 + i);
+  auto b_cells = *engine::slice_cells(cells, 0, 128);
+  const auto b_tail = make_cells(158, 8);
+  ASSERT_TRUE(engine::append_cells(b_cells, *engine::slice_cells(b_tail, 128, 158)));
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_a", toks, state_of(cells), {}, KeyOwner{kUidA, false});
+    store->flush();
+    const StoreStats before = store->stats();
+    store->write_back("ses_b", b_toks, state_of(b_cells), {}, KeyOwner{kUidA, false});
+    store->flush();
+    const StoreStats after = store->stats();
+    EXPECT_EQ(after.chunks_shared, 2u);
+    EXPECT_EQ(after.chunks_encoded, before.chunks_encoded + 1);  // only b's own last chunk
+    EXPECT_EQ(after.ram.shared_refs, 2u);
+    EXPECT_EQ(after.disk.shared_refs, 2u);
+    EXPECT_EQ(after.ram.bytes_saved, 2 * chunk_bytes(64));
+    EXPECT_EQ(after.disk.bytes, before.disk.bytes + chunk_bytes(30));
+    EXPECT_EQ(after.ram.chunks, 4u);
+    EXPECT_EQ(files_bytes(fs::path(dir) / "ses_b"), chunk_bytes(30));  // its own chunk's file only
+
+    // Another uid's identical chunks are its own.
+    store->write_back("ses_c", toks, state_of(cells), {}, KeyOwner{kUidB, false});
+    store->flush();
+    EXPECT_EQ(store->stats().chunks_shared, 2u);
+
+    store->drop_session("ses_a");
+    store->flush();
+    const Loaded b = load(*store, "ses_b", b_toks, kUidA);
+    EXPECT_EQ(b.tokens, 158u);
+    EXPECT_EQ(b.bad, 0u);
+    expect_same_cells(b.cells, b_cells, 158);
+    EXPECT_EQ(store->stats().ram.shared_refs, 0u);
+    EXPECT_EQ(store->stats().disk.bytes, 2 * chunk_bytes(64) + chunk_bytes(30) + 2 * chunk_bytes(64) + chunk_bytes(22));
+  }
+  auto store = open_store(options(dir));  // from disk: ses_b's rows name files in ses_a's directory
+  const Loaded b = load(*store, "ses_b", b_toks, kUidA);
+  EXPECT_EQ(b.tokens, 158u);
+  EXPECT_EQ(b.from_disk, 3u);
+  expect_same_cells(b.cells, b_cells, 158);
+  store->drop_session("ses_b");
+  store->flush();
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "ses_a"));  // the last reference took the shared files
 }
 
 }  // namespace
