@@ -329,5 +329,25 @@ TEST(Window, StatelessChatsDropTheirOldestTurnsOrAreRefused) {
   EXPECT_EQ(per_turn.body["error"]["param"], "overflow") << per_turn.raw;
 }
 
+// llmctl (through libllmclient): sessions create --overflow sets the policy; chat says when the
+// window moved (llmc_result's window fields) and goes on answering.
+TEST(Window, LlmctlCreatesWithAPolicyAndChatSaysWhenTheWindowMoved) {
+  DaemonProcess d(scratch_dir(), small_ctx());
+  ASSERT_TRUE(d.start()) << d.log();
+  const auto created = run_program({llmctl_binary(), "--socket", d.socket(), "sessions", "create", "--overflow", "error"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  std::string id = created.out;
+  while (!id.empty() && id.back() == '\n') id.pop_back();
+  EXPECT_EQ(call(d.client(), "GET", "/v1/sessions/" + id).body["window"]["overflow"], "error");
+  const auto bad = run_program({llmctl_binary(), "--socket", d.socket(), "sessions", "create", "--overflow", "sliding"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("not implemented yet"), std::string::npos) << bad.err;
+  std::string lines;
+  for (int i = 0; i < 12; ++i) lines += turn_text(i) + "\n";
+  const auto chat = run_program({llmctl_binary(), "--socket", d.socket(), "chat", "--overflow", "drop_oldest"}, lines);
+  EXPECT_EQ(chat.exit_code, 0) << chat.err;
+  EXPECT_NE(chat.err.find("left the model's window"), std::string::npos) << chat.err;
+}
+
 }  // namespace
 }  // namespace llmd::test
