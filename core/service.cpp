@@ -24,6 +24,23 @@ bool saved_finish(engine::FinishReason f) {
          f == engine::FinishReason::context_full;
 }
 
+// The overflow a request may ask for: a session turn follows its session's policy; a completion
+// (a raw prompt: no turns to drop) takes only error; sliding is not implemented yet.
+Status check_turn_overflow(const TurnRequest& request) {
+  if (!request.overflow) return {};
+  if (request.kind == TurnRequest::Kind::session_message) {
+    return Error(Errc::invalid_argument,
+                 "overflow is a session's own setting, chosen when it is created; a session turn cannot set it")
+        .with_param("overflow");
+  }
+  LLMD_TRY_STATUS(check_overflow_supported(*request.overflow));
+  if (request.kind == TurnRequest::Kind::completion && *request.overflow != Overflow::error) {
+    return Error(Errc::invalid_argument, "a completion's prompt has no turns to drop: overflow must be \"error\"")
+        .with_param("overflow");
+  }
+  return {};
+}
+
 }  // namespace
 
 Service::Service(asio::io_context& io, const engine::Model& model, const engine::Tokenizer& tokenizer,
@@ -115,6 +132,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
                              "max-queued-per-client", limits_.max_queued_per_client, in_flight_of(caller.uid)));
   }
   if (auto st = check_app(request.app); !st) return reject(st.error());
+  if (auto st = check_turn_overflow(request); !st) return reject(st.error());
   if (request.params.max_tokens > static_cast<std::int32_t>(max_session_tokens_)) {
     return reject(Error(Errc::invalid_argument,
                         "max_tokens must be between 1 and the context size (" + std::to_string(max_session_tokens_) + ")")
@@ -148,8 +166,8 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
              client_of(caller.uid, request.app)};
   in_flight_.emplace(id, std::move(f));
   if (in_flight_observer_) in_flight_observer_();
-  const bool queued = storage_.post([this, id, request = std::move(request)]() mutable {
-    auto prep = prepare(request);
+  const bool queued = storage_.post([this, id, request = std::move(request), window = window_config_]() mutable {
+    auto prep = prepare(request, window);
     asio::post(io_, [this, id, request = std::move(request), prep = std::move(prep)]() mutable {
       prepared(id, std::move(request), std::move(prep));
     });
@@ -162,7 +180,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
   return id;
 }
 
-Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
+Result<Service::Prepared> Service::prepare(const TurnRequest& request, const WindowConfig& window) {
   Prepared p;
   switch (request.kind) {
     case TurnRequest::Kind::completion: {
@@ -175,45 +193,24 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request) {
       auto t = conversation_tokens(model_, tok_, request.messages, /*add_assistant=*/true);
       if (!t) return t.error();
       p.input = std::move(*t);
+      // A history that does not fit: under drop_oldest its oldest whole turns go (the request's
+      // messages are not stored; the answer says what was left out).
+      const std::size_t target = fill_target_tokens(max_session_tokens_, window.fill_target_percent);
+      if (request.overflow.value_or(window.overflow) == Overflow::drop_oldest &&
+          must_move(0, p.input.size(), max_session_tokens_,
+                    answer_room(request.params.max_tokens, max_session_tokens_, target))) {
+        const std::size_t full = p.input.size();
+        auto drop = drop_oldest_chat(model_, tok_, request.messages, full, max_session_tokens_, target);
+        if (!drop) return drop.error();
+        p.input = std::move(drop->tokens);
+        p.window = drop->report;
+      }
       break;
     }
     case TurnRequest::Kind::session_message: {
-      auto rec = store_.get(request.session_id);
-      if (!rec) return rec.error();
-      auto msgs = store_.messages(request.session_id);
-      if (!msgs) return msgs.error();
-      auto toks = store_.tokens(request.session_id);
-      std::string damage;  // why the stored tokens cannot be used, if they cannot
-      if (!toks) {
-        if (toks.error().code() != Errc::corrupt) return toks.error();
-        damage = toks.error().message();
-        toks = std::vector<engine::Token>();
-      } else {
-        // A turn that filled the context ends with one sampled token beyond it (never decoded).
-        damage = token_damage(*toks, tok_.n_vocab(), max_stored_tokens(max_session_tokens_));
-      }
-      const auto chat = chat_of(*msgs);
-      if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
-        // Tokens of another model, or damaged ones: re-derive them from the messages. (A model
-        // change or a damaged token sequence invalidates a session's KV and tokens, never the
-        // session; its KV chunks no longer match the new tokens and are not used.)
-        std::vector<engine::Token> rebuilt;
-        if (has_turns(chat)) {
-          auto t = conversation_tokens(model_, tok_, chat, /*add_assistant=*/false);
-          if (!t) return t.error();
-          rebuilt = std::move(*t);
-        }
-        LLMD_TRY_STATUS(store_.replace_tokens(request.session_id, rebuilt, model_.info().fingerprint));
-        if (!damage.empty()) {
-          spdlog::warn("session {}: its stored tokens are damaged ({}); re-derived {} tokens from its {} messages",
-                       request.session_id, damage, rebuilt.size(), chat.size());
-        }
-        *toks = std::move(rebuilt);
-      }
-      auto t = turn_tokens(model_, tok_, chat, toks->size(), request.content);
-      if (!t) return t.error();
-      p.history = std::move(*toks);
-      p.input = std::move(*t);
+      auto session = prepare_session(request, window);
+      if (!session) return session.error();
+      p = std::move(*session);
       break;
     }
   }
@@ -250,6 +247,7 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   }
   f.accepted = true;
   f.callbacks.accepted();
+  if (prep->window.moved && f.callbacks.window) f.callbacks.window(prep->window);
 
   Job job;
   job.id = id;
@@ -276,8 +274,9 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   };
   const bool session_turn = request.kind == TurnRequest::Kind::session_message;
   job.on_done = [this, id, session_turn, session = f.session_id, user = std::move(request.content),
-                 history = job.history.size(), input = job.input](JobResult r) mutable {
-    TurnResult res{r.finish, std::move(r.text), r.usage, r.timings, r.seed, std::move(r.error)};
+                 history = prep->stored_tokens, input = job.input, user_end = prep->user_token_end,
+                 change = std::move(prep->change), window = prep->window](JobResult r) mutable {
+    TurnResult res{r.finish, std::move(r.text), r.usage, r.timings, r.seed, std::move(r.error), window};
     if (!session_turn || !saved_finish(res.finish) || r.generated.empty()) {
       if (session_turn && !res.error && res.finish != engine::FinishReason::cancelled) {
         res.error = Error(Errc::resource_exhausted, "the session is full: no room for another token");
@@ -290,23 +289,32 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
     // turn would still end, unsaved.)
     auto result = std::make_shared<TurnResult>(std::move(res));  // here again if the task is refused
     const bool queued = storage_.post([this, id, session, user = std::move(user), history, input = std::move(input),
-                                       generated = std::move(r.generated), result]() mutable {
+                                       generated = std::move(r.generated), result, user_end,
+                                       change = std::move(change)]() mutable {
       TurnResult turn = std::move(*result);
       const std::int64_t now = unix_ms();
-      const std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", turn.text, now}};
+      std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", turn.text, now}};
+      msgs[0].token_end = user_end;  // the assistant's: the sequence's end
       std::vector<engine::Token> added = std::move(input);
       added.insert(added.end(), generated.begin(), generated.end());
-      auto st = store_.append_turn(session, msgs, added, static_cast<std::uint32_t>(history), now);
-      std::uint64_t bytes = 0;
+      // The window's move (if any) commits with the turn: a turn not saved leaves it as it was.
+      auto st = store_.append_turn(session, msgs, added, history, now, change);
+      std::int64_t bytes = 0;
       if (!st) {
         turn.error = st.error().code() == Errc::no_space ? storage_error(st.error(), "the turn was not saved")
                                                         : st.error().with_context("saving the turn");
         turn.finish = engine::FinishReason::error;
       } else {
-        bytes = msgs[0].content.size() + msgs[1].content.size() + added.size() * sizeof(engine::Token);
+        // Bytes the store holds now beyond before (a moved window holds fewer tokens).
+        const std::size_t tokens_after = (change.tokens ? change.tokens->size() : history) + added.size();
+        bytes = static_cast<std::int64_t>(msgs[0].content.size() + msgs[1].content.size()) +
+                (static_cast<std::int64_t>(tokens_after) - static_cast<std::int64_t>(history)) *
+                    static_cast<std::int64_t>(sizeof(engine::Token));
       }
       asio::post(io_, [this, id, session, bytes, turn = std::move(turn)]() mutable {
-        if (auto e = index_.find(session); e != index_.end()) e->second.bytes += bytes;
+        if (auto e = index_.find(session); e != index_.end()) {
+          e->second.bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(0, static_cast<std::int64_t>(e->second.bytes) + bytes));
+        }
         finished(id, std::move(turn));
       });
     });

@@ -32,6 +32,7 @@
 #include "engine/generation.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "core/context_window.h"
 #include "core/engine_worker.h"
 #include "core/task_thread.h"
 #include "kvstore/chunk_store.h"
@@ -68,6 +69,14 @@ struct SessionInfo {
   bool busy = false;      // a turn is running
   bool resident = false;  // its KV is in a slot
   kvstore::SessionResidency kv;  // its stored KV chunks (restore=chunks)
+  // The model's window over the transcript (core/context_window.h).
+  struct Window {
+    Overflow overflow = Overflow::drop_oldest;  // the policy its turns follow
+    bool overflow_default = true;               // none chosen at creation: context-overflow's
+    std::int64_t first_message = 0;             // messages with seq >= this (and system ones) are in it
+    std::uint32_t dropped_messages = 0;         // messages outside it
+    std::uint64_t dropped_tokens = 0;           // tokens dropped from it over the session's life
+  } window;
 };
 
 struct SessionDetail {
@@ -86,6 +95,10 @@ struct TurnRequest {
   std::string app;  // the app the caller declared (chat, completion; valid_client_name); a session
                     // turn uses the session's
   scheduler::Priority priority = scheduler::Priority::interactive;
+  // chat, completion: what happens when the request does not fit the context (default: the
+  // config's context-overflow for chat; a completion takes only error). A session turn follows its
+  // session's policy: setting it is invalid_argument.
+  std::optional<Overflow> overflow;
 };
 
 struct TurnResult {
@@ -95,6 +108,7 @@ struct TurnResult {
   Timings timings;
   std::uint32_t seed = 0;
   std::optional<Error> error;  // the turn failed after it was accepted (and was not saved)
+  WindowReport window;         // whether the window moved before this turn, and how far
 };
 
 // What a prewarm did (Service::prewarm_session): the session's KV is now in a slot.
@@ -108,6 +122,8 @@ struct PrewarmResult {
 
 struct TurnCallbacks {
   std::function<void()> accepted;                          // valid and queued; text follows
+  // Right after accepted, before any text, only when the window moved (optional).
+  std::function<void(const WindowReport&)> window;
   std::function<void(const std::string&)> text;            // a piece of the answer
   std::function<void(const TurnResult&)> done;             // after accepted, exactly once
   std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
@@ -175,6 +191,10 @@ class Service {
   // no_space (below the disk reserve, or the store's file system is full).
   void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                       std::function<void(Result<SessionInfo>)> done);
+  // The same with the session's overflow policy (nullopt: context-overflow's at each turn).
+  // unsupported (400) for sliding, not implemented yet.
+  void create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                      std::optional<Overflow> overflow, std::function<void(Result<SessionInfo>)> done);
   void list_sessions(const Caller& caller, std::function<void(Result<std::vector<SessionInfo>>)> done);
   void get_session(const Caller& caller, const std::string& id, std::function<void(Result<SessionDetail>)> done);
   // busy if a turn is running on it.
@@ -254,6 +274,9 @@ class Service {
   void set_in_flight_observer(std::function<void()> observer) { in_flight_observer_ = std::move(observer); }
   std::optional<std::uint32_t> session_owner(const std::string& id) const;
   const ServiceLimits& limits() const { return limits_; }
+  // context-overflow and context-fill-target (core/context_window.h); a turn takes them when it starts.
+  const WindowConfig& window_config() const { return window_config_; }
+  void set_window_config(const WindowConfig& config) { window_config_ = config; }
   void set_limits(const ServiceLimits& limits) { limits_ = limits; }
   std::uint32_t max_session_tokens() const { return max_session_tokens_; }
   std::uint32_t slots() const { return worker_.n_slots(); }  // fixed at construction
@@ -276,6 +299,11 @@ class Service {
   struct Prepared {
     std::vector<engine::Token> history;
     std::vector<engine::Token> input;
+    // Session turns: what the save commits beside the turn (core/context_window.h).
+    std::uint32_t stored_tokens = 0;  // the stored sequence's length the turn was planned on
+    std::uint32_t user_token_end = 0;
+    kvstore::WindowChange change;
+    WindowReport window;
   };
 
   bool visible(const Caller& caller, const std::string& id) const;
@@ -287,7 +315,8 @@ class Service {
   // Other errors are returned as they are.
   Error storage_error(const Error& e, const std::string& what) const;
   std::uint32_t in_flight_of(std::uint32_t uid) const;
-  Result<Prepared> prepare(const TurnRequest& request);  // storage thread
+  Result<Prepared> prepare(const TurnRequest& request, const WindowConfig& window);  // storage thread
+  Result<Prepared> prepare_session(const TurnRequest& request, const WindowConfig& window);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
   void finished(RequestId id, TurnResult result);
   void drop(RequestId id);
@@ -304,6 +333,7 @@ class Service {
   kvstore::ChunkStoreOptions no_chunks_;
   std::string state_dir_;
   ServiceLimits limits_;
+  WindowConfig window_config_;
 
   std::map<std::string, IndexEntry> index_;
   std::map<RequestId, InFlight> in_flight_;

@@ -12,7 +12,8 @@
 namespace llmd::core::detail {
 
 std::vector<engine::ChatMessage> chat_of(const std::vector<kvstore::MessageRecord>& records);
-SessionInfo info_of(const kvstore::SessionRecord& r);
+// The session's info; its window's policy is `config`'s where the session chose none.
+SessionInfo info_of(const kvstore::SessionRecord& r, const WindowConfig& config);
 inline Error no_session(const std::string& id) { return Error(Errc::not_found, "no session " + id); }
 // What a request gets once the storage thread has stopped (after the shutdown drain): the same
 // answer as one refused at the door (HTTP 503, D-Bus Unavailable), never silence.

@@ -21,7 +21,7 @@ std::vector<engine::ChatMessage> chat_of(const std::vector<kvstore::MessageRecor
   return out;
 }
 
-SessionInfo info_of(const kvstore::SessionRecord& r) {
+SessionInfo info_of(const kvstore::SessionRecord& r, const WindowConfig& config) {
   SessionInfo i;
   i.id = r.id;
   i.uid = r.uid;
@@ -31,6 +31,16 @@ SessionInfo info_of(const kvstore::SessionRecord& r) {
   i.updated_ms = r.updated_ms;
   i.n_tokens = r.n_tokens;
   i.n_messages = r.n_messages;
+  i.window.overflow = config.overflow;
+  if (r.overflow) {
+    if (auto p = parse_overflow(*r.overflow); p) {
+      i.window.overflow = *p;
+      i.window.overflow_default = false;
+    }
+  }
+  i.window.first_message = r.window_first_message;
+  i.window.dropped_messages = r.n_dropped_messages;
+  i.window.dropped_tokens = r.dropped_tokens;
   return i;
 }
 

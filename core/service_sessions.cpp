@@ -1,6 +1,11 @@
 // The Service's session calls (create, list, get, delete) and KV audits (see service.h).
-#include <boost/asio/post.hpp>
+#include <limits>
+#include <map>
 
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/chat_turns.h"
 #include "core/service.h"
 #include "core/chat_turns.h"
 #include "core/service_internal.h"
@@ -12,7 +17,15 @@ using namespace detail;
 
 void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                              std::function<void(Result<SessionInfo>)> done) {
+  create_session(caller, std::move(system_prompt), std::move(app), std::nullopt, std::move(done));
+}
+
+void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
+                             std::optional<Overflow> overflow, std::function<void(Result<SessionInfo>)> done) {
   if (shutting_down_) return done(stopping());
+  if (overflow) {
+    if (auto st = check_overflow_supported(*overflow); !st) return done(st.error());
+  }
   if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
     return done(over_limit("uid " + std::to_string(caller.uid) + " has " +
                                std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
@@ -36,6 +49,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
   rec.system_prompt = std::move(system_prompt);
   rec.created_ms = rec.updated_ms = unix_ms();
   rec.model_id = model_.info().fingerprint;
+  if (overflow) rec.overflow = std::string(overflow_name(*overflow));
   index_[rec.id] = {caller.uid, true, rec.app, rec.system_prompt ? rec.system_prompt->size() : 0};  // busy until stored
   auto cb = std::make_shared<std::function<void(Result<SessionInfo>)>>(std::move(done));
   const bool queued = storage_.post([this, rec, cb]() mutable {
@@ -49,7 +63,7 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
         return (*cb)(storage_error(st.error(), "the session was not created"));
       }
       index_[rec.id].busy = false;
-      (*cb)(info_of(rec));
+      (*cb)(info_of(rec, window_config_));
     });
   });
   if (!queued) {
@@ -70,7 +84,7 @@ void Service::list_sessions(const Caller& caller, std::function<void(Result<std:
       for (const auto& r : *list) {
         auto it = index_.find(r.id);
         if (it == index_.end()) continue;  // deleted meanwhile
-        SessionInfo i = info_of(r);
+        SessionInfo i = info_of(r, window_config_);
         i.busy = it->second.busy;
         for (const auto& s : stats.slots) i.resident = i.resident || s.session_id == r.id;
         if (chunks_) i.kv = chunks_->residency(r.id);
@@ -91,13 +105,14 @@ void Service::get_session(const Caller& caller, const std::string& id, std::func
       if (!rec) return rec.error();
       auto msgs = store_.messages(id);
       if (!msgs) return msgs.error();
-      return SessionDetail{info_of(*rec), std::move(*msgs)};
+      return SessionDetail{info_of(*rec, WindowConfig{}), std::move(*msgs)};
     }();
     asio::post(io_, [this, id, detail = std::move(detail), cb]() mutable {
       if (detail) {
         auto it = index_.find(id);
         if (it == index_.end()) return (*cb)(no_session(id));
         detail->info.busy = it->second.busy;
+        if (detail->info.window.overflow_default) detail->info.window.overflow = window_config_.overflow;
         for (const auto& s : worker_.stats().slots) detail->info.resident = detail->info.resident || s.session_id == id;
         if (chunks_) detail->info.kv = chunks_->residency(id);
       }
@@ -282,6 +297,78 @@ void Service::prewarm_session(const Caller& caller, const std::string& id,
     });
   });
   if (!queued) (*finish)(stopping());
+}
+
+}  // namespace llmd::core
+
+namespace llmd::core {
+using namespace detail;
+
+// A session turn's tokens (storage thread): the stored window, re-derived after a model change or
+// damage, then the window's plan (core/context_window.h).
+Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, const WindowConfig& config) {
+  auto rec = store_.get(request.session_id);
+  if (!rec) return rec.error();
+  auto msgs = store_.messages(request.session_id);
+  if (!msgs) return msgs.error();
+  Overflow policy = config.overflow;
+  if (rec->overflow) {
+    // A stored name this llmd does not know (or one it no longer supports) follows the default.
+    if (auto p = parse_overflow(*rec->overflow); p && check_overflow_supported(*p)) policy = *p;
+  }
+  auto window = window_messages(*rec, *msgs);
+  auto toks = store_.tokens(request.session_id);
+  std::string damage;  // why the stored tokens cannot be used, if they cannot
+  if (!toks) {
+    if (toks.error().code() != Errc::corrupt) return toks.error();
+    damage = toks.error().message();
+    toks = std::vector<engine::Token>();
+  } else {
+    // A turn that filled the context ends with one sampled token beyond it (never decoded). A
+    // sequence longer than that whose last message ends where it does is no damage under
+    // drop_oldest: a smaller --ctx stranded it, and the window moves as for any overflow.
+    const bool stranded = policy == Overflow::drop_oldest && !window.empty() && window.back().token_end &&
+                          *window.back().token_end == toks->size();
+    damage = token_damage(*toks, tok_.n_vocab(),
+                          stranded ? std::numeric_limits<std::size_t>::max() : max_stored_tokens(max_session_tokens_));
+  }
+  if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
+    // Tokens of another model, or damaged ones: re-derive the window's from its messages, with
+    // where each message ends. (A model change or a damaged token sequence invalidates a session's
+    // KV and tokens, never the session; its KV chunks no longer match and are not used.)
+    auto derived = derive_window(model_, tok_, chat_of(window));
+    if (!derived) return derived.error();
+    std::map<std::int64_t, std::optional<std::uint32_t>> ends;
+    for (std::size_t i = 0; i < window.size() && i < derived->ends.size(); ++i) {
+      ends[window[i].seq] = derived->ends[i];
+      window[i].token_end = derived->ends[i];
+    }
+    LLMD_TRY_STATUS(store_.replace_tokens(request.session_id, derived->tokens, model_.info().fingerprint, ends));
+    if (!damage.empty()) {
+      spdlog::warn("session {}: its stored tokens are damaged ({}); re-derived {} tokens from its {} messages",
+                   request.session_id, damage, derived->tokens.size(), window.size());
+    }
+    *toks = std::move(derived->tokens);
+  }
+  const std::int64_t next_seq = msgs->empty() ? 0 : msgs->back().seq + 1;
+  const std::uint32_t stored = static_cast<std::uint32_t>(toks->size());
+  auto plan = plan_session_turn(model_, tok_, std::move(window), rec->window_first_message, next_seq, std::move(*toks),
+                                request.content, max_session_tokens_, policy,
+                                fill_target_tokens(max_session_tokens_, config.fill_target_percent),
+                                request.params.max_tokens);
+  if (!plan) return plan.error();
+  if (plan->rederived) {
+    spdlog::info("session {}: its messages' token boundaries were unknown; its window was re-derived to move it",
+                 request.session_id);
+  }
+  Prepared p;
+  p.history = std::move(plan->history);
+  p.input = std::move(plan->input);
+  p.stored_tokens = stored;
+  p.user_token_end = plan->user_token_end;
+  p.change = std::move(plan->change);
+  p.window = plan->report;
+  return p;
 }
 
 }  // namespace llmd::core

@@ -49,6 +49,10 @@ class ContentLogger final : public ipc::Responder {
     spdlog::debug("{} -> event {}", tag_, data);
     inner_->event(data);
   }
+  void named_event(const std::string& name, const std::string& data) override {
+    spdlog::debug("{} -> event {} {}", tag_, name, data);
+    inner_->named_event(name, data);
+  }
   void end_events() override { inner_->end_events(); }
   bool closed() const override { return inner_->closed(); }
   void on_close(std::function<void()> cb) override { inner_->on_close(std::move(cb)); }
@@ -171,6 +175,10 @@ core::ServiceLimits App::service_limits() const {
   return l;
 }
 
+core::WindowConfig App::window_config() const {
+  return {config_.context_overflow, config_.context_fill_target};
+}
+
 Status App::start() {
   spdlog::info("llmd {} starting (llama.cpp {}), model {}", kVersion, engine::llama_version_string(), config_.model);
   notify("STATUS=loading " + config_.model);
@@ -252,6 +260,7 @@ Status App::start() {
   storage_ = std::make_unique<core::TaskThread>("llmd-storage");
   service_ = std::make_unique<core::Service>(io_, *model_, *tokenizer_, context_->max_seq_len(), *worker_, *storage_, *store_,
                                        service_limits());
+  service_->set_window_config(window_config());
   service_->set_chunk_store(chunks_.get());
   service_->set_state_dir(config_.state_dir);
   LLMD_TRY_STATUS(service_->load());
@@ -419,6 +428,7 @@ void App::reload() {
   (void)set_log_level(std::string(name_of(config_.log_level)));
   server_->set_limits(http_limits());
   service_->set_limits(service_limits());
+  service_->set_window_config(window_config());
   std::string changed;
   for (const auto key : applied) changed += (changed.empty() ? "" : ", ") + std::string(key);
   spdlog::info("SIGHUP: configuration reloaded ({})", changed.empty() ? "no change to apply" : "applied: " + changed);

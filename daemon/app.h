@@ -47,6 +47,7 @@ class App {
   void drain_then_stop(std::chrono::steady_clock::time_point deadline);
   ipc::HttpLimits http_limits() const;
   core::ServiceLimits service_limits() const;
+  core::WindowConfig window_config() const;  // context-overflow, context-fill-target
   scheduler::Options scheduling_options() const;
   std::map<std::string, double> scheduling_weights() const;
 

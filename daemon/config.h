@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "core/context_window.h"
 #include "engine/context.h"
 #include "engine/ggml_types.h"
 #include "kvstore/policy.h"
@@ -79,6 +80,10 @@ struct Config {
   std::uint32_t max_in_flight = 256;
   std::uint64_t disk_reserve_mib = 256;         // free space the state dir's file system keeps
   std::int32_t default_max_tokens = 256;
+  // What a conversation that outgrows the context does (core/context_window.h): the default of
+  // sessions created without a policy and of chat requests; the window's share after a move.
+  core::Overflow context_overflow = core::Overflow::drop_oldest;
+  std::uint32_t context_fill_target = 50;  // percent
   std::uint32_t shutdown_timeout_ms = 10'000;
 };
 

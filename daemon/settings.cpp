@@ -395,6 +395,18 @@ std::vector<Setting> make_settings() {
       number<std::int32_t>("default-max-tokens", &Config::default_max_tokens, 1,
                            std::numeric_limits<std::int32_t>::max(), R::live,
                            "max_tokens when a request does not say (at most ctx)", "must be between 1 and ctx"),
+      choice<core::Overflow>("context-overflow", &Config::context_overflow,
+                             {{"error", core::Overflow::error},
+                              {"drop_oldest", core::Overflow::drop_oldest},
+                              {"sliding", core::Overflow::sliding}},
+                             R::live,
+                             "what a conversation that outgrows the context does, for sessions created without a "
+                             "policy and chat requests without one: error (400 context_length_exceeded), "
+                             "drop_oldest (the oldest whole turns leave the model's window; the transcript stays "
+                             "whole), sliding (not implemented yet)"),
+      number<std::uint32_t>("context-fill-target", &Config::context_fill_target, 10, 100, R::live,
+                            "percent of a sequence the window holds at most after drop_oldest moved it (the rest is "
+                            "room for answers and later turns)"),
       number<std::uint32_t>("shutdown-timeout-ms", &Config::shutdown_timeout_ms, 0, kU32Max, R::live,
                             "on SIGTERM, how long running requests may finish before they are cancelled"),
   };
@@ -480,6 +492,9 @@ std::optional<SettingProblem> check_config(const Config& c) {
   }
   if (static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
     return SettingProblem{"default-max-tokens", "must be between 1 and ctx"};
+  }
+  if (auto st = core::check_overflow_supported(c.context_overflow, "context-overflow"); !st) {
+    return SettingProblem{"context-overflow", "sliding is not implemented yet; use drop_oldest or error"};
   }
   // Paths start-up will create or bind.
   if (auto problem = creatable_dir(c.state_dir)) return SettingProblem{"state-dir", *problem};

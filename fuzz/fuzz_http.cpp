@@ -148,6 +148,12 @@ class CheckingResponder final : public ipc::Responder {
     FUZZ_CHECK(state_ == State::waiting, "an event stream after an answer to " + request_);
     state_ = State::streaming;
   }
+  void named_event(const std::string& name, const std::string& data) override {
+    if (closed_) return;
+    FUZZ_CHECK(name == "window", "an unknown named event " + name + " for " + request_);
+    FUZZ_CHECK(!done_marker_, "a named event after [DONE]: " + data);
+    event(data);  // the data is a chunk like the others
+  }
   void event(const std::string& data) override {
     if (closed_) return;
     FUZZ_CHECK(state_ == State::streaming, "an event outside an event stream: " + data);

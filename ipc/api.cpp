@@ -179,7 +179,20 @@ nlohmann::json session_json(const core::SessionInfo& s) {
             {"tokens", s.kv.tokens},
             {"ram", {{"chunks", s.kv.ram_chunks}, {"bytes", s.kv.ram_bytes}}},
             {"disk", {{"chunks", s.kv.disk_chunks}, {"bytes", s.kv.disk_bytes}}},
-            {"chunks_by_codec", by_codec(s.kv.chunks_by_codec)}}}};
+            {"chunks_by_codec", by_codec(s.kv.chunks_by_codec)}}},
+          {"window",
+           {{"overflow", std::string(core::overflow_name(s.window.overflow))},
+            {"overflow_default", s.window.overflow_default},
+            {"first_message", s.window.first_message},
+            {"dropped_messages", s.window.dropped_messages},
+            {"dropped_tokens", s.window.dropped_tokens}}}};
+}
+
+nlohmann::json window_json(const core::WindowReport& w) {
+  return {{"moved", w.moved},
+          {"dropped_tokens", w.dropped_tokens},
+          {"dropped_messages", w.dropped_messages},
+          {"first_message", w.first_message}};
 }
 
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body) {

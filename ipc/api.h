@@ -149,6 +149,9 @@ nlohmann::json timings_json(const core::Timings& timings, std::int32_t completio
 std::string openai_finish_reason(engine::FinishReason reason);
 nlohmann::json session_json(const core::SessionInfo& info);
 nlohmann::json session_detail_json(const core::SessionDetail& detail);  // session_json + "messages"
+// What a turn did to its window: {"moved", "dropped_tokens", "dropped_messages", "first_message"}
+// (usage.window, and the data of the "window" SSE event).
+nlohmann::json window_json(const core::WindowReport& window);
 nlohmann::json audit_json(const kvstore::AuditReport& report);
 void reply_json(Responder& r, unsigned status, const nlohmann::json& body);
 

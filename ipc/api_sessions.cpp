@@ -16,7 +16,15 @@ void Api::create_session(HttpRequest& req, std::shared_ptr<Responder> r) {
   if (!system_prompt) return reply_error(*r, system_prompt.error());
   auto app = opt_string(body, "app");
   if (!app) return reply_error(*r, app.error());
-  service_.create_session(caller_of(req.peer), std::move(*system_prompt), app->value_or(""),
+  auto overflow_name = opt_string(body, "overflow");
+  if (!overflow_name) return reply_error(*r, overflow_name.error());
+  std::optional<core::Overflow> overflow;
+  if (*overflow_name) {
+    auto o = core::parse_overflow(**overflow_name);
+    if (!o) return reply_error(*r, o.error());
+    overflow = *o;
+  }
+  service_.create_session(caller_of(req.peer), std::move(*system_prompt), app->value_or(""), overflow,
                           [r](Result<core::SessionInfo> s) {
                             if (!s) return reply_error(*r, s.error());
                             reply_json(*r, 201, session_json(*s));
@@ -35,7 +43,14 @@ void Api::list_sessions(HttpRequest& req, std::shared_ptr<Responder> r) {
 nlohmann::json session_detail_json(const core::SessionDetail& d) {
   nlohmann::json j = session_json(d.info);
   nlohmann::json msgs = nlohmann::json::array();
-  for (const auto& m : d.messages) msgs.push_back({{"role", m.role}, {"content", m.content}, {"created", m.created_ms / 1000}});
+  // in_window: whether the model's window holds it (system messages always; the others from
+  // window.first_message on); the transcript itself is whole.
+  for (const auto& m : d.messages) {
+    msgs.push_back({{"role", m.role},
+                    {"content", m.content},
+                    {"created", m.created_ms / 1000},
+                    {"in_window", m.role == "system" || m.seq >= d.info.window.first_message}});
+  }
   j["messages"] = msgs;
   return j;
 }

@@ -168,6 +168,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
       if (!session.empty()) j["session"] = session;
     }
     j["usage"] = usage_json(res.usage);
+    j["usage"]["window"] = window_json(res.window);
     j["timings"] = timings_json(res.timings, res.usage.completion_tokens);
     j["seed"] = res.seed;
     return j;
@@ -179,6 +180,16 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
     if (!stream) return;
     r->start_events();
     r->event(to_wire(chunk("", nullptr, true)));
+  };
+  // The window moved before this turn: a distinct event, before the text. SDKs that do not look
+  // at event names (openai-python, openai-node yield every event's data as a chunk) see one more
+  // chunk with an empty delta and an extra field, so it is shaped as one.
+  cb.window = [r, stream, chunk](const core::WindowReport& w) {
+    if (!stream) return;
+    nlohmann::json ev = chunk("", nullptr, false);
+    if (ev["choices"][0].contains("delta")) ev["choices"][0]["delta"] = nlohmann::json::object();
+    ev["window"] = window_json(w);
+    r->named_event("window", to_wire(ev));
   };
   cb.text = [r, stream, chunk](const std::string& text) {
     if (stream) r->event(to_wire(chunk(text, nullptr, false)));
@@ -195,6 +206,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
     if (!stream) return reply_json(*r, 200, whole(res));
     nlohmann::json last = chunk("", openai_finish_reason(res.finish), false);
     last["usage"] = usage_json(res.usage);
+    last["usage"]["window"] = window_json(res.window);
     last["timings"] = timings_json(res.timings, res.usage.completion_tokens);
     r->event(to_wire(last));
     r->event("[DONE]");

@@ -26,6 +26,9 @@ const sd_bus_vtable* DbusApi::manager_vtable() {
       SD_BUS_VTABLE_START(0),
       SD_BUS_METHOD_WITH_ARGS("CreateSession", SD_BUS_ARGS("s", system_prompt, "s", app), SD_BUS_RESULT("s", id),
                               on_create_session, kUnprivileged),
+      SD_BUS_METHOD_WITH_ARGS("CreateSessionWithOptions",
+                              SD_BUS_ARGS("s", system_prompt, "s", app, "a{sv}", options), SD_BUS_RESULT("s", id),
+                              on_create_session_with_options, kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("DeleteSession", SD_BUS_ARGS("s", id), SD_BUS_NO_RESULT, on_delete_session,
                               kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("ForkSession", SD_BUS_ARGS("s", id), SD_BUS_RESULT("s", new_id), on_fork_session,
@@ -49,6 +52,8 @@ const sd_bus_vtable* DbusApi::manager_vtable() {
 const sd_bus_vtable* DbusApi::request_vtable() {
   static const sd_bus_vtable vtable[] = {
       SD_BUS_VTABLE_START(0),
+      SD_BUS_SIGNAL_WITH_ARGS("WindowMoved",
+                              SD_BUS_ARGS("t", dropped_tokens, "u", dropped_messages, "x", first_message), 0),
       SD_BUS_SIGNAL_WITH_ARGS("Token", SD_BUS_ARGS("s", text), 0),
       SD_BUS_SIGNAL_WITH_ARGS("Finished", SD_BUS_ARGS("s", finish_reason, "a{sv}", stats), 0),
       SD_BUS_SIGNAL_WITH_ARGS("Failed", SD_BUS_ARGS("s", error_name, "s", message), 0),
@@ -282,6 +287,45 @@ int DbusApi::on_create_session(sd_bus_message* m, void* self_ptr, sd_bus_error*)
   });
 }
 
+// CreateSession with options: overflow ("error" | "drop_oldest" | "sliding"); any other key is
+// invalid_argument.
+int DbusApi::on_create_session_with_options(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
+  auto* self = static_cast<DbusApi*>(self_ptr);
+  return guarded(m, [&] {
+    const char* system_prompt = nullptr;
+    const char* app = nullptr;
+    if (int r = sd_bus_message_read(m, "ss", &system_prompt, &app); r < 0) return r;
+    auto options = read_vardict(m);
+    if (!options) return reply_bus_error(m, options.error());
+    std::optional<core::Overflow> overflow;
+    for (const auto& [key, value] : options->items()) {
+      if (key != "overflow") {
+        return reply_bus_error(m, Error(Errc::invalid_argument, "unknown option " + bus_text(key) + " (options: overflow)"));
+      }
+      if (!value.is_string()) {
+        return reply_bus_error(m, Error(Errc::invalid_argument, "overflow must be a string").with_param("overflow"));
+      }
+      auto o = core::parse_overflow(value.get<std::string>());
+      if (!o) return reply_bus_error(m, o.error());
+      overflow = *o;
+    }
+    std::optional<std::string> sp;
+    if (*system_prompt != '\0') sp = system_prompt;
+    self->with_caller(m, [self, sp = std::move(sp), app = std::string(app), overflow](MessageRef call,
+                                                                                     const core::Caller& c) {
+      self->service_.create_session(c, sp, app, overflow, [self, call](Result<core::SessionInfo> s) {
+        if (!s) {
+          reply_bus_error(call.get(), s.error());
+        } else {
+          sd_bus_reply_method_return(call.get(), "s", s->id.c_str());
+        }
+        self->wake();
+      });
+    });
+    return 1;
+  });
+}
+
 int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
   return guarded(m, [&] {
@@ -368,6 +412,10 @@ int DbusApi::on_list_sessions(sd_bus_message* m, void* self_ptr, sd_bus_error*) 
                     .add("messages", s.n_messages)
                     .add("busy", s.busy)
                     .add("resident", s.resident)
+                    .add("overflow", std::string(core::overflow_name(s.window.overflow)))
+                    .add("window_first_message", static_cast<std::int64_t>(s.window.first_message))
+                    .add("dropped_messages", s.window.dropped_messages)
+                    .add("dropped_tokens", static_cast<std::int64_t>(s.window.dropped_tokens))
                     .append_to(reply);
           }
           if (r >= 0) r = sd_bus_message_close_container(reply);

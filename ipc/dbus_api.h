@@ -141,6 +141,7 @@ class DbusApi {
   static const sd_bus_vtable* request_vtable();  // interface org.llmd.LLM1.Request
   // sd-bus callbacks (userdata: this); defined in dbus_api.cpp and dbus_requests.cpp.
   static int on_create_session(sd_bus_message* m, void* self, sd_bus_error* error);
+  static int on_create_session_with_options(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_delete_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_list_sessions(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_fork_session(sd_bus_message* m, void* self, sd_bus_error* error);

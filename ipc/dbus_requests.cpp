@@ -17,7 +17,8 @@ namespace {
 const std::set<std::string>& known_options() {
   static const std::set<std::string> names = {"max_tokens", "temperature", "top_p",    "top_k",
                                               "min_p",      "seed",        "stop",     "repeat_penalty",
-                                              "ignore_eos", "priority",    "app",      "raw"};
+                                              "ignore_eos", "priority",    "app",      "raw",
+                                              "overflow"};
   return names;
 }
 
@@ -57,7 +58,11 @@ VarDict stats_of(const core::TurnResult& res) {
       .add("prefill_ms", t.prefill)
       .add("decode_ms", t.decode)
       .add("ttft_ms", t.ttft)
-      .add("decode_tokens_per_second", tps);
+      .add("decode_tokens_per_second", tps)
+      .add("window_moved", res.window.moved)
+      .add("window_dropped_tokens", static_cast<std::int64_t>(res.window.dropped_tokens))
+      .add("window_dropped_messages", res.window.dropped_messages)
+      .add("window_first_message", static_cast<std::int64_t>(res.window.first_message));
   return d;
 }
 
@@ -134,6 +139,14 @@ void DbusApi::generate(MessageRef call, const core::Caller& caller, core::TurnRe
     sd_bus_reply_method_return(it->second.call.get(), "o", path.c_str());
     it->second.call = MessageRef();
     wake();
+  };
+  cb.window = [this, n](const core::WindowReport& w) {
+    auto it = requests_.find(n);
+    if (it == requests_.end()) return;
+    emit(request_path(n), it->second.owner, "WindowMoved", [&](sd_bus_message* s) {
+      return sd_bus_message_append(s, "tux", static_cast<std::uint64_t>(w.dropped_tokens), w.dropped_messages,
+                                   static_cast<std::int64_t>(w.first_message));
+    });
   };
   cb.text = [this, n](const std::string& text) {
     auto it = requests_.find(n);

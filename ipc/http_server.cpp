@@ -116,6 +116,7 @@ class ResponderImpl final : public Responder {
   void reply(unsigned status, std::string body, std::string content_type, std::vector<Header> headers) override;
   void start_events() override;
   void event(const std::string& data) override;
+  void named_event(const std::string& name, const std::string& data) override;
   void end_events() override;
   bool closed() const override { return closed_; }
   void on_close(std::function<void()> cb) override {
@@ -393,6 +394,11 @@ void ResponderImpl::start_events() {
 void ResponderImpl::event(const std::string& data) {
   if (done_ || !streaming_) return;
   conn_->send("data: " + data + "\n\n");
+}
+
+void ResponderImpl::named_event(const std::string& name, const std::string& data) {
+  if (done_ || !streaming_) return;
+  conn_->send("event: " + name + "\ndata: " + data + "\n\n");
 }
 
 void ResponderImpl::end_events() {

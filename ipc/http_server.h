@@ -80,6 +80,8 @@ class Responder {
                      std::vector<Header> headers = {}) = 0;
   virtual void start_events() = 0;              // 200, text/event-stream
   virtual void event(const std::string& data) = 0;  // one "data: ..." event
+  // One named event: "event: NAME" then "data: ..." (data on one line).
+  virtual void named_event(const std::string& name, const std::string& data) = 0;
   virtual void end_events() = 0;                // flushes, then closes the connection
   virtual bool closed() const = 0;              // the client went away (or the connection failed)
   // Called once if the client goes away before the response is complete.

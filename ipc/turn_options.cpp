@@ -21,6 +21,13 @@ Status read_turn_options(const nlohmann::json& fields, const core::ServiceLimits
   auto app = opt_string(fields, "app");
   if (!app) return app.error();
   if (*app) turn.app = std::move(**app);  // checked by Service::start_turn
+  auto overflow = opt_string(fields, "overflow");
+  if (!overflow) return overflow.error();
+  if (*overflow) {
+    auto o = core::parse_overflow(**overflow);
+    if (!o) return o.error();
+    turn.overflow = *o;  // which requests may set it: Service::start_turn
+  }
   return {};
 }
 

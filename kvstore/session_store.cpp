@@ -65,7 +65,9 @@ constexpr const char* kSelectSession =
     "SELECT s.id, s.uid, s.app, s.system_prompt, s.created_ms, s.updated_ms, s.model_id, length(s.tokens) / 4,"
     " (SELECT count(*) FROM messages m WHERE m.session_id = s.id),"
     " length(s.tokens) + coalesce((SELECT sum(length(CAST(m.content AS BLOB))) FROM messages m"
-    " WHERE m.session_id = s.id), 0), s.overflow, s.window_first_message, s.dropped_tokens FROM sessions s";
+    " WHERE m.session_id = s.id), 0), s.overflow, s.window_first_message, s.dropped_tokens,"
+    " (SELECT count(*) FROM messages m WHERE m.session_id = s.id AND m.seq < s.window_first_message"
+    " AND m.role != 'system') FROM sessions s";
 
 SessionRecord read_session(const Statement& st) {
   SessionRecord r;
@@ -82,6 +84,7 @@ SessionRecord read_session(const Statement& st) {
   if (!st.column_is_null(10)) r.overflow = st.column_text(10);
   r.window_first_message = st.column_int(11);
   r.dropped_tokens = static_cast<std::uint64_t>(std::max<std::int64_t>(0, st.column_int(12)));
+  r.n_dropped_messages = static_cast<std::uint32_t>(st.column_int(13));
   return r;
 }
 

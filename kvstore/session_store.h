@@ -45,6 +45,7 @@ struct SessionRecord {
   // are the system messages and those with seq >= window_first_message (0: every message).
   std::int64_t window_first_message = 0;
   std::uint64_t dropped_tokens = 0;  // tokens dropped from the window over the session's life
+  std::uint32_t n_dropped_messages = 0;  // read only: messages outside the window (not system, seq < first)
 };
 
 struct MessageRecord {

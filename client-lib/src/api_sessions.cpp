@@ -82,15 +82,22 @@ using llmc::detail::failure;
 extern "C" {
 
 llmc_code llmc_session_create(llmc_client* c, const char* system_prompt, const char* app, char** id_out) {
+  return llmc_session_create_ex(c, system_prompt, app, nullptr, id_out);
+}
+
+llmc_code llmc_session_create_ex(llmc_client* c, const char* system_prompt, const char* app, const char* overflow,
+                                 char** id_out) {
   if (id_out != nullptr) *id_out = nullptr;
   return entry(c, [&]() -> Failure {
     if (id_out == nullptr) return llmc::detail::null_out();
-    std::string_view sys, name;
+    std::string_view sys, name, policy;
     if (auto f = llmc::detail::check_text(system_prompt, "system_prompt", sys, true)) return f;
     if (auto f = llmc::detail::check_text(app, "app", name, true, 256)) return f;
+    if (auto f = llmc::detail::check_text(overflow, "overflow", policy, true, 64)) return f;
     nlohmann::json body = nlohmann::json::object();
     if (system_prompt != nullptr) body["system_prompt"] = sys;
     if (app != nullptr) body["app"] = name;
+    if (overflow != nullptr) body["overflow"] = policy;  // llmd checks the name
     Answer a;
     if (auto f = llmc::detail::call(c, "POST", "/v1/sessions", body.dump(), a)) return f;
     return llmc::detail::session_id_from(a.body, id_out);

@@ -153,7 +153,18 @@ void GenDecoder::take(const std::string& raw, bool is_whole) {
     if (const auto m = j.find("message"); m != j.end() && m->is_object()) piece = string_at(*m, "content");
     if (const std::string fr = string_at(j, "finish_reason"); !fr.empty()) finish_reason = fr;
   }
+  // The window: a "window" event's (before the text) or usage.window (at the end).
+  auto window = [&](const json& w) {
+    if (!w.is_object()) return;
+    if (const auto m = w.find("moved"); m != w.end() && m->is_boolean()) window_moved = window_moved || m->get<bool>();
+    if (!window_moved) return;
+    if (const auto v = w.find("dropped_tokens"); v != w.end() && v->is_number_integer()) window_dropped_tokens = v->get<std::int64_t>();
+    window_dropped_messages = int_at(w, "dropped_messages");
+    if (const auto v = w.find("first_message"); v != w.end() && v->is_number_integer()) window_first_message = v->get<std::int64_t>();
+  };
+  if (const auto w = j.find("window"); w != j.end()) window(*w);
   if (const auto u = j.find("usage"); u != j.end() && u->is_object()) {
+    if (const auto w = u->find("window"); w != u->end()) window(*w);
     prompt_tokens = int_at(*u, "prompt_tokens");
     completion_tokens = int_at(*u, "completion_tokens");
     if (const auto d = u->find("prompt_tokens_details"); d != u->end() && d->is_object()) {
@@ -218,7 +229,7 @@ void GenRequest::on_finish(Failure failure, Answer& answer) {
     r = nullptr;
   }
   if (r == nullptr) {  // out of memory: the app still hears about the end, once
-    llmc_result oom{id(), LLMC_ERR_NOMEM, f.http_status, "out of memory", "", -1, "", "", "", 0, 0, 0, ""};
+    llmc_result oom{id(), LLMC_ERR_NOMEM, f.http_status, "out of memory", "", -1, "", "", "", 0, 0, 0, "", 0, 0, 0, 0};
     if (keep_ != nullptr) *keep_ = nullptr;
     else if (on_done_ != nullptr) on_done_(user_, &oom);
     return;
@@ -250,6 +261,10 @@ llmc_result* make_result(llmc_req_id id, const GenDecoder& d, const Failure& f) 
   r->completion_tokens = d.completion_tokens;
   r->cached_tokens = d.cached_tokens;
   r->json = b.str(d.last_json);
+  r->window_moved = d.window_moved ? 1 : 0;
+  r->window_dropped_tokens = d.window_dropped_tokens;
+  r->window_dropped_messages = d.window_dropped_messages;
+  r->window_first_message = d.window_first_message;
   return static_cast<llmc_result*>(b.release());
 }
 

@@ -33,6 +33,9 @@ class GenDecoder {
 
   std::string text, finish_reason, session_id, last_json;  // last_json: the last event or the whole answer
   std::int32_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  bool window_moved = false;  // from the "window" event or usage.window
+  std::int64_t window_dropped_tokens = 0, window_first_message = 0;
+  std::int32_t window_dropped_messages = 0;
 
  private:
   void take(const std::string& raw, bool is_whole);

@@ -40,8 +40,17 @@ struct SessionRecord {
   std::int64_t created = 0, updated = 0;
   std::int32_t n_tokens = 0, n_messages = 0;
   bool busy = false, resident = false;
+  std::string overflow;
+  std::int64_t window_first_message = 0, dropped_tokens = 0;
+  std::int32_t dropped_messages = 0;
 
   explicit SessionRecord(const json& j) : id(str(j, "id")), app(str(j, "app")) {
+    if (const auto w = j.find("window"); w != j.end() && w->is_object()) {
+      overflow = str(*w, "overflow");
+      window_first_message = num<std::int64_t>(*w, "first_message");
+      dropped_messages = num<std::int32_t>(*w, "dropped_messages");
+      dropped_tokens = num<std::int64_t>(*w, "dropped_tokens");
+    }
     if (const auto it = j.find("system_prompt"); it != j.end() && it->is_string()) system_prompt = it->get<std::string>();
     owner_uid = num<std::uint32_t>(j, "owner_uid");
     created = num<std::int64_t>(j, "created");
@@ -55,6 +64,7 @@ struct SessionRecord {
     size.str(id);
     size.str(app);
     if (system_prompt) size.str(*system_prompt);
+    size.str(overflow);
   }
   void fill(llmc_session& s, Block& b) const {
     s.id = b.str(id);
@@ -67,6 +77,10 @@ struct SessionRecord {
     s.n_messages = n_messages;
     s.busy = busy ? 1 : 0;
     s.resident = resident ? 1 : 0;
+    s.overflow = b.str(overflow);
+    s.window_first_message = window_first_message;
+    s.dropped_messages = dropped_messages;
+    s.dropped_tokens = dropped_tokens;
   }
 };
 

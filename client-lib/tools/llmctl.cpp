@@ -44,11 +44,14 @@ const char* kUsageText =
     "        --session ID             continue a stored session (the prompt is its next message)\n"
     "        --raw                    plain text completion, no chat template\n"
     "        --max-tokens N  --temperature T  --seed N  --stop TEXT\n"
-    "  chat [--session ID] [--system TEXT]\n"
+    "  chat [--session ID] [--system TEXT] [--overflow POLICY]\n"
     "                                 interactive chat kept in a session (a new one unless --session);\n"
     "                                 Ctrl-C stops the current answer, Ctrl-D or /exit leaves\n"
     "  sessions list                  your sessions (every user's for admins)\n"
-    "  sessions show ID               a session and its messages\n"
+    "  sessions create [--system TEXT] [--app NAME] [--overflow POLICY]\n"
+    "                                 a new session; prints its id. POLICY: what happens when it\n"
+    "                                 outgrows the context: drop_oldest or error (default: llmd's)\n"
+    "  sessions show ID               a session, its window and its messages\n"
     "  sessions rm ID...              delete sessions\n"
     "  sessions audit ID...           check every stored copy of a session's KV against its\n"
     "                                 recomputed history (exit 1 if any is wrong)\n"
@@ -184,6 +187,14 @@ void print_models(const json& j) {
   }
 }
 
+// The model's window over a session's transcript.
+void print_session_window(const llmc::Session& s) {
+  std::printf("window: from message %lld on (%d earlier messages outside it, %lld tokens dropped so far); "
+              "overflow: %s\n",
+              static_cast<long long>(s.window_first_message), s.dropped_messages,
+              static_cast<long long>(s.dropped_tokens), s.overflow.empty() ? "?" : s.overflow.c_str());
+}
+
 void print_session_line(const llmc::Session& s) {
   std::printf("%s  %3d messages  %5d tokens%s%s  %s\n", s.id.c_str(), s.n_messages, s.n_tokens,
               s.busy ? "  busy" : "", s.resident ? "  resident" : "", s.app.c_str());
@@ -229,6 +240,12 @@ int generate(llmc::Client& c, const Options& o, const std::string& prompt, llmc:
     });
     if (o.json) std::printf("%s\n", r.json.c_str());
     else std::printf("\n");
+    if (!o.json && r.window_moved) {
+      std::fprintf(stderr,
+                   "(the conversation outgrew the context: %d earlier messages, %lld tokens, left the model's window "
+                   "before this answer; the transcript keeps them)\n",
+                   r.window_dropped_messages, static_cast<long long>(r.window_dropped_tokens));
+    }
     return kOk;
   } catch (const llmc::Error& e) {
     if (any_text) std::printf("\n");
@@ -301,18 +318,20 @@ int cmd_run(const Options& o, std::vector<std::string> args) {
 }
 
 int cmd_chat(const Options& o, std::vector<std::string> args) {
-  std::string session, system;
+  std::string session, system, overflow;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--session" && i + 1 < args.size()) session = args[++i];
     else if (args[i] == "--system" && i + 1 < args.size()) system = args[++i];
+    else if (args[i] == "--overflow" && i + 1 < args.size()) overflow = args[++i];
     else return usage_error("unknown argument for chat: " + args[i]);
   }
   if (o.json) return usage_error("chat is interactive; --json does not apply");
   if (!session.empty() && !system.empty()) return usage_error("--system applies to new sessions only");
+  if (!session.empty() && !overflow.empty()) return usage_error("--overflow applies to new sessions only");
   try {
     Connection c(o);
     if (session.empty()) {
-      session = c->create_session(system, "llmctl");
+      session = c->create_session(system, "llmctl", overflow);
       std::fprintf(stderr, "session %s (continue later with: llmctl chat --session %s)\n", session.c_str(),
                    session.c_str());
     }
@@ -412,10 +431,25 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
   const std::string sub = args.empty() ? std::string() : args[0];
   if (sub == "fork" || sub == "rewind") return cmd_branch(o, args);
   const bool list = sub == "list" && args.size() == 1, show = sub == "show" && args.size() == 2,
-             rm = sub == "rm" && args.size() >= 2, audit = sub == "audit" && args.size() >= 2;
-  if (!list && !show && !rm && !audit) return usage_error("sessions needs list, show ID, rm ID..., audit ID..., fork ID or rewind ID");
+             rm = sub == "rm" && args.size() >= 2, audit = sub == "audit" && args.size() >= 2, create = sub == "create";
+  if (!list && !show && !rm && !audit && !create) {
+    return usage_error("sessions needs list, create, show ID, rm ID..., audit ID..., fork ID or rewind ID");
+  }
   try {
     Connection c(o);
+    if (create) {
+      std::string system, app, overflow;
+      for (std::size_t i = 1; i < args.size(); ++i) {
+        if (args[i] == "--system" && i + 1 < args.size()) system = args[++i];
+        else if (args[i] == "--app" && i + 1 < args.size()) app = args[++i];
+        else if (args[i] == "--overflow" && i + 1 < args.size()) overflow = args[++i];
+        else return usage_error("unknown argument for sessions create: " + args[i]);
+      }
+      const std::string id = c->create_session(system, app, overflow);
+      if (o.json) std::printf("%s\n", c->call("GET", "/v1/sessions/" + id).body.c_str());
+      else std::printf("%s\n", id.c_str());
+      return kOk;
+    }
     if (list) {
       if (o.json) {
         std::printf("%s\n", c->call("GET", "/v1/sessions").body.c_str());
@@ -434,6 +468,7 @@ int cmd_sessions(const Options& o, std::vector<std::string> args) {
       }
       print_session_line(d.session);
       print_session_kv(parse_answer(d.json));
+      print_session_window(d.session);
       for (const auto& m : d.messages) std::printf("\n[%s]\n%s\n", m.role.c_str(), m.content.c_str());
       return kOk;
     }

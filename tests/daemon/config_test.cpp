@@ -69,6 +69,8 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"max-in-flight", {"0"}},
     {"disk-reserve-mib", {"2000000000", "lots"}},
     {"default-max-tokens", {"0", "4097", "-1"}},
+    {"context-overflow", {"sliding", "drop-oldest", "", "truncate"}},
+    {"context-fill-target", {"9", "101", "half", "-1"}},
     {"shutdown-timeout-ms", {"soon", "4294967296"}},
 };
 
@@ -259,7 +261,7 @@ TEST_F(ConfigTest, TheTableSaysWhatSighupApplies) {
                                           "max-connections", "max-connections-per-user", "max-sessions-per-user",
                                           "max-stored-mib-per-user", "max-queued-per-client", "max-prompt-tokens",
                                           "max-in-flight", "disk-reserve-mib", "default-max-tokens",
-                                          "shutdown-timeout-ms"}));
+                                          "context-overflow", "context-fill-target", "shutdown-timeout-ms"}));
   // A restart key's value is kept by copy, and compared by same.
   const Setting* slots = find_setting("slots");
   Config a, b;

@@ -36,12 +36,12 @@ struct Reply {
 
 // What the signals of one request said, in order.
 struct Answer {
-  std::vector<std::string> signals;  // "Token", "Finished", "Failed"
+  std::vector<std::string> signals;  // "WindowMoved", "Token", "Finished", "Failed"
   std::string text;                  // the Tokens, concatenated
   std::string finish_reason;         // Finished
   nlohmann::json stats = nlohmann::json::object();  // Finished's a{sv}
   std::string failed_name, failed_message;           // Failed
-  bool ended() const { return !signals.empty() && signals.back() != "Token"; }
+  bool ended() const { return !signals.empty() && (signals.back() == "Finished" || signals.back() == "Failed"); }
 };
 
 class BusClient {

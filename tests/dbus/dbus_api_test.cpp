@@ -248,6 +248,37 @@ TEST_F(DbusQuotas, OverALimitIsQuotaExceededNamingTheKey) {
   EXPECT_NE(long_prompt.error_message.find("(limit max-prompt-tokens = 8)"), std::string::npos) << long_prompt.error();
 }
 
+// A session created with an overflow policy outlives a 256-token context: the turn whose window
+// moved signals WindowMoved before its first Token, and Finished's stats say the same.
+class DbusWindow : public LlmdOnBus {
+  std::vector<std::string> args() const override { return {"--ctx", "256", "--slots", "1"}; }
+};
+
+TEST_F(DbusWindow, WindowMovedComesBeforeTheTextAndInTheStats) {
+  BusClient c(address());
+  Reply bad = c.call("CreateSessionWithOptions", "ssa{sv}", "", "", 1, "overflow", "s", "sliding");
+  EXPECT_EQ(bad.error_name, "org.llmd.LLM1.Error.InvalidArgument") << bad.error();
+  Reply created = c.call("CreateSessionWithOptions", "ssa{sv}", "You tell stories.", "", 1, "overflow", "s", "drop_oldest");
+  ASSERT_TRUE(created.ok()) << created.error();
+  const std::string id = created.str();
+  EXPECT_EQ(call(http(), "GET", "/v1/sessions/" + id).body["window"]["overflow"], "drop_oldest");
+  bool moved = false;
+  for (int i = 0; i < 20 && !moved; ++i) {
+    const Answer a = c.generate_all(id, "Tell me about the number " + std::to_string(i) + ".", greedy(24));
+    ASSERT_FALSE(a.signals.empty());
+    ASSERT_EQ(a.signals.back(), "Finished") << i;
+    moved = a.stats.value("window_moved", false);
+    if (moved) {
+      EXPECT_EQ(a.signals.front(), "WindowMoved");
+      EXPECT_GT(a.stats["window_dropped_messages"].get<int>(), 0);
+      EXPECT_GT(a.stats["window_dropped_tokens"].get<int>(), 0);
+    } else {
+      EXPECT_EQ(std::count(a.signals.begin(), a.signals.end(), "WindowMoved"), 0);
+    }
+  }
+  EXPECT_TRUE(moved);
+}
+
 TEST_F(DbusApi, PropertiesAndActiveSessionsChanges) {
   BusClient c(address());
   auto get = [&](const char* name, const char* type) {

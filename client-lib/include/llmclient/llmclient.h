@@ -225,6 +225,13 @@ typedef struct llmc_result {
   int32_t cached_tokens;     /* of prompt_tokens, those reused rather than computed (resident in a
                                 slot or loaded from KV chunks); never more than prompt_tokens */
   const char *json;          /* llmd's last event (stream) or whole answer, as JSON; "" if none */
+  /* The model's window over the conversation (a session that outgrew the context, a chat
+   * request that did not fit): 1 if its oldest turns were dropped before this answer. */
+  int window_moved;
+  int64_t window_dropped_tokens;   /* tokens dropped from the window before this answer */
+  int32_t window_dropped_messages; /* messages dropped from it before this answer */
+  int64_t window_first_message;    /* first non-system message the window holds: a session's message
+                                      number (0 based), or the index in a chat request's messages */
 } llmc_result;
 
 /* Called for each piece of generated text (`text` is NUL-terminated, `len` bytes). */
@@ -305,6 +312,11 @@ typedef struct llmc_session {
   int32_t n_messages;
   int busy;                  /* answering a request now */
   int resident;              /* its KV is in one of llmd's slots */
+  /* The model's window over its transcript (the transcript itself is whole): */
+  const char *overflow;          /* its overflow policy: "error", "drop_oldest" */
+  int64_t window_first_message;  /* messages from this number on (and system ones) are in the window */
+  int32_t dropped_messages;      /* messages outside the window */
+  int64_t dropped_tokens;        /* tokens dropped from the window over the session's life */
 } llmc_session;
 
 typedef struct llmc_sessions {
@@ -328,6 +340,12 @@ typedef struct llmc_session_detail {
 
 /* Creates a session. `system_prompt` and `app` may be NULL. *id_out: llmc_free it. */
 LLMC_API llmc_code llmc_session_create(llmc_client *client, const char *system_prompt, const char *app, char **id_out);
+/* The same with its overflow policy: what happens when the conversation outgrows llmd's context.
+ * "drop_oldest" (the oldest whole turns leave the model's window), "error" (the turn that does not
+ * fit fails, LLMC_ERR_INVALID_ARGUMENT), or NULL: llmd's context-overflow. ("sliding" is not
+ * implemented yet: LLMC_ERR_INVALID_ARGUMENT.) */
+LLMC_API llmc_code llmc_session_create_ex(llmc_client *client, const char *system_prompt, const char *app,
+                                          const char *overflow, char **id_out);
 /* The caller's sessions (every user's for llmd's admins). *out: llmc_free it. */
 LLMC_API llmc_code llmc_session_list(llmc_client *client, llmc_sessions **out);
 /* One session with its messages. LLMC_ERR_NOT_FOUND if there is none (or another uid's). */

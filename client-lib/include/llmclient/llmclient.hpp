@@ -96,6 +96,11 @@ struct Result {
   std::int32_t completion_tokens = 0;
   std::int32_t cached_tokens = 0;
   std::string json;  // llmd's last event or whole answer
+  // The model's window: whether its oldest turns were dropped before this answer, and how many.
+  bool window_moved = false;
+  std::int64_t window_dropped_tokens = 0;
+  std::int32_t window_dropped_messages = 0;
+  std::int64_t window_first_message = 0;
 
   explicit operator bool() const noexcept { return code == LLMC_OK; }
   Error error() const { return Error(code, message, http_status, error_param, retry_after_s); }
@@ -112,6 +117,10 @@ struct Session {
   std::int32_t n_messages = 0;
   bool busy = false;
   bool resident = false;
+  std::string overflow;                 // its overflow policy: "error", "drop_oldest"
+  std::int64_t window_first_message = 0;  // the model's window: system messages + these on
+  std::int32_t dropped_messages = 0;
+  std::int64_t dropped_tokens = 0;
 };
 
 struct Message {
@@ -192,6 +201,10 @@ inline Result to_result(const llmc_result& r) {
   out.completion_tokens = r.completion_tokens;
   out.cached_tokens = r.cached_tokens;
   out.json = r.json;
+  out.window_moved = r.window_moved != 0;
+  out.window_dropped_tokens = r.window_dropped_tokens;
+  out.window_dropped_messages = r.window_dropped_messages;
+  out.window_first_message = r.window_first_message;
   return out;
 }
 
@@ -207,6 +220,10 @@ inline Session to_session(const llmc_session& s) {
   out.n_messages = s.n_messages;
   out.busy = s.busy != 0;
   out.resident = s.resident != 0;
+  if (s.overflow != nullptr) out.overflow = s.overflow;
+  out.window_first_message = s.window_first_message;
+  out.dropped_messages = s.dropped_messages;
+  out.dropped_tokens = s.dropped_tokens;
   return out;
 }
 
@@ -431,9 +448,11 @@ class Client {
   }
 
   // Creates a session; returns its id.
-  std::string create_session(const std::string& system_prompt = {}, const std::string& app = {}) {
+  // overflow: "drop_oldest", "error", or empty for llmd's context-overflow.
+  std::string create_session(const std::string& system_prompt = {}, const std::string& app = {},
+                             const std::string& overflow = {}) {
     char* id = nullptr;
-    check(llmc_session_create(get(), detail::opt(system_prompt), detail::opt(app), &id));
+    check(llmc_session_create_ex(get(), detail::opt(system_prompt), detail::opt(app), detail::opt(overflow), &id));
     const detail::CPtr<char> owned(id);
     return id;
   }
