@@ -102,7 +102,7 @@ void Service::fork_session(const Caller& caller, const std::string& id, std::fun
     e.busy = false;
     e.app = stored->app;
     e.bytes = stored->n_bytes;
-    (*cb)(info_of(*stored));
+    (*cb)(info_of(*stored, window_config_));
   };
   const bool queued = storage_.post([this, id, rec, settle]() {
     auto stored = store_.fork(id, rec);
@@ -138,6 +138,7 @@ void Service::rewind_session(const Caller& caller, const std::string& id, Rewind
     if (chunks_) chunks_->drop_from(id, cut->tokens / chunks_->options().chunk_tokens);
     for (const auto& s : worker_.stats().slots) cut->detail.info.resident = cut->detail.info.resident || s.session_id == id;
     if (chunks_) cut->detail.info.kv = chunks_->residency(id);
+    if (cut->detail.info.window.overflow_default) cut->detail.info.window.overflow = window_config_.overflow;
     (*cb)(std::move(cut->detail));
   };
   const bool queued = storage_.post([this, id, how, settle]() {
@@ -171,7 +172,7 @@ void Service::rewind_session(const Caller& caller, const std::string& id, Rewind
       Cut c;
       c.bytes = stored->n_bytes;
       c.tokens = stored->n_tokens;
-      c.detail = SessionDetail{info_of(*stored), std::move(*msgs)};
+      c.detail = SessionDetail{info_of(*stored, WindowConfig{}), std::move(*msgs)};
       return c;
     }();
     asio::post(io_, [settle, cut = std::move(cut)]() mutable { settle(std::move(cut)); });
