@@ -35,6 +35,9 @@ const sd_bus_vtable* DbusApi::manager_vtable() {
                               kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("RewindSession", SD_BUS_ARGS("s", id, "a{sv}", options),
                               SD_BUS_RESULT("u", messages, "u", tokens), on_rewind_session, kUnprivileged),
+      SD_BUS_METHOD_WITH_ARGS("PrewarmSession", SD_BUS_ARGS("s", id),
+                              SD_BUS_RESULT("u", tokens, "u", resident, "u", loaded, "u", restored),
+                              on_prewarm_session, kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("ListSessions", SD_BUS_NO_ARGS, SD_BUS_RESULT("aa{sv}", sessions), on_list_sessions,
                               kUnprivileged),
       SD_BUS_METHOD_WITH_ARGS("Generate", SD_BUS_ARGS("s", session, "s", prompt, "a{sv}", options),
@@ -356,6 +359,25 @@ int DbusApi::on_fork_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
           reply_bus_error(call.get(), s.error());
         } else {
           sd_bus_reply_method_return(call.get(), "s", s->id.c_str());
+        }
+        self->wake();
+      });
+    });
+    return 1;
+  });
+}
+
+int DbusApi::on_prewarm_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
+  auto* self = static_cast<DbusApi*>(self_ptr);
+  return guarded(m, [&] {
+    const char* id = nullptr;
+    if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
+    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
+      self->service_.prewarm_session(c, id, [self, call](Result<core::PrewarmResult> p) {
+        if (!p) {
+          reply_bus_error(call.get(), p.error());
+        } else {
+          sd_bus_reply_method_return(call.get(), "uuuu", p->tokens, p->resident, p->loaded, p->restored);
         }
         self->wake();
       });

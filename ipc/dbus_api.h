@@ -22,6 +22,11 @@
 //       exactly one, any integer type. Whole turns only, never the system message. Answers what
 //       is left. InvalidArgument naming the option (unknown, both or neither, nothing or too much
 //       dropped, half a turn), NotFound, Busy, Unavailable
+//   PrewarmSession(s id) -> (u tokens, u resident, u loaded, u restored)   brings the session's KV
+//       into a slot ahead of its next message (Service::prewarm_session; background work of the
+//       caller's client); replies once it is there: the session's tokens, and how many of them
+//       were resident already, loaded from KV chunks, recomputed. NotFound, Busy, QuotaExceeded
+//       (max-in-flight), Unavailable
 //   ListSessions() -> (aa{sv} sessions)                       the caller's (an admin's: everyone's),
 //       keys: id s, uid u, app s, system_prompt s ("" = none), created_ms x, updated_ms x,
 //       tokens u, messages u, busy b, resident b
@@ -146,6 +151,7 @@ class DbusApi {
   static int on_list_sessions(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_fork_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_rewind_session(sd_bus_message* m, void* self, sd_bus_error* error);
+  static int on_prewarm_session(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_generate(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_cancel(sd_bus_message* m, void* self, sd_bus_error* error);
   static int on_get_status(sd_bus_message* m, void* self, sd_bus_error* error);

@@ -147,6 +147,29 @@ llmc_code llmc_session_fork(llmc_client* c, const char* id, char** new_id_out) {
   });
 }
 
+llmc_code llmc_session_prewarm(llmc_client* c, const char* id, uint32_t* tokens_out, uint32_t* loaded_out,
+                               uint32_t* restored_out) {
+  for (uint32_t* out : {tokens_out, loaded_out, restored_out}) {
+    if (out != nullptr) *out = 0;
+  }
+  return entry(c, [&]() -> Failure {
+    std::string path;
+    if (auto f = llmc::detail::session_path(id, path)) return f;
+    Answer a;
+    if (auto f = llmc::detail::call(c, "POST", path + "/prewarm", {}, a)) return f;
+    const auto j = nlohmann::json::parse(a.body, nullptr, false);
+    auto count = [&](const char* key, uint32_t* out) {
+      if (out != nullptr && j.is_object() && j.contains(key) && j[key].is_number_unsigned()) {
+        *out = j[key].get<uint32_t>();
+      }
+    };
+    count("tokens", tokens_out);
+    count("loaded_tokens", loaded_out);
+    count("restored_tokens", restored_out);
+    return {};
+  });
+}
+
 llmc_code llmc_session_rewind(llmc_client* c, const char* id, int how, uint32_t count, llmc_session_detail** out) {
   if (out != nullptr) *out = nullptr;
   return entry(c, [&]() -> Failure {

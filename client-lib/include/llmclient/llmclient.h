@@ -360,6 +360,14 @@ LLMC_API llmc_code llmc_session_delete(llmc_client *client, const char *id);
  * bytes; the param names the limit), LLMC_ERR_NO_SPACE. */
 LLMC_API llmc_code llmc_session_fork(llmc_client *client, const char *id, char **new_id_out);
 
+/* Prewarms a session: llmd brings its KV into a slot ahead of its next message (background work of
+ * the caller's), and answers once it is there, so that the next llmc_generate on it computes only
+ * the new message. The out parameters (each may be NULL) get the session's tokens and how many of
+ * them were loaded from stored KV chunks and recomputed (the rest were in a slot already).
+ * Errors: LLMC_ERR_NOT_FOUND, LLMC_ERR_BUSY (a request runs on it), LLMC_ERR_QUOTA. */
+LLMC_API llmc_code llmc_session_prewarm(llmc_client *client, const char *id, uint32_t *tokens_out,
+                                        uint32_t *loaded_out, uint32_t *restored_out);
+
 /* How llmc_session_rewind counts. */
 enum { LLMC_REWIND_DROP_LAST = 0, /* drop the last `count` messages */
        LLMC_REWIND_KEEP = 1 };    /* keep the first `count` messages (the system message counted) */

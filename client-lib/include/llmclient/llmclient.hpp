@@ -482,6 +482,17 @@ class Client {
     return new_id;
   }
 
+  // Prewarms a session (llmc_session_prewarm): its KV is in a slot when this returns. Returns how
+  // many of its tokens were loaded from KV chunks or recomputed for it (0: all were resident).
+  struct Prewarmed {
+    std::uint32_t tokens = 0, loaded = 0, restored = 0;
+  };
+  Prewarmed prewarm_session(const std::string& id) {
+    Prewarmed p;
+    check(llmc_session_prewarm(get(), id.c_str(), &p.tokens, &p.loaded, &p.restored));
+    return p;
+  }
+
   // Rewinds a session (llmc_session_rewind): drops its last `n` messages, or with Rewind::keep
   // keeps its first `n`; returns the session with the messages left.
   enum class Rewind { drop_last = LLMC_REWIND_DROP_LAST, keep = LLMC_REWIND_KEEP };
