@@ -12,7 +12,8 @@
 // and R more rounds follow; the first of them is "restart".
 // Measured per turn, client side: time to the first content byte of the SSE answer. Reported per
 // phase (first turn, steady rounds, restart round, later rounds): p50/p90 TTFT and the mean
-// prompt_tokens and cached_tokens the server reported (llama-server: timings.cache_n); RAM held per
+// prompt_tokens and cached_tokens the server reported (llama-server: timings.cache_n; llmd also its
+// loaded_tokens and restored_tokens, history from KV chunks and recomputed); RAM held per
 // conversation (growth of the server's RSS from after a warm-up request to the end of the steady
 // rounds, / N) and disk (growth of llmd's state directory, / N; llmd's T1/T2 bytes from /v1/status).
 // Ratios against issue 15's targets: (b)/(a) <= 1.05 and (b)/(c) <= 0.85 in steady state,
