@@ -14,6 +14,8 @@ struct BenchEnv {
   std::string tools_dir;   // llama.cpp's own tools, built from the same pinned source
   std::string log_path;    // the tools' stderr goes here
   int threads = 0;         // the same for llmd and llama.cpp
+  bool threads_given = false;  // --threads was on the command line (else: all CPUs, or a scenario's own)
+  bool quick = false;      // --quick: a short smoke run where a scenario has one
   int reps = 5;            // repetitions per measurement (llama-bench -r)
   int rounds = 2;          // llmd and llama.cpp alternate this many times, to share any drift
 };

@@ -16,6 +16,7 @@
 
 #include "bench/bench_env.h"
 #include "bench/report.h"
+#include "bench/scenario_conversations.h"
 #include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
 #include "bench/scenario_fair.h"
@@ -32,6 +33,8 @@ using Scenario = std::function<llmd::Status(const BenchEnv&, Report&)>;
 
 const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
   static const std::map<std::string, std::pair<Scenario, std::string>> s = {
+      {"conversations", {llmd::bench::run_conversations_scenario,
+                         "8 conversations on 2 slots: TTFT of sessions, stateless llmd, llama-server; restart"}},
       {"engine", {llmd::bench::run_engine_scenario,
                   "engine prefill (pp512) and decode (tg128) tokens/s vs llama-bench, smollm2-135m q8_0"}},
       {"daemon", {llmd::bench::run_daemon_scenario,
@@ -52,11 +55,12 @@ void usage(std::FILE* to) {
                "  --threads N      threads for llmd and llama.cpp alike (default: all CPUs)\n"
                "  --reps N         repetitions per measurement (default 5)\n"
                "  --rounds N       alternations of llmd and llama.cpp (default 2)\n"
+               "  --quick          a short smoke run, where a scenario has one (conversations)\n"
                "  --models-dir D   cache of generated models (default %s)\n"
                "  --out-dir D      where the JSON result goes (default %s)\n"
                "scenarios:\n",
                LLMD_BENCH_MODELS_DIR, LLMD_BENCH_OUT_DIR);
-  for (const auto& [name, s] : scenarios()) std::fprintf(to, "  %-10s %s\n", name.c_str(), s.second.c_str());
+  for (const auto& [name, s] : scenarios()) std::fprintf(to, "  %-14s %s\n", name.c_str(), s.second.c_str());
 }
 
 std::string timestamp() {
@@ -89,7 +93,11 @@ int main(int argc, char** argv) {
       }
       return v;
     };
-    if (a == "--threads") env.threads = number("--threads");
+    if (a == "--threads") {
+      env.threads = number("--threads");
+      env.threads_given = true;
+    }
+    else if (a == "--quick") env.quick = true;
     else if (a == "--reps") env.reps = number("--reps");
     else if (a == "--rounds") env.rounds = number("--rounds");
     else if (a == "--models-dir" && i + 1 < argc) env.models_dir = argv[++i];
@@ -118,6 +126,7 @@ int main(int argc, char** argv) {
   report.context["threads"] = env.threads;
   report.context["reps"] = env.reps;
   report.context["rounds"] = env.rounds;
+  report.context["quick"] = env.quick;
   report.context["llama_cpp"] = llmd::engine::llama_version_string();
 
   int failures = 0;

@@ -27,6 +27,14 @@ void LlmdProcess::stop() {
   pid_ = -1;
 }
 
+void LlmdProcess::kill_hard() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
 Status LlmdProcess::start(const BenchEnv& env, const std::string& model, const std::vector<std::string>& args,
                           bool keep_state) {
   stop();

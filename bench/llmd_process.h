@@ -24,7 +24,8 @@ class LlmdProcess {
   // keep_state: reuse the state directory of a previous start (a restart).
   Status start(const BenchEnv& env, const std::string& model, const std::vector<std::string>& args,
                bool keep_state = false);
-  void stop();  // SIGTERM, wait
+  void stop();       // SIGTERM, wait
+  void kill_hard();  // SIGKILL, wait: a crash; what was not written back is lost
   const std::string& socket() const { return socket_; }
   pid_t pid() const { return pid_; }
   std::filesystem::path state_dir() const { return dir_ / "state"; }

@@ -19,6 +19,9 @@ struct Measurement {
 // Mean and sample standard deviation.
 Measurement summarize(const std::vector<double>& values);
 
+// The p-th percentile (0 < p <= 100) by nearest rank; 0 for no values.
+double percentile(std::vector<double> values, double p);
+
 struct Row {
   std::string scenario;
   std::string metric;  // e.g. "pp512 tok/s"

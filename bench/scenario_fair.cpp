@@ -8,19 +8,16 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "bench/cpu_load.h"
 #include "bench/llmd_process.h"
 #include "tools/http_client/http_client.h"
 
@@ -32,64 +29,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int kBatch = 512;
-
-double env_number(const char* name, double fallback) {
-  const char* v = std::getenv(name);
-  const double s = v ? std::atof(v) : 0.0;
-  return s > 0 ? s : fallback;
-}
-
-// CPU time in clock ticks: busy time of the whole machine (all CPUs), and of one process.
-std::int64_t machine_busy_ticks() {
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  std::int64_t user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  return user + nice + sys + irq + softirq + steal;
-}
-
-std::int64_t process_ticks(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(f, line);
-  const auto paren = line.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream in(line.substr(paren + 2));  // from field 3 (state) on
-  std::string skip;
-  for (int field = 3; field < 14; ++field) in >> skip;
-  std::int64_t utime = 0, stime = 0;
-  in >> utime >> stime;
-  return utime + stime;
-}
-
-// CPUs' worth of time used by other processes than this one and `server` since `since` was taken.
-struct CpuMark {
-  std::int64_t machine = 0, self = 0, server = 0;
-  Clock::time_point at;
-};
-CpuMark cpu_mark(pid_t server) {
-  return {machine_busy_ticks(), process_ticks(::getpid()), server > 0 ? process_ticks(server) : 0, Clock::now()};
-}
-double other_cpus(const CpuMark& since, pid_t server) {
-  const CpuMark now = cpu_mark(server);
-  const double ticks = static_cast<double>((now.machine - since.machine) - (now.self - since.self) -
-                                           (now.server - since.server));
-  const double s = std::chrono::duration<double>(now.at - since.at).count();
-  return s > 0 ? std::max(0.0, ticks / static_cast<double>(::sysconf(_SC_CLK_TCK)) / s) : 0.0;
-}
-
-// The machine may be shared: before a run, wait (up to 2 minutes) until other processes use less
-// than LLMD_BENCH_FAIR_QUIET CPUs (default 0.25).
-void wait_for_quiet() {
-  const double quiet = env_number("LLMD_BENCH_FAIR_QUIET", 0.25);
-  for (int i = 0; i < 120; ++i) {
-    const CpuMark m = cpu_mark(-1);
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    const double busy = other_cpus(m, -1);
-    if (busy < quiet) return;
-    if (i % 10 == 0) std::fprintf(stderr, "llmd-bench: fair: waiting, other processes use %.1f CPUs\n", busy);
-  }
-}
 
 // llama-server on a Unix socket, started as in scenario "switch"; SIGTERM on destruction.
 class LlamaServer {
@@ -346,7 +285,9 @@ Result<RunResult> run_load(const Load& load, double warmup_s, double window_s) {
 // Starts the server, runs the load on it, stops it.
 Result<RunResult> run_server(const BenchEnv& env, const std::string& model, Server s, int slots, int ctx,
                              Load load, double warmup_s, double window_s) {
-  wait_for_quiet();
+  // The machine may be shared: wait (up to 2 minutes) until other processes use less than
+  // LLMD_BENCH_FAIR_QUIET CPUs (default 0.25).
+  wait_for_quiet("LLMD_BENCH_FAIR_QUIET", 120, "fair");
   LlmdProcess llmd;
   LlamaServer ls;
   if (s == Server::llama_server) {
@@ -380,13 +321,6 @@ double sum(const std::vector<double>& x) {
   double s = 0;
   for (double v : x) s += v;
   return s;
-}
-
-double percentile(std::vector<double> v, double p) {  // nearest rank
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  return v[std::clamp<std::size_t>(rank, 1, v.size()) - 1];
 }
 
 std::string list(const std::vector<double>& x) {
