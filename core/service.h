@@ -315,6 +315,9 @@ class Service {
   // Other errors are returned as they are.
   Error storage_error(const Error& e, const std::string& what) const;
   std::uint32_t in_flight_of(std::uint32_t uid) const;
+  // An audit or prewarm of a session may start: not shutting down, the caller's (or an admin's),
+  // room in flight, not busy; then the session is marked busy.
+  Status begin_session_job(const Caller& caller, const std::string& id);
   Result<Prepared> prepare(const TurnRequest& request, const WindowConfig& window);  // storage thread
   Result<Prepared> prepare_session(const TurnRequest& request, const WindowConfig& window);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);

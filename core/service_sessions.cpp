@@ -146,17 +146,23 @@ void Service::delete_session(const Caller& caller, const std::string& id, std::f
   }
 }
 
-void Service::audit_session(const Caller& caller, const std::string& id,
-                            std::function<void(Result<kvstore::AuditReport>)> done) {
-  if (shutting_down_) return done(stopping());
-  if (!visible(caller, id)) return done(no_session(id));
+Status Service::begin_session_job(const Caller& caller, const std::string& id) {
+  if (shutting_down_) return stopping();
+  if (!visible(caller, id)) return no_session(id);
   if (in_flight_.size() >= limits_.max_in_flight) {
-    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
-                           in_flight_.size()));
+    return over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
+                      in_flight_.size());
   }
   IndexEntry& e = index_[id];
-  if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
+  if (e.busy) return Error(Errc::busy, "session " + id + " is busy with another request");
   e.busy = true;
+  return {};
+}
+
+void Service::audit_session(const Caller& caller, const std::string& id,
+                            std::function<void(Result<kvstore::AuditReport>)> done) {
+  if (auto st = begin_session_job(caller, id); !st) return done(st.error());
+  IndexEntry& e = index_[id];
   const RequestId rid = ++next_id_;
   const std::string client = client_of(caller.uid, e.app);  // a bad stored name: the uid (as its turns)
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
@@ -231,15 +237,8 @@ void Service::audit_session(const Caller& caller, const std::string& id,
 
 void Service::prewarm_session(const Caller& caller, const std::string& id,
                               std::function<void(Result<PrewarmResult>)> done) {
-  if (shutting_down_) return done(stopping());
-  if (!visible(caller, id)) return done(no_session(id));
-  if (in_flight_.size() >= limits_.max_in_flight) {
-    return done(over_limit("too many requests in flight; try again later", "max-in-flight", limits_.max_in_flight,
-                           in_flight_.size()));
-  }
+  if (auto st = begin_session_job(caller, id); !st) return done(st.error());
   IndexEntry& e = index_[id];
-  if (e.busy) return done(Error(Errc::busy, "session " + id + " is busy with another request"));
-  e.busy = true;
   const RequestId rid = ++next_id_;
   const std::string client = client_of(caller.uid, e.app);
   const std::uint32_t owner = e.uid;
