@@ -3,6 +3,7 @@
 #include "ipc/dbus_api.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include <boost/asio/post.hpp>
 
@@ -329,61 +330,48 @@ int DbusApi::on_create_session_with_options(sd_bus_message* m, void* self_ptr, s
   });
 }
 
-int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
-  auto* self = static_cast<DbusApi*>(self_ptr);
+template <typename R, typename Start, typename Reply>
+int DbusApi::on_session_method(sd_bus_message* m, Start start, Reply reply) {
   return guarded(m, [&] {
     const char* id = nullptr;
     if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
-    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
-      self->service_.delete_session(c, id, [self, call](Status st) {
-        if (!st) {
-          reply_bus_error(call.get(), st.error());
+    with_caller(m, [this, start, reply, id = std::string(id)](MessageRef call, const core::Caller& c) {
+      start(c, id, [this, call, reply](R result) {
+        if (!result) {
+          reply_bus_error(call.get(), result.error());
+        } else if constexpr (std::is_same_v<R, Status>) {
+          reply(call.get());
         } else {
-          sd_bus_reply_method_return(call.get(), "");
+          reply(call.get(), *result);
         }
-        self->wake();
+        wake();
       });
     });
     return 1;
   });
+}
+
+int DbusApi::on_delete_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
+  auto* self = static_cast<DbusApi*>(self_ptr);
+  return self->on_session_method<Status>(
+      m, [self](const core::Caller& c, const std::string& id, auto done) { self->service_.delete_session(c, id, done); },
+      [](sd_bus_message* call) { sd_bus_reply_method_return(call, ""); });
 }
 
 int DbusApi::on_fork_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
-  return guarded(m, [&] {
-    const char* id = nullptr;
-    if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
-    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
-      self->service_.fork_session(c, id, [self, call](Result<core::SessionInfo> s) {
-        if (!s) {
-          reply_bus_error(call.get(), s.error());
-        } else {
-          sd_bus_reply_method_return(call.get(), "s", s->id.c_str());
-        }
-        self->wake();
-      });
-    });
-    return 1;
-  });
+  return self->on_session_method<Result<core::SessionInfo>>(
+      m, [self](const core::Caller& c, const std::string& id, auto done) { self->service_.fork_session(c, id, done); },
+      [](sd_bus_message* call, const core::SessionInfo& s) { sd_bus_reply_method_return(call, "s", s.id.c_str()); });
 }
 
 int DbusApi::on_prewarm_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {
   auto* self = static_cast<DbusApi*>(self_ptr);
-  return guarded(m, [&] {
-    const char* id = nullptr;
-    if (int r = sd_bus_message_read(m, "s", &id); r < 0) return r;
-    self->with_caller(m, [self, id = std::string(id)](MessageRef call, const core::Caller& c) {
-      self->service_.prewarm_session(c, id, [self, call](Result<core::PrewarmResult> p) {
-        if (!p) {
-          reply_bus_error(call.get(), p.error());
-        } else {
-          sd_bus_reply_method_return(call.get(), "uuuu", p->tokens, p->resident, p->loaded, p->restored);
-        }
-        self->wake();
+  return self->on_session_method<Result<core::PrewarmResult>>(
+      m, [self](const core::Caller& c, const std::string& id, auto done) { self->service_.prewarm_session(c, id, done); },
+      [](sd_bus_message* call, const core::PrewarmResult& p) {
+        sd_bus_reply_method_return(call, "uuuu", p.tokens, p.resident, p.loaded, p.restored);
       });
-    });
-    return 1;
-  });
 }
 
 int DbusApi::on_rewind_session(sd_bus_message* m, void* self_ptr, sd_bus_error*) {

@@ -167,6 +167,11 @@ class DbusApi {
   // Runs `then` with the sender's identity (now if known, else once the bus says); answers the
   // call PermissionDenied if the bus cannot tell.
   void with_caller(sd_bus_message* call, CallerFn then);
+  // A method whose one argument is a session id (s): once the caller is known, `start(caller, id,
+  // done)` makes the Service call, and `done(result)` answers the call with `reply(call, value)`
+  // (a Status: an empty reply) or the result's error, then wakes the loop. dbus_api.cpp.
+  template <typename R, typename Start, typename Reply>
+  int on_session_method(sd_bus_message* m, Start start, Reply reply);
   Status read_generate(sd_bus_message* m, core::TurnRequest& turn) const;
   void generate(MessageRef call, const core::Caller& caller, core::TurnRequest turn);
   void emit(const std::string& path, const std::string& owner, const char* member,

@@ -1,4 +1,4 @@
-// ForkSession and RewindSession of the real llmd on a private bus: the same sessions, rules and
+// ForkSession, RewindSession and PrewarmSession of the real llmd on a private bus: the same sessions, rules and
 // errors as the HTTP API's fork and rewind, and a rewind then the same message gives the first
 // answer again (greedy, flash attention off).
 #include <unistd.h>
@@ -139,6 +139,29 @@ TEST_F(DbusForkQuota, AForkCountsAsASession) {
   Reply forked = c.call("ForkSession", "s", created.str().c_str());
   EXPECT_EQ(forked.error_name, "org.llmd.LLM1.Error.QuotaExceeded") << forked.error();
   EXPECT_NE(forked.error_message.find("(limit max-sessions-per-user = 1)"), std::string::npos) << forked.error();
+}
+
+// PrewarmSession: a session out of the only slot comes back before its next message; the reply
+// says how (the HTTP API's prewarm, by the same Service call).
+class DbusPrewarm : public LlmdOnBus {
+  std::vector<std::string> args() const override { return {"--slots", "1"}; }
+};
+
+TEST_F(DbusPrewarm, PrewarmBringsTheSessionBack) {
+  BusClient c(address());
+  Reply a = c.call("CreateSession", "ss", "You tell stories.", "");
+  Reply b = c.call("CreateSession", "ss", "You tell stories.", "");
+  ASSERT_TRUE(a.ok() && b.ok()) << a.error() << b.error();
+  ASSERT_EQ(c.generate_all(a.str(), "Tell me a story about a dog.", greedy(8)).signals.back(), "Finished");
+  ASSERT_EQ(c.generate_all(b.str(), "Tell me a story about a cat.", greedy(8)).signals.back(), "Finished");
+  Reply warm = c.call("PrewarmSession", "s", a.str().c_str());
+  ASSERT_TRUE(warm.ok()) << warm.error();
+  std::uint32_t tokens = 0, resident = 1, loaded = 0, restored = 0;
+  ASSERT_GE(sd_bus_message_read(warm.msg, "uuuu", &tokens, &resident, &loaded, &restored), 0);
+  EXPECT_EQ(tokens, call(http(), "GET", "/v1/sessions/" + a.str()).body.value("n_tokens", 0u));
+  EXPECT_EQ(resident, 0u);
+  EXPECT_GT(loaded + restored, 0u);
+  EXPECT_EQ(c.call("PrewarmSession", "s", "ses_000000000000000000000000").error_name, "org.llmd.LLM1.Error.NotFound");
 }
 
 }  // namespace
