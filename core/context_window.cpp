@@ -23,11 +23,11 @@ Result<Overflow> parse_overflow(std::string_view name, std::string param) {
   return Error(Errc::invalid_argument, param + " must be \"error\", \"drop_oldest\" or \"sliding\"").with_param(param);
 }
 
-Status check_overflow_supported(Overflow o, std::string param) {
+Status check_stateless_overflow(Overflow o, std::string param) {
   if (o != Overflow::sliding) return {};
   return Error(Errc::unsupported, param +
-                                      " \"sliding\" (attention sinks + a recent window, positions shifted in the KV) "
-                                      "is not implemented yet; use \"drop_oldest\" or \"error\"")
+                                      " \"sliding\" shifts a session's KV between its turns; a stateless request "
+                                      "keeps none to shift: use a session, or \"drop_oldest\" or \"error\"")
       .with_param(std::move(param));
 }
 
@@ -233,7 +233,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
       if (!head) return head.error();
       if (head->size() <= input->size() && std::equal(head->begin(), head->end(), input->begin())) {
         for (std::size_t i = 0; i < n_system; ++i) plan.change.token_ends[window[i].seq] = static_cast<std::uint32_t>(head->size());
-        if (policy == Overflow::drop_oldest) {
+        if (policy != Overflow::error) {
           WindowTokens w;
           w.head_end = head->size();
           LLMD_TRY_STATUS(plan_drop(w, input->size() - head->size(), max_seq_len, target, "content"));
@@ -247,14 +247,14 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   auto input = turn_tokens(model, tok, chat, tokens.size(), content);
   if (!input) return input.error();
   const std::size_t room = answer_room(max_tokens, max_seq_len, target);
-  if (policy != Overflow::drop_oldest || !must_move(tokens.size(), input->size(), max_seq_len, room)) {
+  if (policy == Overflow::error || !must_move(tokens.size(), input->size(), max_seq_len, room)) {
     plan.history = std::move(tokens);
     plan.input = std::move(*input);
     plan.user_token_end = static_cast<std::uint32_t>(plan.history.size() + plan.input.size());
     return plan;
   }
 
-  // drop_oldest. The head: where the stored system prompt ends, else what its rendering gives if
+  // drop_oldest and sliding. The head: where the stored system prompt ends, else what its rendering gives if
   // the sequence starts with it.
   WindowTokens w;
   w.n_tokens = tokens.size();
@@ -283,6 +283,9 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   auto drop = plan_drop(w, input->size(), max_seq_len, target, "content");
   if (!drop) return drop.error();
   const std::size_t removed = drop->cut - w.head_end;
+  if (policy == Overflow::sliding && !plan.rederived && removed > 0) {
+    plan.slide = Slide{tokens, 0, w.head_end, drop->cut};
+  }
   std::vector<engine::Token> history(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(w.head_end));
   history.insert(history.end(), tokens.begin() + static_cast<std::ptrdiff_t>(drop->cut), tokens.end());
   std::vector<kvstore::MessageRecord> kept;

@@ -13,8 +13,18 @@
 //                (messages.token_end). The KV of the system prompt is reused by the prefix
 //                machinery (slot common prefix, chunk hashes); the rest is recomputed once. Only a
 //                message that cannot fit even alone (after the system prompt) is refused.
-//   sliding      StreamingLLM (attention sinks + a recent window, positions shifted in the KV):
-//                not implemented yet; asking for it is answered 400 naming it.
+//   sliding      StreamingLLM-style: the window moves exactly as under drop_oldest (the system
+//                prompt stays as the attention sink, the oldest whole turns leave), but the kept
+//                turns' KV is not recomputed: their positions are shifted down in the KV
+//                (llama.cpp's K-shift; Job::Slide), from the session's slot or its chunks. So
+//                the kept tokens' KV still reflects what they attended to before the move (what
+//                StreamingLLM does), it costs no prefill, and it is not what a prefill of the
+//                window gives: the session's KV gets a new lineage (kvstore ChunkStore::
+//                lineage_seed), committed with the turn, and its chunks match only that. Where
+//                the KV from before the move cannot be had (evicted everywhere, stranded by a
+//                smaller context, boundaries re-derived) the window is recomputed as under
+//                drop_oldest. Sessions only: a stateless request keeps no KV between calls to
+//                shift (400 naming overflow).
 //
 // When the window moves: before a turn whose prompt plus room for its answer would not fit
 // (history + input + min(max_tokens, context - fill target) > context). So an answer is not cut
@@ -35,6 +45,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "core/job.h"
 #include "engine/chat_template.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
@@ -48,8 +59,8 @@ enum class Overflow { error, drop_oldest, sliding };
 std::string_view overflow_name(Overflow o);
 // The policy a name gives, else invalid_argument naming `param` and the accepted names.
 Result<Overflow> parse_overflow(std::string_view name, std::string param = "overflow");
-// The policy a caller may use: sliding is unsupported (400) "not implemented yet", naming param.
-Status check_overflow_supported(Overflow o, std::string param = "overflow");
+// The policy a stateless request may ask for: sliding is unsupported (400) there, naming param.
+Status check_stateless_overflow(Overflow o, std::string param = "overflow");
 
 // The defaults: context-overflow and context-fill-target.
 struct WindowConfig {
@@ -158,13 +169,17 @@ struct SessionTurnPlan {
   kvstore::WindowChange change;
   WindowReport report;
   bool rederived = false;  // the boundaries were unknown: the window was re-derived from its messages
+  // Under sliding, a move of the stored window (not re-derived): from = the stored tokens, head
+  // and cut as the move made them; from_lineage is the caller's to fill.
+  std::optional<Slide> slide;
 };
 
 // Plans a session turn: the window's messages (window_messages) with their token_end, the stored
 // tokens (whole and of this model), the new message. Under drop_oldest, a turn that must_move
 // drops the oldest whole turns (plan_drop), cutting the stored tokens at message boundaries, or
-// re-derives the window first where those are unknown. Under error (and sliding, refused before),
-// the window never moves; the caller checks the context (check_context) as before.
+// re-derives the window first where those are unknown. Under sliding, the same move, and `slide`
+// says how to shift the stored KV to it. Under error the window never moves; the caller checks
+// the context (check_context) as before.
 // Errors: those of plan_drop (a message that does not fit alone), of the template and tokenizer.
 Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engine::Tokenizer& tok,
                                           std::vector<kvstore::MessageRecord> window, std::int64_t first_message,

@@ -120,7 +120,7 @@ void EngineWorker::take_incoming(std::deque<Job>& incoming) {
   const auto now = Clock::now();
   for (Job& job : incoming) {
     // History the session's slot already holds is neither prompt nor swap-in work.
-    const std::size_t resident = slots_.resident_prefix(job.session_id, job.history);
+    const std::size_t resident = slots_.resident_prefix(job.session_id, job.history, job.lineage);
     scheduler::Request req{job.id, job.client, job.priority, static_cast<std::uint32_t>(job.input.size()),
                            static_cast<std::uint32_t>(job.history.size() - resident)};
     sched_.set_weight(job.client, weight_of(job.client));

@@ -134,6 +134,7 @@ class EngineWorker {
     std::vector<engine::Token> kv_tokens;
     std::optional<AuditCapture> audit;  // audit jobs, from their placement on
     std::uint32_t steps = 0;  // decode steps taken since it was last (re)started in a slot
+    bool slide_load = false;  // being swapped in as Job::slide's `from`, to be slid when installed
   };
   enum class Placed { started, restoring, no_room, failed };
   static constexpr std::size_t kGenerationHeadroom = 16;

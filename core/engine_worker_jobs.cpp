@@ -83,8 +83,11 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   // can take it.
   if (!job.audit_of.empty() && !run.audit) run.audit = slots_.capture(job.audit_of);
   const engine::SeqId seq = *picked;
+  // A sliding window moves in the slot when it holds the session's KV from before the move.
+  const bool sliding = job.slide && !run.suspended;
+  if (sliding) (void)slots_.slide(seq, job.session_id, *job.slide, job.lineage);
   // Reserved from here on: nothing may evict the slot whose KV this job is about to reuse.
-  const std::size_t reuse = slots_.reserve(seq, job.id, job.session_id, need);
+  const std::size_t reuse = slots_.reserve(seq, job.id, job.session_id, need, job.lineage);
   // Cells for the prompt; generation may need more, handled when a step finds the pool full.
   if (!slots_.make_room(total - reuse) && !alone) {
     slots_.unreserve(seq);
@@ -95,14 +98,21 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   if (!run.admitted) run.admitted = Clock::now();
   std::optional<kvstore::KeyOwner> owner;
   if (job.uid && !job.session_id.empty()) owner = kvstore::KeyOwner{*job.uid, job.anonymous};
-  slots_.occupy(seq, job.session_id, owner);
+  slots_.occupy(seq, job.session_id, owner, job.lineage);
   if (options_.chunks && !job.session_id.empty() && reuse == 0 && !need.empty()) {
     // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
-    // the other sequences; the slot stays reserved (busy) meanwhile.
+    // the other sequences; the slot stays reserved (busy) meanwhile. A sliding move not made in
+    // the slot loads the KV from before it (if it fits a sequence) and slides it once installed.
     slots_.drop_kv(seq);
     const kvstore::RestoreTarget target{seq, ctx_.n_stream(), ctx_.stream_of(seq)};
+    run.slide_load = sliding && job.slide->from.size() <= ctx_.max_seq_len() && ctx_.can_shift();
     Running& queued = restoring_.emplace(seq, std::move(run)).first->second;
-    loader_->enqueue({seq, queued.job.session_id, needed(queued), target, queued.job.uid});
+    const Job& q = queued.job;
+    if (queued.slide_load) {
+      loader_->enqueue({seq, q.session_id, q.slide->from, target, q.uid, q.slide->from_lineage});
+    } else {
+      loader_->enqueue({seq, q.session_id, needed(queued), target, q.uid, q.lineage});
+    }
     return Placed::restoring;
   }
   start(seq, std::move(run), reuse);
@@ -308,7 +318,26 @@ void EngineWorker::finish_restores() {
       continue;
     }
     const std::vector<engine::Token>& need = needed(run);
-    slots_.set_cached(seq, std::span(need.data(), got));
+    if (run.slide_load) {
+      // The KV from before the move: slid here. Too little of it (not past the head): what it
+      // holds of the head stays (the head's KV is the same in every lineage: nothing before it
+      // ever moves), the rest is recomputed.
+      run.slide_load = false;
+      const Slide& s = *run.job.slide;
+      slots_.set_cached(seq, std::span(s.from.data(), got), s.from_lineage);
+      if (auto held = slots_.slide(seq, run.job.session_id, s, run.job.lineage)) {
+        got = *held;
+      } else {
+        got = std::min(got, s.head);
+        if (got == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(got))) {
+          slots_.drop_kv(seq);
+          got = 0;
+        }
+        slots_.set_cached(seq, std::span(need.data(), got), run.job.lineage);
+      }
+    } else {
+      slots_.set_cached(seq, std::span(need.data(), got));
+    }
     run.loaded = got;
     start(seq, std::move(run), got);
   }

@@ -65,6 +65,18 @@ struct JobResult {
   std::optional<AuditCapture> audit;  // audit jobs
 };
 
+// A session turn whose window slides (Overflow::sliding): the session's KV held `from` (under
+// `from_lineage`); the turn's history is from[0, head) + from[cut, end). Where that KV can be had
+// (resident in the session's slot, or loaded from chunks), the engine removes positions
+// [head, cut) and shifts the rest down by cut - head (llama.cpp's K-shift) instead of recomputing
+// them; the result is KV of the job's lineage. Where it cannot, the history is recomputed.
+struct Slide {
+  std::vector<engine::Token> from;
+  std::uint64_t from_lineage = 0;
+  std::size_t head = 0;
+  std::size_t cut = 0;
+};
+
 struct Job {
   std::uint64_t id = 0;
   std::string session_id;                // empty: no slot affinity (a one-off completion)
@@ -79,6 +91,10 @@ struct Job {
   // prefix entry whose KV (in a slot or in chunks) covers the longest prefix of `input`, or of a
   // new one; its KV is kept and written back under that entry (EngineWorker::adopt_prefix).
   bool anonymous = false;
+  // What the history's KV is: 0, what a prefill gives; else a shifted lineage (ChunkStore::
+  // lineage_seed). Resident KV and chunks of another lineage are never reused for it.
+  std::uint64_t lineage = 0;
+  std::optional<Slide> slide;  // the window slides before this turn (see Slide)
   scheduler::Priority priority = scheduler::Priority::interactive;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable

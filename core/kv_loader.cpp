@@ -50,7 +50,7 @@ void KvLoader::run() {
       queue_.pop_front();
       busy_ = true;  // until the engine has installed the state
     }
-    deliver_(task.seq, chunks_.load(task.session_id, task.history, task.target, buf_, task.uid));
+    deliver_(task.seq, chunks_.load(task.session_id, task.history, task.target, buf_, task.uid, task.lineage));
   }
 }
 

@@ -39,6 +39,7 @@ class KvLoader {
     std::span<const engine::Token> history;
     kvstore::RestoreTarget target;
     std::optional<std::uint32_t> uid;  // whose other keys' chunks may serve it (ChunkStore::load)
+    std::uint64_t lineage = 0;         // which KV (ChunkStore::lineage_seed)
   };
   using Deliver = std::function<void(engine::SeqId seq, kvstore::LoadResult result)>;
 

@@ -25,7 +25,7 @@ bool saved_finish(engine::FinishReason f) {
 }
 
 // The overflow a request may ask for: a session turn follows its session's policy; a completion
-// (a raw prompt: no turns to drop) takes only error; sliding is not implemented yet.
+// (a raw prompt: no turns to drop) takes only error; sliding needs a session.
 Status check_turn_overflow(const TurnRequest& request) {
   if (!request.overflow) return {};
   if (request.kind == TurnRequest::Kind::session_message) {
@@ -33,7 +33,7 @@ Status check_turn_overflow(const TurnRequest& request) {
                  "overflow is a session's own setting, chosen when it is created; a session turn cannot set it")
         .with_param("overflow");
   }
-  LLMD_TRY_STATUS(check_overflow_supported(*request.overflow));
+  LLMD_TRY_STATUS(check_stateless_overflow(*request.overflow));
   if (request.kind == TurnRequest::Kind::completion && *request.overflow != Overflow::error) {
     return Error(Errc::invalid_argument, "a completion's prompt has no turns to drop: overflow must be \"error\"")
         .with_param("overflow");
@@ -194,9 +194,11 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
       if (!t) return t.error();
       p.input = std::move(*t);
       // A history that does not fit: under drop_oldest its oldest whole turns go (the request's
-      // messages are not stored; the answer says what was left out).
+      // messages are not stored; the answer says what was left out). A sliding default is for
+      // sessions: a stateless request has no KV kept to shift, and drops (asking for sliding is
+      // refused before).
       const std::size_t target = fill_target_tokens(max_session_tokens_, window.fill_target_percent);
-      if (request.overflow.value_or(window.overflow) == Overflow::drop_oldest &&
+      if (request.overflow.value_or(window.overflow) != Overflow::error &&
           must_move(0, p.input.size(), max_session_tokens_,
                     answer_room(request.params.max_tokens, max_session_tokens_, target))) {
         const std::size_t full = p.input.size();
@@ -254,6 +256,8 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.session_id = f.session_id;
   job.history = std::move(prep->history);
   job.input = std::move(prep->input);
+  job.lineage = prep->lineage;
+  job.slide = std::move(prep->slide);
   job.params = request.params;
   job.cancelled = f.cancelled;
   job.client = f.client;

@@ -304,6 +304,8 @@ class Service {
     std::uint32_t user_token_end = 0;
     kvstore::WindowChange change;
     WindowReport window;
+    std::uint64_t lineage = 0;   // the history's KV lineage (Job::lineage)
+    std::optional<Slide> slide;  // a sliding move (Job::slide)
   };
 
   bool visible(const Caller& caller, const std::string& id) const;

@@ -1,6 +1,8 @@
 // The Service's session calls (create, list, get, delete) and KV audits (see service.h).
 #include <limits>
 #include <map>
+#include <mutex>
+#include <random>
 
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
@@ -23,9 +25,6 @@ void Service::create_session(const Caller& caller, std::optional<std::string> sy
 void Service::create_session(const Caller& caller, std::optional<std::string> system_prompt, std::string app,
                              std::optional<Overflow> overflow, std::function<void(Result<SessionInfo>)> done) {
   if (shutting_down_) return done(stopping());
-  if (overflow) {
-    if (auto st = check_overflow_supported(*overflow); !st) return done(st.error());
-  }
   if (sessions_of(caller.uid) >= limits_.max_sessions_per_user) {
     return done(over_limit("uid " + std::to_string(caller.uid) + " has " +
                                std::to_string(limits_.max_sessions_per_user) + " sessions stored already",
@@ -179,6 +178,14 @@ void Service::audit_session(const Caller& caller, const std::string& id,
     asio::post(io_, [finish, r = std::move(r)]() mutable { (*finish)(std::move(r)); });
   };
   const bool queued = storage_.post([this, id, rid, client, cancelled, finish, on_io]() {
+    auto rec = store_.get(id);
+    if (!rec) return on_io(rec.error());
+    if (rec->kv_lineage != 0) {
+      // Shifted KV (a sliding window moved) is by design not what a recompute gives.
+      return on_io(Error(Errc::unsupported, "session " + id +
+                                                "'s KV was shifted by its sliding window: it is not what a "
+                                                "recompute of its tokens gives, so it cannot be audited against one"));
+    }
     auto toks = store_.tokens(id);
     if (!toks) return on_io(toks.error());
     // A history that filled its sequence ends with a sampled token no KV was ever computed for
@@ -265,7 +272,7 @@ void Service::prewarm_session(const Caller& caller, const std::string& id,
     // A turn that filled the sequence ends with a sampled token that never had KV.
     if (toks->size() > worker_.max_seq_len()) toks->resize(worker_.max_seq_len());
     auto tokens = std::make_shared<std::vector<engine::Token>>(std::move(*toks));
-    asio::post(io_, [this, id, rid, client, owner, cancelled, finish, on_io, tokens]() {
+    asio::post(io_, [this, id, rid, client, owner, cancelled, finish, on_io, tokens, lineage = rec->kv_lineage]() {
       // The job decodes the session's last token (the one sampled last and never decoded), so
       // the slot holds every token of it; what it samples after that is discarded.
       Job job;
@@ -277,6 +284,7 @@ void Service::prewarm_session(const Caller& caller, const std::string& id,
       job.params.sampling.temperature = 0;
       job.client = client;
       job.uid = owner;
+      job.lineage = lineage;
       job.priority = scheduler::Priority::background;
       job.cancelled = cancelled;
       job.on_done = [on_io, n = tokens->size()](JobResult r) {
@@ -305,6 +313,20 @@ using namespace detail;
 
 // A session turn's tokens (storage thread): the stored window, re-derived after a model change or
 // damage, then the window's plan (core/context_window.h).
+namespace {
+
+// A lineage no session has had: random, never 0.
+std::uint64_t new_lineage() {
+  static std::mutex mu;
+  static std::mt19937_64 gen{std::random_device{}()};
+  std::lock_guard lock(mu);
+  std::uint64_t v = 0;
+  while (v == 0) v = gen();
+  return v;
+}
+
+}  // namespace
+
 Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, const WindowConfig& config) {
   auto rec = store_.get(request.session_id);
   if (!rec) return rec.error();
@@ -312,8 +334,8 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   if (!msgs) return msgs.error();
   Overflow policy = config.overflow;
   if (rec->overflow) {
-    // A stored name this llmd does not know (or one it no longer supports) follows the default.
-    if (auto p = parse_overflow(*rec->overflow); p && check_overflow_supported(*p)) policy = *p;
+    // A stored name this llmd does not know follows the default.
+    if (auto p = parse_overflow(*rec->overflow)) policy = *p;
   }
   auto window = window_messages(*rec, *msgs);
   auto toks = store_.tokens(request.session_id);
@@ -326,7 +348,7 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     // A turn that filled the context ends with one sampled token beyond it (never decoded). A
     // sequence longer than that whose last message ends where it does is no damage under
     // drop_oldest: a smaller --ctx stranded it, and the window moves as for any overflow.
-    const bool stranded = policy == Overflow::drop_oldest && !window.empty() && window.back().token_end &&
+    const bool stranded = policy != Overflow::error && !window.empty() && window.back().token_end &&
                           *window.back().token_end == toks->size();
     damage = token_damage(*toks, tok_.n_vocab(),
                           stranded ? std::numeric_limits<std::size_t>::max() : max_stored_tokens(max_session_tokens_));
@@ -367,6 +389,15 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   p.user_token_end = plan->user_token_end;
   p.change = std::move(plan->change);
   p.window = plan->report;
+  p.lineage = rec->kv_lineage;
+  if (plan->slide) {
+    // The KV shifts: it is no longer what a prefill of the window gives. A new lineage, committed
+    // with the turn (whether the engine shifted or, lacking the KV, recomputed).
+    p.slide = std::move(plan->slide);
+    p.slide->from_lineage = rec->kv_lineage;
+    p.lineage = new_lineage();
+    p.change.kv_lineage = p.lineage;
+  }
   return p;
 }
 

@@ -35,11 +35,12 @@ std::vector<SlotView> SlotCache::views() const {
   return views;
 }
 
-std::size_t SlotCache::resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens) const {
+std::size_t SlotCache::resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens,
+                                      std::uint64_t lineage) const {
   std::size_t resident = 0;
   if (keep_resident_ && !session_id.empty()) {
     for (const Slot& slot : slots_) {
-      if (slot.session_id == session_id) resident = std::max(resident, common_prefix(slot.cached, tokens));
+      if (slot.session_id == session_id && slot.lineage == lineage) resident = std::max(resident, common_prefix(slot.cached, tokens));
     }
   }
   return resident;
@@ -66,12 +67,14 @@ std::optional<engine::SeqId> SlotCache::pick(const std::string& session_id) cons
 }
 
 std::size_t SlotCache::reserve(engine::SeqId seq, std::uint64_t job_id, const std::string& session_id,
-                               const std::vector<engine::Token>& need) {
+                               const std::vector<engine::Token>& need, std::uint64_t lineage) {
   Slot& slot = at(seq);
   // Reserved from here on: nothing may evict the slot whose KV this job is about to reuse.
   slot.job = job_id;
   std::size_t reuse = 0;
-  if (keep_resident_ && !session_id.empty() && slot.session_id == session_id) reuse = common_prefix(slot.cached, need);
+  if (keep_resident_ && !session_id.empty() && slot.session_id == session_id && slot.lineage == lineage) {
+    reuse = common_prefix(slot.cached, need);
+  }
   if (reuse < slot.cached.size()) {
     if (reuse == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(reuse))) {
       ctx_.seq_clear(seq);
@@ -82,8 +85,32 @@ std::size_t SlotCache::reserve(engine::SeqId seq, std::uint64_t job_id, const st
   if (reuse == 0) {  // whatever it held is gone
     slot.session_id.clear();
     slot.owner.reset();
+    slot.lineage = 0;
   }
   return reuse;
+}
+
+std::optional<std::size_t> SlotCache::slide(engine::SeqId seq, const std::string& session_id, const Slide& s,
+                                            std::uint64_t to_lineage) {
+  Slot& slot = at(seq);
+  const std::size_t held = slot.cached.size();
+  if (session_id.empty() || slot.session_id != session_id || slot.lineage != s.from_lineage) return std::nullopt;
+  if (s.head >= s.cut || held <= s.head || common_prefix(slot.cached, s.from) != held) return std::nullopt;
+  if (ctx_.seq_pos_max(seq) + 1 != static_cast<engine::Pos>(held)) return std::nullopt;  // not what it says
+  if (held <= s.cut) {
+    // Nothing after the cut to shift (no turn kept): the head stays, as KV of any lineage (nothing
+    // before it ever moves).
+    if (!ctx_.seq_truncate(seq, static_cast<engine::Pos>(s.head))) return std::nullopt;
+    slot.cached.resize(s.head);
+  } else {
+    if (!ctx_.seq_drop_range(seq, static_cast<engine::Pos>(s.head), static_cast<engine::Pos>(s.cut))) {
+      return std::nullopt;
+    }
+    slot.cached.erase(slot.cached.begin() + static_cast<std::ptrdiff_t>(s.head),
+                      slot.cached.begin() + static_cast<std::ptrdiff_t>(s.cut));
+  }
+  slot.lineage = to_lineage;
+  return slot.cached.size();
 }
 
 void SlotCache::unreserve(engine::SeqId seq) { at(seq).job.reset(); }
@@ -94,7 +121,7 @@ std::optional<SlotCache::AnonymousHit> SlotCache::best_anonymous(std::uint32_t u
   if (!keep_resident_) return best;
   for (std::uint32_t s = 0; s < n_; ++s) {
     const Slot& slot = slots_[s];
-    if (slot.job || !slot.owner || !slot.owner->anonymous || slot.owner->uid != uid) continue;
+    if (slot.job || !slot.owner || !slot.owner->anonymous || slot.owner->uid != uid || slot.lineage != 0) continue;
     const std::size_t n = common_prefix(slot.cached, tokens);
     if (n > 0 && (!best || n > best->tokens)) {
       best = AnonymousHit{static_cast<engine::SeqId>(s), slot.session_id, n, n == slot.cached.size()};
@@ -108,18 +135,23 @@ void SlotCache::rename(engine::SeqId seq, const std::string& key, std::optional<
   if (slot.job) return;
   slot.session_id = key;
   slot.owner = owner;
+  slot.lineage = 0;
 }
 
-void SlotCache::occupy(engine::SeqId seq, const std::string& session_id, std::optional<kvstore::KeyOwner> owner) {
+void SlotCache::occupy(engine::SeqId seq, const std::string& session_id, std::optional<kvstore::KeyOwner> owner,
+                       std::uint64_t lineage) {
   Slot& slot = at(seq);
   slot.session_id = session_id;
   slot.owner = owner;
+  slot.lineage = lineage;
   slot.last_used = Clock::now();
   if (chunks_ && !session_id.empty()) chunks_->pin(session_id);
 }
 
-void SlotCache::set_cached(engine::SeqId seq, std::span<const engine::Token> tokens) {
+void SlotCache::set_cached(engine::SeqId seq, std::span<const engine::Token> tokens,
+                           std::optional<std::uint64_t> lineage) {
   at(seq).cached.assign(tokens.begin(), tokens.end());
+  if (lineage) at(seq).lineage = *lineage;
 }
 
 void SlotCache::touch(engine::SeqId seq) { at(seq).last_used = Clock::now(); }
@@ -160,6 +192,7 @@ void SlotCache::clear(engine::SeqId seq) {
   slot.cached.clear();
   slot.session_id.clear();
   slot.owner.reset();
+  slot.lineage = 0;
 }
 
 void SlotCache::drop_kv(engine::SeqId seq) { ctx_.seq_clear(seq); }
@@ -233,7 +266,8 @@ void SlotCache::write_back(engine::SeqId seq, const std::string& session_id) {
     spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());
     return;
   }
-  chunks_->write_back(session_id, at(seq).cached, std::move(*state), ctx_.attention_importance(seq), at(seq).owner);
+  chunks_->write_back(session_id, at(seq).cached, std::move(*state), ctx_.attention_importance(seq), at(seq).owner,
+                       at(seq).lineage);
 }
 
 }  // namespace llmd::core

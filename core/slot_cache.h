@@ -43,7 +43,8 @@ class SlotCache {
   std::vector<SlotView> views() const;
   // How many of `tokens` the session's slots hold (their longest common prefix); 0 when the
   // session is not resident or keep_resident is off.
-  std::size_t resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens) const;
+  std::size_t resident_prefix(const std::string& session_id, const std::vector<engine::Token>& tokens,
+                              std::uint64_t lineage = 0) const;
 
   // Placing a job. pick(): the slot it should take: its session's own idle slot; else an empty
   // one; else the least recently used idle one; none when every slot has a job.
@@ -51,15 +52,25 @@ class SlotCache {
   // Reserves `seq` for `job_id` (from here on nothing evicts it) and keeps of its KV the longest
   // prefix of `need` it holds for `session_id` (keep_resident only): the KV is cut to that prefix,
   // or cleared (a cut llama.cpp refuses clears it too). Returns the prefix's length.
+  // Only KV of the job's `lineage` (Job::lineage) is kept.
   std::size_t reserve(engine::SeqId seq, std::uint64_t job_id, const std::string& session_id,
-                      const std::vector<engine::Token>& need);
+                      const std::vector<engine::Token>& need, std::uint64_t lineage = 0);
   // The job reserved on `seq` did not start after all (no room): the slot is idle again, its KV
   // as reserve() left it.
   void unreserve(engine::SeqId seq);
   // The job takes the reserved slot for its session (empty: a one-off job); the session is pinned
   // in the chunk store until release() or settle(). `owner`: whose KV it is (written back with it).
   void occupy(engine::SeqId seq, const std::string& session_id,
-              std::optional<kvstore::KeyOwner> owner = std::nullopt);
+              std::optional<kvstore::KeyOwner> owner = std::nullopt, std::uint64_t lineage = 0);
+  // A sliding window move in place (Job::slide): if the idle or reserved slot `seq` holds
+  // session_id's KV of slide.from_lineage and its tokens are a prefix of slide.from longer than
+  // slide.head, positions [head, cut) are dropped and the rest shifted down (Context::
+  // seq_drop_range): the slot then holds from[0, head) + from[cut, held) as KV of `to_lineage`
+  // (just the head when it held nothing past the cut).
+  // Returns how many tokens it holds then; nullopt when nothing was done (it does not hold that,
+  // or the model's memory cannot shift).
+  std::optional<std::size_t> slide(engine::SeqId seq, const std::string& session_id, const Slide& slide,
+                                   std::uint64_t to_lineage);
   // The idle slot holding an anonymous prefix entry of `uid` (KeyOwner::anonymous) whose KV has
   // the longest common prefix with `tokens`; none when no such slot shares a token (or
   // keep_resident is off).
@@ -74,8 +85,10 @@ class SlotCache {
   // entry the slot held: that entry keeps its chunks, written back already, and is no longer
   // resident).
   void rename(engine::SeqId seq, const std::string& key, std::optional<kvstore::KeyOwner> owner);
-  // The slot now holds `tokens` (a swap-in installed them); they must be what its KV holds.
-  void set_cached(engine::SeqId seq, std::span<const engine::Token> tokens);
+  // The slot now holds `tokens` (a swap-in installed them); they must be what its KV holds, as KV
+  // of `lineage` (nullopt: as before).
+  void set_cached(engine::SeqId seq, std::span<const engine::Token> tokens,
+                  std::optional<std::uint64_t> lineage = std::nullopt);
   void touch(engine::SeqId seq);  // used now (LRU)
   const std::vector<engine::Token>& cached(engine::SeqId seq) const;
 
@@ -115,6 +128,7 @@ class SlotCache {
     std::string session_id;
     std::optional<kvstore::KeyOwner> owner;  // whose KV (occupy())
     std::vector<engine::Token> cached;  // the tokens the slot's KV holds, in order
+    std::uint64_t lineage = 0;          // what KV it is (Job::lineage)
     std::optional<std::uint64_t> job;   // the job that has it reserved or runs on it
     Clock::time_point last_used{};
   };

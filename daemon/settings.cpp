@@ -402,8 +402,9 @@ std::vector<Setting> make_settings() {
                              R::live,
                              "what a conversation that outgrows the context does, for sessions created without a "
                              "policy and chat requests without one: error (400 context_length_exceeded), "
-                             "drop_oldest (the oldest whole turns leave the model's window; the transcript stays "
-                             "whole), sliding (not implemented yet)"),
+                             "drop_oldest (the oldest whole turns leave the model's window and the kept ones are "
+                             "recomputed; the transcript stays whole), sliding (sessions: the same turns leave, the "
+                             "kept ones' KV is shifted instead of recomputed; stateless requests drop_oldest)"),
       number<std::uint32_t>("context-fill-target", &Config::context_fill_target, 10, 100, R::live,
                             "percent of a sequence the window holds at most after drop_oldest moved it (the rest is "
                             "room for answers and later turns)"),
@@ -492,9 +493,6 @@ std::optional<SettingProblem> check_config(const Config& c) {
   }
   if (static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
     return SettingProblem{"default-max-tokens", "must be between 1 and ctx"};
-  }
-  if (auto st = core::check_overflow_supported(c.context_overflow, "context-overflow"); !st) {
-    return SettingProblem{"context-overflow", "sliding is not implemented yet; use drop_oldest or error"};
   }
   // Paths start-up will create or bind.
   if (auto problem = creatable_dir(c.state_dir)) return SettingProblem{"state-dir", *problem};

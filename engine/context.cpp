@@ -189,6 +189,17 @@ bool Context::seq_truncate(SeqId seq, Pos from) {
   return llama_memory_seq_rm(llama_get_memory(ctx_), seq, from < 0 ? 0 : from, -1);
 }
 
+bool Context::can_shift() const { return llama_memory_can_shift(llama_get_memory(ctx_)); }
+
+bool Context::seq_drop_range(SeqId seq, Pos p0, Pos p1) {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  if (p0 < 0 || p1 <= p0 || !llama_memory_can_shift(mem)) return false;
+  if (!llama_memory_seq_rm(mem, seq, p0, p1)) return false;
+  llama_memory_seq_add(mem, seq, p1, -1, -(p1 - p0));
+  if (probe_) probe_->reset(seq);
+  return true;
+}
+
 void Context::seq_copy(SeqId from, SeqId to) {
   llama_memory_seq_rm(llama_get_memory(ctx_), to, -1, -1);
   llama_memory_seq_cp(llama_get_memory(ctx_), from, to, -1, -1);

@@ -79,6 +79,12 @@ class Context {
   void seq_clear(SeqId seq);                 // forget all of the sequence's cells (and its attention)
   bool seq_truncate(SeqId seq, Pos from);    // forget positions >= from
   void seq_copy(SeqId from, SeqId to);       // to shares from's cells (no copy of data)
+  // Forgets positions [p0, p1) and moves the later ones down by p1 - p0 (llama.cpp's K-shift:
+  // RoPE re-applied to the keys at the next decode, so the state must not be read before one).
+  // The sequence's attention observations are reset. False (nothing changed) where the model's
+  // memory cannot shift or the range is empty.
+  bool seq_drop_range(SeqId seq, Pos p0, Pos p1);
+  bool can_shift() const;
   Pos seq_pos_max(SeqId seq) const;          // last stored position, -1 if empty
   Pos seq_pos_min(SeqId seq) const;          // first stored position, -1 if empty
   void clear_all();                          // forget everything in every slot

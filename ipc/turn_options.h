@@ -4,7 +4,7 @@
 //   max_tokens (default: default-max-tokens), temperature, top_p, top_k, min_p, seed, stop,
 //   repeat_penalty, ignore_eos (see read_generate_params), priority ("interactive" | "background"),
 //   app (a client name; Service::start_turn checks it; a session turn uses the session's),
-//   overflow ("error" | "drop_oldest" | "sliding": what a stateless request that does not fit
+//   overflow ("error" | "drop_oldest"; "sliding" is refused for a stateless request: what one that does not fit
 //   the context does; core/context_window.h; Service::start_turn says who may set it).
 #pragma once
 

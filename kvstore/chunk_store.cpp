@@ -187,7 +187,7 @@ void ChunkStore::shed_write_backs() {
 }
 
 void ChunkStore::write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
-                            std::vector<float> attention, std::optional<KeyOwner> owner) {
+                            std::vector<float> attention, std::optional<KeyOwner> owner, std::uint64_t lineage) {
   if (!detail::safe_name(session)) return;
   MutexLock lock(mu_);
   if (stop_) return;
@@ -200,6 +200,7 @@ void ChunkStore::write_back(std::string session, std::vector<engine::Token> toke
   op.tokens = std::move(tokens);
   op.state = std::move(state);
   op.attention = std::move(attention);
+  op.lineage = lineage;
   if (owner) {
     op.uid = owner->uid;
     op.anonymous = owner->anonymous;

@@ -200,8 +200,10 @@ class ChunkStore {
   // cells hold `tokens` at positions 0..n-1; `attention`: per-position importance observed by the
   // engine (used by the attention policy; may be empty); `owner`: whose KV it is (recorded with the
   // key, durably; without one the key's chunks are never shared).
+  // `lineage`: what the KV is (see lineage_seed()): its chunks are hashed from that seed.
   void write_back(std::string session, std::vector<engine::Token> tokens, std::vector<std::uint8_t> state,
-                  std::vector<float> attention = {}, std::optional<KeyOwner> owner = std::nullopt);
+                  std::vector<float> attention = {}, std::optional<KeyOwner> owner = std::nullopt,
+                  std::uint64_t lineage = 0);
   // Builds the sequence state (llama.cpp's format, the store's layout) of the longest prefix of
   // `history` that valid chunks cover (possibly none) into `buffer`, which is reused between calls
   // (grown, never shrunk) so that a restore allocates nothing. A chunk is valid when its blob's own
@@ -210,8 +212,10 @@ class ChunkStore {
   // and the chunks after it are dropped). With `uid`, chunk i may come from any key that uid owns
   // (KeyOwner) when the session's own chunk i does not match: the chunk's own header proves it is
   // the KV of this history's first positions, whoever wrote it. Never from another uid's keys.
+  // `lineage`: what KV the caller wants (lineage_seed()); only chunks hashed from its seed match.
   LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
-                  std::vector<std::uint8_t>& buffer, std::optional<std::uint32_t> uid = std::nullopt);
+                  std::vector<std::uint8_t>& buffer, std::optional<std::uint32_t> uid = std::nullopt,
+                  std::uint64_t lineage = 0);
   // For a stateless request of `uid`: which of its anonymous prefix entries to continue (the one
   // `tokens` extend: all its chunks a prefix of them, the longest) and how much all the uid's keys
   // cover together. Does
@@ -232,6 +236,14 @@ class ChunkStore {
   // of a session has prefix hash h_i = token_prefix_hash(h_{i-1}, chunk i's tokens), with
   // h_{-1} = chain_seed().
   std::uint64_t chain_seed() const { return chain_seed_; }
+  // Lineages: the KV of a key is either what a prefill of its tokens gives (lineage 0: chains
+  // start at chain_seed(), and any key of the same uid with the same tokens has the same KV), or
+  // KV whose positions were shifted (a session's "sliding" window: its kept tokens' KV was
+  // computed beside tokens that left, so it is not what a prefill of the tokens gives). Such a
+  // session draws a random lineage and its chains start at lineage_seed(lineage): its chunks match
+  // only loads of that lineage (the session and its forks), never a prefill's, and the hash still
+  // binds every token and position. find_prefix() matches lineage 0 only.
+  std::uint64_t lineage_seed(std::uint64_t lineage) const;
 
   // The engine's measured cost of recomputing history: `tokens` took `ms`. With the measured load
   // costs it decides how much of a matched prefix load() loads (recomputing the rest when that
@@ -279,9 +291,9 @@ class ChunkStore {
     std::uint64_t hash = 0;
   };
   std::vector<Planned> plan_chain(const std::string& session, std::optional<std::uint32_t> uid,
-                                  std::span<const engine::Token> history, std::span<const std::uint64_t> full) const
-      LLMD_REQUIRES(mu_);
-  std::vector<std::uint64_t> full_chunk_hashes(std::span<const engine::Token> tokens) const;
+                                  std::span<const engine::Token> history, std::span<const std::uint64_t> full,
+                                  std::uint64_t seed) const LLMD_REQUIRES(mu_);
+  std::vector<std::uint64_t> full_chunk_hashes(std::span<const engine::Token> tokens, std::uint64_t seed) const;
   // The store's thread: drops a uid's least recently used anonymous entries (not in use, not
   // `keep`) while they exceed the per-uid limits.
   void enforce_prefix_limits(std::uint32_t uid, const std::string& keep) LLMD_EXCLUDES(mu_);

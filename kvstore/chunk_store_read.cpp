@@ -1,5 +1,6 @@
 // The chunk store's reads, on their callers' threads: load (the restore plan and build),
 // stored_chunks (for audits), residency (see chunk_store.h). The plan itself is restore_plan.h's.
+#include <array>
 #include <chrono>
 #include <optional>
 
@@ -13,11 +14,21 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 }  // namespace
 
-std::vector<std::uint64_t> ChunkStore::full_chunk_hashes(std::span<const engine::Token> tokens) const {
+std::uint64_t ChunkStore::lineage_seed(std::uint64_t lineage) const {
+  if (lineage == 0) return chain_seed_;
+  // The lineage as tokens no tokenizer makes (negative ids), hashed onto the store's seed.
+  const std::array<engine::Token, 4> mark = {-1, static_cast<engine::Token>(lineage & 0x7fffffffu),
+                                             static_cast<engine::Token>((lineage >> 31) & 0x7fffffffu),
+                                             static_cast<engine::Token>(lineage >> 62)};
+  return token_prefix_hash(chain_seed_, mark);
+}
+
+std::vector<std::uint64_t> ChunkStore::full_chunk_hashes(std::span<const engine::Token> tokens,
+                                                         std::uint64_t seed) const {
   const std::uint32_t C = opt_.chunk_tokens;
   std::vector<std::uint64_t> out;
   out.reserve(tokens.size() / C);
-  std::uint64_t h = chain_seed_;
+  std::uint64_t h = seed;
   for (std::size_t b = 0; b + C <= tokens.size(); b += C) {
     h = token_prefix_hash(h, tokens.subspan(b, C));
     out.push_back(h);
@@ -27,7 +38,8 @@ std::vector<std::uint64_t> ChunkStore::full_chunk_hashes(std::span<const engine:
 
 std::vector<ChunkStore::Planned> ChunkStore::plan_chain(const std::string& session, std::optional<std::uint32_t> uid,
                                                         std::span<const engine::Token> history,
-                                                        std::span<const std::uint64_t> full) const {
+                                                        std::span<const std::uint64_t> full,
+                                                        std::uint64_t seed) const {
   const std::uint32_t C = opt_.chunk_tokens;
   std::vector<const std::pair<const std::string, SessionEntry>*> keys;
   if (auto it = tiers_.sessions().find(session); it != tiers_.sessions().end()) keys.push_back(&*it);
@@ -43,7 +55,7 @@ std::vector<ChunkStore::Planned> ChunkStore::plan_chain(const std::string& sessi
   for (std::size_t i = 0;; ++i) {
     const std::size_t begin = i * C;
     if (begin >= history.size()) break;
-    const std::uint64_t prev = i == 0 ? chain_seed_ : chain.back().hash;
+    const std::uint64_t prev = i == 0 ? seed : chain.back().hash;
     bool found = false;
     Planned chosen;
     for (const auto* kv : keys) {
@@ -70,14 +82,14 @@ std::vector<ChunkStore::Planned> ChunkStore::plan_chain(const std::string& sessi
 
 PrefixLookup ChunkStore::find_prefix(std::uint32_t uid, std::span<const engine::Token> tokens) const {
   PrefixLookup out;
-  const std::vector<std::uint64_t> full = full_chunk_hashes(tokens);
+  const std::vector<std::uint64_t> full = full_chunk_hashes(tokens, chain_seed_);
   MutexLock lock(mu_);
   const std::set<std::string>* keys = tiers_.keys_of(uid);
   if (!keys) return out;
   for (const std::string& k : *keys) {
     const SessionEntry* e = tiers_.find(k);
     if (!e || !e->anonymous || e->in_use()) continue;
-    const std::vector<Planned> own = plan_chain(k, std::nullopt, tokens, full);
+    const std::vector<Planned> own = plan_chain(k, std::nullopt, tokens, full, chain_seed_);
     std::size_t n = 0, held = 0;
     for (const Planned& p : own) n += p.chunk.n_cells;
     for (const Chunk& c : e->chunks) held += c.present() ? c.n_cells : 0;
@@ -88,16 +100,17 @@ PrefixLookup ChunkStore::find_prefix(std::uint32_t uid, std::span<const engine::
       out.entry_tokens = n;
     }
   }
-  const std::vector<Planned> all = plan_chain(out.entry, uid, tokens, full);
+  const std::vector<Planned> all = plan_chain(out.entry, uid, tokens, full, chain_seed_);
   for (const Planned& p : all) out.covered += p.chunk.n_cells;
   return out;
 }
 
 LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
                             const RestoreTarget& target, std::vector<std::uint8_t>& buffer,
-                            std::optional<std::uint32_t> uid) {
+                            std::optional<std::uint32_t> uid, std::uint64_t lineage) {
   LoadResult r;
-  const std::vector<std::uint64_t> full = full_chunk_hashes(history);
+  const std::uint64_t seed = lineage_seed(lineage);
+  const std::vector<std::uint64_t> full = full_chunk_hashes(history, seed);
   std::vector<Chunk> chunks;
   std::vector<std::string> owners;  // the key holding each chunk
   std::vector<std::uint64_t> history_hash;
@@ -111,7 +124,7 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     if (SessionEntry* s = tiers_.find(session)) {
       for (auto& c : s->chunks) c.last_use = now;
     }
-    for (Planned& p : plan_chain(session, uid, history, full)) {
+    for (Planned& p : plan_chain(session, uid, history, full, seed)) {
       if (p.key != session) {
         if (SessionEntry* donor = tiers_.find(p.key); donor && p.chunk.index < donor->chunks.size()) {
           donor->chunks[p.chunk.index].last_use = now;

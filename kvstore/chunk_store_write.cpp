@@ -219,7 +219,7 @@ void ChunkStore::do_write_back(Op& op) {
   const std::uint32_t C = opt_.chunk_tokens;
   const std::size_t n_chunks = (n + C - 1) / C;
   std::vector<std::uint64_t> hashes(n_chunks);
-  std::uint64_t h = chain_seed_;
+  std::uint64_t h = lineage_seed(op.lineage);
   for (std::size_t i = 0; i < n_chunks; ++i) {
     const std::size_t b = i * C, e = std::min(n, b + C);
     h = token_prefix_hash(h, std::span(op.tokens).subspan(b, e - b));

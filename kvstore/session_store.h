@@ -46,6 +46,10 @@ struct SessionRecord {
   std::int64_t window_first_message = 0;
   std::uint64_t dropped_tokens = 0;  // tokens dropped from the window over the session's life
   std::uint32_t n_dropped_messages = 0;  // read only: messages outside the window (not system, seq < first)
+  // What the session's KV is (the chunk store's lineage, chunk_store.h KeyOwner): 0, the KV a
+  // prefill of its tokens gives; otherwise the lineage a "sliding" window move started (positions
+  // shifted in the KV: not what a prefill gives), committed with that turn and kept by a fork.
+  std::uint64_t kv_lineage = 0;
 };
 
 struct MessageRecord {
@@ -74,6 +78,7 @@ struct WindowChange {
   // before first_message that is not a system message gets NULL (it left the window) and every
   // other one not named here keeps its value.
   std::map<std::int64_t, std::optional<std::uint32_t>> token_ends;
+  std::optional<std::uint64_t> kv_lineage;  // the session's new KV lineage (a sliding move); nullopt: kept
 };
 
 // What SessionStore::open_or_salvage found and did. Nothing is set when the database was sound.

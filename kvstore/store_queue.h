@@ -32,6 +32,7 @@ struct StoreOp {
   std::uint32_t from = 0;               // drop_from
   std::optional<std::uint32_t> uid;     // write_back: the key's owner, if known
   bool anonymous = false;               // write_back: a prefix entry
+  std::uint64_t lineage = 0;            // write_back: what the KV is (ChunkStore::lineage_seed)
 
   // What a queued write-back holds in memory (0 for the other kinds).
   std::uint64_t bytes() const;

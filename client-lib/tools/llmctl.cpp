@@ -50,7 +50,7 @@ const char* kUsageText =
     "  sessions list                  your sessions (every user's for admins)\n"
     "  sessions create [--system TEXT] [--app NAME] [--overflow POLICY]\n"
     "                                 a new session; prints its id. POLICY: what happens when it\n"
-    "                                 outgrows the context: drop_oldest or error (default: llmd's)\n"
+    "                                 outgrows the context: drop_oldest, sliding or error (default: llmd's)\n"
     "  sessions show ID               a session, its window and its messages\n"
     "  sessions rm ID...              delete sessions\n"
     "  sessions audit ID...           check every stored copy of a session's KV against its\n"

@@ -28,13 +28,13 @@ TEST(Overflow, NamesRoundTripAndUnknownOnesNameTheField) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code(), Errc::invalid_argument);
   EXPECT_EQ(bad.error().param(), "overflow");
-  // sliding is a known name, refused as not implemented yet, naming the field it came in.
-  const auto sliding = check_overflow_supported(Overflow::sliding, "context-overflow");
+  // sliding is for sessions: a stateless request asking for it is refused, naming the field.
+  const auto sliding = check_stateless_overflow(Overflow::sliding, "overflow");
   ASSERT_FALSE(sliding.ok());
   EXPECT_EQ(sliding.error().code(), Errc::unsupported);
-  EXPECT_EQ(sliding.error().param(), "context-overflow");
-  EXPECT_NE(sliding.error().message().find("not implemented yet"), std::string::npos);
-  EXPECT_TRUE(check_overflow_supported(Overflow::drop_oldest).ok());
+  EXPECT_EQ(sliding.error().param(), "overflow");
+  EXPECT_NE(sliding.error().message().find("use a session"), std::string::npos);
+  EXPECT_TRUE(check_stateless_overflow(Overflow::drop_oldest).ok());
 }
 
 TEST(Window, MovesWhenThePromptAndRoomForTheAnswerDoNotFit) {

@@ -69,7 +69,7 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"max-in-flight", {"0"}},
     {"disk-reserve-mib", {"2000000000", "lots"}},
     {"default-max-tokens", {"0", "4097", "-1"}},
-    {"context-overflow", {"sliding", "drop-oldest", "", "truncate"}},
+    {"context-overflow", {"Sliding", "drop-oldest", "", "truncate"}},
     {"context-fill-target", {"9", "101", "half", "-1"}},
     {"shutdown-timeout-ms", {"soon", "4294967296"}},
 };

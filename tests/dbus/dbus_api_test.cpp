@@ -256,7 +256,7 @@ class DbusWindow : public LlmdOnBus {
 
 TEST_F(DbusWindow, WindowMovedComesBeforeTheTextAndInTheStats) {
   BusClient c(address());
-  Reply bad = c.call("CreateSessionWithOptions", "ssa{sv}", "", "", 1, "overflow", "s", "sliding");
+  Reply bad = c.call("CreateSessionWithOptions", "ssa{sv}", "", "", 1, "overflow", "s", "truncate");
   EXPECT_EQ(bad.error_name, "org.llmd.LLM1.Error.InvalidArgument") << bad.error();
   Reply created = c.call("CreateSessionWithOptions", "ssa{sv}", "You tell stories.", "", 1, "overflow", "s", "drop_oldest");
   ASSERT_TRUE(created.ok()) << created.error();

@@ -268,7 +268,7 @@ TEST(Window, AMessageTooLargeAloneIsRefusedNamingTheLimit) {
 
 // Stateless requests: a chat history that does not fit loses its oldest whole turns under
 // drop_oldest (said in usage.window and in the stream's "window" event), is refused under error;
-// sliding is not implemented yet; a completion takes only error.
+// sliding is refused (a stateless request keeps no KV to shift); a completion takes only error.
 TEST(Window, StatelessChatsDropTheirOldestTurnsOrAreRefused) {
   DaemonProcess d(scratch_dir(), small_ctx());
   ASSERT_TRUE(d.start()) << d.log();
@@ -299,7 +299,7 @@ TEST(Window, StatelessChatsDropTheirOldestTurnsOrAreRefused) {
   const auto at = raw.find("event: window\ndata: {");
   EXPECT_NE(at, std::string::npos) << raw;
   EXPECT_LT(at, raw.find("\"finish_reason\":\"")) << raw;
-  // error: refused; sliding: not implemented yet; completions: error only.
+  // error: refused; sliding: refused for a stateless request (not for a session); completions: error only.
   body["stream"] = false;
   body["overflow"] = "error";
   const auto e = call(c, "POST", "/v1/chat/completions", body);
@@ -309,10 +309,8 @@ TEST(Window, StatelessChatsDropTheirOldestTurnsOrAreRefused) {
   const auto sl = call(c, "POST", "/v1/chat/completions", body);
   EXPECT_EQ(sl.status, 400u) << sl.raw;
   EXPECT_EQ(sl.body["error"]["param"], "overflow") << sl.raw;
-  EXPECT_NE(sl.body["error"]["message"].get<std::string>().find("not implemented yet"), std::string::npos);
-  const auto bad = call(c, "POST", "/v1/sessions", nlohmann::json{{"overflow", "sliding"}});
-  EXPECT_EQ(bad.status, 400u) << bad.raw;
-  EXPECT_EQ(bad.body["error"]["param"], "overflow") << bad.raw;
+  EXPECT_NE(sl.body["error"]["message"].get<std::string>().find("use a session"), std::string::npos);
+  EXPECT_EQ(call(c, "POST", "/v1/sessions", nlohmann::json{{"overflow", "sliding"}}).status, 201u);
   const auto unknown = call(c, "POST", "/v1/sessions", nlohmann::json{{"overflow", "truncate"}});
   EXPECT_EQ(unknown.status, 400u) << unknown.raw;
   const auto cmpl = call(c, "POST", "/v1/completions",
@@ -339,9 +337,9 @@ TEST(Window, LlmctlCreatesWithAPolicyAndChatSaysWhenTheWindowMoved) {
   std::string id = created.out;
   while (!id.empty() && id.back() == '\n') id.pop_back();
   EXPECT_EQ(call(d.client(), "GET", "/v1/sessions/" + id).body["window"]["overflow"], "error");
-  const auto bad = run_program({llmctl_binary(), "--socket", d.socket(), "sessions", "create", "--overflow", "sliding"});
+  const auto bad = run_program({llmctl_binary(), "--socket", d.socket(), "sessions", "create", "--overflow", "slide"});
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.err.find("not implemented yet"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("sliding"), std::string::npos) << bad.err;
   std::string lines;
   for (int i = 0; i < 12; ++i) lines += turn_text(i) + "\n";
   const auto chat = run_program({llmctl_binary(), "--socket", d.socket(), "chat", "--overflow", "drop_oldest"}, lines);

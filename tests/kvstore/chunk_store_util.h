@@ -179,10 +179,10 @@ struct Loaded : LoadResult {
 };
 
 inline Loaded load(ChunkStore& store, const std::string& session, std::span<const engine::Token> history,
-                   std::optional<std::uint32_t> uid = std::nullopt) {
+                   std::optional<std::uint32_t> uid = std::nullopt, std::uint64_t lineage = 0) {
   std::vector<std::uint8_t> buffer(7, 0xee);  // reused buffers hold old bytes: only state_bytes count
   Loaded out;
-  static_cast<LoadResult&>(out) = store.load(session, history, RestoreTarget{0, 1, 0}, buffer, uid);
+  static_cast<LoadResult&>(out) = store.load(session, history, RestoreTarget{0, 1, 0}, buffer, uid, lineage);
   if (out.state_bytes > 0) {
     auto st = engine::parse_seq_state(std::span(buffer.data(), out.state_bytes));
     EXPECT_TRUE(st) << st.error().to_string();

@@ -1,7 +1,8 @@
 // Chunks shared within one uid (issue 15): a load for a key takes chunks of the uid's other keys
 // whose token prefix hashes match the history, never another uid's; find_prefix() names the
 // anonymous entry a request extends (never one it leaves); owners survive a reopen; retain_only()
-// keeps anonymous entries; the per-uid limits drop the least recently used entries.
+// keeps anonymous entries; the per-uid limits drop the least recently used entries; shifted KV (a
+// sliding window's lineage) matches only loads of its own lineage.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -177,6 +178,46 @@ TEST(PrefixSharing, IdenticalChunksAreStoredOnceAndOutliveTheKeyThatWroteThem) {
   store->drop_session("ses_b");
   store->flush();
   EXPECT_FALSE(fs::exists(fs::path(dir) / "ses_a"));  // the last reference took the shared files
+}
+
+// A sliding window's shifted KV is not what a prefill of its tokens gives: written under a lineage,
+// its chunks serve loads of that lineage only (the session, a fork of it, also after a reopen),
+// never a prefill's (lineage 0) of the same tokens, nor find_prefix(); and a prefill's chunks
+// never serve a lineage load.
+TEST(PrefixSharing, ShiftedKvMatchesOnlyItsOwnLineage) {
+  const std::string dir = test::scratch_dir();
+  constexpr std::uint64_t kLineage = 0x9e3779b97f4a7c15ull;
+  const auto toks = tokens(150);
+  const auto cells = make_cells(150, 4);
+  {
+    auto store = open_store(options(dir));
+    EXPECT_NE(store->lineage_seed(kLineage), store->chain_seed());
+    EXPECT_NE(store->lineage_seed(kLineage), store->lineage_seed(kLineage ^ (1ull << 63)));
+    EXPECT_EQ(store->lineage_seed(0), store->chain_seed());
+    store->write_back("ses_slid", toks, state_of(cells), {}, KeyOwner{kUidA, false}, kLineage);
+    store->write_back("pfx_plain", toks, state_of(make_cells(150, 5)), {}, KeyOwner{kUidA, true});
+    store->flush();
+    // The prefill's chunks are not shared with the shifted ones (other hashes): both kept.
+    EXPECT_EQ(store->stats().chunks_shared, 0u);
+    // A prefill of the same tokens, by key or by uid, gets the plain entry's KV, never the shifted.
+    const Loaded plain = load(*store, "ses_other", toks, kUidA);
+    EXPECT_EQ(plain.tokens, 150u);
+    expect_same_cells(plain.cells, make_cells(150, 5), 150);
+    EXPECT_EQ(load(*store, "ses_slid", toks).tokens, 0u) << "the key's own shifted chunks are not a prefill's";
+    EXPECT_EQ(store->find_prefix(kUidA, toks).entry, "pfx_plain");
+  }
+  auto store = open_store(options(dir));
+  // The lineage load: the session's own chunks, and a fork's (another key of the uid), after a reopen.
+  const Loaded own = load(*store, "ses_slid", toks, kUidA, kLineage);
+  EXPECT_EQ(own.tokens, 150u);
+  expect_same_cells(own.cells, cells, 150);
+  const Loaded fork = load(*store, "ses_fork", toks, kUidA, kLineage);
+  EXPECT_EQ(fork.tokens, 150u);
+  EXPECT_EQ(fork.from_other, 3u);
+  expect_same_cells(fork.cells, cells, 150);
+  // Another lineage, or another uid: nothing.
+  EXPECT_EQ(load(*store, "ses_fork", toks, kUidA, kLineage + 1).tokens, 0u);
+  EXPECT_EQ(load(*store, "ses_x", toks, kUidB, kLineage).tokens, 0u);
 }
 
 }  // namespace

@@ -235,9 +235,10 @@ PRAGMA user_version = 1;
   auto v = (*db)->prepare("PRAGMA user_version");
   ASSERT_TRUE(v);
   ASSERT_TRUE(*v->step());
-  EXPECT_EQ(v->column_int(0), 2);
+  EXPECT_EQ(v->column_int(0), 3);
   db->reset();
-  EXPECT_EQ(open()->get("new")->overflow, "error");  // and it opens again as schema 2
+  EXPECT_EQ(open()->get("new")->overflow, "error");  // and it opens again as schema 3
+  EXPECT_EQ(open()->get("old")->kv_lineage, 0u);      // schema 3's column: what a prefill gives
 }
 
 TEST_F(SessionStoreTest, NotADatabaseIsRefused) {
@@ -274,7 +275,10 @@ TEST_F(SessionStoreTest, ForkCopiesEverythingAndOutlivesTheSource) {
   ASSERT_TRUE(store->create(rec, std::vector<MessageRecord>{{"system", "Be brief.", 1000}}, std::vector<int32_t>{}));
   std::vector<MessageRecord> t1 = {{"user", "hi", 2000}, {"assistant", "hello", 2000}};
   t1[0].token_end = 4;
-  ASSERT_TRUE(store->append_turn("src", t1, std::vector<int32_t>{1, 2, 3, 4, 5, 6}, 0, 2000));
+  WindowChange shifted;  // a sliding move's new KV lineage commits with the turn; a fork keeps it
+  shifted.kv_lineage = 0xfeedfacecafebeefull;
+  ASSERT_TRUE(store->append_turn("src", t1, std::vector<int32_t>{1, 2, 3, 4, 5, 6}, 0, 2000, shifted));
+  EXPECT_EQ(store->get("src")->kv_lineage, 0xfeedfacecafebeefull);
   SessionRecord copy;
   copy.id = "copy";
   copy.uid = 1001;
@@ -286,6 +290,7 @@ TEST_F(SessionStoreTest, ForkCopiesEverythingAndOutlivesTheSource) {
   EXPECT_EQ(forked->system_prompt, "Be brief.");
   EXPECT_EQ(forked->model_id, "model-a");
   EXPECT_EQ(forked->overflow, "error");
+  EXPECT_EQ(forked->kv_lineage, 0xfeedfacecafebeefull);
   EXPECT_EQ(forked->created_ms, 3000);
   EXPECT_EQ(forked->n_messages, 3u);
   EXPECT_EQ(*store->tokens("copy"), *store->tokens("src"));

@@ -341,9 +341,9 @@ typedef struct llmc_session_detail {
 /* Creates a session. `system_prompt` and `app` may be NULL. *id_out: llmc_free it. */
 LLMC_API llmc_code llmc_session_create(llmc_client *client, const char *system_prompt, const char *app, char **id_out);
 /* The same with its overflow policy: what happens when the conversation outgrows llmd's context.
- * "drop_oldest" (the oldest whole turns leave the model's window), "error" (the turn that does not
- * fit fails, LLMC_ERR_INVALID_ARGUMENT), or NULL: llmd's context-overflow. ("sliding" is not
- * implemented yet: LLMC_ERR_INVALID_ARGUMENT.) */
+ * "drop_oldest" (the oldest whole turns leave the model's window), "sliding" (the same turns leave,
+ * the kept ones' KV is shifted instead of recomputed), "error" (the turn that does not fit fails,
+ * LLMC_ERR_INVALID_ARGUMENT), or NULL: llmd's context-overflow. */
 LLMC_API llmc_code llmc_session_create_ex(llmc_client *client, const char *system_prompt, const char *app,
                                           const char *overflow, char **id_out);
 /* The caller's sessions (every user's for llmd's admins). *out: llmc_free it. */
