@@ -21,6 +21,7 @@
 #include "bench/scenario_engine.h"
 #include "bench/scenario_fair.h"
 #include "bench/scenario_switch.h"
+#include "bench/scenario_window.h"
 #include "bench/scenario_quality.h"
 #include "engine/backend.h"
 #include "engine/context.h"
@@ -45,6 +46,8 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
                 "fair scheduler: per-client service (Jain) vs fifo and llama-server; 8-client tok/s, TTFT"}},
       {"quality", {llmd::bench::run_quality_scenario,
                    "KV policies x chunk sizes: bytes/token vs greedy agreement and KL, stories260K"}},
+      {"window", {llmd::bench::run_window_scenario,
+                  "overflow policies: sliding vs drop_oldest against the full context, both real models"}},
   };
   return s;
 }
