@@ -25,6 +25,32 @@ Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const
   return tok.tokenize(text, /*add_special=*/history_tokens == 0, /*parse_special=*/true);
 }
 
+Result<std::vector<engine::Token>> answer_closing(const engine::Model& model, const engine::Tokenizer& tok,
+                                                  std::span<const engine::ChatMessage> messages,
+                                                  std::span<const engine::Token> tokens) {
+  if (messages.size() < 2 || messages.back().role != "assistant" || tokens.empty()) return std::vector<engine::Token>{};
+  auto opened = engine::apply_chat_template(model, messages.first(messages.size() - 1), /*add_assistant=*/true);
+  if (!opened) return opened.error();
+  auto closed = engine::apply_chat_template(model, messages, /*add_assistant=*/false);
+  if (!closed) return closed.error();
+  const std::string answered = opened->text + messages.back().content;
+  if (closed->text.size() <= answered.size() || closed->text.compare(0, answered.size(), answered) != 0) {
+    return std::vector<engine::Token>{};
+  }
+  std::string tail = closed->text.substr(answered.size());
+  if (tok.is_eog(tokens.back())) {
+    const std::string eog = tok.piece(tokens.back(), /*render_special=*/true);
+    if (!eog.empty() && tail.compare(0, eog.size(), eog) == 0) tail.erase(0, eog.size());
+  }
+  if (tail.empty()) return std::vector<engine::Token>{};
+  auto t = tok.tokenize(tail, /*add_special=*/false, /*parse_special=*/true);
+  if (!t) return t.error();
+  if (t->size() <= tokens.size() && std::equal(t->rbegin(), t->rend(), tokens.rbegin())) {
+    return std::vector<engine::Token>{};  // already there (a rewind kept it)
+  }
+  return t;
+}
+
 Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                        std::span<const engine::ChatMessage> messages,
                                                        bool add_assistant) {

@@ -31,6 +31,18 @@ Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const
                                                std::span<const engine::ChatMessage> messages,
                                                std::size_t history_tokens, const std::string& user_message);
 
+// What the template writes after the last answer of `messages` (an assistant message last) that
+// `tokens`, the session's sequence ending with that answer's generated tokens, does not hold yet:
+// the answer's closing ("<|im_end|>\n" for ChatML). An answer cut by max_tokens generated none of
+// it; one ended by an end-of-generation token generated its start (that token's text is taken off).
+// Empty when the sequence already ends with it, when the last message is not an assistant's, or
+// when the template does not render an answer as its text followed by a closing. A session turn
+// puts it in the history before its message (plan_session_turn), so the sequence is the one a
+// client resending the conversation would send (turn_tokens starts after it).
+Result<std::vector<engine::Token>> answer_closing(const engine::Model& model, const engine::Tokenizer& tok,
+                                                  std::span<const engine::ChatMessage> messages,
+                                                  std::span<const engine::Token> tokens);
+
 // The whole conversation as tokens (a model change re-derives a session's tokens from its
 // messages; chat completions without a session). add_assistant opens an assistant turn.
 Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,

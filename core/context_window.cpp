@@ -244,6 +244,19 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
     plan.user_token_end = static_cast<std::uint32_t>(plan.input.size());
     return plan;
   }
+  // The last answer's closing joins the history (and that answer's tokens in the store), so the
+  // sequence is the template's, as a client resending the conversation would send it.
+  auto closing = answer_closing(model, tok, chat, tokens);
+  if (!closing) return closing.error();
+  plan.closing = closing->size();
+  if (!closing->empty()) {
+    tokens.insert(tokens.end(), closing->begin(), closing->end());
+    if (window.back().role == "assistant") {
+      window.back().token_end = static_cast<std::uint32_t>(tokens.size());
+      plan.change.token_ends[window.back().seq] = static_cast<std::uint32_t>(tokens.size());
+    }
+    plan.change.tokens = tokens;  // replaced below if the window moves
+  }
   auto input = turn_tokens(model, tok, chat, tokens.size(), content);
   if (!input) return input.error();
   const std::size_t room = answer_room(max_tokens, max_seq_len, target);
@@ -296,6 +309,8 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
     } else if (window[i].seq >= drop->first_message) {
       plan.change.token_ends[window[i].seq] = static_cast<std::uint32_t>(*w.messages[i].token_end - removed);
       kept.push_back(window[i]);
+    } else {
+      plan.change.token_ends.erase(window[i].seq);  // it left the window (the closing's end, if set)
     }
   }
   // The new message as it follows the kept ones (the same tokens for a template that renders a

@@ -169,6 +169,7 @@ struct SessionTurnPlan {
   kvstore::WindowChange change;
   WindowReport report;
   bool rederived = false;  // the boundaries were unknown: the window was re-derived from its messages
+  std::size_t closing = 0;  // tokens of the last answer's closing added to the history (answer_closing)
   // Under sliding, a move of the stored window (not re-derived): from = the stored tokens, head
   // and cut as the move made them; from_lineage is the caller's to fill.
   std::optional<Slide> slide;

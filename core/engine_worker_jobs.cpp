@@ -224,10 +224,15 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
   }
   std::vector<engine::Token> prompt(job.history.begin() + static_cast<std::ptrdiff_t>(reuse), job.history.end());
   prompt.insert(prompt.end(), job.input.begin(), job.input.end());
-  // A resident session lacks exactly one history token: the last one it generated, sampled but
-  // never decoded. That is this turn's own work, not a restore.
+  // History that never had KV is this turn's own work, not a restore: the last token a session
+  // generated (sampled, never decoded) and the template's closing of that answer (Job::history_new);
+  // without that count, the lone token a resident session lacks.
   std::size_t restore = job.history.size() - reuse;
-  if (reuse > 0 && restore == 1) restore = 0;
+  if (job.history_new > 0) {
+    restore = restore > job.history_new ? restore - job.history_new : 0;
+  } else if (reuse > 0 && restore == 1) {
+    restore = 0;
+  }
   engine::SequenceJob sj{seq, std::move(prompt), job.params, restore, static_cast<engine::Pos>(reuse)};
   if (auto st = runner_.add(std::move(sj)); !st) {
     if (st.error().code() == Errc::internal) return kv_check_failed(seq, job, st.error());

@@ -81,6 +81,11 @@ struct Job {
   std::uint64_t id = 0;
   std::string session_id;                // empty: no slot affinity (a one-off completion)
   std::vector<engine::Token> history;    // what the sequence must hold before `input`
+  // How many of history's last tokens never had KV: a session's last generated token (sampled,
+  // never decoded) and the template's closing of that answer. They are this turn's own work, not
+  // a restore (not counted in restored_tokens). 0: only the lone last token of a resident session
+  // is taken as such.
+  std::size_t history_new = 0;
   std::vector<engine::Token> input;      // the request's tokens; not empty
   engine::GenerateParams params;
   std::string client;  // who is served and charged: "1000" (a uid) or "1000/app"; empty: "anonymous"

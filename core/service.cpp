@@ -257,6 +257,7 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.history = std::move(prep->history);
   job.input = std::move(prep->input);
   job.lineage = prep->lineage;
+  job.history_new = prep->history_new;
   job.slide = std::move(prep->slide);
   job.params = request.params;
   job.cancelled = f.cancelled;

@@ -305,6 +305,7 @@ class Service {
     kvstore::WindowChange change;
     WindowReport window;
     std::uint64_t lineage = 0;   // the history's KV lineage (Job::lineage)
+    std::size_t history_new = 0;  // Job::history_new
     std::optional<Slide> slide;  // a sliding move (Job::slide)
   };
 

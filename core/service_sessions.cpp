@@ -390,6 +390,8 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   p.change = std::move(plan->change);
   p.window = plan->report;
   p.lineage = rec->kv_lineage;
+  // The last generated token and the last answer's closing: at the history's end, never computed.
+  if (!plan->rederived && stored > 0 && !p.history.empty()) p.history_new = std::min(p.history.size(), plan->closing + 1);
   if (plan->slide) {
     // The KV shifts: it is no longer what a prefill of the window gives. A new lineage, committed
     // with the turn (whether the engine shifted or, lacking the KV, recomputed).

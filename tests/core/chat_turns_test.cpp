@@ -1,5 +1,6 @@
 // Where a session's turns end in its token sequence (turn_boundary, the rewind's cut for sessions
-// whose messages carry no token offsets), on the real tokenizer and chat template.
+// whose messages carry no token offsets), and the closing a turn adds after the last answer
+// (answer_closing), on the real tokenizer and chat template.
 #include "core/chat_turns.h"
 
 #include "tests/engine/engine_test_util.h"
@@ -55,6 +56,51 @@ TEST(TurnBoundary, FindsWhereEachKeptTurnEnded) {
   ASSERT_TRUE(next);
   only_prompts->insert(only_prompts->end(), next->begin(), next->end());
   EXPECT_EQ(turn_boundary(*model, tok, msgs, *only_prompts, 3), std::nullopt);
+}
+
+// The closing the template writes after an answer joins the history once: an answer cut by
+// max_tokens gets all of it, one whose end-of-generation token is its start gets the rest, a
+// sequence that already ends with it (a rewind kept it) gets nothing; with it, the sequence is
+// what a client resending the whole conversation sends.
+TEST(AnswerClosing, IsWhatTheTemplateWritesAfterTheAnswerOnce) {
+  const auto model = test::load_model(test::stories_path());
+  const engine::Tokenizer tok(*model);
+  const std::vector<engine::ChatMessage> msgs = {{"system", "You tell stories."},
+                                                 {"user", "Tell me a story."},
+                                                 {"assistant", "Once there was a dog."}};
+  auto opened = turn_tokens(*model, tok, std::span(msgs).first(1), 0, msgs[1].content);
+  ASSERT_TRUE(opened);
+  std::vector<engine::Token> tokens = *opened;
+  const auto answer = test::tokens_of(tok, msgs[2].content);
+  tokens.insert(tokens.end(), answer.begin(), answer.end());
+  auto closing = answer_closing(*model, tok, msgs, tokens);
+  ASSERT_TRUE(closing) << closing.error().to_string();
+  ASSERT_FALSE(closing->empty());
+  // History + closing + the next turn's tokens = the whole conversation as one rendering.
+  std::vector<engine::ChatMessage> more = msgs;
+  more.push_back({"user", "What happened next?"});
+  auto next = turn_tokens(*model, tok, msgs, tokens.size() + closing->size(), more.back().content);
+  ASSERT_TRUE(next);
+  // (As text: a vocabulary without the template's markers may split them differently at the seam.)
+  auto rendered = engine::apply_chat_template(*model, more, /*add_assistant=*/true);
+  auto before = engine::apply_chat_template(*model, std::span(msgs).first(2), /*add_assistant=*/true);
+  ASSERT_TRUE(rendered && before);
+  const auto text_of = [&](const std::vector<engine::Token>& t) {
+    std::string out;
+    for (engine::Token x : t) out += tok.piece(x, /*render_special=*/true);
+    return out;
+  };
+  // (SentencePiece puts a space before each separately tokenized piece; turn_tokens does the same.)
+  const auto unspaced = [](std::string t) { return t.starts_with(' ') ? t.substr(1) : t; };
+  EXPECT_EQ(unspaced(text_of(*closing)) + unspaced(text_of(*next)),
+            rendered->text.substr(before->text.size() + msgs[2].content.size()));
+  // Once there, not again.
+  std::vector<engine::Token> closed = tokens;
+  closed.insert(closed.end(), closing->begin(), closing->end());
+  EXPECT_TRUE(answer_closing(*model, tok, msgs, closed)->empty());
+  // Not after a user message, nor for a sequence with nothing in it.
+  EXPECT_TRUE(answer_closing(*model, tok, std::span(msgs).first(2), tokens)->empty());
+  EXPECT_TRUE(answer_closing(*model, tok, msgs, {})->empty());
 }
 
 }  // namespace
