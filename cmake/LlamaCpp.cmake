@@ -165,6 +165,13 @@ function(_llmd_cached_llama_build what build_dir)
     set(stamp "${A_PREFIX}/.llmd-complete")
   endif()
 
+  # The stamp is written last, after a whole build: seen without the lock, it is final (a configure
+  # then never waits behind another one that builds something else).
+  if(EXISTS "${stamp}")
+    get_filename_component(where "${stamp}" DIRECTORY)
+    message(STATUS "llama.cpp: using cached build ${where}")
+    return()
+  endif()
   file(MAKE_DIRECTORY "${_llmd_llama_root}")
   file(LOCK "${_llmd_llama_root}/.lock" GUARD FUNCTION TIMEOUT 3600 RESULT_VARIABLE lock_rc)
   if(NOT lock_rc EQUAL 0)

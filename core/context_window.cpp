@@ -160,18 +160,35 @@ Result<ChatDrop> drop_oldest_chat(const engine::Model& model, const engine::Toke
     m.insert(m.end(), messages.begin() + static_cast<std::ptrdiff_t>(from), messages.end());
     return conversation_tokens(model, tok, m, /*add_assistant=*/true);
   };
-  // The earliest start after the first whose conversation fits the target; else the last turn alone.
-  for (std::size_t t = 1; t < starts.size(); ++t) {
-    auto toks = kept(starts[t]);
-    if (!toks) return toks.error();
-    if (toks->size() <= target || t + 1 == starts.size()) {
-      if (toks->size() + 1 > max_seq_len) break;
+  // The earliest start after the first whose conversation fits the target; else the last turn
+  // alone. Fewer turns never take more tokens, so a binary search finds it (log2(turns) renderings
+  // of the conversation, not one per turn).
+  if (starts.size() > 1) {
+    std::size_t lo = 1, hi = starts.size() - 1;  // the answer is in [lo, hi]; hi is the fallback
+    std::optional<std::vector<engine::Token>> at_hi;
+    while (lo < hi) {
+      const std::size_t mid = lo + (hi - lo) / 2;
+      auto toks = kept(starts[mid]);
+      if (!toks) return toks.error();
+      if (toks->size() <= target) {
+        hi = mid;
+        at_hi = std::move(*toks);
+      } else {
+        lo = mid + 1;
+      }
+    }
+    if (!at_hi) {
+      auto toks = kept(starts[hi]);
+      if (!toks) return toks.error();
+      at_hi = std::move(*toks);
+    }
+    if (at_hi->size() + 1 <= max_seq_len) {
       ChatDrop out;
       out.report.moved = true;
-      out.report.first_message = static_cast<std::int64_t>(starts[t]);
-      out.report.dropped_messages = static_cast<std::uint32_t>(starts[t] - n_system);
-      out.report.dropped_tokens = full_tokens > toks->size() ? full_tokens - toks->size() : 0;
-      out.tokens = std::move(*toks);
+      out.report.first_message = static_cast<std::int64_t>(starts[hi]);
+      out.report.dropped_messages = static_cast<std::uint32_t>(starts[hi] - n_system);
+      out.report.dropped_tokens = full_tokens > at_hi->size() ? full_tokens - at_hi->size() : 0;
+      out.tokens = std::move(*at_hi);
       return out;
     }
   }

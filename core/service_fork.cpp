@@ -91,13 +91,17 @@ void Service::fork_session(const Caller& caller, const std::string& id, std::fun
   src.busy = true;
   index_[rec.id] = {caller.uid, true, src.app, src.bytes};
   auto cb = std::make_shared<std::function<void(Result<SessionInfo>)>>(std::move(done));
-  auto settle = [this, id, cb](const std::string& fork_id, Result<kvstore::SessionRecord> stored) {
+  auto settle = [this, id, cb, owner = src.uid](const std::string& fork_id, Result<kvstore::SessionRecord> stored) {
     if (auto it = index_.find(id); it != index_.end()) it->second.busy = false;
     if (!stored) {
       index_.erase(fork_id);
       return (*cb)(stored.error().code() == Errc::no_space ? storage_error(stored.error(), "the session was not forked")
                                                              : stored.error());
     }
+    // The fork holds references to the original's chunks (no bytes copied), so it keeps its KV
+    // when the original goes on or is deleted; for shifted KV (a sliding window) they are its only
+    // copy. Never across uids: an admin's fork of another user's session recomputes.
+    if (chunks_ && stored->uid == owner) chunks_->share_key(id, fork_id, kvstore::KeyOwner{owner, false});
     IndexEntry& e = index_[fork_id];
     e.busy = false;
     e.app = stored->app;
@@ -136,7 +140,11 @@ void Service::rewind_session(const Caller& caller, const std::string& id, Rewind
     // wholly before it (the one the cut goes through holds other tokens now).
     worker_.cut_session(id, cut->tokens);
     if (chunks_) chunks_->drop_from(id, cut->tokens / chunks_->options().chunk_tokens);
-    for (const auto& s : worker_.stats().slots) cut->detail.info.resident = cut->detail.info.resident || s.session_id == id;
+    // (The engine applies the cut after this: a cut to nothing leaves no KV in the slot, any other
+    // keeps the slot's prefix.)
+    for (const auto& s : worker_.stats().slots) {
+      cut->detail.info.resident = cut->detail.info.resident || (s.session_id == id && cut->tokens > 0);
+    }
     if (chunks_) cut->detail.info.kv = chunks_->residency(id);
     if (cut->detail.info.window.overflow_default) cut->detail.info.window.overflow = window_config_.overflow;
     (*cb)(std::move(cut->detail));

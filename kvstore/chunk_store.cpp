@@ -209,6 +209,21 @@ void ChunkStore::write_back(std::string session, std::vector<engine::Token> toke
   shed_write_backs();
 }
 
+void ChunkStore::share_key(const std::string& source, const std::string& target, KeyOwner owner) {
+  if (!detail::safe_name(source) || !detail::safe_name(target) || source == target) return;
+  MutexLock lock(mu_);
+  if (stop_) return;
+  tiers_.set_owner(target, owner.uid, owner.anonymous);
+  ++tiers_.at(target).pending;  // a load of the target waits for it, as for a write-back
+  Op op;
+  op.kind = Op::Kind::share;
+  op.session = target;
+  op.source = source;
+  op.uid = owner.uid;
+  op.anonymous = owner.anonymous;
+  enqueue(std::move(op));
+}
+
 void ChunkStore::drop_session(const std::string& session) {
   MutexLock lock(mu_);
   Op op;

@@ -212,7 +212,9 @@ class ChunkStore {
   // and the chunks after it are dropped). With `uid`, chunk i may come from any key that uid owns
   // (KeyOwner) when the session's own chunk i does not match: the chunk's own header proves it is
   // the KV of this history's first positions, whoever wrote it. Never from another uid's keys.
-  // `lineage`: what KV the caller wants (lineage_seed()); only chunks hashed from its seed match.
+  // `lineage`: what KV the caller wants (lineage_seed()); only chunks hashed from its seed match,
+  // and for lineage != 0 every matching chunk is loaded (no recompute gives shifted KV back, so
+  // the cost model's choice to recompute a cheap suffix does not apply).
   LoadResult load(const std::string& session, std::span<const engine::Token> history, const RestoreTarget& target,
                   std::vector<std::uint8_t>& buffer, std::optional<std::uint32_t> uid = std::nullopt,
                   std::uint64_t lineage = 0);
@@ -255,6 +257,12 @@ class ChunkStore {
   void pin(const std::string& session);
   void unpin(const std::string& session);
   void drop_session(const std::string& session);  // queued
+  // `target` (a new key with no chunks: a fork) takes a reference to each of `source`'s chunks, as
+  // they are once `source`'s queued write-backs are done: no bytes copied, each copy counted and
+  // removed once (as shared chunks are). Needed where the chunks are the only copy of the KV (a
+  // shifted lineage: a recompute does not give it back), so that the fork keeps them when
+  // `source` goes on or is deleted. Queued; `owner` as for write_back().
+  void share_key(const std::string& source, const std::string& target, KeyOwner owner);
   // Drops the session's chunks from index `first_chunk` on (a rewind cut its tokens before them;
   // the chunks before stay valid). Queued, after the session's queued write-backs.
   void drop_from(const std::string& session, std::uint32_t first_chunk);
@@ -305,6 +313,7 @@ class ChunkStore {
   void run() LLMD_EXCLUDES(mu_);
   void do_write_back(Op& op) LLMD_EXCLUDES(mu_);
   void do_drop(const std::string& session, std::uint32_t from) LLMD_EXCLUDES(mu_);
+  void do_share(const Op& op) LLMD_EXCLUDES(mu_);
   enum class Written { yes, skipped, failed };  // skipped: the disk reserve; failed: recorded
   Written write_chunk_file(const std::string& session, Chunk& c, std::span<const std::uint8_t> blob,
                            Rows& evicted_rows) LLMD_EXCLUDES(mu_);

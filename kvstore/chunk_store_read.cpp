@@ -136,9 +136,12 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
     }
   }
   if (chunks.empty()) return r;
-  // Load only the prefix whose measured load cost plus the recompute of the rest is smallest.
+  // Load only the prefix whose measured load cost plus the recompute of the rest is smallest. Not
+  // for shifted KV (lineage != 0): a recompute does not give it back, so its chunks are the only
+  // copy of the session's state and all of them are loaded.
   r.matched = chunks.size();
-  std::size_t plan = cheapest_prefix(chunks, chunks.size(), history.size(), costs_.costs());
+  std::size_t plan = lineage != 0 ? chunks.size()
+                                  : cheapest_prefix(chunks, chunks.size(), history.size(), costs_.costs());
   // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
   // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
   while (plan > 0) {

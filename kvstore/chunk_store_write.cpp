@@ -29,6 +29,7 @@ void ChunkStore::run() {
       case Op::Kind::write_back: do_write_back(op); break;
       case Op::Kind::drop: do_drop(op.session, 0); break;
       case Op::Kind::drop_from: do_drop(op.session, op.from); break;
+      case Op::Kind::share: do_share(op); break;
       case Op::Kind::retain: {
         std::vector<std::string> gone;
         {
@@ -43,7 +44,7 @@ void ChunkStore::run() {
     }
     {
       MutexLock lock(mu_);
-      if (op.kind == Op::Kind::write_back) {
+      if (op.kind == Op::Kind::write_back || op.kind == Op::Kind::share) {
         if (SessionEntry* s = tiers_.find(op.session); s && s->pending > 0) --s->pending;
       }
       busy_ = false;
@@ -392,6 +393,39 @@ void ChunkStore::enforce_prefix_limits(std::uint32_t uid, const std::string& kee
     }
     do_drop(victim, 0);
   }
+}
+
+void ChunkStore::do_share(const Op& op) {
+  std::vector<Chunk> taken;
+  {
+    MutexLock lock(mu_);
+    const SessionEntry* src = tiers_.find(op.source);
+    SessionEntry& dst = tiers_.at(op.session);
+    if (!src || !dst.chunks.empty()) return;  // nothing to take, or the target has KV of its own
+    const std::uint64_t now = tiers_.tick();
+    for (const Chunk& d : src->chunks) {
+      if (!d.present()) break;  // a gap ends every chain
+      Chunk c;
+      c.index = d.index;
+      c.n_cells = d.n_cells;
+      c.codec = d.codec;
+      c.prefix_hash = d.prefix_hash;
+      tiers_.share(c, d);
+      if (!c.present()) break;
+      c.last_use = now;
+      taken.push_back(c);
+      ++stats_.chunks_shared;
+    }
+    dst.chunks = taken;
+  }
+  IndexUpdate update;
+  for (const Chunk& c : taken) {
+    if (!c.file.empty()) {
+      update.put.push_back({op.session, c.index, c.n_cells, c.codec, c.prefix_hash, c.file, c.disk_codec, c.disk_bytes});
+    }
+  }
+  if (op.uid) update.owners.push_back({op.session, *op.uid, op.anonymous});
+  (void)update_index(update);
 }
 
 void ChunkStore::do_drop(const std::string& session, std::uint32_t from) {

@@ -23,13 +23,14 @@
 namespace llmd::kvstore {
 
 struct StoreOp {
-  enum class Kind { write_back, drop, retain, drop_from } kind = Kind::write_back;
+  enum class Kind { write_back, drop, retain, drop_from, share } kind = Kind::write_back;
   std::string session;
   std::vector<engine::Token> tokens;    // write_back
   std::vector<std::uint8_t> state;      // write_back
   std::vector<float> attention;         // write_back
   std::set<std::string> keep;           // retain
   std::uint32_t from = 0;               // drop_from
+  std::string source;                   // share: the key whose chunks `session` takes references to
   std::optional<std::uint32_t> uid;     // write_back: the key's owner, if known
   bool anonymous = false;               // write_back: a prefix entry
   std::uint64_t lineage = 0;            // write_back: what the KV is (ChunkStore::lineage_seed)

@@ -220,5 +220,40 @@ TEST(PrefixSharing, ShiftedKvMatchesOnlyItsOwnLineage) {
   EXPECT_EQ(load(*store, "ses_x", toks, kUidB, kLineage).tokens, 0u);
 }
 
+// A fork takes references to its original's chunks (share_key): no bytes copied, and the fork keeps
+// them when the original goes on with other tokens or is deleted, also after a reopen.
+TEST(PrefixSharing, AForkKeepsItsOriginalsChunksWhenTheOriginalMovesOn) {
+  const std::string dir = test::scratch_dir();
+  constexpr std::uint64_t kLineage = 77;
+  const auto toks = tokens(150);
+  const auto cells = make_cells(150, 6);
+  {
+    auto store = open_store(options(dir));
+    store->write_back("ses_orig", toks, state_of(cells), {}, KeyOwner{kUidA, false}, kLineage);
+    store->share_key("ses_orig", "ses_fork", KeyOwner{kUidA, false});
+    store->flush();
+    const StoreStats shared = store->stats();
+    EXPECT_EQ(shared.chunks_shared, 3u);
+    EXPECT_EQ(store->residency("ses_fork").chunks, 3u);
+    // The original goes on with other tokens (its chunks replaced), then is deleted.
+    store->write_back("ses_orig", tokens(150, 9), state_of(make_cells(150, 7)), {}, KeyOwner{kUidA, false}, kLineage);
+    store->flush();
+    store->drop_session("ses_orig");
+    store->flush();
+    const Loaded kept = load(*store, "ses_fork", toks, kUidA, kLineage);
+    EXPECT_EQ(kept.tokens, 150u);
+    EXPECT_EQ(kept.from_other, 0u);
+    expect_same_cells(kept.cells, cells, 150);
+  }
+  auto store = open_store(options(dir));
+  const Loaded again = load(*store, "ses_fork", toks, kUidA, kLineage);
+  EXPECT_EQ(again.tokens, 150u);
+  expect_same_cells(again.cells, cells, 150);
+  // Not into a key that has chunks of its own, nor from a key that does not exist.
+  store->share_key("ses_none", "ses_x", KeyOwner{kUidA, false});
+  store->flush();
+  EXPECT_EQ(store->residency("ses_x").chunks, 0u);
+}
+
 }  // namespace
 }  // namespace llmd::kvstore
