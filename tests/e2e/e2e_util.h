@@ -77,6 +77,15 @@ inline Streamed stream(const client::HttpClient& c, const std::string& path, nlo
 
 inline nlohmann::json greedy_body(int max_tokens) { return {{"max_tokens", max_tokens}, {"temperature", 0}}; }
 
+// A session turn, greedy, not streamed.
+inline JsonReply session_turn(const client::HttpClient& c, const std::string& id, const std::string& text,
+                              int max_tokens) {
+  auto body = greedy_body(max_tokens);
+  body["content"] = text;
+  body["stream"] = false;
+  return call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+}
+
 // A connection to the socket, or -1. `flags`: more socket(2) type flags (SOCK_NONBLOCK: -1 at
 // once when the listen backlog is full, EAGAIN).
 inline int connect_to(const std::string& sock, int flags = 0) {

@@ -28,10 +28,7 @@ std::string new_session(const client::HttpClient& c) {
 }
 
 JsonReply say(const client::HttpClient& c, const std::string& id, const std::string& text, int max_tokens = 8) {
-  auto body = greedy_body(max_tokens);
-  body["content"] = text;
-  body["stream"] = false;
-  return call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+  return session_turn(c, id, text, max_tokens);
 }
 
 std::string octal(mode_t m) {

@@ -27,10 +27,7 @@ std::string create(const client::HttpClient& c, const std::string& overflow) {
 }
 
 JsonReply say(const client::HttpClient& c, const std::string& id, const std::string& text, int max_tokens = 24) {
-  auto body = greedy_body(max_tokens);
-  body["content"] = text;
-  body["stream"] = false;
-  return call(c, "POST", "/v1/sessions/" + id + "/messages", body);
+  return session_turn(c, id, text, max_tokens);
 }
 
 std::string turn_text(int i) { return "Tell me about the number " + std::to_string(i) + "."; }
