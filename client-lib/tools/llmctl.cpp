@@ -56,6 +56,7 @@ const char* kUsageText =
     "  sessions audit ID...           check every stored copy of a session's KV against its\n"
     "                                 recomputed history (exit 1 if any is wrong)\n"
     "  sessions fork ID               a new session with the same messages; prints its id\n"
+    "  sessions prewarm ID            bring a session's KV into a slot before its next message\n"
     "  sessions rewind ID --drop-last N | --keep K\n"
     "                                 drop the last N messages, or keep the first K (the system\n"
     "                                 message counted): whole turns, to edit or regenerate one\n"
@@ -427,13 +428,32 @@ int cmd_branch(const Options& o, const std::vector<std::string>& args) {
   }
 }
 
+// llmctl sessions prewarm ID: the session's KV is in a slot when it returns.
+int cmd_prewarm(const Options& o, const std::vector<std::string>& args) {
+  if (args.size() != 2) return usage_error("sessions prewarm needs one session ID");
+  try {
+    Connection c(o);
+    if (o.json) {
+      std::printf("%s\n", c->call("POST", "/v1/sessions/" + args[1] + "/prewarm").body.c_str());
+      return kOk;
+    }
+    const auto p = c->prewarm_session(args[1]);
+    std::printf("%s: %u tokens in a slot (%u loaded from KV chunks, %u recomputed)\n", args[1].c_str(), p.tokens,
+                p.loaded, p.restored);
+    return kOk;
+  } catch (const llmc::Error& e) {
+    return report(e);
+  }
+}
+
 int cmd_sessions(const Options& o, std::vector<std::string> args) {
   const std::string sub = args.empty() ? std::string() : args[0];
   if (sub == "fork" || sub == "rewind") return cmd_branch(o, args);
+  if (sub == "prewarm") return cmd_prewarm(o, args);
   const bool list = sub == "list" && args.size() == 1, show = sub == "show" && args.size() == 2,
              rm = sub == "rm" && args.size() >= 2, audit = sub == "audit" && args.size() >= 2, create = sub == "create";
   if (!list && !show && !rm && !audit && !create) {
-    return usage_error("sessions needs list, create, show ID, rm ID..., audit ID..., fork ID or rewind ID");
+    return usage_error("sessions needs list, create, show ID, rm ID..., audit ID..., fork ID, rewind ID or prewarm ID");
   }
   try {
     Connection c(o);

@@ -113,6 +113,15 @@ TEST_F(LlmctlTest, SessionsForkAndRewind) {
   EXPECT_EQ(half.exit_code, 1);
   EXPECT_NE(half.err.find("drop_last"), std::string::npos) << half.err;
   EXPECT_EQ(llmctl({"sessions", "fork", "ses_000000000000000000000000"}).exit_code, 4);
+  // Prewarm: the session's tokens are in a slot afterwards; usage 2, no such session 4.
+  auto warm = llmctl({"sessions", "prewarm", id});
+  EXPECT_EQ(warm.exit_code, 0) << warm.err;
+  EXPECT_NE(warm.out.find(" tokens in a slot"), std::string::npos) << warm.out;
+  auto warm_json = llmctl({"--json", "sessions", "prewarm", id});
+  EXPECT_EQ(warm_json.exit_code, 0) << warm_json.err;
+  EXPECT_GT(nlohmann::json::parse(warm_json.out, nullptr, false).value("tokens", 0), 0) << warm_json.out;
+  EXPECT_EQ(llmctl({"sessions", "prewarm"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"sessions", "prewarm", "ses_000000000000000000000000"}).exit_code, 4);
   EXPECT_EQ(llmctl({"sessions", "rewind", "ses_000000000000000000000000", "--keep", "0"}).exit_code, 4);
 }
 
