@@ -3,12 +3,16 @@
 // disk full (through the FileSystem seam), corrupt and orphaned files.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <random>
+#include <sstream>
 
 #include "kvstore/chunk_store.h"
 #include "kvstore/sqlite_db.h"
@@ -487,6 +491,42 @@ TEST(ChunkStore, RejectsBadOptionsAndHostileSessionNames) {
   store->flush();
   EXPECT_EQ(store->residency("ses_a").chunks, 0u);
   EXPECT_FALSE(store->stats().last_error.empty());
+}
+
+}  // namespace
+}  // namespace llmd::kvstore
+
+namespace llmd::kvstore {
+namespace {
+
+// The store's own thread (write-backs) is background work: named llmd-kvstore and niced (10 by
+// default), so that it takes what the decode threads leave instead of slowing the next prefill.
+TEST(ChunkStore, ItsThreadIsNamedAndNiced) {
+  auto o = test_util::options(test::scratch_dir());
+  o.writer_nice = 7;
+  auto store = test_util::open_store(o);
+  store->flush();  // the thread has run
+  std::optional<int> nice;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(t.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name != "llmd-kvstore") continue;
+    std::ifstream stat(t.path() / "stat");
+    std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream rest(all.substr(all.rfind(')') + 2));  // fields from the 3rd (state) on
+    std::vector<std::string> f{std::istream_iterator<std::string>(rest), std::istream_iterator<std::string>()};
+    ASSERT_GT(f.size(), 16u);
+    nice = std::stoi(f[16]);  // field 19: nice
+  }
+  ASSERT_TRUE(nice.has_value()) << "no thread named llmd-kvstore";
+  // Raising a thread's nice needs no privilege; lowering it below an inherited one does.
+  const int inherited = ::getpriority(PRIO_PROCESS, 0);
+  if (inherited <= 7) {
+    EXPECT_EQ(*nice, 7);
+  } else {
+    EXPECT_TRUE(*nice == 7 || *nice == inherited) << *nice;
+  }
 }
 
 }  // namespace
