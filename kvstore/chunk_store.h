@@ -102,9 +102,11 @@ struct ChunkStoreOptions {
   // 0: no limit of that kind. Sessions never count.
   std::uint32_t prefix_entries_per_uid = 256;
   std::uint64_t prefix_bytes_per_uid = 1ull << 30;
-  // The nice value of the store's own thread (write-backs are background work). 10: on a machine
-  // whose cores the decode threads fill, the next prefill is not slowed by the last write-back.
-  int writer_nice = 10;
+  // The nice value of the store's own thread. 0 (none): at 10, on 2 cores that decoding fills,
+  // the next prefill ran up to a quarter faster, but write-backs lagged behind a busy engine so
+  // far that a stateless request found its previous history not yet written, and a kill -9 lost
+  // it (measured; see ARCHITECTURE.md, Threads). Writing back while the engine idles is the way.
+  int writer_nice = 0;
 };
 
 // Whose KV a key's chunks are. A load for a key may use the chunks of every key of the same uid

@@ -19,11 +19,9 @@ using detail::file_blocks;
 using detail::kIndexCommitBytes;
 
 void ChunkStore::run() {
-  // Write-backs are background work: on a machine whose cores the decode threads keep busy, they
-  // take what those leave (nice 10, this thread only: Linux's per-thread nice) instead of slowing
-  // the next prefill. Named for top -H and the like.
+  // Named for top -H and the like; niced if asked (ChunkStoreOptions::writer_nice, this thread only).
   (void)pthread_setname_np(pthread_self(), "llmd-kvstore");
-  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), opt_.writer_nice);
+  if (opt_.writer_nice != 0) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), opt_.writer_nice);
   while (true) {
     Op op;
     {

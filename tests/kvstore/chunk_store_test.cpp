@@ -499,13 +499,14 @@ TEST(ChunkStore, RejectsBadOptionsAndHostileSessionNames) {
 namespace llmd::kvstore {
 namespace {
 
-// The store's own thread (write-backs) is background work: named llmd-kvstore and niced (10 by
-// default), so that it takes what the decode threads leave instead of slowing the next prefill.
+// The store's own thread (write-backs) is named llmd-kvstore and takes the nice it is given
+// (ChunkStoreOptions::writer_nice; none by default).
 TEST(ChunkStore, ItsThreadIsNamedAndNiced) {
   auto o = test_util::options(test::scratch_dir());
   o.writer_nice = 7;
   auto store = test_util::open_store(o);
-  store->flush();  // the thread has run
+  store->write_back("ses_a", test_util::tokens(20), test_util::state_of(test_util::make_cells(20, 1)));
+  store->flush();  // the thread has run an op (it names and nices itself first)
   std::optional<int> nice;
   for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
     std::ifstream comm(t.path() / "comm");
