@@ -2,14 +2,9 @@
 #include "bench/llmd_process.h"
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstdio>
-#include <thread>
-
-#include "tools/http_client/http_client.h"
+#include "bench/process.h"
 
 namespace llmd::bench {
 
@@ -19,21 +14,9 @@ LlmdProcess::~LlmdProcess() {
   if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
 }
 
-void LlmdProcess::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
+void LlmdProcess::stop() { end_process(pid_, SIGTERM); }
 
-void LlmdProcess::kill_hard() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
+void LlmdProcess::kill_hard() { end_process(pid_, SIGKILL); }
 
 Status LlmdProcess::start(const BenchEnv& env, const std::string& model, const std::vector<std::string>& args,
                           bool keep_state) {
@@ -49,28 +32,10 @@ Status LlmdProcess::start(const BenchEnv& env, const std::string& model, const s
                                    "--state-dir", state_dir().string(), "--threads", std::to_string(env.threads),
                                    "--log-level", "warn"};
   argv.insert(argv.end(), args.begin(), args.end());
-  pid_ = ::fork();
-  if (pid_ < 0) return errno_error(errno, "fork");
-  if (pid_ == 0) {
-    std::freopen(env.log_path.c_str(), "a", stderr);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
-    ::execv(LLMD_BENCH_LLMD_BIN, cargv.data());
-    _exit(127);
-  }
-  for (int i = 0; i < 600; ++i) {
-    client::HttpClient c(socket_);
-    auto r = c.request("GET", "/v1/health");
-    if (r && r->status == 200) return {};
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return Error(Errc::internal, "llmd exited at start; see " + env.log_path);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return Error(Errc::internal, "llmd did not come up; see " + env.log_path);
+  auto pid = spawn(LLMD_BENCH_LLMD_BIN, std::move(argv), env.log_path, /*with_stdout=*/false);
+  if (!pid) return pid.error();
+  pid_ = *pid;
+  return wait_until_healthy(pid_, socket_, "/v1/health", "llmd", env.log_path);
 }
 
 }  // namespace llmd::bench

@@ -2,10 +2,16 @@
 #include "bench/process.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "tools/http_client/http_client.h"
 
 namespace llmd::bench {
 
@@ -46,6 +52,45 @@ Result<std::string> run_capture(const std::vector<std::string>& argv, const std:
                                      stderr_path);
   }
   return output;
+}
+
+Result<pid_t> spawn(const std::string& path, std::vector<std::string> argv, const std::string& log_path,
+                    bool with_stdout) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return errno_error(errno, "fork");
+  if (pid == 0) {
+    std::freopen(log_path.c_str(), "a", stderr);
+    if (with_stdout) std::freopen(log_path.c_str(), "a", stdout);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    ::execv(path.c_str(), cargv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+Status wait_until_healthy(pid_t& pid, const std::string& socket, const std::string& health_path,
+                          const std::string& what, const std::string& log_path) {
+  for (int i = 0; i < 600; ++i) {
+    client::HttpClient c(socket);
+    if (auto r = c.request("GET", health_path); r && r->status == 200) return {};
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      pid = -1;
+      return Error(Errc::internal, what + " exited at start; see " + log_path);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Error(Errc::internal, what + " did not come up; see " + log_path);
+}
+
+void end_process(pid_t& pid, int sig) {
+  if (pid <= 0) return;
+  ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  pid = -1;
 }
 
 }  // namespace llmd::bench
