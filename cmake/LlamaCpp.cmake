@@ -1,4 +1,6 @@
-# Provides the imported target `llama` (with ggml) for the pinned llama.cpp v0.5.0.
+# Provides the imported targets `llama` (with ggml) and `llama_common` (llama.cpp's `common`
+# library: Jinja chat templates, tool-call parsing, JSON Schema -> grammar) for the pinned llama.cpp
+# v0.5.0. Only engine/ links `llama_common`, as only engine/ includes llama.h.
 #
 # Where it comes from, in order:
 #   1. LLMD_LLAMA_SOURCE=system: a system llama.cpp of exactly version 0.5.0 (find_package(llama)).
@@ -8,7 +10,9 @@
 # The pinned build: scripts/fetch-llama.sh obtains the source (npm package node-llama-cpp@3.22.1,
 # integrity-checked git bundle) into ${LLMD_CACHE_DIR}/llama.cpp/v0.5.0/src; this file configures,
 # builds and installs static `llama` + `ggml` into a prefix named by a key of everything that changes
-# the binaries (compiler, CUDA, native CPU). A finished prefix carries a stamp; a configure that finds
+# the binaries (compiler, CUDA, native CPU), and copies `common` (which llama.cpp does not install:
+# its static libraries and headers) into the same prefix (lib/, include/llama-common/). A system
+# llama.cpp has no `common`: it is then built from the pinned source into a cache of its own. A finished prefix carries a stamp; a configure that finds
 # the stamp does nothing, so a fresh clone or a new build directory links against the cached build in
 # seconds. A file lock makes concurrent configures (e.g. the normal and the sanitizer build) safe.
 #
@@ -159,10 +163,12 @@ endfunction()
 # Configures and builds llama.cpp in build_dir once, under a file lock; a later call finds the
 # stamp and does nothing. With PREFIX the result is installed there (and the stamp goes there).
 function(_llmd_cached_llama_build what build_dir)
-  cmake_parse_arguments(A "" "PREFIX" "CONFIGURE;TARGETS" ${ARGN})
+  cmake_parse_arguments(A "" "PREFIX;COMMON_INTO" "CONFIGURE;TARGETS" ${ARGN})
   set(stamp "${build_dir}/.llmd-complete")
   if(A_PREFIX)
     set(stamp "${A_PREFIX}/.llmd-complete")
+  elseif(A_COMMON_INTO)
+    set(stamp "${A_COMMON_INTO}/.llmd-complete")
   endif()
 
   # The stamp is written last, after a whole build: seen without the lock, it is final (a configure
@@ -204,16 +210,49 @@ function(_llmd_cached_llama_build what build_dir)
   if(A_PREFIX)
     _llmd_run("installing into ${A_PREFIX}" LOG "${log}.install" ${CMAKE_COMMAND} --install "${build_dir}")
   endif()
+  if(A_COMMON_INTO)
+    # llama.cpp installs no `common`: its libraries and headers are copied (headers keep their
+    # folders: common/jinja/string.h must not shadow <string.h>, so only the top is on the path).
+    message(STATUS "llama.cpp: copying common into ${A_COMMON_INTO}")
+    file(MAKE_DIRECTORY "${A_COMMON_INTO}/lib" "${A_COMMON_INTO}/include/llama-common")
+    file(COPY "${build_dir}/common/libllama-common.a" "${build_dir}/common/libllama-common-base.a"
+              "${build_dir}/vendor/cpp-httplib/libcpp-httplib.a" DESTINATION "${A_COMMON_INTO}/lib")
+    file(COPY "${LLMD_LLAMA_SOURCE_DIR}/common/" DESTINATION "${A_COMMON_INTO}/include/llama-common"
+         FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
+  endif()
   file(WRITE "${stamp}" "${LLMD_LLAMA_COMMIT}\n")
 endfunction()
 
 function(_llmd_build_pinned_llama prefix_var)
-  _llmd_llama_key(key "lib")
+  _llmd_llama_key(key "lib+common")
   set(prefix "${_llmd_llama_root}/install-${key}")
-  _llmd_cached_llama_build("llama + ggml" "${_llmd_llama_root}/build-${key}" PREFIX "${prefix}"
+  _llmd_cached_llama_build("llama + ggml + common" "${_llmd_llama_root}/build-${key}" PREFIX "${prefix}"
+    COMMON_INTO "${prefix}"
     CONFIGURE -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON
-              -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
+              -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
   set(${prefix_var} "${prefix}" PARENT_SCOPE)
+endfunction()
+
+# `common` alone from the pinned source, for a system llama.cpp (which has none).
+function(_llmd_build_llama_common dir_var)
+  _llmd_llama_key(key "common")
+  set(dir "${_llmd_llama_root}/common-${key}")
+  _llmd_cached_llama_build("llama.cpp common" "${_llmd_llama_root}/build-common-${key}" COMMON_INTO "${dir}"
+    CONFIGURE -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+              -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+    TARGETS llama-common)
+  set(${dir_var} "${dir}" PARENT_SCOPE)
+endfunction()
+
+# The imported target `llama_common` from a directory holding lib/ and include/llama-common/.
+function(_llmd_llama_common_target dir)
+  find_package(Threads REQUIRED)
+  add_library(llama_common STATIC IMPORTED GLOBAL)
+  set_target_properties(llama_common PROPERTIES
+    IMPORTED_LOCATION "${dir}/lib/libllama-common.a"
+    INTERFACE_INCLUDE_DIRECTORIES "${dir}/include/llama-common"
+    INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${dir}/include/llama-common"
+    INTERFACE_LINK_LIBRARIES "${dir}/lib/libllama-common-base.a;${dir}/lib/libcpp-httplib.a;llama;Threads::Threads")
 endfunction()
 
 function(_llmd_build_llama_tools dir_var)
@@ -259,6 +298,10 @@ if(NOT LLMD_LLAMA_ORIGIN)
   find_package(llama ${LLMD_LLAMA_VERSION} EXACT CONFIG REQUIRED
     PATHS "${_llmd_llama_prefix}" NO_DEFAULT_PATH)
   set(LLMD_LLAMA_ORIGIN "pinned ${LLMD_LLAMA_TAG} (${_llmd_llama_prefix})")
+  _llmd_llama_common_target("${_llmd_llama_prefix}")
+else()
+  _llmd_build_llama_common(_llmd_common_dir)
+  _llmd_llama_common_target("${_llmd_common_dir}")
 endif()
 message(STATUS "llama.cpp: ${LLMD_LLAMA_ORIGIN}")
 

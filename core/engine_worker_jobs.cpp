@@ -375,6 +375,7 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.finish = o.finish;
   res.generated = std::move(o.tokens);
   res.text = std::move(o.text);
+  res.logprobs = std::move(o.logprobs);
   res.seed = o.seed;
   res.audit = std::move(r.audit);
   res.usage.prompt_tokens = static_cast<std::int32_t>(prompt_total);

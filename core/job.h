@@ -57,6 +57,7 @@ struct AuditCapture {
 struct JobResult {
   engine::FinishReason finish = engine::FinishReason::none;
   std::vector<engine::Token> generated;
+  std::vector<engine::TokenLogprob> logprobs;  // per generated token, when params.top_logprobs >= 0
   std::string text;
   Usage usage;
   Timings timings;
@@ -103,6 +104,8 @@ struct Job {
   scheduler::Priority priority = scheduler::Priority::interactive;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set by anyone; the job ends within one step
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable
+  // Each sampled token's log-probabilities (params.top_logprobs >= 0), before on_text of its text.
+  std::function<void(const engine::TokenLogprob&)> on_logprob;
   std::function<void(JobResult)> on_done;                 // exactly once
   Clock::time_point submitted = Clock::now();
   // Non-empty: a KV audit of this session. The job has no session (session_id empty: it never

@@ -190,9 +190,16 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
       break;
     }
     case TurnRequest::Kind::chat: {
-      auto t = conversation_tokens(model_, tok_, request.messages, /*add_assistant=*/true);
+      auto prompt = engine::apply_chat_template(model_, request.messages, /*add_assistant=*/true, request.chat);
+      if (!prompt) return prompt.error();
+      auto t = tok_.tokenize(prompt->text, /*add_special=*/true, /*parse_special=*/true);
       if (!t) return t.error();
       p.input = std::move(*t);
+      p.grammar = std::move(prompt->grammar);
+      p.syntax = std::move(prompt->syntax);
+      p.stops = std::move(prompt->stops);
+      // A constrained chat's prompt carries its tools and format: it is not shortened (below).
+      if (request.chat.constrained()) break;
       // A history that does not fit: under drop_oldest its oldest whole turns go (the request's
       // messages are not stored; the answer says what was left out). A sliding default is for
       // sessions: a stateless request has no KV kept to shift, and drops (asking for sliding is
@@ -260,6 +267,9 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.history_new = prep->history_new;
   job.slide = std::move(prep->slide);
   job.params = request.params;
+  job.params.sampling.grammar = std::move(prep->grammar);
+  for (auto& s : prep->stops) job.params.stop.push_back(std::move(s));
+  if (prep->syntax.kind != engine::AnswerSyntax::Kind::text) f.answer.emplace(std::move(prep->syntax));
   job.cancelled = f.cancelled;
   job.client = f.client;
   job.priority = request.priority;
@@ -274,14 +284,31 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.on_text = [this, id](const std::string& text) {
     asio::post(io_, [this, id, text] {
       auto it2 = in_flight_.find(id);
-      if (it2 != in_flight_.end() && it2->second.callbacks.text) it2->second.callbacks.text(text);
+      if (it2 == in_flight_.end()) return;
+      InFlight& g = it2->second;
+      if (!g.answer) {
+        if (g.callbacks.text) g.callbacks.text(text);
+        return;
+      }
+      for (const auto& d : g.answer->push(text)) {
+        if (g.callbacks.delta) g.callbacks.delta(d);
+      }
     });
   };
+  if (request.params.top_logprobs >= 0) {
+    job.on_logprob = [this, id](const engine::TokenLogprob& lp) {
+      asio::post(io_, [this, id, lp] {
+        auto it2 = in_flight_.find(id);
+        if (it2 != in_flight_.end() && it2->second.callbacks.logprob) it2->second.callbacks.logprob(logprob_entry(lp));
+      });
+    };
+  }
   const bool session_turn = request.kind == TurnRequest::Kind::session_message;
   job.on_done = [this, id, session_turn, session = f.session_id, user = std::move(request.content),
                  history = prep->stored_tokens, input = job.input, user_end = prep->user_token_end,
                  change = std::move(prep->change), window = prep->window](JobResult r) mutable {
-    TurnResult res{r.finish, std::move(r.text), r.usage, r.timings, r.seed, std::move(r.error), window};
+    TurnResult res{r.finish, std::move(r.text), {}, {}, r.usage, r.timings, r.seed, std::move(r.error), window};
+    for (const auto& lp : r.logprobs) res.logprobs.push_back(logprob_entry(lp));
     if (!session_turn || !saved_finish(res.finish) || r.generated.empty()) {
       if (session_turn && !res.error && res.finish != engine::FinishReason::cancelled) {
         res.error = Error(Errc::resource_exhausted, "the session is full: no room for another token");
@@ -337,9 +364,25 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   }
 }
 
+LogprobEntry Service::logprob_entry(const engine::TokenLogprob& lp) const {
+  LogprobEntry e{lp.token, tok_.piece(lp.token, /*render_special=*/true), lp.logprob, {}};
+  for (const auto& [t, l] : lp.top) e.top.push_back({t, tok_.piece(t, /*render_special=*/true), l});
+  return e;
+}
+
 void Service::finished(RequestId id, TurnResult result) {
   auto it = in_flight_.find(id);
   if (it == in_flight_.end()) return;
+  InFlight& f = it->second;
+  if (f.answer && !result.error) {
+    std::vector<AnswerDelta> deltas;
+    result.answer = f.answer->finish(result.text, deltas);
+    if (f.callbacks.delta) {
+      for (const auto& d : deltas) f.callbacks.delta(d);
+    }
+  } else {
+    result.answer.content = result.text;
+  }
   auto cb = std::move(it->second.callbacks.done);
   drop(id);
   if (cb) cb(result);

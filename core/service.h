@@ -32,6 +32,7 @@
 #include "engine/generation.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "core/answer_stream.h"
 #include "core/context_window.h"
 #include "core/engine_worker.h"
 #include "core/task_thread.h"
@@ -90,6 +91,10 @@ struct TurnRequest {
   std::string session_id;                     // session_message
   std::string content;                        // session_message: the user's message
   std::vector<engine::ChatMessage> messages;  // chat
+  // chat: tools, a JSON schema or a grammar the answer must follow (engine/chat_template.h); the
+  // answer is then parsed (TurnResult::answer, TurnCallbacks::delta). A chat that does not fit the
+  // context is refused rather than shortened when it has any.
+  engine::ChatOptions chat;
   std::string prompt;                         // completion
   engine::GenerateParams params;
   std::string app;  // the app the caller declared (chat, completion; valid_client_name); a session
@@ -101,9 +106,27 @@ struct TurnRequest {
   std::optional<Overflow> overflow;
 };
 
+// A token's log-probability as a caller sees it: its text (raw bytes: a piece may be part of a
+// UTF-8 character) and the most likely alternatives.
+struct TokenChoice {
+  engine::Token id = -1;
+  std::string text;
+  float logprob = 0;
+};
+struct LogprobEntry {
+  engine::Token id = -1;
+  std::string text;
+  float logprob = 0;
+  std::vector<TokenChoice> top;
+};
+
 struct TurnResult {
   engine::FinishReason finish = engine::FinishReason::none;
   std::string text;
+  // The answer read back from text: content (all of text for a plain answer), reasoning, tool
+  // calls (then finish is eog or stop and the caller says "tool_calls").
+  engine::ParsedAnswer answer;
+  std::vector<LogprobEntry> logprobs;  // per generated token, when asked for (params.top_logprobs)
   Usage usage;
   Timings timings;
   std::uint32_t seed = 0;
@@ -125,6 +148,10 @@ struct TurnCallbacks {
   // Right after accepted, before any text, only when the window moved (optional).
   std::function<void(const WindowReport&)> window;
   std::function<void(const std::string&)> text;            // a piece of the answer
+  // Instead of text for an answer that is parsed (TurnRequest::chat constrains it): its pieces.
+  std::function<void(const AnswerDelta&)> delta;
+  // Each generated token's log-probabilities (when asked for), before the text it is part of.
+  std::function<void(const LogprobEntry&)> logprob;
   std::function<void(const TurnResult&)> done;             // after accepted, exactly once
   std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
 };
@@ -295,6 +322,7 @@ class Service {
     bool accepted = false;
     std::uint32_t uid = 0;
     std::string client;  // for the scheduler
+    std::optional<AnswerStream> answer;  // a parsed answer (TurnRequest::chat constrains it)
   };
   struct Prepared {
     std::vector<engine::Token> history;
@@ -307,6 +335,10 @@ class Service {
     std::uint64_t lineage = 0;   // the history's KV lineage (Job::lineage)
     std::size_t history_new = 0;  // Job::history_new
     std::optional<Slide> slide;  // a sliding move (Job::slide)
+    // chat: what the answer must follow and how it is read back.
+    engine::GrammarParams grammar;
+    engine::AnswerSyntax syntax;
+    std::vector<std::string> stops;
   };
 
   bool visible(const Caller& caller, const std::string& id) const;
@@ -325,6 +357,7 @@ class Service {
   Result<Prepared> prepare_session(const TurnRequest& request, const WindowConfig& window);  // storage thread
   void prepared(RequestId id, TurnRequest request, Result<Prepared> prep);
   void finished(RequestId id, TurnResult result);
+  LogprobEntry logprob_entry(const engine::TokenLogprob& lp) const;
   void drop(RequestId id);
   void check_idle();
 

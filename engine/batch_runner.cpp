@@ -50,7 +50,7 @@ void BatchRunner::finish(Active& a, FinishReason reason) {
   const auto now = Clock::now();
   if (!a.stream.done()) {
     auto d = a.stream.end(reason);
-    if (!d.text.empty() && on_token_) on_token_(a.job.seq, kNoToken, d.text);
+    if (!d.text.empty() && on_token_) on_token_(a.job.seq, kNoToken, d.text, nullptr);
   }
   a.out.text = a.stream.text();
   a.out.finish = a.stream.finish();
@@ -160,7 +160,9 @@ Result<bool> BatchRunner::step(const StepLimits* limits) {
   for (auto& [seq, a] : active_) {
     if (!a.restored && a.prompt_done >= a.job.restore_tokens && a.started) a.restored = t1;
     if (a.stream.done() || a.batch_index < 0) continue;
-    const Token t = a.sampler.sample(ctx_, a.batch_index);
+    const bool want_logprobs = a.job.params.top_logprobs >= 0;
+    TokenLogprob lp;
+    const Token t = a.sampler.sample(ctx_, a.batch_index, want_logprobs ? &lp : nullptr, a.job.params.top_logprobs);
     if (!a.first_token) {
       a.first_token = t1;
       if (a.started) {
@@ -170,8 +172,9 @@ Result<bool> BatchRunner::step(const StepLimits* limits) {
       }
     }
     a.out.tokens.push_back(t);
+    if (want_logprobs) a.out.logprobs.push_back(lp);
     auto d = a.stream.push(t);
-    if (on_token_) on_token_(seq, t, d.text);
+    if (on_token_) on_token_(seq, t, d.text, want_logprobs ? &a.out.logprobs.back() : nullptr);
     if (d.finish != FinishReason::none) {
       finish(a, d.finish);
     } else {

@@ -41,6 +41,7 @@ struct SequenceJob {
 
 struct SequenceOutcome {
   std::vector<Token> tokens;  // generated tokens (an end-of-generation token included)
+  std::vector<TokenLogprob> logprobs;  // one per generated token when params.top_logprobs >= 0
   std::string text;           // their text, stop strings cut
   FinishReason finish = FinishReason::none;
   std::int32_t n_prompt = 0;
@@ -60,7 +61,9 @@ class BatchRunner {
   struct Active;
 
  public:
-  using TokenCallback = std::function<void(SeqId, Token, std::string_view text)>;
+  // A sampled token (kNoToken when only held-back text is released at the end), the text it makes
+  // showable, and its log-probabilities (null unless the job asked for them).
+  using TokenCallback = std::function<void(SeqId, Token, std::string_view text, const TokenLogprob* logprob)>;
 
   // A job taken off its slot mid-way. Move-only.
   class Suspended {

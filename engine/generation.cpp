@@ -8,6 +8,10 @@ Status validate_generate(const GenerateParams& p) {
     return Error(Errc::invalid_argument, "max_tokens must be between 1 and " + std::to_string(kMaxGenerateTokens));
   }
   LLMD_TRY_STATUS(validate_sampling(p.sampling));
+  if (p.top_logprobs < -1 || p.top_logprobs > kMaxTopLogprobs) {
+    return Error(Errc::invalid_argument, "top_logprobs must be between 0 and " + std::to_string(kMaxTopLogprobs))
+        .with_param("top_logprobs");
+  }
   return validate_stop_strings(p.stop);
 }
 

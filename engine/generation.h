@@ -22,6 +22,9 @@ struct GenerateParams {
   std::int32_t max_tokens = 256;   // [1, kMaxGenerateTokens]
   std::vector<std::string> stop;   // see validate_stop_strings
   bool ignore_eog = false;         // treat end-of-generation tokens as ordinary text (benchmarks)
+  // -1: no log-probabilities; else each generated token's, with this many alternatives
+  // [0, kMaxTopLogprobs] (SequenceOutcome::logprobs, and per token as it is sampled).
+  std::int32_t top_logprobs = -1;
 };
 
 Status validate_generate(const GenerateParams& params);

@@ -9,12 +9,17 @@
 #include <memory>
 #include <vector>
 
+#include <chat.h>
+#include <log.h>
+
 #include "engine/backend.h"
 #include "engine/ggml_types.h"
 #include "engine/gguf_probe.h"
 
 namespace llmd::engine {
 namespace {
+
+constexpr const char* kChatml = "chatml";  // common's name of its built-in ChatML template
 
 std::string meta_str(const llama_model* model, const std::string& key) {
   std::vector<char> buf(256);
@@ -48,6 +53,27 @@ Result<std::string> fingerprint_of(const std::string& path, uint64_t size) {
   char out[64];
   std::snprintf(out, sizeof out, "%llu-%016llx", static_cast<unsigned long long>(size), static_cast<unsigned long long>(h));
   return std::string(out);
+}
+
+// llama.cpp's chat templates for the model: its own, else ChatML (none, or one the Jinja engine
+// cannot parse: the reason goes to info.chat_template_error). common's log lines are off (it
+// prints to stderr; what matters reaches callers as errors).
+common_chat_templates_ptr load_chat_templates(const llama_model* model, ModelInfo& info) {
+  common_log_set_verbosity_thold(-1);
+  common_chat_templates_ptr t;
+  if (info.has_chat_template) {
+    try {
+      t = common_chat_templates_init(model, "");
+      info.chat_template_fallback = false;
+    } catch (const std::exception& e) {
+      info.chat_template_error = e.what();
+    }
+  }
+  if (!t) t = common_chat_templates_init(model, kChatml);
+  const auto caps = common_chat_templates_get_caps(t.get());
+  const auto it = caps.find("supports_tool_calls");
+  info.chat_template_tool_calls = it != caps.end() && it->second;
+  return t;
 }
 
 }  // namespace
@@ -117,10 +143,16 @@ Result<std::unique_ptr<Model>> Model::load(const ModelParams& params) {
                             !llama_model_is_diffusion(model) && llama_model_n_swa(model) == 0 &&
                             llama_model_has_decoder(model) && !llama_model_has_encoder(model);
 
-  return std::unique_ptr<Model>(new Model(model, std::move(info)));
+  auto templates = load_chat_templates(model, info);
+  std::unique_ptr<Model> out(new Model(model, std::move(info)));
+  out->templates_ = templates.release();
+  return out;
 }
 
-Model::~Model() { llama_model_free(model_); }
+Model::~Model() {
+  common_chat_templates_free(templates_);
+  llama_model_free(model_);
+}
 
 uint64_t Model::kv_bytes_per_token(const std::string& type_k, const std::string& type_v) const {
   auto k = kv_type_row_bytes(type_k, static_cast<int64_t>(info_.n_head_kv) * info_.n_embd_head_k);

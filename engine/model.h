@@ -10,7 +10,8 @@
 
 #include "common/result.h"
 
-struct llama_model;  // engine-internal handle; only engine/ sees its definition
+struct llama_model;            // engine-internal handles; only engine/ sees their definitions
+struct common_chat_templates;
 
 namespace llmd::engine {
 
@@ -42,6 +43,11 @@ struct ModelInfo {
   std::int32_t n_vocab = 0;
   bool has_chat_template = false;
   std::string chat_template;       // the model's own template text (empty if none)
+  // The template llmd renders with: the model's, or ChatML when it has none or llama.cpp's Jinja
+  // engine cannot parse it (chat_template_error says why).
+  bool chat_template_fallback = true;
+  std::string chat_template_error;
+  bool chat_template_tool_calls = false;  // the template renders tool calls (else: llmd's generic format)
   // KV cache bytes one token costs at f16 K and V over all layers.
   std::uint64_t kv_bytes_per_token_f16 = 0;
   // Whether llmd can cut this model's per-sequence KV state into per-token rows (plain attention
@@ -67,12 +73,14 @@ class Model {
   std::uint64_t kv_bytes_per_token(const std::string& type_k, const std::string& type_v) const;
 
   llama_model* handle() const { return model_; }  // engine-internal
+  common_chat_templates* chat_templates() const { return templates_; }  // engine-internal
 
  private:
   Model(llama_model* model, ModelInfo info) : model_(model), info_(std::move(info)) {}
 
   llama_model* model_;
   ModelInfo info_;
+  common_chat_templates* templates_ = nullptr;  // owned
 };
 
 }  // namespace llmd::engine

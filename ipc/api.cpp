@@ -1,6 +1,8 @@
 // Routing and the read-only endpoints (see api.h).
 #include "ipc/api.h"
 
+#include <sys/stat.h>
+
 #include <pwd.h>
 
 #include <algorithm>
@@ -155,6 +157,7 @@ std::string openai_finish_reason(engine::FinishReason reason) {
     case engine::FinishReason::stop: return "stop";
     case engine::FinishReason::length:
     case engine::FinishReason::context_full: return "length";
+    // Not OpenAI's: a cancelled or failed turn is answered as an error (api_turns.cpp), never with these.
     case engine::FinishReason::cancelled: return "cancelled";
     case engine::FinishReason::error: return "error";
     case engine::FinishReason::none: break;
@@ -203,6 +206,10 @@ Api::Api(core::Service& service, const engine::Model& model, ApiConfig config)
     : service_(service), model_(model), config_(std::move(config)) {
   model_id_ = model.info().name.empty() ? std::filesystem::path(model.info().path).filename().string()
                                         : model.info().name;
+  struct stat st {};
+  model_created_ = ::stat(model.info().path.c_str(), &st) == 0
+                       ? static_cast<std::int64_t>(st.st_mtime)
+                       : std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 core::Caller Api::caller_of(const PeerCredentials& peer) const {
@@ -225,6 +232,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
     if (parts.size() == 2 && what == "health" && route({V::get})) return health(req, *r);
     if (parts.size() == 2 && what == "status" && route({V::get})) return status(req, *r);
     if (parts.size() == 2 && what == "models" && route({V::get})) return models(req, *r);
+    if (parts.size() == 3 && what == "models" && route({V::get})) return model(req, *r, parts[2]);
     if (parts.size() == 2 && what == "completions" && route({V::post})) return completions(req, r);
     if (parts.size() == 3 && what == "chat" && parts[2] == "completions" && route({V::post})) {
       return chat_completions(req, r);
@@ -260,18 +268,32 @@ void Api::health(const HttpRequest&, Responder& r) {
 }
 
 void Api::models(const HttpRequest&, Responder& r) {
+  reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({model_json()})}});
+}
+
+void Api::model(const HttpRequest&, Responder& r, const std::string& id) {
+  if (id != model_id_ && id != "default") {
+    return reply_error(r, http_error(404, "the model '" + id + "' does not exist (llmd serves '" + model_id_ + "')",
+                                     "model_not_found", "model"));
+  }
+  reply_json(r, 200, model_json());
+}
+
+nlohmann::json Api::model_json() const {
   const auto& i = model_.info();
   nlohmann::json m = {{"id", model_id_},
                       {"object", "model"},
-                      {"created", 0},
+                      {"created", model_created_},
                       {"owned_by", "llmd"},
                       {"meta",
                        {{"architecture", i.architecture},
                         {"n_params", i.n_params},
                         {"n_ctx_train", i.n_ctx_train},
                         {"n_vocab", i.n_vocab},
-                        {"file_type", i.file_type}}}};
-  reply_json(r, 200, {{"object", "list"}, {"data", nlohmann::json::array({m})}});
+                        {"file_type", i.file_type},
+                        {"chat_template", i.chat_template_fallback ? "chatml (fallback)" : "model"},
+                        {"tool_calls", i.chat_template_tool_calls ? "template" : "generic"}}}};
+  return m;
 }
 
 void Api::status(const HttpRequest& req, Responder& r) { reply_json(r, 200, status_json(caller_of(req.peer))); }

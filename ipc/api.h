@@ -14,7 +14,9 @@
 //                                           kv.last_error, which names a session);
 //                                           "connections": open, users (distinct uids),
 //                                           refused_global, refused_per_user, the two limits
-//   GET    /v1/models                       OpenAI-compatible model list
+//   GET    /v1/models                       OpenAI-compatible model list ("created": the model
+//                                           file's modification time)
+//   GET    /v1/models/{id}                  one model (404 model_not_found for another id)
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
 //   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
 //                                           extension: "session": ID appends the last (user) message
@@ -69,7 +71,9 @@
 // restore = restore_read + restore_decode + restore_recompute, prefill, decode, ttft).
 //
 // The caller is identified by the connection's kernel credentials, never by the request body.
-// Errors use the OpenAI error shape (api_errors.h). Unknown request fields are ignored.
+// Errors use the OpenAI error shape (api_errors.h), with "param" naming the field. A request field
+// llmd does not implement is a 400 naming it, never ignored (chat_request.h lists what each
+// generating endpoint takes, and the advisory fields: model, user, metadata, store).
 #pragma once
 
 #include <chrono>
@@ -132,13 +136,21 @@ class Api {
   Result<std::optional<bool>> read_turn_options(const nlohmann::json& body, core::TurnRequest& turn) const;
 
   enum class Shape { text_completion, chat_completion, session_message };
-  void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, bool stream,
-                Shape shape);
+  struct TurnOutput {
+    bool stream = false;
+    Shape shape = Shape::chat_completion;
+    bool include_usage = false;  // stream_options.include_usage
+    std::uint32_t n = 1;         // choices: n turns of the same request side by side
+  };
+  void run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, TurnOutput out);
+  void model(const HttpRequest&, Responder&, const std::string& id);
+  nlohmann::json model_json() const;
 
   core::Service& service_;
   const engine::Model& model_;
   ApiConfig config_;
   std::string model_id_;
+  std::int64_t model_created_ = 0;  // the model file's modification time (unix seconds)
   std::function<ConnectionStats()> connection_stats_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };

@@ -6,6 +6,7 @@
 #include "common/utf8.h"
 #include "ipc/api.h"
 #include "ipc/api_errors.h"
+#include "ipc/chat_request.h"
 #include "ipc/json_fields.h"
 #include "ipc/turn_options.h"
 
@@ -22,23 +23,73 @@ std::int64_t unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// Text of a chat message's content: a string, or an array of {"type": "text", "text": ...} parts.
-Result<std::string> content_text(const nlohmann::json& content) {
-  if (content.is_string()) return content.get<std::string>();
-  if (content.is_array()) {
-    std::string out;
-    for (const auto& part : content) {
-      // (Not part.value("type", ""): it throws when "type" is there but not a string.)
-      const auto type = part.is_object() ? part.find("type") : part.end();
-      const auto text = part.is_object() ? part.find("text") : part.end();
-      if (type == part.end() || *type != "text" || text == part.end() || !text->is_string()) {
-        return Error(Errc::invalid_argument, "only text content parts are supported").with_param("messages");
-      }
-      out += text->get<std::string>();
-    }
-    return out;
+
+// OpenAI's finish_reason for a finished turn: "tool_calls" when the answer calls tools.
+std::string finish_reason_of(const core::TurnResult& res) {
+  if (!res.answer.tool_calls.empty() &&
+      (res.finish == engine::FinishReason::eog || res.finish == engine::FinishReason::stop)) {
+    return "tool_calls";
   }
-  return Error(Errc::invalid_argument, "message content must be a string or an array of text parts").with_param("messages");
+  return openai_finish_reason(res.finish);
+}
+
+nlohmann::json tool_call_json(const engine::ToolCall& c) {
+  return {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
+}
+
+nlohmann::json bytes_json(const std::string& text) {
+  nlohmann::json b = nlohmann::json::array();
+  for (unsigned char ch : text) b.push_back(static_cast<int>(ch));
+  return b;
+}
+
+
+// Chat completions' logprobs: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}.
+nlohmann::json chat_logprobs_json(const std::vector<core::LogprobEntry>& entries) {
+  nlohmann::json content = nlohmann::json::array();
+  for (const auto& e : entries) {
+    nlohmann::json top = nlohmann::json::array();
+    for (const auto& t : e.top) {
+      top.push_back({{"id", t.id}, {"token", t.text}, {"logprob", t.logprob}, {"bytes", bytes_json(t.text)}});
+    }
+    content.push_back(
+        {{"id", e.id}, {"token", e.text}, {"logprob", e.logprob}, {"bytes", bytes_json(e.text)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+// Completions' logprobs: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
+nlohmann::json completion_logprobs_json(const std::vector<core::LogprobEntry>& entries) {
+  nlohmann::json tokens = nlohmann::json::array(), lps = nlohmann::json::array(), tops = nlohmann::json::array(),
+                 offsets = nlohmann::json::array();
+  std::size_t offset = 0;
+  for (const auto& e : entries) {
+    tokens.push_back(e.text);
+    lps.push_back(e.logprob);
+    nlohmann::json top = nlohmann::json::object();
+    for (const auto& t : e.top) top[t.text] = t.logprob;
+    tops.push_back(std::move(top));
+    offsets.push_back(offset);
+    offset += e.text.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+// A parsed answer's piece as a chat delta.
+nlohmann::json delta_json(const core::AnswerDelta& d) {
+  nlohmann::json delta = nlohmann::json::object();
+  if (!d.content.empty()) delta["content"] = d.content;
+  if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
+  if (d.tool_index >= 0) {
+    nlohmann::json call = {{"index", d.tool_index}, {"function", {{"arguments", d.arguments}}}};
+    if (!d.tool_id.empty()) {
+      call["id"] = d.tool_id;
+      call["type"] = "function";
+      call["function"]["name"] = d.tool_name;
+    }
+    delta["tool_calls"] = nlohmann::json::array({call});
+  }
+  return delta;
 }
 
 }  // namespace
@@ -51,6 +102,7 @@ Result<std::optional<bool>> Api::read_turn_options(const nlohmann::json& body, c
 void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
+  if (auto st = check_fields(*body, kCompletionFields, "/v1/completions"); !st) return reply_error(*r, st.error());
   core::TurnRequest turn;
   turn.kind = core::TurnRequest::Kind::completion;
   auto it = body->find("prompt");
@@ -65,29 +117,31 @@ void Api::completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   }
   auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
-  run_turn(req, std::move(r), std::move(turn), stream->value_or(false), Shape::text_completion);
+  TurnOutput out{stream->value_or(false), Shape::text_completion, false};
+  StreamOptions so;
+  if (auto st = read_output_options(*body, /*chat=*/false, out.stream, turn, so); !st) return reply_error(*r, st.error());
+  out.include_usage = so.include_usage;
+  out.n = so.n;
+  run_turn(req, std::move(r), std::move(turn), out);
 }
 
 void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
+  if (auto st = check_fields(*body, kChatFields, "/v1/chat/completions"); !st) return reply_error(*r, st.error());
   core::TurnRequest turn;
   turn.kind = core::TurnRequest::Kind::chat;
   auto it = body->find("messages");
-  if (it == body->end() || !it->is_array() || it->empty()) {
-    return reply_error(*r, http_error(400, "messages must be a non-empty array", "invalid_request", "messages"));
-  }
-  for (const auto& m : *it) {
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content")) {
-      return reply_error(*r, http_error(400, "each message needs a string role and a content", "invalid_request",
-                                        "messages"));
-    }
-    auto text = content_text(m["content"]);
-    if (!text) return reply_error(*r, text.error());
-    turn.messages.push_back({m["role"].get<std::string>(), std::move(*text)});
-  }
+  if (it == body->end()) return reply_error(*r, http_error(400, "messages must be a non-empty array", "invalid_request", "messages"));
+  if (auto st = read_chat_messages(*it, turn.messages); !st) return reply_error(*r, st.error());
   auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
+  if (auto st = read_chat_options(*body, turn.chat); !st) return reply_error(*r, st.error());
+  TurnOutput out{stream->value_or(false), Shape::chat_completion, false};
+  StreamOptions so;
+  if (auto st = read_output_options(*body, /*chat=*/true, out.stream, turn, so); !st) return reply_error(*r, st.error());
+  out.include_usage = so.include_usage;
+  out.n = so.n;
   auto session = opt_string(*body, "session");
   if (!session) return reply_error(*r, session.error());
   if (*session) {
@@ -97,17 +151,24 @@ void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
       return reply_error(*r, http_error(400, "with \"session\", the last message must be the user's", "invalid_request",
                                         "messages"));
     }
+    if (turn.chat.constrained()) {
+      const char* param = !turn.chat.tools.empty() ? "tools" : !turn.chat.grammar.empty() ? "grammar" : "response_format";
+      return reply_error(*r, http_error(400, std::string(param) + " is not supported in session turns yet", "invalid_request",
+                                        param));
+    }
+    if (out.n != 1) return reply_error(*r, http_error(400, "a session turn has one answer (n = 1)", "invalid_request", "n"));
     turn.kind = core::TurnRequest::Kind::session_message;
     turn.session_id = **session;
     turn.content = std::move(turn.messages.back().content);
     turn.messages.clear();
   }
-  run_turn(req, std::move(r), std::move(turn), stream->value_or(false), Shape::chat_completion);
+  run_turn(req, std::move(r), std::move(turn), out);
 }
 
 void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std::string& id) {
   auto body = parse_object(req.body);
   if (!body) return reply_error(*r, body.error());
+  if (auto st = check_fields(*body, kMessageFields, "/v1/sessions/{id}/messages"); !st) return reply_error(*r, st.error());
   auto content = opt_string(*body, "content");
   if (!content) return reply_error(*r, content.error());
   if (!*content) return reply_error(*r, http_error(400, "content is required", "invalid_request", "content"));
@@ -117,104 +178,198 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   turn.content = std::move(**content);
   auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
-  run_turn(req, std::move(r), std::move(turn), stream->value_or(true), Shape::session_message);
+  run_turn(req, std::move(r), std::move(turn), TurnOutput{stream->value_or(true), Shape::session_message, false});
 }
 
-void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, bool stream,
-                   Shape shape) {
+void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::TurnRequest turn, TurnOutput out) {
+  const Shape shape = out.shape;
+  const bool stream = out.stream;
+  const bool include_usage = out.include_usage;
+  const bool logprobs = turn.params.top_logprobs >= 0;
+  const std::size_t n = std::max<std::size_t>(1, out.n);
   const std::string id = new_request_id(shape == Shape::text_completion ? "cmpl-" : "chatcmpl-");
   const std::int64_t created = unix_seconds();
   const std::string session = turn.session_id;
   const std::string model = model_id_;
 
-  // One streamed event: a chunk in the endpoint's shape.
-  auto chunk = [=](const std::string& text, const nlohmann::json& finish, bool first) {
-    nlohmann::json choice = {{"index", 0}, {"finish_reason", finish}};
+  // What the choices share (io thread only): n > 1 runs n turns of the same request side by side.
+  struct Shared {
+    std::vector<std::vector<core::LogprobEntry>> pending;  // per choice: logprobs before their text
+    std::vector<std::optional<core::TurnResult>> results;
+    std::vector<core::Service::RequestId> requests;
+    std::size_t left = 0;
+    bool started = false;  // the stream's headers went out
+    bool failed = false;   // an error was answered
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->pending.resize(n);
+  sh->results.resize(n);
+  sh->left = n;
+
+  auto logprobs_of = [shape](const std::vector<core::LogprobEntry>& entries) {
+    return shape == Shape::text_completion ? completion_logprobs_json(entries) : chat_logprobs_json(entries);
+  };
+  // One streamed event: a chunk in the endpoint's shape with choice i.
+  auto chunk = [=](std::size_t i, nlohmann::json delta_or_text, const nlohmann::json& finish) {
+    nlohmann::json choice = {{"index", i}, {"finish_reason", finish}};
     nlohmann::json j = {{"id", id}, {"created", created}, {"model", model}};
     if (shape == Shape::text_completion) {
       j["object"] = "text_completion";
-      choice["text"] = text;
-      choice["logprobs"] = nullptr;
+      choice["text"] = std::move(delta_or_text);
     } else {
       j["object"] = "chat.completion.chunk";
-      nlohmann::json delta = nlohmann::json::object();
-      if (first) delta["role"] = "assistant";
-      if (!text.empty() || first) delta["content"] = text;
-      choice["delta"] = delta;
+      choice["delta"] = std::move(delta_or_text);
+    }
+    choice["logprobs"] = nullptr;
+    if (logprobs && !sh->pending[i].empty()) {
+      choice["logprobs"] = logprobs_of(sh->pending[i]);
+      sh->pending[i].clear();
     }
     if (!session.empty()) j["session"] = session;
     j["choices"] = nlohmann::json::array({choice});
     return j;
   };
-  // The whole answer, for stream=false.
-  auto whole = [=](const core::TurnResult& res) {
-    const std::string fr = openai_finish_reason(res.finish);
+  auto empty_piece = [shape] { return shape == Shape::text_completion ? nlohmann::json("") : nlohmann::json::object(); };
+  auto message_of = [](const core::TurnResult& res) {
+    nlohmann::json message = {{"role", "assistant"}, {"content", res.answer.content}};
+    if (!res.answer.tool_calls.empty()) {
+      nlohmann::json calls = nlohmann::json::array();
+      for (const auto& c : res.answer.tool_calls) calls.push_back(tool_call_json(c));
+      message["tool_calls"] = std::move(calls);
+      if (res.answer.content.empty()) message["content"] = nullptr;
+    }
+    if (!res.answer.reasoning.empty()) message["reasoning_content"] = res.answer.reasoning;
+    return message;
+  };
+  // Usage over every choice: the prompt once, the completions added up.
+  auto usage_of = [sh] {
+    const core::TurnResult& first = *sh->results[0];
+    core::Usage u = first.usage;
+    for (std::size_t i = 1; i < sh->results.size(); ++i) u.completion_tokens += sh->results[i]->usage.completion_tokens;
+    nlohmann::json j = usage_json(u);
+    j["window"] = window_json(first.window);
+    return j;
+  };
+  // The whole answer, for stream=false, once every choice finished.
+  auto whole = [=] {
+    const core::TurnResult& first = *sh->results[0];
     nlohmann::json j;
     if (shape == Shape::session_message) {
-      j = {{"session", session}, {"message", {{"role", "assistant"}, {"content", res.text}}}, {"finish_reason", fr}};
+      j = {{"session", session}, {"message", message_of(first)}, {"finish_reason", finish_reason_of(first)}};
     } else {
-      nlohmann::json choice = {{"index", 0}, {"finish_reason", fr}};
-      if (shape == Shape::text_completion) {
-        choice["text"] = res.text;
-        choice["logprobs"] = nullptr;
-      } else {
-        choice["message"] = {{"role", "assistant"}, {"content", res.text}};
+      nlohmann::json choices = nlohmann::json::array();
+      for (std::size_t i = 0; i < n; ++i) {
+        const core::TurnResult& res = *sh->results[i];
+        nlohmann::json choice = {{"index", i}, {"finish_reason", finish_reason_of(res)}, {"logprobs", nullptr}};
+        if (logprobs) choice["logprobs"] = logprobs_of(res.logprobs);
+        if (shape == Shape::text_completion) {
+          choice["text"] = res.text;
+        } else {
+          choice["message"] = message_of(res);
+        }
+        choices.push_back(std::move(choice));
       }
       j = {{"id", id},
            {"object", shape == Shape::text_completion ? "text_completion" : "chat.completion"},
            {"created", created},
            {"model", model},
-           {"choices", nlohmann::json::array({choice})}};
+           {"choices", std::move(choices)}};
       if (!session.empty()) j["session"] = session;
     }
-    j["usage"] = usage_json(res.usage);
-    j["usage"]["window"] = window_json(res.window);
-    j["timings"] = timings_json(res.timings, res.usage.completion_tokens);
-    j["seed"] = res.seed;
+    j["usage"] = usage_of();
+    j["timings"] = timings_json(first.timings, first.usage.completion_tokens);
+    j["seed"] = first.seed;
     return j;
   };
-
-  core::TurnCallbacks cb;
-  cb.rejected = [r](const Error& e) { reply_error(*r, e); };
-  cb.accepted = [r, stream, chunk] {
-    if (!stream) return;
-    r->start_events();
-    r->event(to_wire(chunk("", nullptr, true)));
-  };
-  // The window moved before this turn: a distinct event, before the text. SDKs that do not look
-  // at event names (openai-python, openai-node yield every event's data as a chunk) see one more
-  // chunk with an empty delta and an extra field, so it is shaped as one.
-  cb.window = [r, stream, chunk](const core::WindowReport& w) {
-    if (!stream) return;
-    nlohmann::json ev = chunk("", nullptr, false);
-    if (ev["choices"][0].contains("delta")) ev["choices"][0]["delta"] = nlohmann::json::object();
-    ev["window"] = window_json(w);
-    r->named_event("window", to_wire(ev));
-  };
-  cb.text = [r, stream, chunk](const std::string& text) {
-    if (stream) r->event(to_wire(chunk(text, nullptr, false)));
-  };
-  cb.done = [r, stream, chunk, whole](const core::TurnResult& res) {
+  // An error ends the whole request: the other choices are cancelled.
+  auto fail = [this, r, sh, stream](const Error& e) {
+    if (sh->failed) return;
+    sh->failed = true;
+    for (auto rid : sh->requests) service_.cancel(rid);
     if (r->closed()) return;
-    if (res.error && res.finish != engine::FinishReason::cancelled) {
-      const HttpError e = to_http_error(*res.error);
-      if (!stream) return reply_error(*r, e);
-      r->event(to_wire(e.body));
-      r->event("[DONE]");
-      return r->end_events();
-    }
-    if (!stream) return reply_json(*r, 200, whole(res));
-    nlohmann::json last = chunk("", openai_finish_reason(res.finish), false);
-    last["usage"] = usage_json(res.usage);
-    last["usage"]["window"] = window_json(res.window);
-    last["timings"] = timings_json(res.timings, res.usage.completion_tokens);
-    r->event(to_wire(last));
+    const HttpError h = to_http_error(e);
+    if (!stream || !sh->started) return reply_error(*r, h);
+    r->event(to_wire(h.body));
     r->event("[DONE]");
     r->end_events();
   };
-  const auto rid = service_.start_turn(caller_of(req.peer), std::move(turn), std::move(cb));
-  // A client that hangs up cancels its turn (within one decode step).
-  r->on_close([this, rid] { service_.cancel(rid); });
+
+  for (std::size_t i = 0; i < n && !sh->failed; ++i) {
+    core::TurnRequest t = i + 1 < n ? turn : std::move(turn);
+    if (i > 0 && t.params.sampling.seed) t.params.sampling.seed = *t.params.sampling.seed + static_cast<std::uint32_t>(i);
+    core::TurnCallbacks cb;
+    cb.rejected = [fail](const Error& e) { fail(e); };
+    cb.accepted = [r, sh, stream, chunk, shape, i] {
+      if (!stream || sh->failed) return;
+      if (!sh->started) {
+        sh->started = true;
+        r->start_events();
+      }
+      r->event(to_wire(chunk(i, shape == Shape::text_completion ? nlohmann::json("")
+                                                                 : nlohmann::json{{"role", "assistant"}, {"content", ""}},
+                             nullptr)));
+    };
+    // The window moved before this turn: a distinct event, before the text. SDKs that do not look
+    // at event names (openai-python, openai-node yield every event's data as a chunk) see one more
+    // chunk with an empty delta and an extra field, so it is shaped as one.
+    cb.window = [r, sh, stream, chunk, empty_piece, i](const core::WindowReport& w) {
+      if (!stream || sh->failed || i > 0) return;
+      nlohmann::json ev = chunk(i, empty_piece(), nullptr);
+      ev["window"] = window_json(w);
+      r->named_event("window", to_wire(ev));
+    };
+    cb.text = [r, sh, stream, chunk, shape, i](const std::string& text) {
+      if (!stream || sh->failed) return;
+      r->event(to_wire(chunk(i, shape == Shape::text_completion ? nlohmann::json(text) : nlohmann::json{{"content", text}},
+                             nullptr)));
+    };
+    cb.delta = [r, sh, stream, chunk, shape, i](const core::AnswerDelta& d) {
+      if (!stream || sh->failed) return;
+      if (shape == Shape::text_completion) {
+        if (!d.content.empty()) r->event(to_wire(chunk(i, d.content, nullptr)));
+        return;
+      }
+      r->event(to_wire(chunk(i, delta_json(d), nullptr)));
+    };
+    if (logprobs) {
+      cb.logprob = [sh, stream, i](const core::LogprobEntry& e) {
+        if (stream) sh->pending[i].push_back(e);
+      };
+    }
+    cb.done = [r, sh, stream, chunk, whole, empty_piece, usage_of, fail, include_usage, i](const core::TurnResult& res) {
+      if (sh->failed || r->closed()) return;
+      if (res.error || res.finish == engine::FinishReason::cancelled) {
+        // A turn cancelled with the connection still open was stopped by llmd (a shutdown), not
+        // finished: it is an error, never a finish_reason OpenAI's clients do not know.
+        return fail(res.error ? *res.error
+                              : Error(Errc::unavailable, "the request was cancelled before it finished (llmd is stopping)"));
+      }
+      sh->results[i] = res;
+      --sh->left;
+      if (!stream) {
+        if (sh->left == 0) reply_json(*r, 200, whole());
+        return;
+      }
+      nlohmann::json last = chunk(i, empty_piece(), finish_reason_of(res));
+      if (sh->left > 0) return r->event(to_wire(last));
+      nlohmann::json timings = timings_json(sh->results[0]->timings, sh->results[0]->usage.completion_tokens);
+      if (include_usage) {
+        // OpenAI's stream_options.include_usage: one more chunk, with no choices, carries the usage.
+        r->event(to_wire(last));
+        last["choices"] = nlohmann::json::array();
+      }
+      last["usage"] = usage_of();
+      last["timings"] = std::move(timings);
+      r->event(to_wire(last));
+      r->event("[DONE]");
+      r->end_events();
+    };
+    sh->requests.push_back(service_.start_turn(caller_of(req.peer), std::move(t), std::move(cb)));
+  }
+  // A client that hangs up cancels its turns (within one decode step).
+  r->on_close([this, sh] {
+    for (auto rid : sh->requests) service_.cancel(rid);
+  });
 }
 
 }  // namespace llmd::ipc

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace llmd::ipc {
@@ -148,6 +149,31 @@ Status read_generate_params(const nlohmann::json& obj, std::int32_t max_tokens_l
     if (*v) {
       if (**v <= 0.0) return bad(key, "must be greater than 0");
       p.sampling.repeat_penalty = static_cast<float>(**v);
+    }
+  }
+  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
+    auto v = opt_number(obj, key, -2.0, 2.0);
+    if (!v) return v.error();
+    if (*v) (key[0] == 'p' ? p.sampling.presence_penalty : p.sampling.frequency_penalty) = static_cast<float>(**v);
+  }
+  if (auto it = obj.find("logit_bias"); it != obj.end() && !it->is_null()) {
+    if (!it->is_object()) return bad("logit_bias", "must be an object mapping token ids to biases");
+    p.sampling.logit_bias.clear();
+    for (const auto& [key, value] : it->items()) {
+      std::size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (...) {
+        used = 0;
+      }
+      if (used != key.size() || key.empty() || id < 0 || id > 0x7FFFFFFF) {
+        return bad("logit_bias", "keys must be token ids (got \"" + key + "\")");
+      }
+      if (!value.is_number() || !std::isfinite(value.get<double>()) || std::fabs(value.get<double>()) > 100.0) {
+        return bad("logit_bias", "values must be numbers between -100 and 100");
+      }
+      p.sampling.logit_bias.emplace_back(static_cast<engine::Token>(id), value.get<float>());
     }
   }
   auto ignore_eos = opt_bool(obj, "ignore_eos");
