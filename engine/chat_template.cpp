@@ -22,6 +22,7 @@ using nlohmann::json;
 
 constexpr size_t kMaxRoleBytes = 32;
 constexpr size_t kMaxToolNameBytes = 64;
+constexpr int kMaxParallelCalls = 8;  // generic format: calls in one answer
 
 Error bad(const std::string& param, const std::string& what) {
   return Error(Errc::invalid_argument, what).with_param(param);
@@ -150,7 +151,7 @@ json generic_schema(const ChatOptions& o, const std::vector<const ChatTool*>& to
   }
   json items = calls.size() == 1 ? calls[0] : json{{"anyOf", calls}};
   json array = {{"type", "array"}, {"items", items}, {"minItems", 1}};
-  if (!o.parallel_tool_calls) array["maxItems"] = 1;
+  array["maxItems"] = o.parallel_tool_calls ? kMaxParallelCalls : 1;
   json call_object = {{"type", "object"},
                       {"properties", {{"tool_calls", array}}},
                       {"required", {"tool_calls"}},

@@ -62,7 +62,9 @@ struct ChatOptions {
   std::vector<ChatTool> tools;
   ToolChoice tool_choice = ToolChoice::automatic;
   std::string tool_name;  // ToolChoice::function: the one to call
-  bool parallel_tool_calls = true;
+  // Several calls in one answer. Off unless asked for, as llama-server does for templates that do
+  // not show parallel calls: a small model asked for "one or more" calls greedily repeats the first.
+  bool parallel_tool_calls = false;
   std::string json_schema;  // the answer is JSON valid against this schema (text); "" = none
   std::string grammar;      // the answer follows this GBNF grammar (llama.cpp's); "" = none
 

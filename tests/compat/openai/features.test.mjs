@@ -1,7 +1,7 @@
 // The rest of the OpenAI chat surface (issue 16), through the official openai SDK: tool calls,
 // response_format, n, logprobs, penalties and logit_bias, include_usage, strict fields with `param`,
-// models.retrieve. Written to OpenAI's API reference; run.mjs runs this file only with --features or
-// LLMD_COMPAT_FEATURES=1 while llmd is gaining these.
+// models.retrieve. Written to OpenAI's API reference; run.mjs runs it by default (LLMD_COMPAT_FEATURES=0
+// leaves it out).
 //
 // The models are tiny story models: the checks are about structure and validity (arguments and
 // answers parse and validate against their JSON Schemas with ajv), never about wording. Schemas are

@@ -2,9 +2,9 @@
 //
 //   node run.mjs --socket PATH --modules DIR [--sdk openai4|openai|all] [--features]
 //
-// DIR is the node_modules folder install.sh printed. --features (or LLMD_COMPAT_FEATURES=1) adds
-// features.test.mjs: the parts of the OpenAI surface llmd is still gaining. Exits non-zero when any
-// test failed.
+// DIR is the node_modules folder install.sh printed. chat.test.mjs (the basics) and features.test.mjs
+// (tools, response_format, n, logprobs, penalties, logit_bias, include_usage, no silent drops) run;
+// LLMD_COMPAT_FEATURES=0 (or --no-features) leaves the second out. Exits non-zero when any test failed.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +16,7 @@ const { values } = parseArgs({
     socket: { type: 'string' },
     modules: { type: 'string' },
     sdk: { type: 'string', default: 'all' },
-    features: { type: 'boolean', default: process.env.LLMD_COMPAT_FEATURES === '1' },
+    features: { type: 'boolean', default: process.env.LLMD_COMPAT_FEATURES !== '0' },
   },
 });
 if (!values.socket || !values.modules) {
