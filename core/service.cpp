@@ -139,8 +139,13 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
                       .with_limit("max_tokens", max_session_tokens_, static_cast<std::uint64_t>(request.params.max_tokens)));
   }
   if (auto st = engine::validate_generate(request.params); !st) return reject(st.error());
-  std::size_t text_bytes = request.content.size() + request.prompt.size();
-  for (const auto& m : request.messages) text_bytes += m.content.size();
+  std::size_t text_bytes = request.content.size() + request.prompt.size() + request.chat.json_schema.size() +
+                           request.chat.grammar.size();
+  for (const auto& m : request.messages) {
+    text_bytes += m.content.size();
+    for (const auto& c : m.tool_calls) text_bytes += c.name.size() + c.arguments.size();
+  }
+  for (const auto& t : request.chat.tools) text_bytes += t.name.size() + t.description.size() + t.parameters.size();
   if (text_bytes > limits_.max_message_bytes) {
     return reject(Error(Errc::invalid_argument, "the request's text is larger than " +
                                                     std::to_string(limits_.max_message_bytes) + " bytes"));

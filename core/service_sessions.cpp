@@ -383,6 +383,18 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
                  request.session_id);
   }
   Prepared p;
+  if (request.chat.constrained()) {
+    // A JSON schema or a grammar leaves the prompt as a plain turn renders it (tools would not:
+    // they are refused before); only what the answer must follow and how it is read come from it.
+    std::vector<engine::ChatMessage> all;
+    for (const auto& m : *msgs) all.push_back({m.role, m.content});
+    all.push_back({"user", request.content});
+    auto constrained = engine::apply_chat_template(model_, all, /*add_assistant=*/true, request.chat);
+    if (!constrained) return constrained.error();
+    p.grammar = std::move(constrained->grammar);
+    p.syntax = std::move(constrained->syntax);
+    p.stops = std::move(constrained->stops);
+  }
   p.history = std::move(plan->history);
   p.input = std::move(plan->input);
   p.stored_tokens = stored;

@@ -16,7 +16,7 @@ namespace llmd::engine {
 namespace {
 
 Error bad(const std::string& field, const std::string& range) {
-  return Error(Errc::invalid_argument, field + " must be " + range);
+  return Error(Errc::invalid_argument, field + " must be " + range).with_param(field);
 }
 
 }  // namespace

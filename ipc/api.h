@@ -18,8 +18,18 @@
 //                                           file's modification time)
 //   GET    /v1/models/{id}                  one model (404 model_not_found for another id)
 //   POST   /v1/completions                  OpenAI-compatible text completion (stream or not)
-//   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not);
+//   POST   /v1/chat/completions             OpenAI-compatible chat completion (stream or not):
+//                                           messages (tool_calls, tool results), tools +
+//                                           tool_choice + parallel_tool_calls (answers with
+//                                           message.tool_calls, streamed as delta.tool_calls by
+//                                           index, finish_reason "tool_calls"), response_format
+//                                           (json_object, json_schema), grammar (GBNF), n (1-16),
+//                                           logprobs + top_logprobs, presence/frequency_penalty,
+//                                           logit_bias, stream_options.include_usage (a last chunk
+//                                           with choices: [] and the usage); the fields each
+//                                           endpoint takes: chat_request.h, README's table;
 //                                           extension: "session": ID appends the last (user) message
+//                                           (response_format and grammar apply; tools do not yet)
 //   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as
 //                                           a request's (below), else 400; id "ses_" + 24 hex
 //                                           digits from getrandom(2)
@@ -27,7 +37,8 @@
 //   GET    /v1/sessions/{id}                metadata, "resident", "kv" (its stored chunks: tokens
 //                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
-//   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true}
+//   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true,
+//                                           "response_format"?, "grammar"?}
 //   POST   /v1/sessions/{id}/prewarm        brings the session's KV into a slot ahead of its next
 //                                           message (background work of the caller's client);
 //                                           200 {"id", "tokens", "resident_tokens",

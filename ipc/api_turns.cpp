@@ -151,10 +151,9 @@ void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
       return reply_error(*r, http_error(400, "with \"session\", the last message must be the user's", "invalid_request",
                                         "messages"));
     }
-    if (turn.chat.constrained()) {
-      const char* param = !turn.chat.tools.empty() ? "tools" : !turn.chat.grammar.empty() ? "grammar" : "response_format";
-      return reply_error(*r, http_error(400, std::string(param) + " is not supported in session turns yet", "invalid_request",
-                                        param));
+    if (!turn.chat.tools.empty()) {
+      return reply_error(*r, http_error(400, "tools are not supported in session turns yet (response_format and "
+                                             "grammar are)", "invalid_request", "tools"));
     }
     if (out.n != 1) return reply_error(*r, http_error(400, "a session turn has one answer (n = 1)", "invalid_request", "n"));
     turn.kind = core::TurnRequest::Kind::session_message;
@@ -178,6 +177,7 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   turn.content = std::move(**content);
   auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
+  if (auto st = read_chat_options(*body, turn.chat); !st) return reply_error(*r, st.error());
   run_turn(req, std::move(r), std::move(turn), TurnOutput{stream->value_or(true), Shape::session_message, false});
 }
 
@@ -341,8 +341,9 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
       if (res.error || res.finish == engine::FinishReason::cancelled) {
         // A turn cancelled with the connection still open was stopped by llmd (a shutdown), not
         // finished: it is an error, never a finish_reason OpenAI's clients do not know.
-        return fail(res.error ? *res.error
-                              : Error(Errc::unavailable, "the request was cancelled before it finished (llmd is stopping)"));
+        if (res.finish != engine::FinishReason::cancelled) return fail(*res.error);
+        return fail(Error(Errc::unavailable, "the request was stopped before it finished: " +
+                                                 (res.error ? res.error->message() : std::string("llmd is stopping"))));
       }
       sh->results[i] = res;
       --sh->left;

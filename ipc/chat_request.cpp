@@ -93,7 +93,8 @@ const std::initializer_list<std::string_view> kChatFields = {
     "response_format", "grammar", "logprobs", "top_logprobs", "n", "stream_options"};
 const std::initializer_list<std::string_view> kCompletionFields = {
     LLMD_GENERATION_FIELDS, "prompt", "overflow", "logprobs", "n", "stream_options"};
-const std::initializer_list<std::string_view> kMessageFields = {LLMD_GENERATION_FIELDS, "content", "overflow"};
+const std::initializer_list<std::string_view> kMessageFields = {LLMD_GENERATION_FIELDS, "content", "overflow",
+                                                                "response_format", "grammar"};
 
 Status check_fields(const json& body, std::initializer_list<std::string_view> fields, std::string_view endpoint) {
   for (const auto& [key, value] : body.items()) {

@@ -4,7 +4,8 @@
 #   common → engine → {kvstore, scheduler} → core → ipc → daemon        client-lib apart
 #
 # A file in one layer may include a header of a lower layer, never of its own rank's sibling or of
-# a higher one (no upward include, hence no cycle). llama.cpp's headers (llama.h, ggml*.h, gguf.h)
+# a higher one (no upward include, hence no cycle). llama.cpp's headers (llama.h, ggml*.h, gguf.h,
+# and its common library's: chat.h, common.h, sampling.h, log.h, json-schema*.h, peg-parser.h)
 # are included only in engine/ and in tools/model_gen/ (which writes GGUF files). client-lib/
 # includes only itself and its public headers: it is built for other programs and knows nothing
 # of the daemon. tools/ may use any library layer below the daemon; tests/, bench/ and fuzz/ may
@@ -35,7 +36,8 @@ function(check_file file layer)
   foreach(line IN LISTS lines)
     string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]*[<\"]([^>\"]*)[>\"].*$" "\\1" inc "${line}")
     set(bad "")
-    if(inc MATCHES "^(llama|ggml|gguf)[a-z0-9_-]*\\.h$")
+    if(inc MATCHES "^(llama|ggml|gguf)[a-z0-9_-]*\\.h$" OR
+       inc MATCHES "^(chat|common|sampling|log|json-schema-to-grammar|json-schema|peg-parser)\\.h$")
       if(NOT layer STREQUAL "engine" AND NOT rel MATCHES "^tools/model_gen/")
         set(bad "llama.cpp's ${inc} outside engine/")
       endif()

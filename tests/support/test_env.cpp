@@ -43,6 +43,9 @@ std::string require_file(const fs::path& p) {
 }  // namespace
 
 std::string stories_path() { return require_file(fs::path(LLMD_TEST_SHARED_MODELS_DIR) / "stories260K.gguf"); }
+std::string tinystories_path() {
+  return require_file(fs::path(LLMD_TEST_SHARED_MODELS_DIR) / "TinyStories-656K-Q8_0.gguf");
+}
 
 std::string generated_model(const std::string& name) {
   return require_file(fs::path(LLMD_TEST_MODELS_DIR) / (name + ".gguf"));

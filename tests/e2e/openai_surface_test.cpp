@@ -1,0 +1,207 @@
+// The OpenAI surface over HTTP on the real llmd: no silent drops (a field llmd does not implement
+// is a 400 naming it), tool calls (whole, streamed, fed back), structured output, n, logprobs,
+// include_usage, models/{id}. The official SDK runs the same surface in tests/compat/.
+#include "tests/e2e/e2e_util.h"
+
+namespace llmd::test {
+namespace {
+
+using nlohmann::json;
+
+const json kTools = json::array({{{"type", "function"},
+                                  {"function",
+                                   {{"name", "get_weather"},
+                                    {"parameters",
+                                     {{"type", "object"},
+                                      {"properties", {{"city", {{"type", "string"}}}}},
+                                      {"required", {"city"}}}}}}}});
+
+json chat_body(int max_tokens) {
+  json b = greedy_body(max_tokens);
+  b["messages"] = json::array({{{"role", "user"}, {"content", "What is the weather in Paris?"}}});
+  return b;
+}
+
+class OpenAiSurface : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    d_ = new DaemonProcess(scratch_dir());
+    ASSERT_TRUE(d_->start()) << d_->log();
+  }
+  static void TearDownTestSuite() {
+    delete d_;
+    d_ = nullptr;
+  }
+  static DaemonProcess* d_;
+};
+DaemonProcess* OpenAiSurface::d_ = nullptr;
+
+TEST_F(OpenAiSurface, AFieldLlmdDoesNotImplementIsA400NamingIt) {
+  const auto session = call(d_->client(), "POST", "/v1/sessions", json::object());
+  ASSERT_EQ(session.status, 201u) << session.raw;
+  const std::string sid = session.body["id"];
+  struct Case {
+    std::string path;
+    json body;
+    std::string param;
+  };
+  json chat = chat_body(2), completion = greedy_body(2), message = greedy_body(2);
+  completion["prompt"] = "Once";
+  message["content"] = "Hi";
+  message["stream"] = false;
+  std::vector<Case> cases = {
+      {"/v1/chat/completions", chat, "frobnicate"},
+      {"/v1/completions", completion, "frobnicate"},
+      {"/v1/sessions/" + sid + "/messages", message, "frobnicate"},
+      {"/v1/completions", completion, "suffix"},
+      {"/v1/completions", completion, "echo"},
+      {"/v1/chat/completions", chat, "functions"},
+      {"/v1/chat/completions", chat, "reasoning_effort"},
+  };
+  for (auto& c : cases) {
+    c.body[c.param] = 1;
+    const auto r = call(d_->client(), "POST", c.path, c.body);
+    EXPECT_EQ(r.status, 400u) << c.path << " " << c.param << ": " << r.raw;
+    EXPECT_EQ(r.body["error"]["param"], c.param) << r.raw;
+  }
+  // Inside a field: the field is named.
+  json nested = chat_body(2);
+  nested["messages"][0]["audio"] = json::object();
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", nested).body["error"]["param"], "messages");
+  nested = chat_body(2);
+  nested["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"schema", json::object()}, {"x", 1}}}};
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", nested).body["error"]["param"], "response_format");
+  nested = chat_body(2);
+  nested["messages"][0]["role"] = "wizard";
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", nested).body["error"]["param"], "messages");
+  // Advisory fields are accepted.
+  json advisory = chat_body(2);
+  advisory["user"] = "u-1";
+  advisory["metadata"] = {{"k", "v"}};
+  advisory["store"] = false;
+  advisory["model"] = "anything";
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", advisory).status, 200u);
+  // Tools in a session turn: not yet, and said so.
+  json with_tools = chat_body(2);
+  with_tools["session"] = sid;
+  with_tools["tools"] = kTools;
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", with_tools).body["error"]["param"], "tools");
+}
+
+TEST_F(OpenAiSurface, ARequiredToolCallComesBackWholeStreamedAndFedBack) {
+  json body = chat_body(200);
+  body["tools"] = kTools;
+  body["tool_choice"] = "required";
+  const auto r = call(d_->client(), "POST", "/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  const json& choice = r.body["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls") << r.raw;
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u) << r.raw;
+  const json& call0 = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call0["type"], "function");
+  EXPECT_EQ(call0["function"]["name"], "get_weather");
+  const json args = json::parse(call0["function"]["arguments"].get<std::string>());
+  EXPECT_TRUE(args["city"].is_string());
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+
+  // Streamed: the call arrives as deltas by index (id and name first), then finish_reason.
+  const auto s = stream(d_->client(), "/v1/chat/completions", body);
+  ASSERT_EQ(s.status, 200u);
+  std::string id, name, arguments, finish;
+  for (const auto& ev : s.events) {
+    const json& c = ev["choices"][0];
+    if (c.contains("delta") && c["delta"].contains("tool_calls")) {
+      const json& d = c["delta"]["tool_calls"][0];
+      EXPECT_EQ(d["index"], 0);
+      if (d.contains("id")) {
+        EXPECT_TRUE(id.empty());
+        id = d["id"];
+        name = d["function"]["name"];
+      }
+      arguments += d["function"]["arguments"].get<std::string>();
+    }
+    if (c["finish_reason"].is_string()) finish = c["finish_reason"];
+  }
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_EQ(name, "get_weather");
+  EXPECT_FALSE(id.empty());
+  EXPECT_EQ(json::parse(arguments), args);  // greedy: the same call
+
+  // The result fed back: an answer.
+  json next = chat_body(16);
+  next["tools"] = kTools;
+  next["messages"].push_back({{"role", "assistant"}, {"content", nullptr}, {"tool_calls", json::array({call0})}});
+  next["messages"].push_back({{"role", "tool"}, {"tool_call_id", call0["id"]}, {"content", "Sunny, 21 C"}});
+  const auto answer = call(d_->client(), "POST", "/v1/chat/completions", next);
+  EXPECT_EQ(answer.status, 200u) << answer.raw;
+}
+
+TEST_F(OpenAiSurface, StructuredOutputNLogprobsAndUsageChunks) {
+  json body = chat_body(300);
+  body["response_format"] = {
+      {"type", "json_schema"},
+      {"json_schema",
+       {{"name", "person"},
+        {"strict", true},
+        {"schema",
+         {{"type", "object"},
+          {"properties", {{"name", {{"type", "string"}}}, {"age", {{"type", "integer"}}}}},
+          {"required", {"name", "age"}}}}}}};
+  auto r = call(d_->client(), "POST", "/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  const json answer = json::parse(r.body["choices"][0]["message"]["content"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(answer.is_object()) << r.raw;
+  EXPECT_TRUE(answer["name"].is_string());
+  EXPECT_TRUE(answer["age"].is_number_integer());
+
+  json two = chat_body(8);
+  two["n"] = 2;
+  two["temperature"] = 1.0;
+  two["seed"] = 5;
+  two["logprobs"] = true;
+  two["top_logprobs"] = 2;
+  r = call(d_->client(), "POST", "/v1/chat/completions", two);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  ASSERT_EQ(r.body["choices"].size(), 2u);
+  int completion = 0;
+  for (int i = 0; i < 2; ++i) {
+    const json& c = r.body["choices"][i];
+    EXPECT_EQ(c["index"], i);
+    const json& content = c["logprobs"]["content"];
+    ASSERT_TRUE(content.is_array());
+    completion += static_cast<int>(content.size());
+    for (const auto& e : content) {
+      EXPECT_LE(e["logprob"].get<double>(), 0.0);
+      EXPECT_EQ(e["top_logprobs"].size(), 2u);
+    }
+  }
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], completion);
+
+  json usage = chat_body(8);
+  usage["stream_options"] = {{"include_usage", true}};
+  const auto s = stream(d_->client(), "/v1/chat/completions", usage);
+  ASSERT_GE(s.events.size(), 2u);
+  EXPECT_TRUE(s.events.back()["choices"].empty());
+  EXPECT_GT(s.events.back()["usage"]["completion_tokens"].get<int>(), 0);
+  EXPECT_TRUE(s.events[s.events.size() - 2]["choices"][0]["finish_reason"].is_string());
+  EXPECT_FALSE(s.events[s.events.size() - 2].contains("usage"));
+  // Without stream: stream_options is refused, naming it.
+  usage["stream"] = false;
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", usage).body["error"]["param"], "stream_options");
+}
+
+TEST_F(OpenAiSurface, TheModelHasItsOwnEndpointAndARealCreated) {
+  const auto list = call(d_->client(), "GET", "/v1/models");
+  ASSERT_EQ(list.status, 200u);
+  const std::string id = list.body["data"][0]["id"];
+  EXPECT_GT(list.body["data"][0]["created"].get<std::int64_t>(), 1600000000);
+  const auto one = call(d_->client(), "GET", "/v1/models/" + id);
+  EXPECT_EQ(one.status, 200u);
+  EXPECT_EQ(one.body["id"], id);
+  const auto other = call(d_->client(), "GET", "/v1/models/gpt-4o");
+  EXPECT_EQ(other.status, 404u);
+  EXPECT_EQ(other.body["error"]["code"], "model_not_found");
+}
+
+}  // namespace
+}  // namespace llmd::test
