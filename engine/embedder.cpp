@@ -59,6 +59,16 @@ std::uint32_t embedding_context_size(const ModelInfo& model, std::uint32_t limit
   return n;
 }
 
+std::string model_pooling(const Model& model) {
+  switch (model_pooling_type(model)) {
+    case LLAMA_POOLING_TYPE_MEAN: return "mean";
+    case LLAMA_POOLING_TYPE_CLS: return "cls";
+    case LLAMA_POOLING_TYPE_LAST: return "last";
+    case LLAMA_POOLING_TYPE_RANK: return "rank";
+    default: return "";
+  }
+}
+
 std::string_view pooling_name(Pooling pooling) {
   switch (pooling) {
     case Pooling::mean: return "mean";
@@ -123,6 +133,7 @@ Result<std::unique_ptr<Embedder>> Embedder::create(const Model& model, const Emb
   std::unique_ptr<Embedder> e(new Embedder(model, raw));
   e->n_ctx_ = std::min({params.n_ctx, llama_n_batch(raw), llama_n_ubatch(raw)});
   e->n_seq_max_ = std::min(params.n_seq_max, llama_n_seq_max(raw));
+  e->n_group_tokens_ = std::max<std::uint32_t>(1, std::min(params.n_group_tokens, e->n_ctx_));
   e->n_threads_ = llama_n_threads_batch(raw);
   e->n_embd_ = llama_model_n_embd_out(model.handle());
   e->n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model.handle()));
@@ -174,7 +185,7 @@ Result<std::vector<std::vector<float>>> Embedder::embed(std::span<const std::vec
   // In order, as many inputs per decode as fit: the vectors come out in the inputs' order.
   for (std::size_t first = 0; first < inputs.size() && st;) {
     std::size_t n = 0, tokens = 0;
-    while (first + n < inputs.size() && n < n_seq_max_ && tokens + inputs[first + n].size() <= n_ctx_) {
+    while (first + n < inputs.size() && n < n_seq_max_ && (n == 0 || tokens + inputs[first + n].size() <= n_group_tokens_)) {
       tokens += inputs[first + n].size();
       ++n;
     }

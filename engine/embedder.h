@@ -6,7 +6,7 @@
 // Pooling needs every token of a sequence in one micro-batch (llama.cpp pools per ubatch, and a
 // model without causal attention cannot be split at all), so n_batch = n_ubatch = n_ctx: the
 // longest input is n_ctx() tokens, and several inputs share one llama_decode while their tokens fit
-// n_ctx() together (and n_seq_max() of them), else they go in turns. The KV pool (for models that
+// n_group_tokens together (and n_seq_max of them), else they go in turns. The KV pool (for models that
 // keep one) is cleared after every decode: nothing is reused between inputs.
 //
 // A vector does not depend on which inputs share its decode: attention runs without flash
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -40,6 +41,13 @@ struct EmbedderParams {
   std::uint32_t n_ctx = 512;      // the longest input in tokens, and the most tokens one decode takes
   std::uint32_t n_seq_max = 32;   // inputs decoded together in one llama_decode, at most
   std::int32_t n_threads = 0;     // 0 = one per CPU (default_thread_count)
+  // Tokens of several inputs decoded together, at most (a longer input goes alone). Unfused
+  // attention scores every token of a decode against every other, the other inputs' masked ones
+  // included, so a decode's attention costs the square of all its tokens. 64 inputs of ~27
+  // tokens, 1 thread, embeddings/s in one decode / groups of 512 / 128 tokens / one by one:
+  // stories260K 45 / 177 / 289 / 273, the smollm2-135m shape 5 / 9 / 8 / 8. On a CPU a bigger
+  // group buys little beyond fewer calls.
+  std::uint32_t n_group_tokens = 256;
 };
 
 // What an Embedder of n_ctx tokens needs beyond the weights, estimated: the attention scores of a
@@ -55,6 +63,9 @@ std::uint32_t embedding_context_size(const ModelInfo& model, std::uint32_t limit
 // How one sequence's token vectors become one vector (llama.cpp's pooling types).
 enum class Pooling { mean, cls, last };
 std::string_view pooling_name(Pooling pooling);
+// The pooling the model's GGUF names ("mean", "cls", "last", "rank"), "" where it names none (a
+// chat model: the Embedder pools it by mean).
+std::string model_pooling(const Model& model);
 
 class Embedder {
  public:
@@ -80,6 +91,7 @@ class Embedder {
   std::int32_t n_embd() const { return n_embd_; }
   std::uint32_t n_ctx() const { return n_ctx_; }
   std::uint32_t n_seq_max() const { return n_seq_max_; }
+  std::uint32_t n_group_tokens() const { return n_group_tokens_; }
   std::int32_t n_threads() const { return n_threads_; }
   Pooling pooling() const { return pooling_; }
   // The model names its own pooling (an embedding model); false: mean pooling of a model that
@@ -97,7 +109,7 @@ class Embedder {
   ggml_threadpool* pool_ = nullptr;
   const std::atomic<bool>* cancel_ = nullptr;  // during embed(): read by llama.cpp's abort callback
   std::int32_t n_embd_ = 0, n_threads_ = 0, n_vocab_ = 0;
-  std::uint32_t n_ctx_ = 0, n_seq_max_ = 0;
+  std::uint32_t n_ctx_ = 0, n_seq_max_ = 0, n_group_tokens_ = 0;
   Pooling pooling_ = Pooling::mean;
   bool model_pooling_ = false;
 };
