@@ -117,5 +117,18 @@ TEST_F(ServiceEmbed, IsUnavailableDuringTheDrain) {
   h_->run_until([&] { return idle; });
 }
 
+TEST_F(ServiceEmbed, ARequestTheDrainsGraceOutlivesIsUnavailable) {
+  std::promise<void> release;
+  ASSERT_TRUE(thread_->post([f = release.get_future().share()] { f.wait(); }));
+  std::optional<Result<core::EmbedResult>> r;
+  h_->service().embed(kAlice, {{std::string("a")}}, [&](Result<core::EmbedResult> x) { r = std::move(x); });
+  bool idle = false;
+  h_->service().begin_shutdown(std::chrono::milliseconds(0), [&] { idle = true; });  // no grace: stopped now
+  release.set_value();
+  h_->run_until([&] { return r.has_value() && idle; });
+  ASSERT_FALSE(*r);
+  EXPECT_EQ(r->error().code(), Errc::unavailable) << r->error().to_string();  // the daemon's reason, not "cancelled"
+}
+
 }  // namespace
 }  // namespace llmd::test
