@@ -12,8 +12,9 @@
 // A vector does not depend on which inputs share its decode: attention runs without flash
 // attention over f32 K and V. (ggml's CPU flash attention takes a kernel that rounds Q to f16 and
 // sums V in f16 for micro-batches under 64 rows and an f32 one above, so the same text came out up
-// to 3e-3 apart alone and in a batch; unfused attention in f32 agrees within 1e-5.) The price is
-// memory for the attention scores: see embedding_context_size.
+// to 3e-3 apart alone and in a batch; unfused attention in f32 agrees within 1e-5.) The price:
+// memory for the attention scores (embedding_context_size), and time that grows with the square of
+// a decode's tokens (n_group_tokens).
 //
 // Thread-safety: an Embedder is used by one thread at a time (in the daemon: the embed thread,
 // llmd-embed); it may run while another thread decodes on a Context of the same Model. The Model
