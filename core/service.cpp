@@ -423,6 +423,7 @@ void Service::begin_shutdown(std::chrono::milliseconds grace, std::function<void
     on_idle_ = std::move(on_idle);
   }
   worker_.request_stop(grace);
+  cancel_embeds_after(grace);
   check_idle();
 }
 
@@ -430,6 +431,7 @@ void Service::check_idle() {
   if (!shutting_down_ || !on_idle_ || !in_flight_.empty()) return;
   // Whatever the storage thread still has (a deletion, a creation) completes before stop() returns.
   storage_.stop();
+  if (embed_thread_ != nullptr) embed_thread_->stop();
   worker_.join();
   auto cb = std::move(on_idle_);
   on_idle_ = nullptr;

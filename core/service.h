@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +35,7 @@
 #include "engine/tokenizer.h"
 #include "core/answer_stream.h"
 #include "core/context_window.h"
+#include "core/embed_worker.h"
 #include "core/engine_worker.h"
 #include "core/task_thread.h"
 #include "kvstore/chunk_store.h"
@@ -175,6 +177,10 @@ struct ServiceLimits {
   // theirs as anonymous prefix entries (Job::anonymous); false: each is computed whole and kept
   // nowhere (prefix-cache-entries-per-user = 0).
   bool prefix_cache = true;
+  // One embeddings request (Service::embed): inputs, and their tokens together (400, param
+  // "input", beyond either; OpenAI takes 2048 inputs).
+  std::uint32_t max_embed_inputs = 2048;
+  std::uint64_t max_embed_tokens = 65536;
 };
 
 // What the io thread counts as it goes: cheap to read (no engine lock, no walk of the KV store),
@@ -286,6 +292,23 @@ class Service {
   // Errors: not_found, busy, unavailable, resource_exhausted (requests in flight).
   void prewarm_session(const Caller& caller, const std::string& id, std::function<void(Result<PrewarmResult>)> done);
 
+  // Embeddings (service_embed.cpp): one vector per input of `request` (EmbedWorker::run), computed
+  // on the embed thread (set_embeddings) so that neither the io thread nor the engine thread waits.
+  // Counts as a request in flight of the caller's (max-in-flight, max-queued-per-client: 429).
+  // Errors (done, exactly once, on the io thread): unavailable (shutting down, or embeddings not
+  // set up), resource_exhausted (in flight, max-prompt-tokens), invalid_argument with param
+  // "input" (no inputs, more than max_embed_inputs, text over max_message_bytes, and what
+  // EmbedWorker::run checks), cancelled (cancel(id), or the shutdown's grace ran out).
+  RequestId embed(const Caller& caller, EmbedRequest request, std::function<void(Result<EmbedResult>)> done);
+  // The embed thread and its worker (both outlive the Service's use of them; the thread is
+  // stopped with the storage thread at the end of the shutdown drain). Unset: embed() answers
+  // unavailable.
+  void set_embeddings(TaskThread* thread, EmbedWorker* worker) {
+    embed_thread_ = thread;
+    embed_worker_ = worker;
+  }
+  const EmbedWorker* embed_worker() const { return embed_worker_; }
+
   // Stops taking turns; running ones get `grace`, then are cancelled; on_idle runs on the io
   // thread once nothing is in flight and the storage thread has written everything. Called again
   // before then (a second stop signal: grace 0), the new grace applies and every on_idle given runs.
@@ -360,6 +383,7 @@ class Service {
   LogprobEntry logprob_entry(const engine::TokenLogprob& lp) const;
   void drop(RequestId id);
   void check_idle();
+  void cancel_embeds_after(std::chrono::milliseconds grace);  // service_embed.cpp
 
   boost::asio::io_context& io_;
   const engine::Model& model_;
@@ -381,6 +405,10 @@ class Service {
   std::function<void()> on_idle_;
   std::function<void()> in_flight_observer_;
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;
+  TaskThread* embed_thread_ = nullptr;
+  EmbedWorker* embed_worker_ = nullptr;  // embed thread only (but its config)
+  std::set<RequestId> embeds_;           // embeddings requests in in_flight_
+  std::unique_ptr<boost::asio::steady_timer> embed_grace_;
 };
 
 // The one app-name rule. A name a client may declare for its app (in a request, or for a session

@@ -14,10 +14,14 @@
 #include "daemon/logging.h"
 #include "daemon/settings.h"
 #include "daemon/state_dir.h"
+#include "engine/embedder.h"
 #include "engine/ggml_types.h"
 
 namespace llmd::daemon {
 namespace {
+
+// What the embeddings context may take beyond the weights (engine::embedding_context_size).
+constexpr std::uint64_t kEmbedMemoryBudget = 512ull << 20;
 
 std::optional<std::uint32_t> group_id(const std::string& name) {
   std::vector<char> buf(16384);
@@ -110,6 +114,7 @@ App::~App() {
   api_.reset();
   if (worker_) worker_->request_stop(std::chrono::milliseconds(0));
   if (storage_) storage_->stop();
+  if (embed_thread_) embed_thread_->stop();
   if (worker_) worker_->join();
   service_.reset();
 }
@@ -263,6 +268,20 @@ Status App::start() {
   service_->set_window_config(window_config());
   service_->set_chunk_store(chunks_.get());
   service_->set_state_dir(config_.state_dir);
+  // Embeddings on a thread and a llama_context of their own (made on the first request): the
+  // engine thread is never held. Inputs up to the sequence limit, less where the embedder's
+  // buffers would pass kEmbedMemoryBudget.
+  core::EmbedConfig ec;
+  ec.n_ctx = engine::embedding_context_size(mi, context_->max_seq_len(), kEmbedMemoryBudget);
+  ec.threads = config_.threads;
+  embed_worker_ = std::make_unique<core::EmbedWorker>(*model_, *tokenizer_, ec);
+  embed_thread_ = std::make_unique<core::TaskThread>("llmd-embed");
+  service_->set_embeddings(embed_thread_.get(), embed_worker_.get());
+  const std::string pooling = engine::model_pooling(*model_);
+  spdlog::info("embeddings: inputs up to {} tokens, {} (a context of ~{} MiB made on the first request)", ec.n_ctx,
+               pooling.empty() ? "mean pooling (the model names none: vectors for rough similarity only)"
+                               : pooling + " pooling (the model's own)",
+               engine::embedder_bytes(mi, ec.n_ctx) >> 20);
   LLMD_TRY_STATUS(service_->load());
   spdlog::info("sessions: {} stored in {}", service_->status().sessions, config_.state_dir);
 

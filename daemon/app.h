@@ -62,6 +62,8 @@ class App {
   std::unique_ptr<kvstore::ChunkStore> chunks_;  // restore=chunks; outlives the worker
   std::unique_ptr<core::EngineWorker> worker_;
   std::unique_ptr<core::TaskThread> storage_;
+  std::unique_ptr<core::EmbedWorker> embed_worker_;  // its Embedder made on the first request
+  std::unique_ptr<core::TaskThread> embed_thread_;   // llmd-embed: runs embed_worker_
   std::unique_ptr<core::Service> service_;
   std::unique_ptr<ipc::Api> api_;
   std::unique_ptr<ipc::HttpServer> server_;

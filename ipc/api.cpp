@@ -234,6 +234,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
     if (parts.size() == 2 && what == "models" && route({V::get})) return models(req, *r);
     if (parts.size() == 3 && what == "models" && route({V::get})) return model(req, *r, parts[2]);
     if (parts.size() == 2 && what == "completions" && route({V::post})) return completions(req, r);
+    if (parts.size() == 2 && what == "embeddings" && route({V::post})) return embeddings(req, r);
     if (parts.size() == 3 && what == "chat" && parts[2] == "completions" && route({V::post})) {
       return chat_completions(req, r);
     }

@@ -30,6 +30,19 @@
 //                                           endpoint takes: chat_request.h, README's table;
 //                                           extension: "session": ID appends the last (user) message
 //                                           (response_format and grammar apply; tools do not yet)
+//   POST   /v1/embeddings                   OpenAI-compatible embeddings (api_embeddings.cpp):
+//                                           {"input": string | [string] | [token id] |
+//                                           [[token id]], "model"?: the served model's id or
+//                                           "default" (else 404 model_not_found), "encoding_format"?:
+//                                           "float" | "base64" (little-endian float32), "user"?
+//                                           (advisory, ignored)} -> {"object": "list", "data":
+//                                           [{"object": "embedding", "index", "embedding"}],
+//                                           "model", "usage": {"prompt_tokens", "total_tokens"}};
+//                                           pooled with the model's pooling (mean where it has
+//                                           none), L2-normalized. "dimensions" and any other field:
+//                                           400 naming it. Empty input or string, over 2048 inputs
+//                                           or 65536 tokens, an input over the embedding context:
+//                                           400 param "input"
 //   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as
 //                                           a request's (below), else 400; id "ses_" + 24 hex
 //                                           digits from getrandom(2)
@@ -132,6 +145,7 @@ class Api {
   void models(const HttpRequest&, Responder&);
   void completions(HttpRequest&, std::shared_ptr<Responder>);
   void chat_completions(HttpRequest&, std::shared_ptr<Responder>);
+  void embeddings(HttpRequest&, std::shared_ptr<Responder>);  // api_embeddings.cpp
   void create_session(HttpRequest&, std::shared_ptr<Responder>);
   void list_sessions(HttpRequest&, std::shared_ptr<Responder>);
   void get_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
