@@ -325,7 +325,9 @@ void Api::run_response(const core::Caller& caller, std::shared_ptr<Responder> r,
     run->failed = true;
     if (run->cleanup) run->cleanup();
     if (r->closed()) return;
-    const HttpError h = to_http_error(e);
+    HttpError h = to_http_error(e);
+    // The turn's fields are the request's input here (a session turn's content, a chat's messages).
+    if (auto& p = h.body["error"]["param"]; p == "content" || p == "messages") p = "input";
     if (!run->stream || !run->started) return reply_error(*r, h);
     const json& err = h.body["error"];
     emit(*run, *r, "error", {{"code", err["code"]}, {"message", err["message"]}, {"param", err["param"]}});

@@ -115,6 +115,14 @@ TEST(Responses, TextInputAnswersTheWholeShapeAndIsStored) {
   EXPECT_EQ(s.body["output_text"], r.body["output_text"]);  // greedy, same prompt
   EXPECT_EQ(call(c, "GET", "/v1/responses/" + s.body["id"].get<std::string>()).status, 404u);
   EXPECT_EQ(call(c, "GET", "/v1/responses/resp_nope").status, 404u);
+  // A new conversation whose turn is refused leaves no session behind (and names the input).
+  const auto sessions = call(c, "GET", "/v1/sessions").body["data"].size();
+  std::string huge;
+  for (int i = 0; i < 1500; ++i) huge += "Once upon a time ";
+  auto big = respond(c, greedy({{"input", huge}}));
+  EXPECT_EQ(big.status, 400u) << big.raw;
+  EXPECT_EQ(big.body["error"]["param"], "input") << big.raw;
+  EXPECT_EQ(call(c, "GET", "/v1/sessions").body["data"].size(), sessions);
 }
 
 TEST(Responses, MessageItemsWithInstructions) {
