@@ -27,7 +27,7 @@
 //                                           parallel_tool_calls, text.format (text | json_object |
 //                                           json_schema), max_output_tokens, temperature, top_p,
 //                                           previous_response_id, store; llmd's seed, top_k, min_p,
-//                                           priority, app. Streamed as named events (event: TYPE,
+//                                           ignore_eos, priority, app. Streamed as named events (event: TYPE,
 //                                           data with type and sequence_number): response.created,
 //                                           .in_progress, .output_item.added, .content_part.added,
 //                                           .output_text.delta, .output_text.done, .content_part.done,

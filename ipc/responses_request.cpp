@@ -189,7 +189,8 @@ Result<json> chat_options_of(const json& body) {
 
 const std::initializer_list<std::string_view> kResponsesFields = {
     "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
-    "temperature", "top_p", "stream", "previous_response_id", "store", "seed", "top_k", "min_p", "priority", "app"};
+    "temperature", "top_p", "stream", "previous_response_id", "store", "seed", "top_k", "min_p", "ignore_eos", "priority",
+    "app"};
 
 Result<ResponsesRequest> read_responses_request(const json& body, const core::ServiceLimits& limits,
                                                 std::uint32_t max_session_tokens) {
@@ -202,7 +203,7 @@ Result<ResponsesRequest> read_responses_request(const json& body, const core::Se
 
   // The generation options under chat completions' names (read_turn_options), errors renamed back.
   json gen = json::object();
-  for (const char* key : {"temperature", "top_p", "seed", "top_k", "min_p", "priority", "app"}) {
+  for (const char* key : {"temperature", "top_p", "seed", "top_k", "min_p", "ignore_eos", "priority", "app"}) {
     if (auto it = body.find(key); it != body.end()) gen[key] = *it;
   }
   if (auto it = body.find("max_output_tokens"); it != body.end()) gen["max_tokens"] = *it;

@@ -20,7 +20,7 @@
 namespace llmd::ipc {
 
 struct ResponsesRequest {
-  // params (temperature, top_p, max_output_tokens as max_tokens, llmd's seed/top_k/min_p),
+  // params (temperature, top_p, max_output_tokens as max_tokens, llmd's seed/top_k/min_p/ignore_eos),
   // priority, app, and chat: tools, tool_choice, parallel_tool_calls, text.format's JSON schema.
   core::TurnRequest turn;
   std::vector<engine::ChatMessage> input;  // the input items as chat messages (never empty)
@@ -35,7 +35,7 @@ struct ResponsesRequest {
 
 // The fields of POST /v1/responses (check_fields): input, instructions, tools, tool_choice,
 // parallel_tool_calls, text, max_output_tokens, temperature, top_p, stream, previous_response_id,
-// store, metadata, user, model, and llmd's seed, top_k, min_p, priority, app.
+// store, metadata, user, model, and llmd's seed, top_k, min_p, ignore_eos, priority, app.
 extern const std::initializer_list<std::string_view> kResponsesFields;
 
 // The request, checked: invalid_argument naming the field (param) for anything else, as

@@ -193,6 +193,39 @@ TEST(Responses, StreamedEventsInOrderWithSequenceNumbers) {
   EXPECT_EQ(status, 400u);
 }
 
+// A turn that fails after the stream began (llmd stops with no grace): an "error" event, then
+// response.failed, numbered on.
+TEST(Responses, AFailureMidStreamIsAnErrorEventThenResponseFailed) {
+  DaemonOptions options;
+  options.args = {"--shutdown-timeout-ms", "0"};
+  DaemonProcess d(scratch_dir(), options);
+  ASSERT_TRUE(d.start()) << d.log();
+  std::vector<nlohmann::json> events;
+  bool signalled = false;
+  client::HttpClient c = d.client();
+  const nlohmann::json body = {{"input", "Once upon a time"}, {"max_output_tokens", 1900}, {"ignore_eos", true}, {"stream", true}};
+  auto r = c.request("POST", "/v1/responses", body.dump(), [&](const std::string& data) {
+    events.push_back(nlohmann::json::parse(data, nullptr, false));
+    if (!signalled && events.back().value("type", "") == "response.output_text.delta") {
+      signalled = true;
+      ::kill(d.pid(), SIGTERM);
+    }
+    return true;
+  });
+  ASSERT_TRUE(r) << r.error().to_string();
+  ASSERT_TRUE(signalled) << d.log();
+  ASSERT_GE(events.size(), 3u);
+  for (std::size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i]["sequence_number"], i) << events[i];
+  const auto& error = events[events.size() - 2];
+  const auto& failed = events.back();
+  EXPECT_EQ(error["type"], "error") << error;
+  EXPECT_TRUE(error["message"].is_string());
+  EXPECT_TRUE(error.contains("code"));
+  EXPECT_EQ(failed["type"], "response.failed") << failed;
+  EXPECT_EQ(failed["response"]["status"], "failed");
+  EXPECT_TRUE(failed["response"]["error"]["message"].is_string());
+}
+
 TEST(Responses, PreviousResponseIdContinuesTheSessionWithItsKv) {
   // Flash attention off: where a sequence's cells lie in the KV pool does not change its values, so
   // a branch recomputed or restored answers exactly as the original did (ARCHITECTURE.md, "Exactness").
