@@ -44,7 +44,10 @@
 //                                           (tools, text.format json, several input items, other
 //                                           instructions) runs statelessly on the stored history:
 //                                           "store": false in the response; an explicit
-//                                           "store": true is then a 400 naming the field.
+//                                           "store": true is then a 400 naming the field. A
+//                                           follow-up that raced another turn of the same
+//                                           conversation: 409 (its id was numbered for the session
+//                                           as it was; TurnRequest::expect_messages).
 //   GET    /v1/responses/{id}               a stored response (its answer as the session holds it;
 //                                           usage null); 404 for another uid's or one not stored
 //   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as

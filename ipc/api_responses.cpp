@@ -253,6 +253,7 @@ void Api::responses(HttpRequest& req, std::shared_ptr<Responder> r) {
     t.kind = core::TurnRequest::Kind::session_message;
     t.session_id = session;
     t.content = rq->input[0].content;
+    t.expect_messages = static_cast<std::uint32_t>(n);  // the id numbers it: nothing may come between
     t.messages.clear();
     t.chat = engine::ChatOptions{};
     run->session = session;
