@@ -92,6 +92,10 @@ struct TurnRequest {
   Kind kind = Kind::completion;
   std::string session_id;                     // session_message
   std::string content;                        // session_message: the user's message
+  // session_message: how many messages (GET /v1/sessions/{id} lists them) the session must hold
+  // when the turn is prepared, for a caller that numbered the turn ahead (/v1/responses' ids);
+  // another count (a turn or a rewind ran in between) rejects the turn with busy. nullopt: any.
+  std::optional<std::uint32_t> expect_messages;
   std::vector<engine::ChatMessage> messages;  // chat
   // chat: tools, a JSON schema or a grammar the answer must follow (engine/chat_template.h); the
   // answer is then parsed (TurnResult::answer, TurnCallbacks::delta). A chat that does not fit the

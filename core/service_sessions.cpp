@@ -332,6 +332,11 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   if (!rec) return rec.error();
   auto msgs = store_.messages(request.session_id);
   if (!msgs) return msgs.error();
+  if (request.expect_messages && msgs->size() != *request.expect_messages) {
+    return Error(Errc::busy, "session " + request.session_id + " holds " + std::to_string(msgs->size()) +
+                                 " messages, not the " + std::to_string(*request.expect_messages) +
+                                 " this turn was made for (another turn or a rewind ran first); ask again");
+  }
   Overflow policy = config.overflow;
   if (rec->overflow) {
     // A stored name this llmd does not know follows the default.

@@ -238,6 +238,10 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<Responder> r) {
     if (parts.size() == 3 && what == "chat" && parts[2] == "completions" && route({V::post})) {
       return chat_completions(req, r);
     }
+    if (what == "responses") {
+      if (parts.size() == 2 && route({V::post})) return responses(req, r);
+      if (parts.size() == 3 && route({V::get})) return get_response(req, r, parts[2]);
+    }
     if (what == "sessions") {
       if (parts.size() == 2 && route({V::get, V::post})) {
         return req.method == V::post ? create_session(req, r) : list_sessions(req, r);

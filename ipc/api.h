@@ -43,6 +43,36 @@
 //                                           400 naming it. Empty input or string, over 2048 inputs
 //                                           or 65536 tokens, an input over the embedding context:
 //                                           400 param "input"
+//   POST   /v1/responses                    OpenAI's Responses API (stream or not; api_responses.cpp,
+//                                           responses_request.h): input (a string, or message,
+//                                           function_call and function_call_output items),
+//                                           instructions, tools (flat function tools), tool_choice,
+//                                           parallel_tool_calls, text.format (text | json_object |
+//                                           json_schema), max_output_tokens, temperature, top_p,
+//                                           previous_response_id, store; llmd's seed, top_k, min_p,
+//                                           ignore_eos, priority, app. Streamed as named events (event: TYPE,
+//                                           data with type and sequence_number): response.created,
+//                                           .in_progress, .output_item.added, .content_part.added,
+//                                           .output_text.delta, .output_text.done, .content_part.done,
+//                                           .output_item.done (function calls: .output_item.added,
+//                                           .function_call_arguments.delta/.done, .output_item.done),
+//                                           then response.completed or response.incomplete; an error
+//                                           after the first event: "error" then response.failed.
+//                                           A stored response (store not false) is a turn of a
+//                                           session of the caller's ("session" in it): a new
+//                                           conversation creates one (instructions as its system
+//                                           prompt), previous_response_id takes that session's next
+//                                           turn with its KV, or, naming an older response, a fork
+//                                           of it rewound there. What a session turn cannot take
+//                                           (tools, text.format json, several input items, other
+//                                           instructions) runs statelessly on the stored history:
+//                                           "store": false in the response; an explicit
+//                                           "store": true is then a 400 naming the field. A
+//                                           follow-up that raced another turn of the same
+//                                           conversation: 409 (its id was numbered for the session
+//                                           as it was; TurnRequest::expect_messages).
+//   GET    /v1/responses/{id}               a stored response (its answer as the session holds it;
+//                                           usage null); 404 for another uid's or one not stored
 //   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as
 //                                           a request's (below), else 400; id "ses_" + 24 hex
 //                                           digits from getrandom(2)
@@ -119,6 +149,8 @@ struct ApiConfig {
   std::optional<std::uint32_t> admin_gid;  // gid of llmd-admin, if the group exists
 };
 
+struct ResponseRun;  // one response being made (api_responses.cpp)
+
 class Api {
  public:
   Api(core::Service& service, const engine::Model& model, ApiConfig config);
@@ -155,6 +187,11 @@ class Api {
   void prewarm_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
   void fork_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);    // api_fork.cpp
   void rewind_session(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);  // api_fork.cpp
+  // The Responses API (api_responses.cpp).
+  void responses(HttpRequest&, std::shared_ptr<Responder>);
+  void get_response(HttpRequest&, std::shared_ptr<Responder>, const std::string& id);
+  void run_response(const core::Caller& caller, std::shared_ptr<Responder> r, core::TurnRequest turn,
+                    std::shared_ptr<ResponseRun> run);
 
   // Reads the generation fields shared by every generating endpoint into `turn` (max_tokens
   // defaulting to default-max-tokens) and returns the "stream" field.

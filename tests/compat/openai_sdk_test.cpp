@@ -4,7 +4,8 @@
 //
 // install.sh installs the packages into ~/.cache/llmd/npm/<hash> once (network on the first run only)
 // and finds node >= 22. Without npm or the registry it fails, saying so: the suite never passes
-// without having run. LLMD_COMPAT_FEATURES=0 leaves features.test.mjs out (run.mjs reads it).
+// without having run. LLMD_COMPAT_FEATURES=0 leaves features.test.mjs and responses.test.mjs out
+// (run.mjs reads it).
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>

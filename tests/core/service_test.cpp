@@ -351,5 +351,32 @@ TEST_F(ServiceTest, ContextLengthExceededCarriesItsLimit) {
   EXPECT_EQ(o.rejected->message().rfind("context_length_exceeded: the prompt has ", 0), 0u) << o.rejected->message();
 }
 
+// A turn numbered ahead (TurnRequest::expect_messages, as /v1/responses numbers its ids) runs only
+// on the session it was numbered for: once another turn came in between, it is refused (busy)
+// before anything runs, and nothing is saved.
+TEST_F(ServiceTest, ATurnNumberedAheadIsRefusedOnceTheSessionMovedOn) {
+  ASSERT_TRUE(model_);
+  ServiceHarness h(*model_, dir_ + "/db");
+  const auto s = h.create(kAlice, "You tell stories.");  // 1 message: the system prompt
+  auto numbered = ServiceHarness::message(s.id, "Once upon a time");
+  numbered.expect_messages = 1;
+  auto first = h.turn(kAlice, numbered);
+  ASSERT_TRUE(first.done) << (first.rejected ? first.rejected->to_string() : "");
+  EXPECT_FALSE(first.done->error);
+  // Numbered for 1 message again, but the session now holds 3.
+  auto stale = h.turn(kAlice, numbered);
+  ASSERT_TRUE(stale.rejected);
+  EXPECT_EQ(stale.rejected->code(), Errc::busy);
+  EXPECT_FALSE(stale.accepted);
+  numbered.expect_messages = 3;
+  auto next = h.turn(kAlice, numbered);
+  ASSERT_TRUE(next.done) << (next.rejected ? next.rejected->to_string() : "");
+  std::optional<Result<SessionDetail>> d;
+  h.service().get_session(kAlice, s.id, [&](Result<SessionDetail> r) { d = std::move(r); });
+  h.run_until([&] { return d.has_value(); });
+  ASSERT_TRUE(*d);
+  EXPECT_EQ((*d)->messages.size(), 5u);
+}
+
 }  // namespace
 }  // namespace llmd::core

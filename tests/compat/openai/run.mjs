@@ -2,9 +2,10 @@
 //
 //   node run.mjs --socket PATH --modules DIR [--sdk openai4|openai|all] [--features]
 //
-// DIR is the node_modules folder install.sh printed. chat.test.mjs (the basics) and features.test.mjs
-// (tools, response_format, n, logprobs, penalties, logit_bias, include_usage, no silent drops) run;
-// LLMD_COMPAT_FEATURES=0 (or --no-features) leaves the second out. Exits non-zero when any test failed.
+// DIR is the node_modules folder install.sh printed. chat.test.mjs (the basics), features.test.mjs
+// (tools, response_format, n, logprobs, penalties, logit_bias, include_usage, no silent drops) and
+// responses.test.mjs (the Responses API) run; LLMD_COMPAT_FEATURES=0 (or --no-features) leaves the
+// last two out. Exits non-zero when any test failed.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +25,7 @@ if (!values.socket || !values.modules) {
   process.exit(2);
 }
 const sdks = values.sdk === 'all' ? ['openai4', 'openai'] : [values.sdk];
-const files = ['chat.test.mjs', ...(values.features ? ['features.test.mjs'] : [])].map((f) => path.join(here, f));
+const files = ['chat.test.mjs', ...(values.features ? ['features.test.mjs', 'responses.test.mjs'] : [])].map((f) => path.join(here, f));
 
 let failed = 0;
 for (const sdk of sdks) {
