@@ -20,6 +20,7 @@
 #include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
 #include "bench/scenario_fair.h"
+#include "bench/scenario_grammar.h"
 #include "bench/scenario_switch.h"
 #include "bench/scenario_window.h"
 #include "bench/scenario_quality.h"
@@ -44,6 +45,8 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
                   "context switch: TTFT from T1/T2 vs re-prefill; restore vs llama-server /slots, memcpy, read"}},
       {"fair", {llmd::bench::run_fair_scenario,
                 "fair scheduler: per-client service (Jain) vs fifo and llama-server; 8-client tok/s, TTFT"}},
+      {"grammar", {llmd::bench::run_grammar_scenario,
+                   "decode tok/s: plain vs json_schema vs tools (required), 3 models; llmd vs llama-server"}},
       {"quality", {llmd::bench::run_quality_scenario,
                    "KV policies x chunk sizes: bytes/token vs greedy agreement and KL, stories260K"}},
       {"window", {llmd::bench::run_window_scenario,
@@ -58,7 +61,7 @@ void usage(std::FILE* to) {
                "  --threads N      threads for llmd and llama.cpp alike (default: all CPUs)\n"
                "  --reps N         repetitions per measurement (default 5)\n"
                "  --rounds N       alternations of llmd and llama.cpp (default 2)\n"
-               "  --quick          a short smoke run, where a scenario has one (conversations)\n"
+               "  --quick          a short smoke run, where a scenario has one (conversations, grammar)\n"
                "  --models-dir D   cache of generated models (default %s)\n"
                "  --out-dir D      where the JSON result goes (default %s)\n"
                "scenarios:\n",

@@ -323,6 +323,27 @@ ParsedAnswer parse_generic(const AnswerSyntax& syntax, std::string_view text, bo
   return out;
 }
 
+// The parser params for `syntax`, its serialized parser loaded. A streamed answer is parsed again
+// after every token with the same syntax, and loading llama.cpp's serialized parser (JSON) costs
+// far more than parsing a short answer (measured: most of the io thread's time in a json_schema
+// answer, bench `grammar`), so the last one loaded on this thread is kept. Throws as load() does.
+const common_chat_parser_params& parser_params(const AnswerSyntax& syntax) {
+  thread_local common_chat_parser_params pp;
+  thread_local std::string loaded;  // the serialized parser pp holds
+  thread_local bool valid = false;
+  if (!valid || loaded != syntax.parser) {
+    valid = false;
+    pp = common_chat_parser_params{};
+    if (!syntax.parser.empty()) pp.parser.load(syntax.parser);
+    loaded = syntax.parser;
+    valid = true;
+  }
+  pp.format = static_cast<common_chat_format>(syntax.format);
+  pp.generation_prompt = syntax.generation_prompt;
+  pp.parse_tool_calls = syntax.tools;
+  return pp;
+}
+
 }  // namespace
 
 ParsedAnswer parse_answer(const AnswerSyntax& syntax, std::string_view text, bool partial) {
@@ -331,14 +352,9 @@ ParsedAnswer parse_answer(const AnswerSyntax& syntax, std::string_view text, boo
     case AnswerSyntax::Kind::generic: return parse_generic(syntax, text, partial);
     case AnswerSyntax::Kind::common: break;
   }
-  common_chat_parser_params pp;
-  pp.format = static_cast<common_chat_format>(syntax.format);
-  pp.generation_prompt = syntax.generation_prompt;
-  pp.parse_tool_calls = syntax.tools;
   ParsedAnswer out;
   try {
-    if (!syntax.parser.empty()) pp.parser.load(syntax.parser);
-    common_chat_msg m = common_chat_parse(std::string(text), partial, pp);
+    common_chat_msg m = common_chat_parse(std::string(text), partial, parser_params(syntax));
     out.content = std::move(m.content);
     out.reasoning = std::move(m.reasoning_content);
     for (auto& c : m.tool_calls) {

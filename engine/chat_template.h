@@ -17,7 +17,8 @@
 // or {"response": ...}, constrained by a grammar made from the tools' schemas — so even a tiny model
 // produces a call whose arguments validate. parse_answer reads either kind back.
 //
-// Thread-safety: pure functions over an immutable Model; any thread.
+// Thread-safety: pure functions over an immutable Model; any thread (parse_answer keeps the last
+// parser it loaded in a thread_local cache).
 #pragma once
 
 #include <span>

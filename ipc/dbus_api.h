@@ -38,6 +38,12 @@
 //       priority ("interactive" | "background"), app, raw. Integers may come as any integer type,
 //       numbers as d or an integer. An unknown option, a wrong type or a bad value is
 //       InvalidArgument naming the option.
+//       Structured output, one-off chats only (session "", raw false): json_schema (s: a JSON
+//       Schema object as text, as HTTP's response_format json_schema.schema; "{}" = any JSON
+//       object): the answer is JSON valid against it (or finishes "length", cut); grammar (s: a
+//       GBNF grammar, llama.cpp's, as HTTP's grammar): the answer follows it. Either is
+//       InvalidArgument with raw = true or in a session turn (not supported there yet), together,
+//       or when it is not a schema object / a grammar llama.cpp can parse.
 //       The reply waits until llmd accepts or rejects the request: a rejection (NotFound, Busy,
 //       QuotaExceeded, InvalidArgument, Unavailable) is this call's error, and nothing follows.
 //       Accepted, it returns the request's object path /org/llmd/LLM1/request/N; then signals of

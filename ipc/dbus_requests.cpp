@@ -18,7 +18,7 @@ const std::set<std::string>& known_options() {
   static const std::set<std::string> names = {"max_tokens", "temperature", "top_p",    "top_k",
                                               "min_p",      "seed",        "stop",     "repeat_penalty",
                                               "ignore_eos", "priority",    "app",      "raw",
-                                              "overflow"};
+                                              "overflow",   "json_schema", "grammar"};
   return names;
 }
 
@@ -66,6 +66,39 @@ VarDict stats_of(const core::TurnResult& res) {
   return d;
 }
 
+// The options json_schema (s: a JSON Schema object as text; {} = any JSON object) and grammar (s:
+// GBNF): what a one-off chat's answer must follow (engine::ChatOptions). Anything else is refused
+// here, naming the option, rather than answered as free text.
+Status read_constraint(const nlohmann::json& options, core::TurnRequest& turn) {
+  auto schema = opt_string(options, "json_schema");
+  if (!schema) return schema.error();
+  auto grammar = opt_string(options, "grammar");
+  if (!grammar) return grammar.error();
+  if (!*schema && !*grammar) return {};
+  const char* name = *schema ? "json_schema" : "grammar";
+  if (turn.kind == core::TurnRequest::Kind::session_message) {
+    return Error(Errc::invalid_argument, std::string(name) + " is not supported in session turns yet").with_param(name);
+  }
+  if (turn.kind == core::TurnRequest::Kind::completion) {
+    return Error(Errc::invalid_argument, std::string(name) + " is for chats; raw text generation takes none")
+        .with_param(name);
+  }
+  if (*schema && *grammar) {
+    return Error(Errc::invalid_argument, "json_schema and grammar do not go together; give one").with_param("grammar");
+  }
+  if (*schema) {
+    const auto parsed = nlohmann::json::parse(**schema, nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_object()) {
+      return Error(Errc::invalid_argument, "json_schema must be a JSON Schema object (as text)").with_param("json_schema");
+    }
+    turn.chat.json_schema = parsed.empty() ? nlohmann::json{{"type", "object"}}.dump() : parsed.dump();
+  } else {
+    if ((*grammar)->empty()) return Error(Errc::invalid_argument, "grammar is empty").with_param("grammar");
+    turn.chat.grammar = std::move(**grammar);
+  }
+  return {};
+}
+
 }  // namespace
 
 Status DbusApi::read_generate(sd_bus_message* m, core::TurnRequest& turn) const {
@@ -97,6 +130,7 @@ Status DbusApi::read_generate(sd_bus_message* m, core::TurnRequest& turn) const 
     turn.kind = core::TurnRequest::Kind::chat;
     turn.messages.push_back({"user", prompt});
   }
+  LLMD_TRY_STATUS(read_constraint(*options, turn));
   return read_turn_options(*options, service_.limits(), service_.max_session_tokens(), turn);
 }
 
@@ -154,6 +188,10 @@ void DbusApi::generate(MessageRef call, const core::Caller& caller, core::TurnRe
     const std::string piece = bus_text(text);
     emit(request_path(n), it->second.owner, "Token",
          [&](sd_bus_message* s) { return sd_bus_message_append(s, "s", piece.c_str()); });
+  };
+  // A constrained answer (json_schema, grammar) is parsed as it streams: its content is the text.
+  cb.delta = [text = cb.text](const core::AnswerDelta& d) {
+    if (!d.content.empty()) text(d.content);
   };
   cb.done = [this, n](const core::TurnResult& res) {
     auto it = requests_.find(n);

@@ -1,7 +1,9 @@
 // Generations (see generation.h).
 #include "client-lib/src/generation.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -18,15 +20,20 @@ using nlohmann::json;
 
 constexpr std::size_t kMaxStops = 64;
 constexpr std::size_t kMaxParamsSize = 4096;  // a struct_size beyond this is garbage, not a newer header
+// The struct of the first header (libllmclient.so.1.0): everything before json_schema.
+constexpr std::size_t kParamsSizeV1 = offsetof(llmc_gen_params, json_schema);
+static_assert(kParamsSizeV1 % alignof(llmc_gen_params) == 0, "1.0's struct ended right before json_schema");
 
 Failure bad(std::string message) { return failure(LLMC_ERR_INVALID_ARGUMENT, std::move(message)); }
 
-// The caller's params as this library knows them. A larger struct (a newer header) is accepted if
-// the fields this library does not know are zero, as Linux's openat2(2) does with its struct.
+// The caller's params as this library knows them. An older header's smaller struct is taken with
+// the fields it lacks at their defaults; a larger struct (a newer header) is accepted if the fields
+// this library does not know are zero, as Linux's openat2(2) does with its struct.
 Failure read_params(const llmc_gen_params* in, llmc_gen_params& p) {
   llmc_gen_params_init(&p);
   if (in == nullptr) return {};
-  if (in->struct_size < sizeof(llmc_gen_params) || in->struct_size > kMaxParamsSize) {
+  if (in->struct_size < kParamsSizeV1 || in->struct_size > kMaxParamsSize ||
+      (in->struct_size < sizeof(llmc_gen_params) && in->struct_size != kParamsSizeV1)) {
     return bad("params->struct_size is " + std::to_string(in->struct_size) +
                ": initialise the params with llmc_gen_params_init");
   }
@@ -34,7 +41,33 @@ Failure read_params(const llmc_gen_params* in, llmc_gen_params& p) {
   for (std::size_t i = sizeof(llmc_gen_params); i < in->struct_size; ++i) {
     if (bytes[i] != 0) return bad("params has fields this libllmclient does not know (a newer header?)");
   }
-  std::memcpy(&p, in, sizeof p);
+  std::memcpy(&p, in, std::min(sizeof p, in->struct_size));
+  p.struct_size = sizeof p;
+  return {};
+}
+
+// params->json_schema or ->grammar as llmd's request fields (response_format, grammar).
+Failure add_constraint(const llmc_gen_params& p, json& b) {
+  if (p.json_schema == nullptr && p.grammar == nullptr) return {};
+  const char* which = p.json_schema != nullptr ? "params->json_schema" : "params->grammar";
+  if (p.session_id != nullptr) return bad(std::string(which) + " is for one-off chats (session turns do not take it yet)");
+  if (p.mode == LLMC_MODE_COMPLETION) return bad(std::string(which) + " is for chats, not LLMC_MODE_COMPLETION");
+  if (p.json_schema != nullptr && p.grammar != nullptr) return bad("params->json_schema and params->grammar do not go together");
+  std::string_view text;
+  if (auto f = check_text(p.json_schema != nullptr ? p.json_schema : p.grammar, which, text)) return f;
+  if (p.grammar != nullptr) {
+    if (text.empty()) return bad("params->grammar is empty");
+    b["grammar"] = text;
+    return {};
+  }
+  json schema = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!schema.is_object()) return bad("params->json_schema is not a JSON object (a JSON Schema, as text)");
+  if (schema.empty()) {
+    b["response_format"] = {{"type", "json_object"}};
+  } else {
+    b["response_format"] = {{"type", "json_schema"},
+                            {"json_schema", {{"name", "llmc"}, {"schema", std::move(schema)}, {"strict", true}}}};
+  }
   return {};
 }
 
@@ -127,6 +160,7 @@ Failure build_generation(const char* prompt_arg, const llmc_gen_params* params, 
   if (p.priority == LLMC_PRIORITY_BACKGROUND) b["priority"] = "background";
   if (p.app != nullptr) b["app"] = app;
   if (p.ignore_eos != 0) b["ignore_eos"] = true;
+  if (auto f = add_constraint(p, b)) return f;
   out.stream = p.stream != 0;
   b["stream"] = out.stream;
   out.body = b.dump();
@@ -288,5 +322,7 @@ extern "C" llmc_gen_params* llmc_gen_params_init(llmc_gen_params* p) {
   p->app = nullptr;
   p->stream = 1;
   p->ignore_eos = 0;
+  p->json_schema = nullptr;
+  p->grammar = nullptr;
   return p;
 }

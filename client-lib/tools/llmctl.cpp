@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +46,10 @@ const char* kUsageText =
     "        --session ID             continue a stored session (the prompt is its next message)\n"
     "        --raw                    plain text completion, no chat template\n"
     "        --max-tokens N  --temperature T  --seed N  --stop TEXT\n"
+    "        --json-schema FILE|JSON  the answer is JSON valid against this JSON Schema (a file,\n"
+    "                                 or the schema itself when it starts with '{'); one-off chats\n"
+    "        --grammar FILE|GBNF      the answer follows this GBNF grammar (a file, or the grammar\n"
+    "                                 itself when it holds '::='); one-off chats\n"
     "  chat [--session ID] [--system TEXT] [--overflow POLICY]\n"
     "                                 interactive chat kept in a session (a new one unless --session);\n"
     "                                 Ctrl-C stops the current answer, Ctrl-D or /exit leaves\n"
@@ -254,6 +260,19 @@ int generate(llmc::Client& c, const Options& o, const std::string& prompt, llmc:
   }
 }
 
+// The value of --json-schema / --grammar: the text itself when it shows `marker` (a schema that
+// starts with "{" after blanks, a grammar that holds "::="), else the contents of the file it names.
+std::optional<std::string> inline_or_file(const std::string& v, const std::string& marker, bool at_start) {
+  const std::size_t first = v.find_first_not_of(" \t\r\n");
+  const std::size_t at = v.find(marker);
+  if (at != std::string::npos && (!at_start || at == first)) return v;
+  std::ifstream in(v, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return std::nullopt;
+  return text;
+}
+
 int cmd_run(const Options& o, std::vector<std::string> args) {
   llmc::GenParams params;
   bool raw = false;
@@ -293,6 +312,13 @@ int cmd_run(const Options& o, std::vector<std::string> args) {
         auto v = value();
         if (!v) return usage_error("--stop needs a text");
         params.stop = {*v};
+      } else if (a == "--json-schema" || a == "--grammar") {
+        auto v = value();
+        if (!v) return usage_error(a + " needs a FILE or the text itself");
+        const bool schema = a == "--json-schema";
+        auto text = inline_or_file(*v, schema ? "{" : "::=", schema);
+        if (!text) return usage_error(a + ": cannot read " + *v);
+        (schema ? params.json_schema : params.grammar) = std::move(*text);
       } else if (a.rfind("--", 0) == 0 && a.size() > 2) {
         return usage_error("unknown option for run: " + a);
       } else {
@@ -309,6 +335,9 @@ int cmd_run(const Options& o, std::vector<std::string> args) {
   }
   if (prompt.empty()) return usage_error("run needs a PROMPT (or text on standard input)");
   if (!params.session.empty() && raw) return usage_error("--raw and --session do not go together");
+  if ((params.json_schema || params.grammar) && (raw || !params.session.empty())) {
+    return usage_error("--json-schema and --grammar are for one-off chats (not with --raw or --session)");
+  }
   params.completion = raw;
   try {
     Connection c(o);

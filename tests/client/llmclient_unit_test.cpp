@@ -6,13 +6,16 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "llmclient/llmclient.hpp"  // also checks that the C++ wrapper compiles with the project's warnings
 #include "tests/client/fake_llmd.h"
@@ -196,6 +199,90 @@ TEST(LlmClient, BadArgumentsAreRefusedNotFatal) {
   llmc_close(nullptr);
   llmc_free(nullptr);
   EXPECT_LE(fake.connections(), 1) << "only connect's probe reached the socket";
+  llmc_close(c);
+}
+
+// json_schema / grammar (libllmclient.so.1.1): checked before anything is sent, then sent as llmd's
+// response_format / grammar; a caller built with the 1.0 header (a smaller struct) still works.
+TEST(LlmClient, StructuredOutputParamsAreCheckedAndSent) {
+  std::mutex mu;
+  std::vector<std::string> requests;
+  FakeLlmd fake(scratch_dir() + "/s.sock", {[&](int fd) {
+                  const std::string req = FakeLlmd::read_request(fd);
+                  {
+                    std::lock_guard<std::mutex> lock(mu);
+                    requests.push_back(req);
+                  }
+                  FakeLlmd::send_all(fd, streamed_answer());
+                }});
+  llmc_client* c = connect_to(fake.path());
+  ASSERT_NE(c, nullptr);
+  const int probes = fake.connections();
+  auto refused = [&](const llmc_gen_params& p, const char* needle) {
+    EXPECT_EQ(llmc_generate(c, "x", &p, nullptr, nullptr, nullptr), LLMC_ERR_INVALID_ARGUMENT) << needle;
+    EXPECT_NE(std::string(llmc_last_error(c)).find(needle), std::string::npos) << llmc_last_error(c);
+  };
+  llmc_gen_params p;
+  llmc_gen_params_init(&p);
+  EXPECT_EQ(p.json_schema, nullptr);
+  EXPECT_EQ(p.grammar, nullptr);
+  p.json_schema = "{\"type\": \"object\"";  // cut short
+  refused(p, "json_schema is not a JSON object");
+  p.json_schema = "[1, 2]";
+  refused(p, "json_schema is not a JSON object");
+  p.json_schema = "{}";
+  p.grammar = "root ::= \"a\"";
+  refused(p, "do not go together");
+  p.grammar = nullptr;
+  p.session_id = "ses_1";
+  refused(p, "one-off chats");
+  p.session_id = nullptr;
+  p.mode = LLMC_MODE_COMPLETION;
+  refused(p, "LLMC_MODE_COMPLETION");
+  llmc_gen_params_init(&p);
+  p.grammar = "";
+  refused(p, "grammar is empty");
+  p.grammar = "root ::= \"caf\xC3\"";
+  refused(p, "UTF-8");
+  EXPECT_EQ(fake.connections(), probes) << "a refused request reaches nothing";
+
+  auto sent_body = [&](const llmc_gen_params& params) {
+    EXPECT_EQ(llmc_generate(c, "x", &params, nullptr, nullptr, nullptr), LLMC_OK) << llmc_last_error(c);
+    std::lock_guard<std::mutex> lock(mu);
+    if (requests.empty()) return nlohmann::json();
+    const std::string& req = requests.back();
+    return nlohmann::json::parse(req.substr(req.find("\r\n\r\n") + 4), nullptr, false);
+  };
+  llmc_gen_params_init(&p);
+  p.json_schema = R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})";
+  nlohmann::json b = sent_body(p);
+  EXPECT_EQ(b["response_format"]["type"], "json_schema") << b.dump();
+  EXPECT_EQ(b["response_format"]["json_schema"]["schema"]["required"][0], "ok") << b.dump();
+  EXPECT_FALSE(b.contains("grammar"));
+  p.json_schema = "{}";
+  b = sent_body(p);
+  EXPECT_EQ(b["response_format"], nlohmann::json({{"type", "json_object"}})) << b.dump();
+  llmc_gen_params_init(&p);
+  p.grammar = "root ::= \"yes\" | \"no\"";
+  b = sent_body(p);
+  EXPECT_EQ(b["grammar"], "root ::= \"yes\" | \"no\"") << b.dump();
+  EXPECT_FALSE(b.contains("response_format"));
+
+  // The 1.0 header's struct: everything before json_schema; what follows it in memory is not read.
+  struct {
+    llmc_gen_params p;
+  } old{};
+  llmc_gen_params_init(&old.p);
+  old.p.struct_size = offsetof(llmc_gen_params, json_schema);
+  old.p.max_tokens = 7;
+  old.p.json_schema = "not JSON: past the old struct, never read";
+  b = sent_body(old.p);
+  EXPECT_EQ(b["max_tokens"], 7) << b.dump();
+  EXPECT_FALSE(b.contains("response_format")) << b.dump();
+  // A size between two headers' is garbage.
+  llmc_gen_params_init(&p);
+  p.struct_size = offsetof(llmc_gen_params, json_schema) + 4;
+  refused(p, "llmc_gen_params_init");
   llmc_close(c);
 }
 

@@ -335,5 +335,57 @@ TEST_F(LlmClientTest, CppWrapperStreamsARangeAndThrowsErrors) {
   EXPECT_EQ(llmd.call("GET", "/v1/health").status, 200);
 }
 
+// Structured output (llmc_gen_params.json_schema, .grammar): the answer parses as JSON with the
+// schema's keys, streamed or whole, from C and C++; llmd's refusals come back with their param.
+TEST_F(LlmClientTest, JsonSchemaAnswersParse) {
+  const char* schema =
+      R"({"type": "object", "properties": {"mood": {"type": "string", "enum": ["happy", "sad"]},)"
+      R"( "count": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["mood", "count"],)"
+      R"( "additionalProperties": false})";
+  auto check = [](const std::string& text, const std::string& finish) {
+    EXPECT_EQ(finish, "stop") << text;
+    const auto j = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << text;
+    EXPECT_TRUE(j.contains("mood") && (j["mood"] == "happy" || j["mood"] == "sad")) << text;
+    EXPECT_TRUE(j.contains("count") && j["count"].is_number_integer()) << text;
+  };
+  llmc_gen_params p;
+  llmc_gen_params_init(&p);
+  p.max_tokens = 200;
+  p.temperature = 0;
+  p.json_schema = schema;
+  for (const int stream : {1, 0}) {
+    p.stream = stream;
+    std::string seen;
+    llmc_result* r = nullptr;
+    ASSERT_EQ(llmc_generate(c_, "How do you feel?", &p, append, &seen, &r), LLMC_OK) << llmc_last_error(c_);
+    EXPECT_EQ(seen, r->text);
+    check(r->text, r->finish_reason);
+    llmc_free(r);
+  }
+  // A grammar llmd cannot parse: its 400, with the param.
+  llmc_gen_params_init(&p);
+  p.grammar = "root ::= ((";
+  llmc_result* r = nullptr;
+  EXPECT_EQ(llmc_generate(c_, "Hi", &p, nullptr, nullptr, &r), LLMC_ERR_INVALID_ARGUMENT);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->http_status, 400);
+  EXPECT_STREQ(r->error_param, "grammar") << r->message;
+  llmc_free(r);
+
+  llmc::Client llmd(daemon_.socket());
+  llmc::GenParams params;
+  params.max_tokens = 200;
+  params.temperature = 1.0;
+  params.seed = 5;
+  params.json_schema = schema;
+  const llmc::Result sampled = llmd.generate("Tell me how you feel.", params);
+  check(sampled.text, sampled.finish_reason);
+  params.json_schema.reset();
+  params.grammar = R"(root ::= ("yes" | "no") ".")";
+  const std::string said = llmd.generate("Is it day?", params).text;
+  EXPECT_TRUE(said == "yes." || said == "no.") << said;
+}
+
 }  // namespace
 }  // namespace llmd::test

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "tests/e2e/e2e_util.h"
 
 namespace llmd::test {
@@ -47,6 +49,29 @@ TEST_F(LlmctlTest, RunStreamsTheAnswer) {
   EXPECT_EQ(parsed["object"], "chat.completion");
   auto piped = llmctl({"run", "--max-tokens", "4"}, "a prompt from stdin");
   EXPECT_EQ(piped.exit_code, 0) << piped.err;
+}
+
+TEST_F(LlmctlTest, RunWithAJsonSchemaPrintsJson) {
+  const std::string schema =
+      R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false})";
+  auto check = [](const ProgramResult& r) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.out;
+    EXPECT_TRUE(j.contains("ok") && j["ok"].is_boolean()) << r.out;
+  };
+  check(llmctl({"run", "--json-schema", schema, "--max-tokens", "100", "--temperature", "0", "Are you ok?"}));
+  // From a file.
+  const std::string file = scratch_dir() + "/schema.json";
+  std::ofstream(file) << schema;
+  check(llmctl({"run", "--json-schema", file, "--max-tokens", "100", "Are you ok?"}));
+  // Usage errors: not with --raw, a missing file; llmd's or the library's refusals exit 1.
+  EXPECT_EQ(llmctl({"run", "--raw", "--json-schema", schema, "Hi"}).exit_code, 2);
+  EXPECT_EQ(llmctl({"run", "--json-schema", scratch_dir() + "/none.json", "Hi"}).exit_code, 2);
+  auto bad = llmctl({"run", "--json-schema", "{not json", "Hi"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("json_schema"), std::string::npos) << bad.err;
+  EXPECT_EQ(llmctl({"run", "--grammar", "root ::= ((", "Hi"}).exit_code, 1);
 }
 
 TEST_F(LlmctlTest, ChatKeepsHistoryInASession) {

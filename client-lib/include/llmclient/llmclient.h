@@ -73,8 +73,10 @@
  * thread-safe.
  *
  * ABI. Only llmc_* symbols are exported; the soname is libllmclient.so.1 (LLMC_ABI_VERSION).
- * llmc_gen_params grows only at its end and carries its struct_size; result structs grow only at
- * their end and are read only up to the fields the caller's header knows.
+ * llmc_gen_params grows only at its end and carries its struct_size: the library takes the
+ * struct of any earlier header (the fields it lacks keep their defaults) and a later header's
+ * whose fields beyond its own are zero; result structs grow only at their end and are read only up
+ * to the fields the caller's header knows.
  */
 #ifndef LLMCLIENT_H
 #define LLMCLIENT_H
@@ -202,6 +204,15 @@ typedef struct llmc_gen_params {
   int stream;                /* 1 (default): tokens as they are generated; 0: llmd answers once,
                                 on_token then runs once with the whole text */
   int ignore_eos;            /* 1: go on past the model's end of text, up to max_tokens */
+  /* Added in libllmclient.so.1.1 (a caller built with an earlier header passes a smaller
+   * struct_size; these are then NULL). Structured output, one-off chats only (not with session_id or LLMC_MODE_COMPLETION),
+   * at most one of the two: */
+  const char *json_schema;   /* a JSON Schema object as text ("{}": any JSON object): the answer is
+                                JSON valid against it, unless cut by max_tokens (finish_reason
+                                "length"); text that is not a JSON object is refused before anything
+                                is sent. NULL: none */
+  const char *grammar;       /* a GBNF grammar (llama.cpp's): the answer follows it; llmd refuses one
+                                it cannot parse (LLMC_ERR_INVALID_ARGUMENT, param "grammar"). NULL: none */
 } llmc_gen_params;
 
 /* Sets struct_size and every field to its default. Returns `params`. */

@@ -80,6 +80,10 @@ struct GenParams {
   std::string app;          // the app name llmd's fair scheduler serves it as
   bool stream = true;       // false: llmd answers once; the token callback then runs once
   bool ignore_eos = false;  // go on past the model's end of text, up to max_tokens
+  // Structured output, one-off chats only, at most one (llmc_gen_params): the answer is JSON valid
+  // against this JSON Schema (text; "{}": any JSON object), or follows this GBNF grammar.
+  std::optional<std::string> json_schema;
+  std::optional<std::string> grammar;
 };
 
 struct Result {
@@ -178,6 +182,8 @@ class CParams {
     p_.app = opt(g.app);
     p_.stream = g.stream ? 1 : 0;
     p_.ignore_eos = g.ignore_eos ? 1 : 0;
+    if (g.json_schema) p_.json_schema = g.json_schema->c_str();
+    if (g.grammar) p_.grammar = g.grammar->c_str();
   }
   const llmc_gen_params* get() const { return &p_; }
 
