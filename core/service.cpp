@@ -201,6 +201,7 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
       if (!t) return t.error();
       p.input = std::move(*t);
       p.grammar = std::move(prompt->grammar);
+      LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
       p.syntax = std::move(prompt->syntax);
       p.stops = std::move(prompt->stops);
       // A constrained chat's prompt carries its tools and format: it is not shortened (below).

@@ -402,6 +402,7 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   }
   p.history = std::move(plan->history);
   p.input = std::move(plan->input);
+  LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
   p.stored_tokens = stored;
   p.user_token_end = plan->user_token_end;
   p.change = std::move(plan->change);

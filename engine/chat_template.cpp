@@ -129,7 +129,8 @@ std::string generic_instructions(const ChatOptions& o, const std::vector<const C
     if (!t->description.empty()) j["description"] = t->description;
     list.push_back(std::move(j));
   }
-  std::string s = "You can call these tools (their arguments as JSON Schema):\n" + list.dump() + "\n";
+  // Plain words: some vocabularies cannot encode "(" or "#" (TinyStories-656K).
+  std::string s = "You can call these tools, with their arguments as JSON Schema:\n" + list.dump() + "\n";
   if (o.tool_choice == ToolChoice::automatic) {
     s += "Answer with one JSON object: {\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": {...}}]} to "
          "call tools, or {\"response\": <your answer>} to answer directly.";
@@ -278,15 +279,33 @@ Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatM
       out.grammar.grammar = std::move(*g);
     }
   }
-  // A grammar llama.cpp cannot take is the caller's error, found before anything is queued.
+  // A grammar llama.cpp cannot take is the caller's error, found before anything is queued (its
+  // prefill is checked once the prompt is tokenized: bind_prefill).
   if (!out.grammar.grammar.empty()) {
-    if (auto st = validate_grammar(model, out.grammar); !st) {
+    GrammarParams syntax_only = out.grammar;
+    syntax_only.prefill.clear();
+    if (auto st = validate_grammar(model, syntax_only); !st) {
       Error e = st.error();
       if (options.grammar.empty() && e.param() == "grammar") e = Error(e).with_param(use_tools ? "tools" : "response_format");
       return e;
     }
   }
   return out;
+}
+
+Status bind_prefill(const Model& model, const Tokenizer& tok, std::span<const Token> prompt, GrammarParams& g) {
+  if (g.grammar.empty() || g.lazy || g.prefill.empty()) return {};
+  // The prompt's own last tokens, where they spell the prefill exactly: the grammar then sees what
+  // the model saw (tokenized alone, a SentencePiece vocabulary would put a space before it).
+  std::string tail;
+  for (std::size_t n = 1; n <= prompt.size() && tail.size() < g.prefill.size(); ++n) {
+    tail.insert(0, tok.piece(prompt[prompt.size() - n], /*render_special=*/true));
+    if (tail == g.prefill) {
+      g.prefill_tokens.assign(prompt.end() - static_cast<std::ptrdiff_t>(n), prompt.end());
+      break;
+    }
+  }
+  return validate_grammar(model, g);
 }
 
 namespace {

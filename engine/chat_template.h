@@ -29,6 +29,7 @@
 #include "common/result.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/tokenizer.h"
 #include "engine/types.h"
 
 namespace llmd::engine {
@@ -106,6 +107,11 @@ struct ChatPrompt {
 // assistant turn.
 Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatMessage> messages, bool add_assistant,
                                        const ChatOptions& options = {});
+
+// Binds the grammar's prefill to the tokens that end `prompt` (the tokenized ChatPrompt::text) when
+// they spell it, and checks that the grammar takes them: invalid_argument (param response_format)
+// otherwise. Call it on the prompt's tokens before the grammar is used.
+Status bind_prefill(const Model& model, const Tokenizer& tok, std::span<const Token> prompt, GrammarParams& grammar);
 
 // The answer as the caller sees it.
 struct ParsedAnswer {

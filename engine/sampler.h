@@ -36,6 +36,9 @@ struct GrammarParams {
   // Text the grammar starts with that the prompt already holds (a chat template's opening of the
   // answer): fed through the grammar before the first token is sampled.
   std::string prefill;
+  // The prompt's tokens that spell `prefill` (bind_prefill, engine/chat_template.h); empty: the
+  // prefill is tokenized alone.
+  std::vector<Token> prefill_tokens;
 };
 
 struct SamplingParams {

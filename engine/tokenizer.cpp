@@ -16,14 +16,23 @@ Result<std::vector<Token>> Tokenizer::tokenize(std::string_view text, bool add_s
                                              std::to_string(kMaxTokenizeBytes) + "-byte limit");
   }
   std::vector<Token> tokens(text.size() + 4);
-  int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                             static_cast<int32_t>(tokens.size()), add_special, parse_special);
-  if (n == INT32_MIN) return Error(Errc::invalid_argument, "text produces too many tokens");
-  if (n < 0) {
-    tokens.resize(static_cast<size_t>(-n));
+  int32_t n = 0;
+  // llama.cpp throws (std::out_of_range from its byte map) for a character a vocabulary without
+  // byte tokens cannot encode — TinyStories-656K has no "(" or "#". Uncaught, that ended the
+  // daemon (a storage-thread task): any caller could stop it with one character.
+  try {
     n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
                        static_cast<int32_t>(tokens.size()), add_special, parse_special);
-    if (n < 0) return Error(Errc::internal, "tokenizer disagreed with itself about the token count");
+    if (n == INT32_MIN) return Error(Errc::invalid_argument, "text produces too many tokens");
+    if (n < 0) {
+      tokens.resize(static_cast<size_t>(-n));
+      n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                         static_cast<int32_t>(tokens.size()), add_special, parse_special);
+      if (n < 0) return Error(Errc::internal, "tokenizer disagreed with itself about the token count");
+    }
+  } catch (const std::exception&) {
+    return Error(Errc::invalid_argument,
+                 "the text has a character this model's vocabulary cannot encode (it has no byte tokens)");
   }
   tokens.resize(static_cast<size_t>(n));
   return tokens;

@@ -89,7 +89,9 @@ void check_options(const nlohmann::json& obj) {
   }
   llmd::ipc::StreamOptions so;
   llmd::core::TurnRequest out = turn;
-  if (auto c = read_output_options(obj, true, obj.value("stream", false) == true, out, so); !c) {
+  const auto stream_field = obj.find("stream");
+  const bool streamed = stream_field != obj.end() && *stream_field == true;
+  if (auto c = read_output_options(obj, true, streamed, out, so); !c) {
     check_rejection(c.error());
   } else {
     FUZZ_CHECK(so.n >= 1 && so.n <= llmd::ipc::kMaxChoices, "n accepted out of range");

@@ -27,13 +27,19 @@ std::string generate(const Model& model, const ChatPrompt& p, int32_t max_tokens
   Tokenizer tok(model);
   auto ctx = test::make_context(model, 1, 1024);
   if (!ctx) return {};
+  auto prompt = tok.tokenize(p.text, true, true);
+  EXPECT_TRUE(prompt) << prompt.error().to_string();
+  if (!prompt) return {};
   SequenceJob job;
   job.seq = 0;
-  job.prompt = tok.tokenize(p.text, true, true).value();
+  job.prompt = std::move(*prompt);
   job.params = test::greedy(max_tokens);
   job.params.sampling.temperature = temperature;
   job.params.sampling.seed = seed;
   job.params.sampling.grammar = p.grammar;
+  // As the Service does: the grammar's prefill is the prompt's own last tokens.
+  const auto bound = bind_prefill(model, tok, job.prompt, job.params.sampling.grammar);
+  EXPECT_TRUE(bound) << bound.error().to_string();
   job.params.stop = p.stops;
   return test::run_one(*ctx, tok, std::move(job)).text;
 }

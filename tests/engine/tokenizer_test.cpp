@@ -93,5 +93,21 @@ TEST_F(TokenizerTest, EndOfGenerationTokenEndsTheStreamWithoutText) {
   EXPECT_EQ(ignoring.push(tok.eos()).finish, FinishReason::length);
 }
 
+// A vocabulary without byte tokens cannot encode some characters (TinyStories-656K: "(", "#",
+// "="...). llama.cpp throws for them; that was a crash of the daemon on one character from any
+// caller (a storage-thread task). Now it is a clear error, and text it can encode still works.
+TEST(TokenizerVocab, TextTheVocabularyCannotEncodeIsAnErrorNotACrash) {
+  auto m = test::load_model(test::tinystories_path());
+  ASSERT_TRUE(m);
+  Tokenizer tok(*m);
+  for (const char* text : {"a (b) c", "#1", "x = y", "50%"}) {
+    auto t = tok.tokenize(text, true, true);
+    ASSERT_FALSE(t) << text;
+    EXPECT_EQ(t.error().code(), Errc::invalid_argument);
+    EXPECT_NE(t.error().message().find("cannot encode"), std::string::npos);
+  }
+  EXPECT_TRUE(tok.tokenize("Once upon a time, there was a cat.", true, true));
+}
+
 }  // namespace
 }  // namespace llmd::engine
