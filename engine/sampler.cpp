@@ -40,9 +40,10 @@ Result<llama_sampler*> make_grammar(const Model& model, const GrammarParams& g) 
   // tokenizer that puts a space before the first piece (SentencePiece) made a token the text
   // does not have: it is skipped, as llama.cpp's common sampler does.
   std::vector<llama_token> toks(g.prefill.size() + 8);
-  int32_t n = llama_tokenize(vocab, g.prefill.c_str(), static_cast<int32_t>(g.prefill.size()), toks.data(),
-                             static_cast<int32_t>(toks.size()), /*add_special=*/false, /*parse_special=*/true);
   try {
+    // Inside the try: a vocabulary without byte tokens throws for a character it lacks.
+    int32_t n = llama_tokenize(vocab, g.prefill.c_str(), static_cast<int32_t>(g.prefill.size()), toks.data(),
+                               static_cast<int32_t>(toks.size()), /*add_special=*/false, /*parse_special=*/true);
     for (int32_t i = 0; i < n; ++i) {
       const llama_token t = toks[static_cast<size_t>(i)];
       if (i == 0) {

@@ -1,6 +1,8 @@
 // Tokenisation through llama.cpp's vocabulary API (see tokenizer.h).
 #include "engine/tokenizer.h"
 
+#include <exception>
+
 #include <llama.h>
 
 #include <climits>
@@ -16,16 +18,24 @@ Result<std::vector<Token>> Tokenizer::tokenize(std::string_view text, bool add_s
                                              std::to_string(kMaxTokenizeBytes) + "-byte limit");
   }
   std::vector<Token> tokens(text.size() + 4);
-  int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                             static_cast<int32_t>(tokens.size()), add_special, parse_special);
-  if (n == INT32_MIN) return Error(Errc::invalid_argument, "text produces too many tokens");
-  if (n < 0) {
-    tokens.resize(static_cast<size_t>(-n));
-    n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                       static_cast<int32_t>(tokens.size()), add_special, parse_special);
-    if (n < 0) return Error(Errc::internal, "tokenizer disagreed with itself about the token count");
+  // A SentencePiece vocabulary without byte tokens (TinyStories-656K's) cannot encode a character
+  // it lacks ("{", "é", ...): llama.cpp throws std::out_of_range from byte_to_token. That is the
+  // text's problem, not a reason to end the daemon.
+  try {
+    int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                               static_cast<int32_t>(tokens.size()), add_special, parse_special);
+    if (n == INT32_MIN) return Error(Errc::invalid_argument, "text produces too many tokens");
+    if (n < 0) {
+      tokens.resize(static_cast<size_t>(-n));
+      n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                         static_cast<int32_t>(tokens.size()), add_special, parse_special);
+      if (n < 0) return Error(Errc::internal, "tokenizer disagreed with itself about the token count");
+    }
+    tokens.resize(static_cast<size_t>(n));
+  } catch (const std::exception&) {
+    return Error(Errc::invalid_argument,
+                 "the text has a character this model's vocabulary cannot encode (it has no byte tokens)");
   }
-  tokens.resize(static_cast<size_t>(n));
   return tokens;
 }
 
