@@ -148,6 +148,7 @@ Status measure_model(const BenchEnv& env, const std::string& name, const std::st
     rows[v] = row;
   }
   if (!server_note.empty()) std::printf("%-28s %s\n", "", server_note.c_str());
+  std::fflush(stdout);  // before the next fork: a child would write the unflushed table again
   context[name] = {{"variants", rows}, {"requests_per_variant", n}};
   if (!server_note.empty()) context[name]["llama_server"] = server_note;
 
@@ -173,6 +174,7 @@ Status run_grammar_scenario(const BenchEnv& env, Report& report) {
   std::printf("\ngrammar: %d greedy chat requests per variant (max_tokens %d), interleaved: plain, response_format "
               "json_schema, tools with tool_choice required; server-side decode tok/s\n",
               n, kMaxTokens);
+  std::fflush(stdout);
   json context;
   const std::string shared = LLMD_BENCH_SHARED_MODELS_DIR;
   LLMD_TRY_STATUS(measure_model(env, "stories260K", shared + "/stories260K.gguf", n, report, context));
