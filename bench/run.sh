@@ -3,6 +3,7 @@
 # llmd in Release, the generated models) and runs the named scenarios (default: all).
 #   bench/run.sh                 # every scenario
 #   bench/run.sh engine --reps 10
+#   bench/run.sh grammar --quick  # what json_schema / required tools cost per token (see README.md)
 # Prints a table (ratio first) and writes bench/results/bench-<time>.json and latest.json.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

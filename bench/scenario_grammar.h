@@ -10,6 +10,9 @@
 // variants then run on llama.cpp's llama-server (--jinja, same source, model and threads; its
 // timings.predicted_per_second): llmd-json / llama-server-json says whether llmd's constrained
 // sampling costs more than llama.cpp's own. Nothing is dropped; no time is asserted.
+// Read with care: the tools variant's prompt is longer (the tools are described in it; the table
+// shows prompt tokens), and on these tiny models attention over the context is much of a token's
+// cost, so its ratio is not the grammar's alone. The json variant has the same prompt as plain.
 #pragma once
 
 #include "bench/bench_env.h"

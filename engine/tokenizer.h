@@ -27,7 +27,8 @@ class Tokenizer {
 
   // add_special: add BOS/EOS as the model's metadata asks. parse_special: treat control-token text
   // ("<|im_start|>") as those tokens instead of plain text. invalid_argument if text is larger than
-  // kMaxTokenizeBytes.
+  // kMaxTokenizeBytes, or has a character the vocabulary cannot encode (an SPM vocabulary
+  // without byte tokens, such as TinyStories-656K's, lacks "{", "é", ...).
   Result<std::vector<Token>> tokenize(std::string_view text, bool add_special, bool parse_special) const;
 
   // The raw bytes of one token as they should be appended to output (may be part of a UTF-8
