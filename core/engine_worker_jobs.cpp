@@ -391,7 +391,13 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
   res.timings.prefill = ms(o.prefill_time);
   res.timings.decode = ms(o.decode_time);
   res.timings.ttft = res.timings.queue + res.timings.restore + res.timings.prefill;
-  if (res.finish == engine::FinishReason::error) res.error = Error(Errc::internal, "decoding failed");
+  if (res.finish == engine::FinishReason::error) {
+    res.error = o.grammar_dead_end
+                    ? Error(Errc::invalid_argument, "the answer cannot go on: this model's vocabulary has no token the "
+                                                    "format allows next")
+                          .with_param("response_format")
+                    : Error(Errc::internal, "decoding failed");
+  }
   {
     MutexLock lock(mu_);
     ++stats_.jobs_done;

@@ -163,6 +163,11 @@ Result<bool> BatchRunner::step(const StepLimits* limits) {
     const bool want_logprobs = a.job.params.top_logprobs >= 0;
     TokenLogprob lp;
     const Token t = a.sampler.sample(ctx_, a.batch_index, want_logprobs ? &lp : nullptr, a.job.params.top_logprobs);
+    if (t == kNoToken) {
+      a.out.grammar_dead_end = true;
+      finish(a, FinishReason::error);
+      continue;
+    }
     if (!a.first_token) {
       a.first_token = t1;
       if (a.started) {

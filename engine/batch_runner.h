@@ -42,6 +42,7 @@ struct SequenceJob {
 struct SequenceOutcome {
   std::vector<Token> tokens;  // generated tokens (an end-of-generation token included)
   std::vector<TokenLogprob> logprobs;  // one per generated token when params.top_logprobs >= 0
+  bool grammar_dead_end = false;       // finish error: the grammar allowed no token of the vocabulary
   std::string text;           // their text, stop strings cut
   FinishReason finish = FinishReason::none;
   std::int32_t n_prompt = 0;

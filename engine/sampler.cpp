@@ -73,7 +73,24 @@ Result<llama_sampler*> make_grammar(const Model& model, const GrammarParams& g) 
 Status validate_grammar(const Model& model, const GrammarParams& g) {
   auto s = make_grammar(model, g);
   if (!s) return s.error();
+  // The first token must be possible: a vocabulary without "{" (TinyStories-656K) can never start
+  // a JSON answer, and would otherwise find that out on the engine thread.
+  bool possible = g.lazy;
+  if (!possible) {
+    const llama_vocab* vocab = llama_model_get_vocab(model.handle());
+    const int32_t n = llama_vocab_n_tokens(vocab);
+    std::vector<llama_token_data> cand(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) cand[static_cast<size_t>(i)] = {i, 0.0f, 0.0f};
+    llama_token_data_array arr{cand.data(), cand.size(), -1, false};
+    llama_sampler_apply(*s, &arr);
+    for (size_t i = 0; i < arr.size && !possible; ++i) possible = !std::isinf(arr.data[i].logit);
+  }
   llama_sampler_free(*s);
+  if (!possible) {
+    return Error(Errc::invalid_argument,
+                 "this model's vocabulary has no token that can start the answer the format requires")
+        .with_param(g.prefill.empty() ? "grammar" : "response_format");
+  }
   return {};
 }
 
@@ -227,6 +244,11 @@ Token Sampler::sample_constrained(const float* logits, int32_t n_vocab) {
     // Rejected: the grammar filters every candidate, and the chain draws again.
     cur = fill();
     llama_sampler_apply(grammar_, &cur);
+    bool any = false;
+    for (size_t i = 0; i < cur.size && !any; ++i) any = !std::isinf(cur.data[i].logit);
+    // A dead end: the vocabulary has no token the grammar allows here. Accepting anything would
+    // throw inside llama.cpp (on the engine thread); the caller ends the answer instead.
+    if (!any) return kNoToken;
     llama_sampler_apply(chain_, &cur);
     t = cur.selected >= 0 ? cur.data[cur.selected].id : 0;
   }

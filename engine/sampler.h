@@ -87,7 +87,8 @@ class Sampler {
 
   // Picks the next token from the logits at batch index i of ctx's last decode, and records it in
   // the sampler's history (for the penalties) and the grammar. With `logprobs`, also fills in the
-  // token's log-probability and the `top_n` most likely tokens.
+  // token's log-probability and the `top_n` most likely tokens. kNoToken when the grammar allows
+  // no token of the vocabulary (a dead end: the answer cannot go on).
   Token sample(Context& ctx, std::int32_t batch_index, TokenLogprob* logprobs = nullptr, std::int32_t top_n = 0);
   // Records tokens the model was given (the prompt), so the repetition penalty sees them.
   void accept(std::span<const Token> tokens);

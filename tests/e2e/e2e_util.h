@@ -62,7 +62,7 @@ inline Streamed stream(const client::HttpClient& c, const std::string& path, nlo
     }
     auto ev = nlohmann::json::parse(data, nullptr, false);
     EXPECT_FALSE(ev.is_discarded()) << data;
-    if (ev.contains("choices")) {
+    if (ev.contains("choices") && ev["choices"].is_array() && !ev["choices"].empty()) {
       const auto& ch = ev["choices"][0];
       if (ch.contains("delta") && ch["delta"].contains("content")) s.text += ch["delta"]["content"].get<std::string>();
       if (ch.contains("text")) s.text += ch["text"].get<std::string>();
