@@ -217,7 +217,6 @@ TEST(LlmClient, StructuredOutputParamsAreCheckedAndSent) {
                 }});
   llmc_client* c = connect_to(fake.path());
   ASSERT_NE(c, nullptr);
-  const int probes = fake.connections();
   auto refused = [&](const llmc_gen_params& p, const char* needle) {
     EXPECT_EQ(llmc_generate(c, "x", &p, nullptr, nullptr, nullptr), LLMC_ERR_INVALID_ARGUMENT) << needle;
     EXPECT_NE(std::string(llmc_last_error(c)).find(needle), std::string::npos) << llmc_last_error(c);
@@ -244,7 +243,8 @@ TEST(LlmClient, StructuredOutputParamsAreCheckedAndSent) {
   refused(p, "grammar is empty");
   p.grammar = "root ::= \"caf\xC3\"";
   refused(p, "UTF-8");
-  EXPECT_EQ(fake.connections(), probes) << "a refused request reaches nothing";
+  // Only connect's probe (counted by the fake's accept thread, perhaps later) reached the socket.
+  EXPECT_LE(fake.connections(), 1) << "a refused request reaches nothing";
 
   auto sent_body = [&](const llmc_gen_params& params) {
     EXPECT_EQ(llmc_generate(c, "x", &params, nullptr, nullptr, nullptr), LLMC_OK) << llmc_last_error(c);
