@@ -2,6 +2,7 @@
 // llmd's generic tool-call format for templates without one), grammar-constrained sampling,
 // logit bias, penalties and log-probabilities — on the real story models.
 #include <cmath>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -242,18 +243,36 @@ TEST(ChatConstraints, BadOptionsAreRefusedNamingTheirField) {
   EXPECT_EQ(param_of(not_object), "response_format");
 }
 
-TEST(Sampling, LogprobsAreTheModelsOwnAndGreedyPicksTheTop) {
-  auto m = test::load_model(test::stories_path());
-  ASSERT_TRUE(m);
-  Tokenizer tok(*m);
-  auto ctx = test::make_context(*m, 1, 512);
-  ASSERT_TRUE(ctx);
-  SequenceJob job;
-  job.seq = 0;
-  job.prompt = test::tokens_of(tok, "Once upon a time");
-  job.params = test::greedy(12);
-  job.params.top_logprobs = 5;
-  const auto o = test::run_one(*ctx, tok, job);
+// stories260K, one slot, and a greedy job on "Once upon a time".
+class Sampling : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    m_ = test::load_model(test::stories_path());
+    ASSERT_TRUE(m_);
+    tok_ = std::make_unique<Tokenizer>(*m_);
+    ctx_ = test::make_context(*m_, 1, 512);
+    ASSERT_TRUE(ctx_);
+  }
+  SequenceJob job(int32_t max_tokens) const {
+    SequenceJob j;
+    j.seq = 0;
+    j.prompt = test::tokens_of(*tok_, "Once upon a time");
+    j.params = test::greedy(max_tokens);
+    return j;
+  }
+  SequenceOutcome run(const SequenceJob& j) {
+    ctx_->seq_clear(0);
+    return test::run_one(*ctx_, *tok_, j);
+  }
+  std::unique_ptr<Model> m_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<Context> ctx_;
+};
+
+TEST_F(Sampling, LogprobsAreTheModelsOwnAndGreedyPicksTheTop) {
+  SequenceJob j = job(12);
+  j.params.top_logprobs = 5;
+  const auto o = run(j);
   ASSERT_EQ(o.logprobs.size(), o.tokens.size());
   for (std::size_t i = 0; i < o.logprobs.size(); ++i) {
     const TokenLogprob& lp = o.logprobs[i];
@@ -271,31 +290,21 @@ TEST(Sampling, LogprobsAreTheModelsOwnAndGreedyPicksTheTop) {
   }
 }
 
-TEST(Sampling, LogitBiasAndPenaltiesChangeWhatIsPicked) {
-  auto m = test::load_model(test::stories_path());
-  ASSERT_TRUE(m);
-  Tokenizer tok(*m);
-  auto ctx = test::make_context(*m, 1, 512);
-  ASSERT_TRUE(ctx);
-  SequenceJob job;
-  job.seq = 0;
-  job.prompt = test::tokens_of(tok, "Once upon a time");
-  job.params = test::greedy(48);
-  const auto plain = test::run_one(*ctx, tok, job);
+TEST_F(Sampling, LogitBiasAndPenaltiesChangeWhatIsPicked) {
+  const SequenceJob plain_job = job(48);
+  const auto plain = run(plain_job);
   ASSERT_FALSE(plain.tokens.empty());
-  ctx->seq_clear(0);
-  SequenceJob biased = job;
+  SequenceJob biased = plain_job;
   biased.params.sampling.logit_bias = {{plain.tokens[0], -100.0f}};
-  EXPECT_NE(test::run_one(*ctx, tok, biased).tokens[0], plain.tokens[0]);
-  ctx->seq_clear(0);
-  SequenceJob penalised = job;
+  EXPECT_NE(run(biased).tokens[0], plain.tokens[0]);
+  SequenceJob penalised = plain_job;
   penalised.params.sampling.presence_penalty = 2.0f;
   penalised.params.sampling.frequency_penalty = 2.0f;
-  EXPECT_NE(test::run_one(*ctx, tok, penalised).tokens, plain.tokens);
+  EXPECT_NE(run(penalised).tokens, plain.tokens);
   // Out of the vocabulary, or out of range: refused.
   GenerateParams p = test::greedy(4);
-  p.sampling.logit_bias = {{m->info().n_vocab, 1.0f}};
-  EXPECT_EQ(Sampler::create(*m, p.sampling).error().param(), "logit_bias");
+  p.sampling.logit_bias = {{m_->info().n_vocab, 1.0f}};
+  EXPECT_EQ(Sampler::create(*m_, p.sampling).error().param(), "logit_bias");
   p.sampling.logit_bias = {{1, 101.0f}};
   EXPECT_EQ(validate_generate(p).error().code(), Errc::invalid_argument);
 }
