@@ -388,9 +388,14 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
                  request.session_id);
   }
   Prepared p;
+  if (!request.chat.tools.empty() && request.chat.tool_choice != engine::ToolChoice::none) {
+    // Tools render into the prompt's head, which a session's stored tokens do not hold: a grammar
+    // for calls the model was never told about would be a wrong answer served quietly.
+    return Error(Errc::invalid_argument, "tools are not supported in session turns yet").with_param("tools");
+  }
   if (request.chat.constrained()) {
-    // A JSON schema or a grammar leaves the prompt as a plain turn renders it (tools would not:
-    // they are refused before); only what the answer must follow and how it is read come from it.
+    // A JSON schema or a grammar leaves the prompt as a plain turn renders it; only what the
+    // answer must follow and how it is read come from it.
     std::vector<engine::ChatMessage> all;
     for (const auto& m : *msgs) all.push_back({m.role, m.content});
     all.push_back({"user", request.content});

@@ -1,5 +1,4 @@
 // Tokenisation and streaming-safe detokenisation with real vocabularies.
-#include <filesystem>
 
 #include "engine/generation.h"
 #include "engine/tokenizer.h"
@@ -40,9 +39,7 @@ TEST_F(TokenizerTest, TooLargeTextIsRefused) {
 // TinyStories-656K's SentencePiece vocabulary has no byte tokens: llama.cpp throws for a character
 // it lacks, which once ended the daemon (any user's "{" in a chat).
 TEST(TokenizerNoByteTokens, UnencodableTextIsInvalidArgument) {
-  const std::string path =
-      (std::filesystem::path(test::stories_path()).parent_path() / "TinyStories-656K-Q8_0.gguf").string();
-  auto model = test::load_model(path);
+  auto model = test::load_model(test::tinystories_path());
   ASSERT_TRUE(model);
   Tokenizer tok(*model);
   for (const std::string text : {"Hi {", "[1]", "caf\xC3\xA9", "~"}) {
