@@ -7,14 +7,23 @@ namespace llmd::core {
 
 Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                std::span<const engine::ChatMessage> messages,
-                                               std::size_t history_tokens, const std::string& user_message) {
+                                               std::size_t history_tokens, const std::string& user_message,
+                                               const engine::ChatOptions& chat) {
+  const engine::ChatMessage user{"user", user_message};
+  return turn_tokens(model, tok, messages, history_tokens, std::span(&user, 1), chat);
+}
+
+Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const engine::Tokenizer& tok,
+                                               std::span<const engine::ChatMessage> messages,
+                                               std::size_t history_tokens, std::span<const engine::ChatMessage> added,
+                                               const engine::ChatOptions& chat) {
   std::vector<engine::ChatMessage> all(messages.begin(), messages.end());
-  all.push_back({"user", user_message});
-  auto full = engine::apply_chat_template(model, all, /*add_assistant=*/true);
+  all.insert(all.end(), added.begin(), added.end());
+  auto full = engine::apply_chat_template(model, all, /*add_assistant=*/true, chat);
   if (!full) return full.error();
   std::string text = std::move(full->text);
   if (history_tokens > 0 && !messages.empty()) {
-    auto prev = engine::apply_chat_template(model, messages, /*add_assistant=*/false);
+    auto prev = engine::apply_chat_template(model, messages, /*add_assistant=*/false, chat);
     if (!prev) return prev.error();
     // Templates render a conversation prefix-stably; where one does not, the common prefix is the
     // best available split.
@@ -27,11 +36,12 @@ Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const
 
 Result<std::vector<engine::Token>> answer_closing(const engine::Model& model, const engine::Tokenizer& tok,
                                                   std::span<const engine::ChatMessage> messages,
-                                                  std::span<const engine::Token> tokens) {
+                                                  std::span<const engine::Token> tokens,
+                                                  const engine::ChatOptions& chat) {
   if (messages.size() < 2 || messages.back().role != "assistant" || tokens.empty()) return std::vector<engine::Token>{};
-  auto opened = engine::apply_chat_template(model, messages.first(messages.size() - 1), /*add_assistant=*/true);
+  auto opened = engine::apply_chat_template(model, messages.first(messages.size() - 1), /*add_assistant=*/true, chat);
   if (!opened) return opened.error();
-  auto closed = engine::apply_chat_template(model, messages, /*add_assistant=*/false);
+  auto closed = engine::apply_chat_template(model, messages, /*add_assistant=*/false, chat);
   if (!closed) return closed.error();
   const std::string answered = opened->text + messages.back().content;
   if (closed->text.size() <= answered.size() || closed->text.compare(0, answered.size(), answered) != 0) {
@@ -53,21 +63,22 @@ Result<std::vector<engine::Token>> answer_closing(const engine::Model& model, co
 
 Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                        std::span<const engine::ChatMessage> messages,
-                                                       bool add_assistant) {
-  auto text = engine::apply_chat_template(model, messages, add_assistant);
+                                                       bool add_assistant, const engine::ChatOptions& chat) {
+  auto text = engine::apply_chat_template(model, messages, add_assistant, chat);
   if (!text) return text.error();
   return tok.tokenize(text->text, /*add_special=*/true, /*parse_special=*/true);
 }
 
 std::optional<std::size_t> turn_boundary(const engine::Model& model, const engine::Tokenizer& tok,
                                          std::span<const engine::ChatMessage> messages,
-                                         std::span<const engine::Token> tokens, std::size_t keep) {
+                                         std::span<const engine::Token> tokens, std::size_t keep,
+                                         const engine::ChatOptions& chat) {
   std::size_t from = 0;  // where the next turn's prompt may start
   bool first = true;
   for (std::size_t u = 0; u < messages.size(); ++u) {
     if (messages[u].role != "user") continue;
     // Only whether history_tokens is 0 matters to turn_tokens (BOS), not its value.
-    auto input = turn_tokens(model, tok, messages.first(u), first ? 0 : 1, messages[u].content);
+    auto input = turn_tokens(model, tok, messages.first(u), first ? 0 : 1, messages[u].content, chat);
     if (!input || input->empty()) return std::nullopt;
     std::optional<std::size_t> at;
     const std::size_t last = first ? 0 : tokens.size();  // turn 1 starts the sequence

@@ -7,6 +7,11 @@
 // reply cut by max_tokens or a stop string lacks the template's end-of-turn marker in the tokens;
 // the next turn's text starts where the template's rendering of the finished messages ends.)
 //
+// A session with tools (SessionRecord::tools) renders every part of its sequence with them: the
+// `chat` options below carry the tools (tool_choice automatic, nothing else), so the prompt's
+// description of the tools is in the sequence as the template puts it. A turn may also bring the
+// results of the tools its last answer called (role "tool") instead of a user message.
+//
 // Thread-safety: pure functions over an immutable Model and Tokenizer; any thread.
 #pragma once
 
@@ -29,7 +34,13 @@ namespace llmd::core {
 // yet, e.g. a new session with only a system prompt, and the text starts with BOS).
 Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                std::span<const engine::ChatMessage> messages,
-                                               std::size_t history_tokens, const std::string& user_message);
+                                               std::size_t history_tokens, const std::string& user_message,
+                                               const engine::ChatOptions& chat = {});
+// The same for the messages a turn adds (a user message, or the results of tool calls).
+Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const engine::Tokenizer& tok,
+                                               std::span<const engine::ChatMessage> messages,
+                                               std::size_t history_tokens, std::span<const engine::ChatMessage> added,
+                                               const engine::ChatOptions& chat = {});
 
 // What the template writes after the last answer of `messages` (an assistant message last) that
 // `tokens`, the session's sequence ending with that answer's generated tokens, does not hold yet:
@@ -41,13 +52,14 @@ Result<std::vector<engine::Token>> turn_tokens(const engine::Model& model, const
 // client resending the conversation would send (turn_tokens starts after it).
 Result<std::vector<engine::Token>> answer_closing(const engine::Model& model, const engine::Tokenizer& tok,
                                                   std::span<const engine::ChatMessage> messages,
-                                                  std::span<const engine::Token> tokens);
+                                                  std::span<const engine::Token> tokens,
+                                                  const engine::ChatOptions& chat = {});
 
 // The whole conversation as tokens (a model change re-derives a session's tokens from its
 // messages; chat completions without a session). add_assistant opens an assistant turn.
 Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& model, const engine::Tokenizer& tok,
                                                        std::span<const engine::ChatMessage> messages,
-                                                       bool add_assistant);
+                                                       bool add_assistant, const engine::ChatOptions& chat = {});
 
 // Where a session's first `keep` messages end in its token sequence (a rewind cuts it there):
 // `messages` are all of its messages, `tokens` its stored sequence, and messages[keep] (a user
@@ -60,7 +72,8 @@ Result<std::vector<engine::Token>> conversation_tokens(const engine::Model& mode
 // the caller then keeps no tokens and the next turn renders the kept messages afresh.
 std::optional<std::size_t> turn_boundary(const engine::Model& model, const engine::Tokenizer& tok,
                                          std::span<const engine::ChatMessage> messages,
-                                         std::span<const engine::Token> tokens, std::size_t keep);
+                                         std::span<const engine::Token> tokens, std::size_t keep,
+                                         const engine::ChatOptions& chat = {});
 
 // A plain completion prompt (BOS as the model wants, special tokens not parsed).
 Result<std::vector<engine::Token>> prompt_tokens(const engine::Tokenizer& tok, const std::string& prompt);

@@ -97,41 +97,45 @@ Result<DropPlan> plan_drop(const WindowTokens& w, std::size_t input, std::uint32
 }
 
 Result<std::vector<engine::Token>> head_tokens(const engine::Model& model, const engine::Tokenizer& tok,
-                                               std::span<const engine::ChatMessage> system_messages) {
+                                               std::span<const engine::ChatMessage> system_messages,
+                                               const engine::ChatOptions& chat) {
   if (system_messages.empty()) {
     std::vector<engine::Token> bos;
     if (tok.adds_bos()) bos.push_back(tok.bos());
     return bos;
   }
-  return conversation_tokens(model, tok, system_messages, /*add_assistant=*/false);
+  return conversation_tokens(model, tok, system_messages, /*add_assistant=*/false, chat);
 }
 
 Result<DerivedWindow> derive_window(const engine::Model& model, const engine::Tokenizer& tok,
-                                    std::span<const engine::ChatMessage> messages) {
+                                    std::span<const engine::ChatMessage> messages, const engine::ChatOptions& chat) {
   DerivedWindow out;
   std::size_t n_system = 0;
   while (n_system < messages.size() && messages[n_system].role == "system") ++n_system;
   if (n_system == messages.size()) return out;  // no turns yet: a session holds no tokens before its first
-  auto head = head_tokens(model, tok, messages.first(n_system));
+  auto head = head_tokens(model, tok, messages.first(n_system), chat);
   if (!head) return head.error();
   out.tokens = std::move(*head);
   out.ends.assign(n_system, static_cast<std::uint32_t>(out.tokens.size()));
+  // A turn's messages: a user message or tool results; the answer opens after the last of them.
+  const auto asks = [&](std::size_t i) { return messages[i].role == "user" || messages[i].role == "tool"; };
   for (std::size_t i = n_system; i < messages.size(); ++i) {
     const auto before = messages.first(i);
     std::vector<engine::Token> add;
-    if (messages[i].role == "user") {
+    if (i == n_system && messages[i].role != "user") {
+      return Error(Errc::invalid_argument, "a conversation's first turn must be the user's");
+    }
+    if (asks(i) && (i == n_system || i + 1 == messages.size() || !asks(i + 1))) {
       // As the turn that brought it: the message and the opening of the answer.
-      auto t = turn_tokens(model, tok, before, out.tokens.size(), messages[i].content);
+      auto t = turn_tokens(model, tok, before, out.tokens.size(), messages.subspan(i, 1), chat);
       if (!t) return t.error();
       add = std::move(*t);
-    } else if (i == n_system) {
-      return Error(Errc::invalid_argument, "a conversation's first turn must be the user's");
     } else {
       // The text the template adds for this message after what came before (the answer's
-      // opening included there when the message before was the user's).
-      auto prev = engine::apply_chat_template(model, before, /*add_assistant=*/messages[i - 1].role == "user");
+      // opening included there when the message before ended a turn's messages).
+      auto prev = engine::apply_chat_template(model, before, /*add_assistant=*/asks(i - 1) && !asks(i), chat);
       if (!prev) return prev.error();
-      auto full = engine::apply_chat_template(model, messages.first(i + 1), /*add_assistant=*/false);
+      auto full = engine::apply_chat_template(model, messages.first(i + 1), /*add_assistant=*/false, chat);
       if (!full) return full.error();
       const auto mismatch = std::mismatch(prev->text.begin(), prev->text.end(), full->text.begin(), full->text.end());
       auto t = tok.tokenize(std::string(mismatch.second, full->text.end()), /*add_special=*/false, /*parse_special=*/true);
@@ -146,7 +150,7 @@ Result<DerivedWindow> derive_window(const engine::Model& model, const engine::To
 
 Result<ChatDrop> drop_oldest_chat(const engine::Model& model, const engine::Tokenizer& tok,
                                   std::span<const engine::ChatMessage> messages, std::size_t full_tokens,
-                                  std::uint32_t max_seq_len, std::size_t target) {
+                                  std::uint32_t max_seq_len, std::size_t target, const engine::ChatOptions& chat) {
   std::vector<engine::ChatMessage> system;
   std::size_t n_system = 0;
   while (n_system < messages.size() && messages[n_system].role == "system") system.push_back(messages[n_system++]);
@@ -158,7 +162,7 @@ Result<ChatDrop> drop_oldest_chat(const engine::Model& model, const engine::Toke
   auto kept = [&](std::size_t from) {
     std::vector<engine::ChatMessage> m = system;
     m.insert(m.end(), messages.begin() + static_cast<std::ptrdiff_t>(from), messages.end());
-    return conversation_tokens(model, tok, m, /*add_assistant=*/true);
+    return conversation_tokens(model, tok, m, /*add_assistant=*/true, chat);
   };
   // The earliest start after the first whose conversation fits the target; else the last turn
   // alone. Fewer turns never take more tokens, so a binary search finds it (log2(turns) renderings
@@ -233,20 +237,21 @@ std::size_t leading_system(std::span<const kvstore::MessageRecord> window) {
 Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engine::Tokenizer& tok,
                                           std::vector<kvstore::MessageRecord> window, std::int64_t first_message,
                                           std::int64_t next_seq, std::vector<engine::Token> tokens,
-                                          const std::string& content, std::uint32_t max_seq_len, Overflow policy,
-                                          std::size_t target, std::int32_t max_tokens) {
+                                          std::span<const engine::ChatMessage> added, std::uint32_t max_seq_len,
+                                          Overflow policy, std::size_t target, std::int32_t max_tokens,
+                                          const engine::ChatOptions& chat) {
   SessionTurnPlan plan;
   plan.report.first_message = first_message;
   const std::size_t n_system = leading_system(window);
   const auto system_chat = chat_of_records(std::span(window).first(n_system));
-  auto chat = chat_of_records(window);
+  auto chat_msgs = chat_of_records(window);
   if (tokens.empty()) {
     // The first turn: the system prompt's tokens end where its rendering does, if the template
     // renders it apart (the prefix check); else its end stays unknown.
-    auto input = turn_tokens(model, tok, chat, 0, content);
+    auto input = turn_tokens(model, tok, chat_msgs, 0, added, chat);
     if (!input) return input.error();
     if (n_system > 0) {
-      auto head = head_tokens(model, tok, system_chat);
+      auto head = head_tokens(model, tok, system_chat, chat);
       if (!head) return head.error();
       if (head->size() <= input->size() && std::equal(head->begin(), head->end(), input->begin())) {
         for (std::size_t i = 0; i < n_system; ++i) plan.change.token_ends[window[i].seq] = static_cast<std::uint32_t>(head->size());
@@ -263,7 +268,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   }
   // The last answer's closing joins the history (and that answer's tokens in the store), so the
   // sequence is the template's, as a client resending the conversation would send it.
-  auto closing = answer_closing(model, tok, chat, tokens);
+  auto closing = answer_closing(model, tok, chat_msgs, tokens, chat);
   if (!closing) return closing.error();
   plan.closing = closing->size();
   if (!closing->empty()) {
@@ -274,7 +279,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
     }
     plan.change.tokens = tokens;  // replaced below if the window moves
   }
-  auto input = turn_tokens(model, tok, chat, tokens.size(), content);
+  auto input = turn_tokens(model, tok, chat_msgs, tokens.size(), added, chat);
   if (!input) return input.error();
   const std::size_t room = answer_room(max_tokens, max_seq_len, target);
   if (policy == Overflow::error || !must_move(tokens.size(), input->size(), max_seq_len, room)) {
@@ -292,7 +297,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   std::optional<std::size_t> head_end;
   if (n_system > 0 && window[n_system - 1].token_end) head_end = *window[n_system - 1].token_end;
   if (!head_end) {
-    auto head = head_tokens(model, tok, system_chat);
+    auto head = head_tokens(model, tok, system_chat, chat);
     if (!head) return head.error();
     if (head->size() <= tokens.size() && std::equal(head->begin(), head->end(), tokens.begin())) head_end = head->size();
   }
@@ -301,7 +306,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   if (!head_end || !boundaries_known(w)) {
     // Boundaries unknown (rows from schema 1, a template that renders the system prompt with what
     // follows): re-derive the window's tokens with their boundaries, then cut those.
-    auto derived = derive_window(model, tok, chat);
+    auto derived = derive_window(model, tok, chat_msgs, chat);
     if (!derived) return derived.error();
     tokens = std::move(derived->tokens);
     w.n_tokens = tokens.size();
@@ -332,7 +337,7 @@ Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engi
   }
   // The new message as it follows the kept ones (the same tokens for a template that renders a
   // conversation prefix-stably).
-  auto kept_input = turn_tokens(model, tok, chat_of_records(kept), history.size(), content);
+  auto kept_input = turn_tokens(model, tok, chat_of_records(kept), history.size(), added, chat);
   if (!kept_input) return kept_input.error();
   plan.change.tokens = history;
   plan.change.first_message = drop->first_message;

@@ -129,20 +129,24 @@ Result<DropPlan> plan_drop(const WindowTokens& w, std::size_t input, std::uint32
 // The tokens of a window's head: BOS (as the model wants) and the template's rendering of the
 // leading system messages (none: BOS alone).
 Result<std::vector<engine::Token>> head_tokens(const engine::Model& model, const engine::Tokenizer& tok,
-                                               std::span<const engine::ChatMessage> system_messages);
+                                               std::span<const engine::ChatMessage> system_messages,
+                                               const engine::ChatOptions& chat = {});
 
-// A window's tokens re-derived from its messages as turns build them (the head; each user message
-// as the turn that brought it, the opening of the answer included; each assistant message as the
-// text the template adds for it), with where each message's tokens end (`ends`, one per message;
-// the leading system messages end at the head's end).
+// A window's tokens re-derived from its messages as turns build them (the head; each user or
+// tool message as the text the template adds for it, the opening of the answer included after
+// the last one before an answer; each assistant message as the text the template adds for it),
+// with where each message's tokens end (`ends`, one per message; the leading system messages end
+// at the head's end).
 struct DerivedWindow {
   std::vector<engine::Token> tokens;
   std::vector<std::uint32_t> ends;
 };
 Result<DerivedWindow> derive_window(const engine::Model& model, const engine::Tokenizer& tok,
-                                    std::span<const engine::ChatMessage> messages);
+                                    std::span<const engine::ChatMessage> messages,
+                                    const engine::ChatOptions& chat = {});
 
 // A stateless chat that does not fit: the leading system messages and the most recent whole turns
+// (rendered with the request's `chat` options: its tools and format stay in the prompt)
 // whose tokens (with the answer opened) fit `target`, keeping at least the last user message and
 // what follows it. `tokens` is the whole conversation's (add_assistant). Returns the kept messages'
 // tokens and the report (first_message: index in `messages`); invalid_argument
@@ -153,7 +157,7 @@ struct ChatDrop {
 };
 Result<ChatDrop> drop_oldest_chat(const engine::Model& model, const engine::Tokenizer& tok,
                                   std::span<const engine::ChatMessage> messages, std::size_t full_tokens,
-                                  std::uint32_t max_seq_len, std::size_t target);
+                                  std::uint32_t max_seq_len, std::size_t target, const engine::ChatOptions& chat = {});
 
 // The session's messages the window holds: the system messages and those from first_message on.
 std::vector<kvstore::MessageRecord> window_messages(const kvstore::SessionRecord& session,
@@ -163,7 +167,7 @@ std::vector<kvstore::MessageRecord> window_messages(const kvstore::SessionRecord
 struct SessionTurnPlan {
   std::vector<engine::Token> history;  // the window the turn builds on (the stored tokens, or the moved window)
   std::vector<engine::Token> input;    // the new user message's tokens
-  std::uint32_t user_token_end = 0;    // where the user message's tokens end (history + input)
+  std::uint32_t user_token_end = 0;    // where the turn's messages' tokens end (history + input)
   // Committed with the turn (SessionStore::append_turn): a moved window's tokens, first message,
   // dropped tokens and the kept messages' new offsets; the system prompt's offset once known.
   kvstore::WindowChange change;
@@ -176,7 +180,8 @@ struct SessionTurnPlan {
 };
 
 // Plans a session turn: the window's messages (window_messages) with their token_end, the stored
-// tokens (whole and of this model), the new message. Under drop_oldest, a turn that must_move
+// tokens (whole and of this model), the messages the turn adds (a user message, or tool results),
+// the session's tools (`chat`). Under drop_oldest, a turn that must_move
 // drops the oldest whole turns (plan_drop), cutting the stored tokens at message boundaries, or
 // re-derives the window first where those are unknown. Under sliding, the same move, and `slide`
 // says how to shift the stored KV to it. Under error the window never moves; the caller checks
@@ -185,7 +190,8 @@ struct SessionTurnPlan {
 Result<SessionTurnPlan> plan_session_turn(const engine::Model& model, const engine::Tokenizer& tok,
                                           std::vector<kvstore::MessageRecord> window, std::int64_t first_message,
                                           std::int64_t next_seq, std::vector<engine::Token> tokens,
-                                          const std::string& content, std::uint32_t max_seq_len, Overflow policy,
-                                          std::size_t target, std::int32_t max_tokens);
+                                          std::span<const engine::ChatMessage> added, std::uint32_t max_seq_len,
+                                          Overflow policy, std::size_t target, std::int32_t max_tokens,
+                                          const engine::ChatOptions& chat = {});
 
 }  // namespace llmd::core

@@ -24,10 +24,14 @@ EngineWorker::EngineWorker(engine::Context& ctx, const engine::Tokenizer& tokeni
       slots_(ctx, options_.chunks, options_.keep_resident),
       sched_(options_.scheduling),
       stall_fault_(options_.fault_stall_first_step) {
-  runner_.on_token([this](engine::SeqId seq, engine::Token, std::string_view text, const engine::TokenLogprob* lp) {
-    if (text.empty() && lp == nullptr) return;
+  runner_.on_token([this](engine::SeqId seq, engine::Token token, std::string_view text, const engine::TokenLogprob* lp) {
     auto it = running_.find(seq);
     if (it == running_.end()) return;
+    if (token != engine::kNoToken && !it->second.first_token) {
+      it->second.first_token = true;
+      if (it->second.job.on_first_token) it->second.job.on_first_token();
+    }
+    if (text.empty() && lp == nullptr) return;
     // The token's log-probabilities before the text it makes showable (which may come later).
     if (lp != nullptr && it->second.job.on_logprob) it->second.job.on_logprob(*lp);
     if (!text.empty() && it->second.job.on_text) it->second.job.on_text(std::string(text));

@@ -135,6 +135,9 @@ class EngineWorker {
     std::optional<AuditCapture> audit;  // audit jobs, from their placement on
     std::uint32_t steps = 0;  // decode steps taken since it was last (re)started in a slot
     bool slide_load = false;  // being swapped in as Job::slide's `from`, to be slid when installed
+    bool first_token = false; // Job::on_first_token was called
+    // adopt_prefix chose to share the prompt KV of a running job: (its slot, how many positions).
+    std::optional<std::pair<engine::SeqId, std::size_t>> share_from;
   };
   enum class Placed { started, restoring, no_room, failed };
   static constexpr std::size_t kGenerationHeadroom = 16;
@@ -162,8 +165,14 @@ class EngineWorker {
   // first turn keeps its key, and the prefix its uid's chunks cover becomes its history. False
   // when neither applies. unadopt() undoes it (the job was not placed). The split changes no
   // total: usage counts history + input, and the Service saves what it submitted.
+  // A running job of the same uid whose decoded prompt shares a prefix with the job's is a source
+  // too (Running::share_from): its KV cells are shared, not copied (Context::seq_share_prefix).
   bool adopt_prefix(Running& run);
   static void unadopt(Running& run);
+  // The running stateless job of `uid` (never parked, plain lineage) whose KV holds the longest
+  // prefix of `tokens` in its history and decoded prompt: (its slot, that prefix).
+  std::optional<std::pair<engine::SeqId, std::size_t>> running_prefix(std::uint32_t uid,
+                                                                      const std::vector<engine::Token>& tokens) const;
   std::string new_prefix_key(std::uint32_t uid);
   // Cells a job needs placed (needed + prompt left), a little room to generate, and what the jobs
   // in slots are promised: admission is by cells (see place()).

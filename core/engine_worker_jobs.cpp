@@ -99,6 +99,22 @@ EngineWorker::Placed EngineWorker::place(Running& run) {
   std::optional<kvstore::KeyOwner> owner;
   if (job.uid && !job.session_id.empty()) owner = kvstore::KeyOwner{*job.uid, job.anonymous};
   slots_.occupy(seq, job.session_id, owner, job.lineage);
+  if (run.share_from) {
+    // The prompt's prefix is in a running job's slot: its cells are shared, not recomputed. The
+    // source decoded exactly these tokens there (running_prefix); the runner checks the positions.
+    const auto [from, n] = *run.share_from;
+    run.share_from.reset();
+    if (reuse == 0 && n <= need.size() && ctx_.seq_share_prefix(from, seq, static_cast<engine::Pos>(n))) {
+      slots_.set_cached(seq, std::span(need.data(), n));
+      {
+        MutexLock lock(mu_);
+        stats_.shared_prefix_tokens += n;
+      }
+      start(seq, std::move(run), n);
+      return Placed::started;
+    }
+    slots_.drop_kv(seq);  // not shared after all: what the slot held was cut to nothing; compute it
+  }
   if (options_.chunks && !job.session_id.empty() && reuse == 0 && !need.empty()) {
     // Swap-in: the loader thread builds the state from chunks while the engine keeps decoding
     // the other sequences; the slot stays reserved (busy) meanwhile. A sliding move not made in
@@ -141,9 +157,17 @@ bool EngineWorker::adopt_prefix(Running& run) {
   const auto slot = slots_.best_anonymous(*job.uid, tokens);
   std::optional<kvstore::PrefixLookup> found;
   if (options_.chunks) found = options_.chunks->find_prefix(*job.uid, tokens);
+  const auto running = running_prefix(*job.uid, tokens);
   std::string key;
   std::size_t covered = 0;
-  if (slot && (!found || slot->tokens >= found->covered)) {
+  if (running && running->second > (slot ? slot->tokens : 0) && running->second > (found ? found->covered : 0) &&
+      std::min(running->second, tokens.size() - 1) > 0) {
+    // A running request of the caller's holds more of it (the other choices of an n > 1
+    // request, requests with the same long system prompt): its cells are shared at placing.
+    covered = running->second;
+    key = new_prefix_key(*job.uid);
+    run.share_from = std::make_pair(running->first, std::min(covered, tokens.size() - 1));
+  } else if (slot && (!found || slot->tokens >= found->covered)) {
     // Resident: the request extends the slot's entry (continue it), or leaves it somewhere (a
     // new entry starts from the slot's common prefix; the old one keeps its chunks).
     covered = slot->tokens;
@@ -164,8 +188,29 @@ bool EngineWorker::adopt_prefix(Running& run) {
   return true;
 }
 
+std::optional<std::pair<engine::SeqId, std::size_t>> EngineWorker::running_prefix(
+    std::uint32_t uid, const std::vector<engine::Token>& tokens) const {
+  if (ctx_.n_stream() != 1) return std::nullopt;  // a share across streams would copy whole buffers
+  std::optional<std::pair<engine::SeqId, std::size_t>> best;
+  for (const auto& [seq, r] : running_) {
+    const Job& j = r.job;
+    if (!j.anonymous || j.uid != uid || j.lineage != 0 || j.slide || !j.audit_of.empty() || r.replayed != 0) continue;
+    // The slot's KV holds (history + input)[0, held): what it held when started, then the prompt.
+    const auto held = static_cast<std::size_t>(std::max<engine::Pos>(runner_.prompt_end(seq), 0));
+    std::size_t n = 0;
+    const std::size_t limit = std::min(held, tokens.size());
+    for (; n < limit; ++n) {
+      const engine::Token t = n < j.history.size() ? j.history[n] : j.input[n - j.history.size()];
+      if (t != tokens[n]) break;
+    }
+    if (n > 0 && (!best || n > best->second)) best = std::make_pair(seq, n);
+  }
+  return best;
+}
+
 void EngineWorker::unadopt(Running& run) {
   Job& job = run.job;
+  run.share_from.reset();
   job.input.insert(job.input.begin(), job.history.begin(), job.history.end());
   job.history.clear();
   if (job.anonymous) job.session_id.clear();

@@ -106,6 +106,9 @@ struct Job {
   std::function<void(const std::string& text)> on_text;  // text as it becomes showable
   // Each sampled token's log-probabilities (params.top_logprobs >= 0), before on_text of its text.
   std::function<void(const engine::TokenLogprob&)> on_logprob;
+  // Once, when the first token is sampled: the prompt's KV is complete (a request with n > 1
+  // starts its other choices then, so that they share it: EngineWorker::adopt_prefix).
+  std::function<void()> on_first_token;
   std::function<void(JobResult)> on_done;                 // exactly once
   Clock::time_point submitted = Clock::now();
   // Non-empty: a KV audit of this session. The job has no session (session_id empty: it never

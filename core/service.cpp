@@ -146,6 +146,10 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     for (const auto& c : m.tool_calls) text_bytes += c.name.size() + c.arguments.size();
   }
   for (const auto& t : request.chat.tools) text_bytes += t.name.size() + t.description.size() + t.parameters.size();
+  for (const auto& m : request.tool_results) text_bytes += m.content.size() + m.tool_call_id.size();
+  if (request.session_tools) {
+    for (const auto& t : *request.session_tools) text_bytes += t.name.size() + t.description.size() + t.parameters.size();
+  }
   if (text_bytes > limits_.max_message_bytes) {
     return reject(Error(Errc::invalid_argument, "the request's text is larger than " +
                                                     std::to_string(limits_.max_message_bytes) + " bytes"));
@@ -160,6 +164,16 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
     request.app = valid_client_name(e.app) ? e.app : std::string();
     if (!engine::is_valid_utf8(request.content)) {
       return reject(Error(Errc::invalid_argument, "content is not valid UTF-8").with_param("content"));
+    }
+    if (!request.tool_results.empty() && !request.content.empty()) {
+      return reject(Error(Errc::invalid_argument, "a session turn brings a user message or tool results, not both")
+                        .with_param("messages"));
+    }
+    for (const auto& m : request.tool_results) {
+      if (m.role != "tool" || !engine::is_valid_utf8(m.content) || !engine::is_valid_utf8(m.tool_call_id)) {
+        return reject(Error(Errc::invalid_argument, "tool results are messages of role \"tool\" with UTF-8 text")
+                          .with_param("messages"));
+      }
     }
     // Before anything is generated: a turn that could not be saved would be lost after its text
     // was streamed.
@@ -204,8 +218,6 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
       LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
       p.syntax = std::move(prompt->syntax);
       p.stops = std::move(prompt->stops);
-      // A constrained chat's prompt carries its tools and format: it is not shortened (below).
-      if (request.chat.constrained()) break;
       // A history that does not fit: under drop_oldest its oldest whole turns go (the request's
       // messages are not stored; the answer says what was left out). A sliding default is for
       // sessions: a stateless request has no KV kept to shift, and drops (asking for sliding is
@@ -215,10 +227,12 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
           must_move(0, p.input.size(), max_session_tokens_,
                     answer_room(request.params.max_tokens, max_session_tokens_, target))) {
         const std::size_t full = p.input.size();
-        auto drop = drop_oldest_chat(model_, tok_, request.messages, full, max_session_tokens_, target);
+        // Rendered with the request's tools and format: they stay in the shortened prompt.
+        auto drop = drop_oldest_chat(model_, tok_, request.messages, full, max_session_tokens_, target, request.chat);
         if (!drop) return drop.error();
         p.input = std::move(drop->tokens);
         p.window = drop->report;
+        LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
       }
       break;
     }
@@ -301,6 +315,12 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
       }
     });
   };
+  job.on_first_token = [this, id] {
+    asio::post(io_, [this, id] {
+      auto it2 = in_flight_.find(id);
+      if (it2 != in_flight_.end() && it2->second.callbacks.prefilled) it2->second.callbacks.prefilled();
+    });
+  };
   if (request.params.top_logprobs >= 0) {
     job.on_logprob = [this, id](const engine::TokenLogprob& lp) {
       asio::post(io_, [this, id, lp] {
@@ -310,7 +330,14 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
     };
   }
   const bool session_turn = request.kind == TurnRequest::Kind::session_message;
-  job.on_done = [this, id, session_turn, session = f.session_id, user = std::move(request.content),
+  // The messages the turn adds to the transcript before its answer.
+  std::vector<kvstore::MessageRecord> added;
+  if (request.tool_results.empty()) {
+    added.push_back({"user", std::move(request.content)});
+  } else {
+    for (auto& m : request.tool_results) added.push_back({"tool", std::move(m.content)});
+  }
+  job.on_done = [this, id, session_turn, session = f.session_id, added = std::move(added),
                  history = prep->stored_tokens, input = job.input, user_end = prep->user_token_end,
                  change = std::move(prep->change), window = prep->window](JobResult r) mutable {
     TurnResult res{r.finish, std::move(r.text), {}, {}, r.usage, r.timings, r.seed, std::move(r.error), window};
@@ -326,17 +353,21 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
     // storage thread stops only once nothing is in flight, so it takes this; if it did not, the
     // turn would still end, unsaved.)
     auto result = std::make_shared<TurnResult>(std::move(res));  // here again if the task is refused
-    const bool queued = storage_.post([this, id, session, user = std::move(user), history, input = std::move(input),
+    const bool queued = storage_.post([this, id, session, added = std::move(added), history, input = std::move(input),
                                        generated = std::move(r.generated), result, user_end,
                                        change = std::move(change)]() mutable {
       TurnResult turn = std::move(*result);
       const std::int64_t now = unix_ms();
-      std::vector<kvstore::MessageRecord> msgs = {{"user", user, now}, {"assistant", turn.text, now}};
-      msgs[0].token_end = user_end;  // the assistant's: the sequence's end
-      std::vector<engine::Token> added = std::move(input);
-      added.insert(added.end(), generated.begin(), generated.end());
+      std::vector<kvstore::MessageRecord> msgs = std::move(added);
+      for (auto& m : msgs) m.created_ms = now;
+      // The last of them ends where the answer begins; where earlier ones (several tool results)
+      // end is not known: a window move re-derives it. The assistant's: the sequence's end.
+      msgs.back().token_end = user_end;
+      msgs.push_back({"assistant", turn.text, now});
+      std::vector<engine::Token> new_tokens = std::move(input);
+      new_tokens.insert(new_tokens.end(), generated.begin(), generated.end());
       // The window's move (if any) commits with the turn: a turn not saved leaves it as it was.
-      auto st = store_.append_turn(session, msgs, added, history, now, change);
+      auto st = store_.append_turn(session, msgs, new_tokens, history, now, change);
       std::int64_t bytes = 0;
       if (!st) {
         turn.error = st.error().code() == Errc::no_space ? storage_error(st.error(), "the turn was not saved")
@@ -344,8 +375,10 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
         turn.finish = engine::FinishReason::error;
       } else {
         // Bytes the store holds now beyond before (a moved window holds fewer tokens).
-        const std::size_t tokens_after = (change.tokens ? change.tokens->size() : history) + added.size();
-        bytes = static_cast<std::int64_t>(msgs[0].content.size() + msgs[1].content.size()) +
+        const std::size_t tokens_after = (change.tokens ? change.tokens->size() : history) + new_tokens.size();
+        std::size_t text = 0;
+        for (const auto& m : msgs) text += m.content.size();
+        bytes = static_cast<std::int64_t>(text) +
                 (static_cast<std::int64_t>(tokens_after) - static_cast<std::int64_t>(history)) *
                     static_cast<std::int64_t>(sizeof(engine::Token));
       }

@@ -92,6 +92,14 @@ struct TurnRequest {
   Kind kind = Kind::completion;
   std::string session_id;                     // session_message
   std::string content;                        // session_message: the user's message
+  // session_message: instead of `content`, the results of the tools the session's last answer
+  // called (role "tool", tool_call_id as the call's id); the answer follows them.
+  std::vector<engine::ChatMessage> tool_results;
+  // session_message: the session's tools from this turn on (empty: none), stored with it; a change
+  // re-renders the session's sequence with them (its KV is recomputed from where they appear).
+  // nullopt: the session keeps its tools. `chat.tools` is not used in a session turn; `chat`'s
+  // tool_choice and parallel_tool_calls apply to the turn.
+  std::optional<std::vector<engine::ChatTool>> session_tools;
   // session_message: how many messages (GET /v1/sessions/{id} lists them) the session must hold
   // when the turn is prepared, for a caller that numbered the turn ahead (/v1/responses' ids);
   // another count (a turn or a rewind ran in between) rejects the turn with busy. nullopt: any.
@@ -99,7 +107,7 @@ struct TurnRequest {
   std::vector<engine::ChatMessage> messages;  // chat
   // chat: tools, a JSON schema or a grammar the answer must follow (engine/chat_template.h); the
   // answer is then parsed (TurnResult::answer, TurnCallbacks::delta). A chat that does not fit the
-  // context is refused rather than shortened when it has any.
+  // context is shortened as any other (drop_oldest_chat, rendered with these options).
   engine::ChatOptions chat;
   std::string prompt;                         // completion
   engine::GenerateParams params;
@@ -158,6 +166,9 @@ struct TurnCallbacks {
   std::function<void(const AnswerDelta&)> delta;
   // Each generated token's log-probabilities (when asked for), before the text it is part of.
   std::function<void(const LogprobEntry&)> logprob;
+  // Once, when the first token was sampled: the prompt's KV is complete (optional). A request
+  // with n > 1 starts its other choices then: they share that KV instead of computing it again.
+  std::function<void()> prefilled;
   std::function<void(const TurnResult&)> done;             // after accepted, exactly once
   std::function<void(const Error&)> rejected;              // instead of accepted, exactly once
 };

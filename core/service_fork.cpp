@@ -168,7 +168,8 @@ void Service::rewind_session(const Caller& caller, const std::string& id, Rewind
       if (last && last->role == "assistant" && rec->model_id == model_.info().fingerprint) {
         if (last->token_end && last->seq >= rec->window_first_message && *last->token_end <= rec->n_tokens) {
           keep_tokens = *last->token_end;
-        } else if (rec->window_first_message == 0) {
+        } else if (rec->window_first_message == 0 && !rec->tools) {
+          // (A session with tools renders them into every turn: its turns are not re-derived here.)
           auto toks = store_.tokens(id);
           if (toks) keep_tokens = turn_boundary(model_, tok_, chat_of(*msgs), *toks, *keep).value_or(0);
         }

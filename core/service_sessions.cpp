@@ -325,6 +325,30 @@ std::uint64_t new_lineage() {
   return v;
 }
 
+// A session turn's tools: the session's, or those the turn sets; `text` as stored.
+struct SessionTools {
+  engine::ChatOptions chat;  // the tools, tool_choice automatic: how every rendering of the session has them
+  std::string text;
+  bool changed = false;
+};
+
+SessionTools session_tools(const kvstore::SessionRecord& rec, const TurnRequest& request) {
+  SessionTools t;
+  const std::string stored = rec.tools.value_or("");
+  t.text = stored;
+  if (request.session_tools) t.text = request.session_tools->empty() ? "" : engine::tools_to_json(*request.session_tools);
+  t.changed = t.text != stored;
+  if (!t.text.empty()) {
+    if (auto parsed = engine::tools_from_json(t.text)) {
+      t.chat.tools = std::move(*parsed);
+    } else {
+      spdlog::warn("session {}: its stored tools cannot be read ({}); its turns go on without them", rec.id,
+                   parsed.error().message());
+    }
+  }
+  return t;
+}
+
 }  // namespace
 
 Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, const WindowConfig& config) {
@@ -342,7 +366,25 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     // A stored name this llmd does not know follows the default.
     if (auto p = parse_overflow(*rec->overflow)) policy = *p;
   }
+  if (!request.chat.tools.empty()) {
+    // Never dropped quietly: a session's tools are its own (TurnRequest::session_tools).
+    return Error(Errc::invalid_argument, "a session turn's tools are the session's: they are set as session_tools")
+        .with_param("tools");
+  }
   auto window = window_messages(*rec, *msgs);
+  if (!request.tool_results.empty() && (msgs->empty() || msgs->back().role != "assistant")) {
+    return Error(Errc::invalid_argument, "tool results answer the session's last answer's tool calls; session " +
+                                             request.session_id + " does not end with an answer")
+        .with_param("messages");
+  }
+  // The session's tools: those stored, or those this turn sets (a change is committed with the turn).
+  const SessionTools tools = session_tools(*rec, request);
+  if (!tools.chat.tools.empty() && (window.empty() || window.front().role != "system")) {
+    // Where a template describes tools in the system message: a session without one renders an
+    // empty one (not stored), in every rendering of the session, so that its head is the same.
+    kvstore::MessageRecord head{"system", ""};
+    window.insert(window.begin(), head);
+  }
   auto toks = store_.tokens(request.session_id);
   std::string damage;  // why the stored tokens cannot be used, if they cannot
   if (!toks) {
@@ -358,15 +400,19 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     damage = token_damage(*toks, tok_.n_vocab(),
                           stranded ? std::numeric_limits<std::size_t>::max() : max_stored_tokens(max_session_tokens_));
   }
+  const std::uint32_t stored = toks->size() <= std::numeric_limits<std::uint32_t>::max() && damage.empty()
+                                  ? static_cast<std::uint32_t>(toks->size())
+                                  : 0;
+  std::optional<DerivedWindow> retooled;  // the window re-rendered for new tools (committed with the turn)
   if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
     // Tokens of another model, or damaged ones: re-derive the window's from its messages, with
     // where each message ends. (A model change or a damaged token sequence invalidates a session's
     // KV and tokens, never the session; its KV chunks no longer match and are not used.)
-    auto derived = derive_window(model_, tok_, chat_of(window));
+    auto derived = derive_window(model_, tok_, chat_of(window), tools.chat);
     if (!derived) return derived.error();
     std::map<std::int64_t, std::optional<std::uint32_t>> ends;
     for (std::size_t i = 0; i < window.size() && i < derived->ends.size(); ++i) {
-      ends[window[i].seq] = derived->ends[i];
+      if (window[i].seq >= 0) ends[window[i].seq] = derived->ends[i];
       window[i].token_end = derived->ends[i];
     }
     LLMD_TRY_STATUS(store_.replace_tokens(request.session_id, derived->tokens, model_.info().fingerprint, ends));
@@ -375,31 +421,51 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
                    request.session_id, damage, derived->tokens.size(), window.size());
     }
     *toks = std::move(derived->tokens);
+  } else if (tools.changed && !toks->empty()) {
+    // New tools: the sequence is re-rendered with them, as for a model change, but the new tokens
+    // (and the tools) are committed with the turn, so a turn that fails leaves both as they were.
+    auto derived = derive_window(model_, tok_, chat_of(window), tools.chat);
+    if (!derived) return derived.error();
+    for (std::size_t i = 0; i < window.size() && i < derived->ends.size(); ++i) window[i].token_end = derived->ends[i];
+    *toks = derived->tokens;
+    retooled = std::move(*derived);
   }
+  const std::uint32_t planned_on = damage.empty() && rec->model_id == model_.info().fingerprint
+                                       ? stored
+                                       : static_cast<std::uint32_t>(toks->size());
   const std::int64_t next_seq = msgs->empty() ? 0 : msgs->back().seq + 1;
-  const std::uint32_t stored = static_cast<std::uint32_t>(toks->size());
-  auto plan = plan_session_turn(model_, tok_, std::move(window), rec->window_first_message, next_seq, std::move(*toks),
-                                request.content, max_session_tokens_, policy,
+  std::vector<engine::ChatMessage> added = request.tool_results;
+  if (added.empty()) added.push_back({"user", request.content});
+  auto plan = plan_session_turn(model_, tok_, window, rec->window_first_message, next_seq, std::move(*toks), added,
+                                max_session_tokens_, policy,
                                 fill_target_tokens(max_session_tokens_, config.fill_target_percent),
-                                request.params.max_tokens);
+                                request.params.max_tokens, tools.chat);
   if (!plan) return plan.error();
+  if (retooled) {
+    // The re-rendered sequence replaces the stored one (unless the window moved: then the plan's
+    // does), with every message's new end, and the tools change with it.
+    if (!plan->change.tokens) plan->change.tokens = retooled->tokens;
+    for (std::size_t i = 0; i < window.size() && i < retooled->ends.size(); ++i) {
+      if (window[i].seq >= 0 && !plan->change.token_ends.count(window[i].seq) &&
+          (plan->change.first_message.value_or(0) <= window[i].seq || window[i].role == "system")) {
+        plan->change.token_ends[window[i].seq] = retooled->ends[i];
+      }
+    }
+  }
+  if (tools.changed) plan->change.tools = tools.text;
   if (plan->rederived) {
     spdlog::info("session {}: its messages' token boundaries were unknown; its window was re-derived to move it",
                  request.session_id);
   }
   Prepared p;
-  if (!request.chat.tools.empty() && request.chat.tool_choice != engine::ToolChoice::none) {
-    // Tools render into the prompt's head, which a session's stored tokens do not hold: a grammar
-    // for calls the model was never told about would be a wrong answer served quietly.
-    return Error(Errc::invalid_argument, "tools are not supported in session turns yet").with_param("tools");
-  }
-  if (request.chat.constrained()) {
-    // A JSON schema or a grammar leaves the prompt as a plain turn renders it; only what the
-    // answer must follow and how it is read come from it.
-    std::vector<engine::ChatMessage> all;
-    for (const auto& m : *msgs) all.push_back({m.role, m.content});
-    all.push_back({"user", request.content});
-    auto constrained = engine::apply_chat_template(model_, all, /*add_assistant=*/true, request.chat);
+  engine::ChatOptions turn_chat = request.chat;  // the session's tools, the turn's choice and format
+  turn_chat.tools = tools.chat.tools;
+  if (turn_chat.constrained()) {
+    // The prompt is the session's (its tools described as every turn renders them); only what the
+    // answer must follow and how it is read come from a rendering with the turn's options.
+    std::vector<engine::ChatMessage> all = chat_of(window);
+    all.insert(all.end(), added.begin(), added.end());
+    auto constrained = engine::apply_chat_template(model_, all, /*add_assistant=*/true, turn_chat);
     if (!constrained) return constrained.error();
     p.grammar = std::move(constrained->grammar);
     p.syntax = std::move(constrained->syntax);
@@ -408,13 +474,20 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   p.history = std::move(plan->history);
   p.input = std::move(plan->input);
   LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
-  p.stored_tokens = stored;
+  p.stored_tokens = planned_on;
   p.user_token_end = plan->user_token_end;
   p.change = std::move(plan->change);
   p.window = plan->report;
   p.lineage = rec->kv_lineage;
   // The last generated token and the last answer's closing: at the history's end, never computed.
-  if (!plan->rederived && stored > 0 && !p.history.empty()) p.history_new = std::min(p.history.size(), plan->closing + 1);
+  if (!plan->rederived && !retooled && planned_on > 0 && !p.history.empty()) {
+    p.history_new = std::min(p.history.size(), plan->closing + 1);
+  }
+  if (retooled && rec->kv_lineage != 0) {
+    // A slid window's KV is not a prefill of the re-rendered sequence: none of it may be reused.
+    p.lineage = new_lineage();
+    p.change.kv_lineage = p.lineage;
+  }
   if (plan->slide) {
     // The KV shifts: it is no longer what a prefill of the window gives. A new lineage, committed
     // with the turn (whether the engine shifted or, lacking the KV, recomputed).

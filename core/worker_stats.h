@@ -33,6 +33,9 @@ struct WorkerStats {
   // Slots whose KV was found not to be what the bookkeeping said (the job failed, the slot was
   // cleared): a bug if ever non-zero.
   std::uint64_t kv_check_failures = 0;
+  // Prompt tokens a job took from another running job's KV instead of computing them (the
+  // choices of an n > 1 request; a caller's concurrent requests with a common prefix).
+  std::uint64_t shared_prefix_tokens = 0;
   std::string policy;  // fair | fifo
   std::vector<SlotView> slots;
   std::vector<ClientStats> clients;

@@ -218,6 +218,12 @@ std::uint32_t BatchRunner::prompt_left(SeqId seq) const {
   return static_cast<std::uint32_t>((a.replay.size() - a.replay_done) + (a.job.prompt.size() - a.prompt_done));
 }
 
+Pos BatchRunner::prompt_end(SeqId seq) const {
+  auto it = active_.find(seq);
+  if (it == active_.end() || !it->second.replay.empty()) return 0;
+  return it->second.first_pos + static_cast<Pos>(it->second.prompt_done);
+}
+
 std::uint32_t BatchRunner::replay_left(SeqId seq) const {
   auto it = active_.find(seq);
   if (it == active_.end()) return 0;

@@ -113,6 +113,10 @@ class BatchRunner {
   std::uint32_t prompt_left(SeqId seq) const;
   // Of those, the tokens a resumed job replays (no token is sampled when only these are left).
   std::uint32_t replay_left(SeqId seq) const;
+  // How many leading positions of the slot's KV hold what the slot held when the job was added
+  // followed by the job's prompt tokens decoded so far (job.at + those); 0 for an unknown slot
+  // or a resumed job (its KV was rebuilt by a replay).
+  Pos prompt_end(SeqId seq) const;
 
   // Takes a running job off its slot, keeping all of its state; the slot's KV is left as it is
   // (the caller may save it, then clear it). nullopt for an unknown or finished slot.

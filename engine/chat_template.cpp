@@ -293,6 +293,37 @@ Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatM
   return out;
 }
 
+std::string tools_to_json(const std::vector<ChatTool>& tools) {
+  json arr = json::array();
+  for (const auto& t : tools) {
+    json f = {{"name", t.name}};
+    if (!t.description.empty()) f["description"] = t.description;
+    if (!t.parameters.empty()) {
+      auto p = parse_object(t.parameters);
+      f["parameters"] = p ? *p : json(t.parameters);
+    }
+    arr.push_back(json{{"type", "function"}, {"function", std::move(f)}});
+  }
+  return arr.dump();
+}
+
+Result<std::vector<ChatTool>> tools_from_json(std::string_view text) {
+  const json arr = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!arr.is_array()) return bad("tools", "stored tools are not a JSON array");
+  std::vector<ChatTool> out;
+  for (const auto& t : arr) {
+    if (!t.is_object() || !t.contains("function") || !t["function"].is_object()) return bad("tools", "a stored tool is not a function");
+    const json& f = t["function"];
+    if (!f.contains("name") || !f["name"].is_string()) return bad("tools", "a stored tool has no name");
+    ChatTool c;
+    c.name = f["name"].get<std::string>();
+    if (f.contains("description") && f["description"].is_string()) c.description = f["description"].get<std::string>();
+    if (f.contains("parameters")) c.parameters = f["parameters"].is_string() ? f["parameters"].get<std::string>() : f["parameters"].dump();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 Status bind_prefill(const Model& model, const Tokenizer& tok, std::span<const Token> prompt, GrammarParams& g) {
   if (g.grammar.empty() || g.lazy || g.prefill.empty()) return {};
   // The prompt's own last tokens, where they spell the prefill exactly: the grammar then sees what

@@ -108,6 +108,12 @@ struct ChatPrompt {
 Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatMessage> messages, bool add_assistant,
                                        const ChatOptions& options = {});
 
+// Tools as stored text (a session's tools: kvstore SessionRecord::tools): a JSON array in OpenAI's
+// "tools" shape, canonical (the same tools give the same text). tools_from_json reads it back:
+// invalid_argument (param "tools") for anything else.
+std::string tools_to_json(const std::vector<ChatTool>& tools);
+Result<std::vector<ChatTool>> tools_from_json(std::string_view text);
+
 // Binds the grammar's prefill to the tokens that end `prompt` (the tokenized ChatPrompt::text) when
 // they spell it, and checks that the grammar takes them: invalid_argument (param response_format)
 // otherwise. Call it on the prompt's tokens before the grammar is used.

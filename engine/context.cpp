@@ -205,6 +205,20 @@ void Context::seq_copy(SeqId from, SeqId to) {
   llama_memory_seq_cp(llama_get_memory(ctx_), from, to, -1, -1);
 }
 
+bool Context::seq_share_prefix(SeqId from, SeqId to, Pos n) {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  llama_memory_seq_rm(mem, to, -1, -1);
+  if (probe_) probe_->reset(to);
+  if (n_stream_ != 1 || n <= 0 || from == to) return false;
+  if (llama_memory_seq_pos_min(mem, from) != 0 || llama_memory_seq_pos_max(mem, from) < n - 1) return false;
+  llama_memory_seq_cp(mem, from, to, 0, n);
+  if (llama_memory_seq_pos_min(mem, to) != 0 || llama_memory_seq_pos_max(mem, to) != n - 1) {
+    llama_memory_seq_rm(mem, to, -1, -1);
+    return false;
+  }
+  return true;
+}
+
 Pos Context::seq_pos_max(SeqId seq) const { return llama_memory_seq_pos_max(llama_get_memory(ctx_), seq); }
 Pos Context::seq_pos_min(SeqId seq) const { return llama_memory_seq_pos_min(llama_get_memory(ctx_), seq); }
 

@@ -79,6 +79,10 @@ class Context {
   void seq_clear(SeqId seq);                 // forget all of the sequence's cells (and its attention)
   bool seq_truncate(SeqId seq, Pos from);    // forget positions >= from
   void seq_copy(SeqId from, SeqId to);       // to shares from's cells (no copy of data)
+  // `to` forgets its cells and shares from's positions [0, n) (no copy of data: the cells gain a
+  // sequence). False, with `to` left empty, where the pool is not one unified stream (a copy
+  // across streams would copy whole buffers) or `from` does not hold positions 0 .. n-1.
+  bool seq_share_prefix(SeqId from, SeqId to, Pos n);
   // Forgets positions [p0, p1) and moves the later ones down by p1 - p0 (llama.cpp's K-shift:
   // RoPE re-applied to the keys at the next decode, so the state must not be read before one).
   // The sequence's attention observations are reset. False (nothing changed) where the model's

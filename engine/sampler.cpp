@@ -226,7 +226,44 @@ void fill_logprobs(const float* logits, int32_t n_vocab, Token token, int32_t to
 
 }  // namespace
 
+// Greedy under a grammar, exactly as "filter every candidate, then take the first maximum" but
+// without walking the grammar over the whole vocabulary: the tokens in order of logit (ties: lower
+// id first, as llama.cpp's greedy sampler breaks them), each checked alone, the first allowed one
+// taken. Only when none of the most likely kOrderedChecks is allowed does the full filter run.
+// nullopt: the full filter decides (a dead end included).
+std::optional<Token> Sampler::greedy_constrained(const float* logits, int32_t n_vocab) {
+  const auto allowed = [&](Token t) {
+    llama_token_data one{t, 1.0f, 0.0f};
+    llama_token_data_array single{&one, 1, -1, false};
+    llama_sampler_apply(grammar_, &single);
+    return !(std::isinf(one.logit) && one.logit < 0);
+  };
+  Token best = 0;
+  for (int32_t i = 1; i < n_vocab; ++i) {
+    if (logits[i] > logits[best]) best = i;
+  }
+  if (allowed(best)) return best;
+  constexpr int32_t kOrderedChecks = 64;
+  const int32_t k = std::min(kOrderedChecks, n_vocab);
+  order_.resize(static_cast<size_t>(n_vocab));
+  for (int32_t i = 0; i < n_vocab; ++i) order_[static_cast<size_t>(i)] = i;
+  std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), [logits](Token a, Token b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (int32_t i = 0; i < k; ++i) {
+    const Token t = order_[static_cast<size_t>(i)];
+    if (t != best && allowed(t)) return t;
+  }
+  return std::nullopt;
+}
+
 Token Sampler::sample_constrained(const float* logits, int32_t n_vocab) {
+  if (greedy_ && history_ == 0) {
+    if (auto t = greedy_constrained(logits, n_vocab)) {
+      llama_sampler_accept(grammar_, *t);
+      return *t;
+    }
+  }
   candidates_.resize(static_cast<size_t>(n_vocab) * sizeof(llama_token_data));
   auto* data = reinterpret_cast<llama_token_data*>(candidates_.data());
   const auto fill = [&] {

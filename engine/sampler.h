@@ -101,11 +101,13 @@ class Sampler {
       : chain_(chain), seed_(seed), greedy_(greedy), history_(history) {}
 
   Token sample_constrained(const float* logits, std::int32_t n_vocab);
+  std::optional<Token> greedy_constrained(const float* logits, std::int32_t n_vocab);
   Token sample_plain(Context& ctx, std::int32_t batch_index);
 
   llama_sampler* chain_ = nullptr;
   llama_sampler* grammar_ = nullptr;  // owned; null: no grammar
   std::vector<std::uint8_t> candidates_;  // reused llama_token_data storage
+  std::vector<Token> order_;              // reused: token ids in logit order (greedy_constrained)
   std::uint32_t seed_ = 0;
   bool greedy_ = false;
   std::int32_t history_ = 0;  // tokens of prompt history worth accepting

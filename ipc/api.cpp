@@ -343,7 +343,8 @@ nlohmann::json Api::status_json(const core::Caller& caller) const {
           {"counters",
            {{"jobs_done", st.worker.jobs_done},
             {"tokens_generated", st.worker.tokens_generated},
-            {"kv_check_failures", st.worker.kv_check_failures}}},
+            {"kv_check_failures", st.worker.kv_check_failures},
+            {"shared_prefix_tokens", st.worker.shared_prefix_tokens}}},
           {"kv", st.kv ? kv_status_json(*st.kv, service_.chunk_options(), caller)
                        : nlohmann::json({{"restore", "recompute"}})},
           {"scheduler", scheduler_json(st.worker, caller)},

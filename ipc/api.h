@@ -2,7 +2,10 @@
 //
 //   GET    /v1/health                       liveness ({"status": "ok"}, 503 while stopping); from the
 //                                           Service's counts, never the engine's stats
-//   GET    /v1/status                       model, slots, queue, sessions, limits; "kv": the chunk
+//   GET    /v1/status                       model, slots, queue, sessions, limits, counters
+//                                           (jobs_done, tokens_generated, kv_check_failures,
+//                                           shared_prefix_tokens: prompt tokens a request took from
+//                                           a running one's KV, n > 1); "kv": the chunk
 //                                           store (bytes and chunks per tier and codec, budgets,
 //                                           write-backs, errors) or {"restore": "recompute"};
 //                                           "scheduler": policy, preemptions, clients (counters,
@@ -23,13 +26,16 @@
 //                                           tool_choice + parallel_tool_calls (answers with
 //                                           message.tool_calls, streamed as delta.tool_calls by
 //                                           index, finish_reason "tool_calls"), response_format
-//                                           (json_object, json_schema), grammar (GBNF), n (1-16),
+//                                           (json_object, json_schema), grammar (GBNF), n (1-16:
+//                                           the later choices share choice 0's prompt KV;
+//                                           usage.choices_cached_tokens),
 //                                           logprobs + top_logprobs, presence/frequency_penalty,
 //                                           logit_bias, stream_options.include_usage (a last chunk
 //                                           with choices: [] and the usage); the fields each
 //                                           endpoint takes: chat_request.h, README's table;
-//                                           extension: "session": ID appends the last (user) message
-//                                           (response_format and grammar apply; tools do not yet)
+//                                           extension: "session": ID appends the last (user)
+//                                           message, or the tool messages that end `messages`, to
+//                                           that session; tools (if sent) become the session's
 //   POST   /v1/embeddings                   OpenAI-compatible embeddings (api_embeddings.cpp):
 //                                           {"input": string | [string] | [token id] |
 //                                           [[token id]], "model"?: the served model's id or
@@ -73,15 +79,21 @@
 //                                           as it was; TurnRequest::expect_messages).
 //   GET    /v1/responses/{id}               a stored response (its answer as the session holds it;
 //                                           usage null); 404 for another uid's or one not stored
-//   POST   /v1/sessions                     {"system_prompt"?, "app"?} -> 201 {"id", ...}; app as
+//   POST   /v1/sessions                     {"system_prompt"?, "app"?, "overflow"?} (another field:
+//                                           400 naming it) -> 201 {"id", ...}; app as
 //                                           a request's (below), else 400; id "ses_" + 24 hex
 //                                           digits from getrandom(2)
 //   GET    /v1/sessions                     the caller's sessions (all of them for admins)
 //   GET    /v1/sessions/{id}                metadata, "resident", "kv" (its stored chunks: tokens
 //                                           covered, per tier, codec mix) and messages
 //   DELETE /v1/sessions/{id}
-//   POST   /v1/sessions/{id}/messages       {"content", "max_tokens"?, sampling?, "stream"? = true,
-//                                           "response_format"?, "grammar"?}
+//   POST   /v1/sessions/{id}/messages       {"content" | "tool_results": [{"tool_call_id"?,
+//                                           "content"}], "max_tokens"?, sampling?, "stream"? = true,
+//                                           "response_format"?, "grammar"?, "tools"? (the session's
+//                                           tools from now on, stored; [] clears them; a change
+//                                           re-renders the session), "tool_choice"? (default auto
+//                                           where the session has tools), "parallel_tool_calls"?};
+//                                           tool_results only after an answer (else 400 "messages")
 //   POST   /v1/sessions/{id}/prewarm        brings the session's KV into a slot ahead of its next
 //                                           message (background work of the caller's client);
 //                                           200 {"id", "tokens", "resident_tokens",

@@ -1,6 +1,7 @@
 // The session endpoints: create, list, show, delete (see api.h).
 #include "ipc/api.h"
 #include "ipc/api_errors.h"
+#include "ipc/chat_request.h"
 #include "ipc/json_fields.h"
 
 namespace llmd::ipc {
@@ -11,6 +12,9 @@ void Api::create_session(HttpRequest& req, std::shared_ptr<Responder> r) {
     auto parsed = parse_object(req.body);
     if (!parsed) return reply_error(*r, parsed.error());
     body = std::move(*parsed);
+  }
+  if (auto st = check_fields(body, {"system_prompt", "app", "overflow"}, "/v1/sessions"); !st) {
+    return reply_error(*r, st.error());
   }
   auto system_prompt = opt_string(body, "system_prompt");
   if (!system_prompt) return reply_error(*r, system_prompt.error());

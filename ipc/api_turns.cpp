@@ -145,20 +145,26 @@ void Api::chat_completions(HttpRequest& req, std::shared_ptr<Responder> r) {
   auto session = opt_string(*body, "session");
   if (!session) return reply_error(*r, session.error());
   if (*session) {
-    // Extension: append the last message (the user's) to a stored session; its history is the
-    // session's own, so earlier messages in the request are not used.
-    if (turn.messages.back().role != "user") {
-      return reply_error(*r, http_error(400, "with \"session\", the last message must be the user's", "invalid_request",
-                                        "messages"));
-    }
-    if (!turn.chat.tools.empty()) {
-      return reply_error(*r, http_error(400, "tools are not supported in session turns yet (response_format and "
-                                             "grammar are)", "invalid_request", "tools"));
+    // Extension: append the last message (the user's), or the tool results that end the messages,
+    // to a stored session; its history is the session's own, so earlier messages in the request
+    // are not used. `tools` (if present) become the session's.
+    const std::string& last = turn.messages.back().role;
+    if (last != "user" && last != "tool") {
+      return reply_error(*r, http_error(400, "with \"session\", the last message must be the user's or a tool's result",
+                                        "invalid_request", "messages"));
     }
     if (out.n != 1) return reply_error(*r, http_error(400, "a session turn has one answer (n = 1)", "invalid_request", "n"));
     turn.kind = core::TurnRequest::Kind::session_message;
     turn.session_id = **session;
-    turn.content = std::move(turn.messages.back().content);
+    if (auto st = read_session_tools(*body, turn); !st) return reply_error(*r, st.error());
+    if (last == "user") {
+      turn.content = std::move(turn.messages.back().content);
+    } else {
+      std::size_t first = turn.messages.size();
+      while (first > 0 && turn.messages[first - 1].role == "tool") --first;
+      turn.tool_results.assign(std::make_move_iterator(turn.messages.begin() + static_cast<std::ptrdiff_t>(first)),
+                               std::make_move_iterator(turn.messages.end()));
+    }
     turn.messages.clear();
   }
   run_turn(req, std::move(r), std::move(turn), out);
@@ -170,14 +176,21 @@ void Api::post_message(HttpRequest& req, std::shared_ptr<Responder> r, const std
   if (auto st = check_fields(*body, kMessageFields, "/v1/sessions/{id}/messages"); !st) return reply_error(*r, st.error());
   auto content = opt_string(*body, "content");
   if (!content) return reply_error(*r, content.error());
-  if (!*content) return reply_error(*r, http_error(400, "content is required", "invalid_request", "content"));
   core::TurnRequest turn;
   turn.kind = core::TurnRequest::Kind::session_message;
   turn.session_id = id;
-  turn.content = std::move(**content);
   auto stream = read_turn_options(*body, turn);
   if (!stream) return reply_error(*r, stream.error());
   if (auto st = read_chat_options(*body, turn.chat); !st) return reply_error(*r, st.error());
+  if (auto st = read_session_tools(*body, turn); !st) return reply_error(*r, st.error());
+  if (*content && !turn.tool_results.empty()) {
+    return reply_error(*r, http_error(400, "a turn brings content or tool_results, not both", "invalid_request",
+                                      "tool_results"));
+  }
+  if (!*content && turn.tool_results.empty()) {
+    return reply_error(*r, http_error(400, "content (or tool_results) is required", "invalid_request", "content"));
+  }
+  if (*content) turn.content = std::move(**content);
   run_turn(req, std::move(r), std::move(turn), TurnOutput{stream->value_or(true), Shape::session_message, false});
 }
 
@@ -197,6 +210,9 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
     std::vector<std::vector<core::LogprobEntry>> pending;  // per choice: logprobs before their text
     std::vector<std::optional<core::TurnResult>> results;
     std::vector<core::Service::RequestId> requests;
+    // Choices 1..n-1, started once choice 0's prompt is in the KV (or it ended): they share it.
+    // Cleared when started or when the request fails (their callbacks hold this).
+    std::vector<std::pair<core::TurnRequest, core::TurnCallbacks>> later;
     std::size_t left = 0;
     bool started = false;  // the stream's headers went out
     bool failed = false;   // an error was answered
@@ -248,6 +264,13 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
     for (std::size_t i = 1; i < sh->results.size(); ++i) u.completion_tokens += sh->results[i]->usage.completion_tokens;
     nlohmann::json j = usage_json(u);
     j["window"] = window_json(first.window);
+    if (sh->results.size() > 1) {
+      // llmd's extension: how much of the prompt each choice reused rather than computed (the
+      // later choices share the first one's KV).
+      nlohmann::json cached = nlohmann::json::array();
+      for (const auto& res : sh->results) cached.push_back(res->usage.cached_tokens);
+      j["choices_cached_tokens"] = std::move(cached);
+    }
     return j;
   };
   // The whole answer, for stream=false, once every choice finished.
@@ -285,6 +308,7 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
   auto fail = [this, r, sh, stream](const Error& e) {
     if (sh->failed) return;
     sh->failed = true;
+    sh->later.clear();
     for (auto rid : sh->requests) service_.cancel(rid);
     if (r->closed()) return;
     const HttpError h = to_http_error(e);
@@ -294,6 +318,12 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
     r->end_events();
   };
 
+  auto start_rest = [this, r, sh, caller = caller_of(req.peer)] {
+    auto later = std::move(sh->later);
+    sh->later.clear();
+    if (sh->failed || r->closed()) return;
+    for (auto& [t, cb] : later) sh->requests.push_back(service_.start_turn(caller, std::move(t), std::move(cb)));
+  };
   for (std::size_t i = 0; i < n && !sh->failed; ++i) {
     core::TurnRequest t = i + 1 < n ? turn : std::move(turn);
     if (i > 0 && t.params.sampling.seed) t.params.sampling.seed = *t.params.sampling.seed + static_cast<std::uint32_t>(i);
@@ -336,7 +366,10 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
         if (stream) sh->pending[i].push_back(e);
       };
     }
-    cb.done = [r, sh, stream, chunk, whole, empty_piece, usage_of, fail, include_usage, i](const core::TurnResult& res) {
+    if (i == 0 && n > 1) cb.prefilled = start_rest;
+    cb.done = [r, sh, stream, chunk, whole, empty_piece, usage_of, fail, include_usage, start_rest,
+               i](const core::TurnResult& res) {
+      if (i == 0) start_rest();  // ended before its first token: the others start now (or never)
       if (sh->failed || r->closed()) return;
       if (res.error || res.finish == engine::FinishReason::cancelled) {
         // A turn cancelled with the connection still open was stopped by llmd (a shutdown), not
@@ -365,6 +398,10 @@ void Api::run_turn(const HttpRequest& req, std::shared_ptr<Responder> r, core::T
       r->event("[DONE]");
       r->end_events();
     };
+    if (i > 0) {
+      sh->later.emplace_back(std::move(t), std::move(cb));
+      continue;
+    }
     sh->requests.push_back(service_.start_turn(caller_of(req.peer), std::move(t), std::move(cb)));
   }
   // A client that hangs up cancels its turns (within one decode step).

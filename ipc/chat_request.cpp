@@ -93,8 +93,34 @@ const std::initializer_list<std::string_view> kChatFields = {
     "response_format", "grammar", "logprobs", "top_logprobs", "n", "stream_options"};
 const std::initializer_list<std::string_view> kCompletionFields = {
     LLMD_GENERATION_FIELDS, "prompt", "overflow", "logprobs", "n", "stream_options"};
-const std::initializer_list<std::string_view> kMessageFields = {LLMD_GENERATION_FIELDS, "content", "overflow",
-                                                                "response_format", "grammar"};
+const std::initializer_list<std::string_view> kMessageFields = {
+    LLMD_GENERATION_FIELDS, "content", "overflow", "response_format", "grammar", "tools", "tool_choice",
+    "parallel_tool_calls", "tool_results"};
+
+Status read_session_tools(const json& body, core::TurnRequest& turn) {
+  // The session's tools apply to a turn that does not send them: its tool_choice is then "auto"
+  // unless it says otherwise (read_chat_options took "none" for a request without tools).
+  if (auto c = body.find("tool_choice"); c == body.end() || c->is_null()) turn.chat.tool_choice = engine::ToolChoice::automatic;
+  if (auto tools = body.find("tools"); tools != body.end() && !tools->is_null()) {
+    turn.session_tools = std::move(turn.chat.tools);
+    turn.chat.tools.clear();
+  }
+  if (auto results = body.find("tool_results"); results != body.end() && !results->is_null()) {
+    if (!results->is_array() || results->empty()) return bad("tool_results", "tool_results must be a non-empty array");
+    for (const auto& m : *results) {
+      if (!m.is_object()) return bad("tool_results", "each tool result must be an object");
+      LLMD_TRY_STATUS(only_keys(m, {"tool_call_id", "content"}, "tool_results"));
+      auto id = string_field(m, "tool_call_id", "tool_results", false);
+      if (!id) return id.error();
+      auto content = string_field(m, "content", "tool_results", true);
+      if (!content) return content.error();
+      engine::ChatMessage r{"tool", std::move(*content)};
+      r.tool_call_id = std::move(*id);
+      turn.tool_results.push_back(std::move(r));
+    }
+  }
+  return {};
+}
 
 Status check_fields(const json& body, std::initializer_list<std::string_view> fields, std::string_view endpoint) {
   for (const auto& [key, value] : body.items()) {

@@ -37,6 +37,10 @@ Status read_chat_messages(const nlohmann::json& messages, std::vector<engine::Ch
 // "json_schema", "json_schema": {"name", "schema", "strict", "description"}}) and grammar (GBNF,
 // llama.cpp's extension) into `chat`.
 Status read_chat_options(const nlohmann::json& body, engine::ChatOptions& chat);
+// A session turn's tool parts: `tools` (present, even empty: the session's tools from this turn
+// on; its tool_choice and parallel_tool_calls are the turn's) and `tool_results` (POST
+// /v1/sessions/{id}/messages: [{"tool_call_id", "content"}], instead of content).
+Status read_session_tools(const nlohmann::json& body, core::TurnRequest& turn);
 
 // The most choices one request may ask for (n): each is a turn of its own, counted against the
 // caller's requests in flight.

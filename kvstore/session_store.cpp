@@ -7,7 +7,7 @@
 namespace llmd::kvstore {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS sessions(
@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS sessions(
   overflow             TEXT,
   window_first_message INTEGER NOT NULL DEFAULT 0,
   dropped_tokens       INTEGER NOT NULL DEFAULT 0,
-  kv_lineage           INTEGER NOT NULL DEFAULT 0
+  kv_lineage           INTEGER NOT NULL DEFAULT 0,
+  tools                TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_by_uid ON sessions(uid);
 CREATE TABLE IF NOT EXISTS messages(
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS messages(
 );
 )sql";
 
-// Columns schemas 2 and 3 added, for the migration of an older file (ALTER TABLE ADD COLUMN:
+// Columns schemas 2, 3 and 4 added, for the migration of an older file (ALTER TABLE ADD COLUMN:
 // existing rows read the default).
 struct AddedColumn {
   const char* table;
@@ -49,6 +50,7 @@ constexpr AddedColumn kAddedInV2[] = {
     {"sessions", "dropped_tokens", "INTEGER NOT NULL DEFAULT 0"},
     {"messages", "token_end", "INTEGER"},
     {"sessions", "kv_lineage", "INTEGER NOT NULL DEFAULT 0"},  // schema 3
+    {"sessions", "tools", "TEXT"},                             // schema 4
 };
 
 // Tokens are stored as little-endian int32 (every supported host is little-endian).
@@ -69,7 +71,7 @@ constexpr const char* kSelectSession =
     " length(s.tokens) + coalesce((SELECT sum(length(CAST(m.content AS BLOB))) FROM messages m"
     " WHERE m.session_id = s.id), 0), s.overflow, s.window_first_message, s.dropped_tokens,"
     " (SELECT count(*) FROM messages m WHERE m.session_id = s.id AND m.seq < s.window_first_message"
-    " AND m.role != 'system'), s.kv_lineage FROM sessions s";
+    " AND m.role != 'system'), s.kv_lineage, s.tools FROM sessions s";
 
 SessionRecord read_session(const Statement& st) {
   SessionRecord r;
@@ -88,6 +90,7 @@ SessionRecord read_session(const Statement& st) {
   r.dropped_tokens = static_cast<std::uint64_t>(std::max<std::int64_t>(0, st.column_int(12)));
   r.n_dropped_messages = static_cast<std::uint32_t>(st.column_int(13));
   r.kv_lineage = static_cast<std::uint64_t>(st.column_int(14));
+  if (!st.column_is_null(15)) r.tools = st.column_text(15);
   return r;
 }
 
@@ -150,9 +153,11 @@ Status SessionStore::create(const SessionRecord& s, std::span<const MessageRecor
   return db_->transaction([&]() -> Status {
     auto ins = db_->prepare(
         "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens, overflow,"
-        " window_first_message, dropped_tokens, kv_lineage) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        " window_first_message, dropped_tokens, kv_lineage, tools) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (!ins) return ins.error();
     ins->bind(12, static_cast<std::int64_t>(s.kv_lineage));
+    if (s.tools) ins->bind(13, *s.tools);
+    else ins->bind_null(13);
     ins->bind(1, s.id).bind(2, static_cast<std::int64_t>(s.uid)).bind(3, s.app);
     if (s.system_prompt) ins->bind(4, *s.system_prompt);
     else ins->bind_null(4);
@@ -259,12 +264,14 @@ Status SessionStore::append_turn(const std::string& id, std::span<const MessageR
     const auto beyond = [&](std::optional<std::uint32_t> end) { return end && *end > current->size(); };
     auto upd = db_->prepare(
         "UPDATE sessions SET tokens = ?, updated_ms = ?, window_first_message = coalesce(?, window_first_message),"
-        " dropped_tokens = dropped_tokens + ?, kv_lineage = coalesce(?, kv_lineage) WHERE id = ?");
+        " dropped_tokens = dropped_tokens + ?, kv_lineage = coalesce(?, kv_lineage),"
+        " tools = CASE WHEN ? THEN nullif(?, '') ELSE tools END WHERE id = ?");
     if (!upd) return upd.error();
     upd->bind_blob(1, as_bytes(*current)).bind(2, now_ms);
     if (window.first_message) upd->bind(3, *window.first_message);
     else upd->bind_null(3);
-    upd->bind(4, static_cast<std::int64_t>(window.dropped_tokens)).bind(6, id);
+    upd->bind(4, static_cast<std::int64_t>(window.dropped_tokens)).bind(8, id);
+    upd->bind(6, static_cast<std::int64_t>(window.tools ? 1 : 0)).bind(7, window.tools.value_or(""));
     if (window.kv_lineage) upd->bind(5, static_cast<std::int64_t>(*window.kv_lineage));
     else upd->bind_null(5);
     LLMD_TRY_STATUS(upd->run());
@@ -354,9 +361,9 @@ Result<SessionRecord> SessionStore::fork(const std::string& source, const Sessio
   const Status copied = db_->transaction([&]() -> Status {
     auto ins = db_->prepare(
         "INSERT INTO sessions(id, uid, app, system_prompt, created_ms, updated_ms, model_id, tokens, overflow,"
-        " window_first_message, dropped_tokens, kv_lineage)"
+        " window_first_message, dropped_tokens, kv_lineage, tools)"
         " SELECT ?, ?, app, system_prompt, ?, ?, model_id, tokens, overflow, window_first_message, dropped_tokens,"
-        " kv_lineage"
+        " kv_lineage, tools"
         " FROM sessions WHERE id = ?");
     if (!ins) return ins.error();
     ins->bind(1, copy.id).bind(2, static_cast<std::int64_t>(copy.uid)).bind(3, copy.created_ms);

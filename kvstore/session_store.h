@@ -50,10 +50,13 @@ struct SessionRecord {
   // prefill of its tokens gives; otherwise the lineage a "sliding" window move started (positions
   // shifted in the KV: not what a prefill gives), committed with that turn and kept by a fork.
   std::uint64_t kv_lineage = 0;
+  // The tools the session's prompt describes (a JSON array in OpenAI's "tools" shape, as the
+  // Service canonicalised it); nullopt: none. Its tokens were rendered with exactly these.
+  std::optional<std::string> tools;
 };
 
 struct MessageRecord {
-  std::string role;  // "system", "user", "assistant"
+  std::string role;  // "system", "user", "assistant", "tool" (a tool's result)
   std::string content;
   std::int64_t created_ms = 0;
   // Where this message's tokens end in the session's token sequence (an offset: the tokens before
@@ -79,6 +82,9 @@ struct WindowChange {
   // other one not named here keeps its value.
   std::map<std::int64_t, std::optional<std::uint32_t>> token_ends;
   std::optional<std::uint64_t> kv_lineage;  // the session's new KV lineage (a sliding move); nullopt: kept
+  // The session's new tools (SessionRecord::tools; "" clears them); nullopt: kept. Set with
+  // `tokens` re-rendered for them: the sequence and the tools it describes change together.
+  std::optional<std::string> tools;
 };
 
 // What SessionStore::open_or_salvage found and did. Nothing is set when the database was sound.

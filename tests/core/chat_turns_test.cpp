@@ -2,6 +2,7 @@
 // whose messages carry no token offsets), and the closing a turn adds after the last answer
 // (answer_closing), on the real tokenizer and chat template.
 #include "core/chat_turns.h"
+#include "core/context_window.h"
 
 #include "tests/engine/engine_test_util.h"
 
@@ -101,6 +102,43 @@ TEST(AnswerClosing, IsWhatTheTemplateWritesAfterTheAnswerOnce) {
   // Not after a user message, nor for a sequence with nothing in it.
   EXPECT_TRUE(answer_closing(*model, tok, std::span(msgs).first(2), tokens)->empty());
   EXPECT_TRUE(answer_closing(*model, tok, msgs, {})->empty());
+}
+
+// A session with tools: every rendering has them, so the head describes them, the turns (a user
+// message, then the tools' results) follow prefix-stably, and a re-derivation gives each message
+// an end in order.
+TEST(SessionTools, TheyAreInTheHeadAndTurnsStayPrefixStable) {
+  const auto model = test::load_model(test::stories_path());
+  const engine::Tokenizer tok(*model);
+  engine::ChatOptions chat;
+  chat.tools.push_back({"get_weather", "", R"({"type":"object","properties":{"city":{"type":"string"}}})"});
+  const std::vector<engine::ChatMessage> system = {{"system", "You help."}};
+  auto plain_head = head_tokens(*model, tok, system);
+  auto tools_head = head_tokens(*model, tok, system, chat);
+  ASSERT_TRUE(plain_head && tools_head);
+  EXPECT_GT(tools_head->size(), plain_head->size() + 10);  // the tools are described there
+
+  std::vector<engine::ChatMessage> msgs = system;
+  auto first = turn_tokens(*model, tok, msgs, 0, "Weather in Paris?", chat);
+  ASSERT_TRUE(first);
+  // The head (with the tools) starts the first turn's tokens: a window move keeps it whole.
+  ASSERT_GE(first->size(), tools_head->size());
+  EXPECT_TRUE(std::equal(tools_head->begin(), tools_head->end(), first->begin()));
+  msgs.push_back({"user", "Weather in Paris?"});
+  msgs.push_back({"assistant", R"({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]})"});
+  const engine::ChatMessage result{"tool", "Sunny"};
+  auto second = turn_tokens(*model, tok, msgs, first->size() + 20, std::span(&result, 1), chat);
+  ASSERT_TRUE(second) << second.error().to_string();
+  EXPECT_FALSE(second->empty());
+  msgs.push_back(result);
+  msgs.push_back({"assistant", R"({"response": "It is sunny."})"});
+  auto derived = derive_window(*model, tok, msgs, chat);
+  ASSERT_TRUE(derived) << derived.error().to_string();
+  ASSERT_EQ(derived->ends.size(), msgs.size());
+  EXPECT_EQ(derived->ends[0], tools_head->size());
+  for (std::size_t i = 1; i < msgs.size(); ++i) EXPECT_GT(derived->ends[i], derived->ends[i - 1]) << i;
+  EXPECT_EQ(derived->ends.back(), derived->tokens.size());
+  EXPECT_TRUE(std::equal(tools_head->begin(), tools_head->end(), derived->tokens.begin()));
 }
 
 }  // namespace

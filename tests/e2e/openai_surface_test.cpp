@@ -3,6 +3,7 @@
 // include_usage, models/{id}. The official SDK runs the same surface in tests/compat/.
 #include "tests/e2e/e2e_util.h"
 
+
 namespace llmd::test {
 namespace {
 
@@ -81,11 +82,15 @@ TEST_F(OpenAiSurface, AFieldLlmdDoesNotImplementIsA400NamingIt) {
   advisory["store"] = false;
   advisory["model"] = "anything";
   EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", advisory).status, 200u);
-  // Tools in a session turn: not yet, and said so.
-  json with_tools = chat_body(2);
-  with_tools["session"] = sid;
-  with_tools["tools"] = kTools;
-  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", with_tools).body["error"]["param"], "tools");
+  // A session turn's tool results are well formed.
+  json bad_result = chat_body(2);
+  bad_result["session"] = sid;
+  bad_result["messages"] = json::array({{{"role", "tool"}, {"content", 5}}});
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", bad_result).body["error"]["param"], "messages");
+  json bad_results = greedy_body(2);
+  bad_results["tool_results"] = json::array({{{"tool_call_id", "a"}, {"content", "x"}, {"extra", 1}}});
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/sessions/" + sid + "/messages", bad_results).body["error"]["param"],
+            "tool_results");
 }
 
 TEST_F(OpenAiSurface, ARequiredToolCallComesBackWholeStreamedAndFedBack) {
@@ -136,6 +141,79 @@ TEST_F(OpenAiSurface, ARequiredToolCallComesBackWholeStreamedAndFedBack) {
   EXPECT_EQ(answer.status, 200u) << answer.raw;
 }
 
+// Tools in a session: they are the session's (stored, rendered into every turn the same way, so
+// the KV of earlier turns is reused), a turn brings the tools' results, and both are part of the
+// transcript. A change of tools re-renders the session.
+TEST_F(OpenAiSurface, ASessionHasToolsAndTakesTheirResults) {
+  const auto created = call(d_->client(), "POST", "/v1/sessions", json{{"system_prompt", "You help with the weather."}});
+  // (A field POST /v1/sessions does not know is refused, naming it.)
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/sessions", json{{"system", "x"}}).body["error"]["param"], "system");
+  ASSERT_EQ(created.status, 201u) << created.raw;
+  const std::string id = created.body["id"];
+  const std::string path = "/v1/sessions/" + id + "/messages";
+
+  json ask = greedy_body(200);
+  ask["stream"] = false;
+  ask["content"] = "What is the weather in Paris?";
+  ask["tools"] = kTools;
+  ask["tool_choice"] = "required";
+  const auto first = call(d_->client(), "POST", path, ask);
+  ASSERT_EQ(first.status, 200u) << first.raw;
+  EXPECT_EQ(first.body["finish_reason"], "tool_calls") << first.raw;
+  ASSERT_EQ(first.body["message"]["tool_calls"].size(), 1u) << first.raw;
+  const json& call0 = first.body["message"]["tool_calls"][0];
+  EXPECT_EQ(call0["function"]["name"], "get_weather");
+  EXPECT_TRUE(json::parse(call0["function"]["arguments"].get<std::string>())["city"].is_string());
+
+  // Bad turns: both a message and results; results where the session does not end with an answer.
+  json both = greedy_body(8);
+  both["content"] = "hi";
+  both["tool_results"] = json::array({{{"tool_call_id", call0["id"]}, {"content", "Sunny"}}});
+  EXPECT_EQ(call(d_->client(), "POST", path, both).body["error"]["param"], "tool_results");
+
+  // The result fed back, the session's tools kept (not sent again): the earlier turn's KV is reused.
+  json result = greedy_body(24);
+  result["stream"] = false;
+  result["tool_results"] = json::array({{{"tool_call_id", call0["id"]}, {"content", "Sunny, 21 C"}}});
+  const auto second = call(d_->client(), "POST", path, result);
+  ASSERT_EQ(second.status, 200u) << second.raw;
+  // The session's tools still apply (tool_choice auto): the answer is the generic format's JSON.
+  const auto raw = call(d_->client(), "GET", "/v1/sessions/" + id, json()).body["messages"].back()["content"];
+  EXPECT_EQ(raw.get<std::string>().rfind("{", 0), 0u) << second.raw;
+  EXPECT_GE(second.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(),
+            first.body["usage"]["prompt_tokens"].get<int>())
+      << second.raw;
+
+  // The transcript holds the call and the result.
+  const auto got = call(d_->client(), "GET", "/v1/sessions/" + id, json());
+  ASSERT_EQ(got.status, 200u);
+  std::vector<std::string> roles;
+  for (const auto& m : got.body["messages"]) roles.push_back(m["role"]);
+  EXPECT_EQ(roles, (std::vector<std::string>{"system", "user", "assistant", "tool", "assistant"})) << got.raw;
+
+  // Other tools: the session is re-rendered with them, and the named one is called.
+  json other = kTools;
+  other[0]["function"]["name"] = "get_time";
+  json again = ask;
+  again["content"] = "And what time is it in Paris?";
+  again["tools"] = other;
+  const auto third = call(d_->client(), "POST", path, again);
+  ASSERT_EQ(third.status, 200u) << third.raw;
+  ASSERT_EQ(third.body["message"]["tool_calls"].size(), 1u) << third.raw;
+  EXPECT_EQ(third.body["message"]["tool_calls"][0]["function"]["name"], "get_time");
+
+  // The chat completions extension: a trailing tool message continues the session.
+  json ext = greedy_body(8);
+  ext["session"] = id;
+  ext["messages"] = json::array({{{"role", "tool"}, {"tool_call_id", "x"}, {"content", "12:00"}}});
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/chat/completions", ext).status, 200u);
+  // Results on a session that does not end with an answer.
+  const auto fresh = call(d_->client(), "POST", "/v1/sessions", json::object());
+  EXPECT_EQ(call(d_->client(), "POST", "/v1/sessions/" + fresh.body["id"].get<std::string>() + "/messages", result)
+                .body["error"]["param"],
+            "messages");
+}
+
 TEST_F(OpenAiSurface, StructuredOutputNLogprobsAndUsageChunks) {
   json body = chat_body(300);
   body["response_format"] = {
@@ -156,6 +234,8 @@ TEST_F(OpenAiSurface, StructuredOutputNLogprobsAndUsageChunks) {
 
   json two = chat_body(8);
   two["n"] = 2;
+  // A prompt no earlier request had: nothing of it is cached before this request.
+  two["messages"] = json::array({{{"role", "user"}, {"content", "Once upon a time a small red fox found a boat."}}});
   two["temperature"] = 1.0;
   two["seed"] = 5;
   two["logprobs"] = true;
@@ -176,6 +256,11 @@ TEST_F(OpenAiSurface, StructuredOutputNLogprobsAndUsageChunks) {
     }
   }
   EXPECT_EQ(r.body["usage"]["completion_tokens"], completion);
+  // The second choice shares the first one's prompt KV instead of computing it again (all but
+  // the prompt's last token, which it decodes itself to sample from).
+  const int prompt = r.body["usage"]["prompt_tokens"].get<int>();
+  ASSERT_EQ(r.body["usage"]["choices_cached_tokens"].size(), 2u) << r.raw;
+  EXPECT_GE(r.body["usage"]["choices_cached_tokens"][1].get<int>(), prompt - 1) << r.raw;
 
   json usage = chat_body(8);
   usage["stream_options"] = {{"include_usage", true}};

@@ -324,6 +324,31 @@ TEST(Window, StatelessChatsDropTheirOldestTurnsOrAreRefused) {
   EXPECT_EQ(per_turn.body["error"]["param"], "overflow") << per_turn.raw;
 }
 
+// A stateless chat with tools that does not fit loses its oldest turns like any other: the tools
+// stay described in the shortened prompt and the required call still comes back.
+TEST(Window, AStatelessChatWithToolsDropsItsOldestTurnsAndStillCalls) {
+  DaemonOptions o = small_ctx();
+  o.args[1] = "1024";
+  DaemonProcess d(scratch_dir(), o);
+  ASSERT_TRUE(d.start()) << d.log();
+  nlohmann::json messages = nlohmann::json::array({{{"role", "system"}, {"content", "You help."}}});
+  for (int i = 0; i < 40; ++i) {
+    messages.push_back({{"role", "user"}, {"content", turn_text(i)}});
+    messages.push_back({{"role", "assistant"}, {"content", "Once upon a time there was a little cat."}});
+  }
+  messages.push_back({{"role", "user"}, {"content", "What is the weather in Paris?"}});
+  nlohmann::json body = greedy_body(120);
+  body["messages"] = messages;
+  body["tools"] = nlohmann::json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])");
+  body["tool_choice"] = "required";
+  const auto r = call(d.client(), "POST", "/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_TRUE(r.body["usage"]["window"]["moved"].get<bool>()) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "tool_calls") << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather") << r.raw;
+}
+
 // llmctl (through libllmclient): sessions create --overflow sets the policy; chat says when the
 // window moved (llmc_result's window fields) and goes on answering.
 TEST(Window, LlmctlCreatesWithAPolicyAndChatSaysWhenTheWindowMoved) {

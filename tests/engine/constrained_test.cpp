@@ -309,5 +309,25 @@ TEST_F(Sampling, LogitBiasAndPenaltiesChangeWhatIsPicked) {
   EXPECT_EQ(validate_generate(p).error().code(), Errc::invalid_argument);
 }
 
+// Greedy under a grammar takes the most likely allowed token without filtering the vocabulary
+// (Sampler::greedy_constrained); a logit bias of 0 takes the full filter path (the chain) and
+// changes no logit: both must give the same answer, token for token.
+TEST_F(Sampling, GreedyUnderAGrammarMatchesTheFullFilter) {
+  ChatOptions o;
+  o.json_schema = R"({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]})";
+  auto p = apply_chat_template(*m_, kAsk, true, o);
+  ASSERT_TRUE(p) << p.error().to_string();
+  SequenceJob fast = job(64);
+  fast.prompt = *tok_->tokenize(p->text, /*add_special=*/true, /*parse_special=*/true);
+  fast.params.sampling.grammar = p->grammar;
+  ASSERT_TRUE(bind_prefill(*m_, *tok_, fast.prompt, fast.params.sampling.grammar));
+  SequenceJob full = fast;
+  full.params.sampling.logit_bias = {{0, 0.0f}};
+  const auto a = run(fast);
+  const auto b = run(full);
+  ASSERT_GT(a.tokens.size(), 8u);
+  EXPECT_EQ(a.tokens, b.tokens);
+}
+
 }  // namespace
 }  // namespace llmd::engine

@@ -73,6 +73,31 @@ TEST_P(StateTest, StateMovedToAnotherSlotContinuesIdentically) {
   EXPECT_EQ(joined, whole.tokens);
 }
 
+// What n > 1 and concurrent requests rely on: a prefix shared from a running sequence (its
+// cells gain a sequence, nothing is copied) continues exactly as if computed in the slot, and
+// outlives the source.
+TEST_P(StateTest, SharedPrefixContinuesLikeItsOwnPrefill) {
+  const auto whole = run(0, prompt_, 24);
+  ASSERT_EQ(whole.tokens.size(), 24u);
+
+  ctx_->clear_all();
+  const auto source = run(1, prompt_, 8);  // slot 1: the prompt and 7 generated tokens
+  ASSERT_EQ(source.tokens.size(), 8u);
+  const auto n = static_cast<Pos>(prompt_.size() - 1);
+  ASSERT_TRUE(ctx_->seq_share_prefix(1, 2, n));
+  EXPECT_EQ(ctx_->seq_pos_min(2), 0);
+  EXPECT_EQ(ctx_->seq_pos_max(2), n - 1);
+  ctx_->seq_clear(1);  // the source goes: the shared cells stay with slot 2
+  const auto shared = run(2, {prompt_.back()}, 24);
+  EXPECT_EQ(shared.tokens, whole.tokens);
+
+  // A source that does not hold the positions asked for shares nothing and leaves the target empty.
+  EXPECT_FALSE(ctx_->seq_share_prefix(1, 3, n));
+  EXPECT_EQ(ctx_->seq_pos_max(3), -1);
+  EXPECT_FALSE(ctx_->seq_share_prefix(2, 3, static_cast<Pos>(prompt_.size() + 100)));
+  EXPECT_EQ(ctx_->seq_pos_max(3), -1);
+}
+
 TEST_P(StateTest, ParserRoundTripsLlamaStateBitExactly) {
   run(2, prompt_, 20);
   auto bytes = ctx_->seq_state_get(2);

@@ -235,10 +235,11 @@ PRAGMA user_version = 1;
   auto v = (*db)->prepare("PRAGMA user_version");
   ASSERT_TRUE(v);
   ASSERT_TRUE(*v->step());
-  EXPECT_EQ(v->column_int(0), 3);
+  EXPECT_EQ(v->column_int(0), 4);
   db->reset();
-  EXPECT_EQ(open()->get("new")->overflow, "error");  // and it opens again as schema 3
+  EXPECT_EQ(open()->get("new")->overflow, "error");  // and it opens again as schema 4
   EXPECT_EQ(open()->get("old")->kv_lineage, 0u);      // schema 3's column: what a prefill gives
+  EXPECT_EQ(open()->get("old")->tools, std::nullopt); // schema 4's: no tools
 }
 
 TEST_F(SessionStoreTest, NotADatabaseIsRefused) {
@@ -267,6 +268,34 @@ namespace {
 
 // Fork: the copy is a whole session of its own, made in one transaction; the source is untouched
 // and deleting it leaves the copy whole.
+// A session's tools change only with a turn (WindowChange::tools, with the re-rendered tokens),
+// "" clears them, a turn that names none keeps them, and a fork copies them.
+TEST_F(SessionStoreTest, ToolsChangeWithATurnAndAreForked) {
+  auto store = open();
+  ASSERT_TRUE(store->create(session("s", 1000), {}, {}));
+  EXPECT_EQ(store->get("s")->tools, std::nullopt);
+  const std::string tools = R"([{"function":{"name":"f"},"type":"function"}])";
+  WindowChange set;
+  set.tools = tools;
+  std::vector<MessageRecord> t1 = {{"user", "hi", 2000}, {"assistant", "{}", 2000}};
+  ASSERT_TRUE(store->append_turn("s", t1, std::vector<int32_t>{1, 2, 3}, 0, 2000, set));
+  EXPECT_EQ(store->get("s")->tools, tools);
+  std::vector<MessageRecord> t2 = {{"tool", "42", 3000}, {"assistant", "ok", 3000}};
+  ASSERT_TRUE(store->append_turn("s", t2, std::vector<int32_t>{4, 5}, 3, 3000));
+  EXPECT_EQ(store->get("s")->tools, tools);
+  EXPECT_EQ(store->messages("s")->at(2).role, "tool");
+  SessionRecord copy;
+  copy.id = "copy";
+  copy.uid = 1000;
+  ASSERT_TRUE(store->fork("s", copy));
+  EXPECT_EQ(store->get("copy")->tools, tools);
+  WindowChange clear;
+  clear.tools = "";
+  ASSERT_TRUE(store->append_turn("s", t1, std::vector<int32_t>{6}, 5, 4000, clear));
+  EXPECT_EQ(store->get("s")->tools, std::nullopt);
+  EXPECT_EQ(store->get("copy")->tools, tools);
+}
+
 TEST_F(SessionStoreTest, ForkCopiesEverythingAndOutlivesTheSource) {
   auto store = open();
   auto rec = session("src", 1000);

@@ -206,6 +206,28 @@ test('tool results fed back: the assistant calls and the tool message give an an
   assert.equal(typeof r2.choices[0].message.content, 'string');
 });
 
+test("tools in a session (llmd's session extension): a call, its result fed back, the KV reused", async () => {
+  const created = await raw_request('POST', '/v1/sessions', { system_prompt: TOOL_PROMPT[0].content });
+  assert.equal(created.status, 201, created.text);
+  const session = created.body.id;
+  const first = await client.chat.completions.create({ ...toolBody, tool_choice: 'required', session });
+  const calls = check_tool_answer(first);
+  // Only the results are sent: the session holds the conversation and its tools.
+  const r = await client.chat.completions.create({
+    model,
+    messages: calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: '{"temperature": 21}' })),
+    max_tokens: 40,
+    temperature: 0,
+    session,
+  });
+  assert.ok(FINISH_REASONS.includes(r.choices[0].finish_reason));
+  check_usage(r.usage);
+  assert.ok(r.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens, 'the first turn is reused');
+  const shown = await raw_request('GET', `/v1/sessions/${session}`);
+  assert.deepEqual(shown.body.messages.map((m) => m.role), ['system', 'user', 'assistant', 'tool', 'assistant']);
+  await raw_request('DELETE', `/v1/sessions/${session}`);
+});
+
 test('parallel_tool_calls false: accepted, at most one call', async () => {
   const r = await client.chat.completions.create({ ...toolBody, tool_choice: 'required', parallel_tool_calls: false });
   const calls = check_tool_answer(r);
