@@ -69,9 +69,12 @@
 //                                           conversation creates one (instructions as its system
 //                                           prompt), previous_response_id takes that session's next
 //                                           turn with its KV, or, naming an older response, a fork
-//                                           of it rewound there. What a session turn cannot take
-//                                           (tools, text.format json, several input items, other
-//                                           instructions) runs statelessly on the stored history:
+//                                           of it rewound there; tools become the session's,
+//                                           function_call_output items (with
+//                                           previous_response_id) are its tool results. What a
+//                                           session turn cannot take (several input items, calls
+//                                           written by the caller, other instructions) runs
+//                                           statelessly on the stored history:
 //                                           "store": false in the response; an explicit
 //                                           "store": true is then a 400 naming the field. A
 //                                           follow-up that raced another turn of the same

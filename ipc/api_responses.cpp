@@ -10,8 +10,11 @@
 // messages up to the answer (responses_request.h), so nothing else is kept and it survives a
 // restart; its owner is the session's.
 //
-// What a session turn cannot carry yet (tools, text.format json, several input items, other
-// instructions than the conversation's) runs as a stateless chat turn: the stored conversation's
+// A turn brings one user message, or the outputs of the calls the previous response made
+// (function_call_output items: the session's tool results); the request's tools become the
+// session's, its text.format constrains the answer. What a session turn cannot carry (several
+// messages, calls written by the caller, other instructions than the conversation's) runs as a
+// stateless chat turn: the stored conversation's
 // messages (when previous_response_id names one), then the input. Such a response is not stored
 // ("store": false in it; previous_response_id cannot name it), and an explicit "store": true with
 // such a request is a 400 naming the field that prevents it.
@@ -200,7 +203,7 @@ std::string status_of(const core::TurnResult& res) {
 HttpError no_response(const std::string& id, const std::string& param) {
   return http_error(404, (param.empty() ? "" : param + ": ") + "no stored response " + id +
                              " (a response is kept as a turn of a session of its owner's; one made with "
-                             "store: false, tools or text.format is not stored)",
+                             "store: false, or with input a session turn cannot take, is not stored)",
                     "not_found", param);
 }
 
@@ -252,20 +255,27 @@ void Api::responses(HttpRequest& req, std::shared_ptr<Responder> r) {
     core::TurnRequest t = rq->turn;
     t.kind = core::TurnRequest::Kind::session_message;
     t.session_id = session;
-    t.content = rq->input[0].content;
+    if (rq->input[0].role == "user") {
+      t.content = rq->input[0].content;
+    } else {
+      t.tool_results = rq->input;  // function_call_output items
+    }
     t.expect_messages = static_cast<std::uint32_t>(n);  // the id numbers it: nothing may come between
     t.messages.clear();
-    t.chat = engine::ChatOptions{};
+    // Each request names its tools: they become the session's (none: none), rendered into its turns.
+    t.session_tools = std::move(t.chat.tools);
+    t.chat.tools.clear();
     run->session = session;
-    run->id = stored_response_id({session, n + 2});
+    run->id = stored_response_id({session, n + (t.tool_results.empty() ? 1 : t.tool_results.size()) + 1});
     if (made_for_it) {
       run->cleanup = [this, caller, session] { service_.delete_session(caller, session, [](Status) {}); };
     }
     run_response(caller, r, std::move(t), run);
   };
   auto refuse_store = [r](const std::string& param) {
-    reply_error(*r, http_error(400, "store: true needs a request a session turn can take: one user message of text, "
-                                    "no tools or text.format, the conversation's own instructions (" + param +
+    reply_error(*r, http_error(400, "store: true needs a request a session turn can take: one user message of text "
+                                    "(or the outputs of the previous response's calls), the conversation's own "
+                                    "instructions (" + param +
                                     " prevents it; leave store out or send store: false)",
                                "invalid_request", param));
   };
@@ -408,7 +418,12 @@ void Api::get_response(HttpRequest& req, std::shared_ptr<Responder> r, const std
     run.model = model;
     run.session = ref->session_id;
     run.created_at = d->messages[n - 1].created_ms / 1000;
-    if (n >= 3 && d->messages[n - 3].role == "assistant") run.previous = stored_response_id({ref->session_id, n - 2});
+    // The response before it: the answer before this turn's message (or tool results).
+    std::size_t before = n - 1;
+    while (before > 0 && (d->messages[before - 1].role == "user" || d->messages[before - 1].role == "tool")) --before;
+    if (before > 0 && before < n - 1 && d->messages[before - 1].role == "assistant") {
+      run.previous = stored_response_id({ref->session_id, before});
+    }
     const auto system = system_of(*d);
     run.echo = {{"instructions", system ? json(*system) : json(nullptr)},
                 {"tools", json::array()},

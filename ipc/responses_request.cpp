@@ -1,6 +1,7 @@
 // The request side of the Responses API (see responses_request.h).
 #include "ipc/responses_request.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "ipc/chat_request.h"
@@ -244,10 +245,11 @@ Result<ResponsesRequest> read_responses_request(const json& body, const core::Se
 }
 
 std::string unstorable_param(const ResponsesRequest& r) {
-  if (!r.turn.chat.tools.empty()) return "tools";
-  if (!r.turn.chat.json_schema.empty()) return "text";
-  if (r.input.size() != 1 || r.input[0].role != "user") return "input";
-  return "";
+  if (r.input.size() == 1 && r.input[0].role == "user") return "";
+  // The outputs of the calls the previous response made: that session's next turn.
+  const bool results = r.previous_response_id &&
+                       std::all_of(r.input.begin(), r.input.end(), [](const auto& m) { return m.role == "tool"; });
+  return results ? "" : "input";
 }
 
 std::string stored_response_id(const StoredResponseRef& ref) {

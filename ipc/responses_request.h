@@ -47,8 +47,9 @@ extern const std::initializer_list<std::string_view> kResponsesFields;
 Result<ResponsesRequest> read_responses_request(const nlohmann::json& body, const core::ServiceLimits& limits,
                                                 std::uint32_t max_session_tokens);
 
-// Why the request cannot be a session turn (which takes one user message as text, no tools or
-// schema): the param to name ("tools", "text", "input"), or "" when it can.
+// Why the request cannot be a session turn (which takes one user message as text, or, with a
+// previous_response_id, only function_call_output items: the tool results of its calls): the param
+// to name ("input"), or "" when it can. Tools and text.format go with a session turn.
 std::string unstorable_param(const ResponsesRequest& request);
 
 // A stored response: the session and the number of its messages up to the response's answer

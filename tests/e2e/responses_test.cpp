@@ -304,7 +304,7 @@ TEST(Responses, JsonSchemaAnswerParsesWithItsKeys) {
   ASSERT_EQ(r.status, 200u) << r.raw;
   expect_response_shape(r.body);
   ASSERT_EQ(r.body["status"], "completed") << r.raw;
-  EXPECT_EQ(r.body["store"], false);
+  EXPECT_EQ(r.body["store"], true);  // a session turn with a format
   EXPECT_EQ(r.body["text"]["format"]["type"], "json_schema");
   auto j = nlohmann::json::parse(r.body["output_text"].get<std::string>(), nullptr, false);
   ASSERT_TRUE(j.is_object()) << r.body["output_text"];
@@ -350,13 +350,31 @@ TEST(Responses, ToolChoiceRequiredGivesAFunctionCall) {
   }
   EXPECT_TRUE(names.count("response.function_call_arguments.done")) << events.size();
   EXPECT_EQ(streamed_args, call_item["arguments"]);
-  // The call's result fed back: the next turn takes it (stateless).
+  // The call's result fed back as a conversation given whole: a stateless turn.
   nlohmann::json input = nlohmann::json::array({{{"role", "user"}, {"content", "What is the weather in Paris?"}}});
   input.push_back(call_item);
   input.push_back({{"type", "function_call_output"}, {"call_id", call_item["call_id"]}, {"output", "{\"sky\":\"blue\"}"}});
   auto next = respond(d.client(), greedy({{"input", input}, {"tools", tools}, {"tool_choice", "none"}}));
   ASSERT_EQ(next.status, 200u) << next.raw;
   expect_response_shape(next.body);
+  EXPECT_EQ(next.body["store"], false);
+  // The same through previous_response_id (the Agents SDK's loop): the result alone, a turn of the
+  // stored conversation (its tools the session's), with the KV of the call's turn reused.
+  EXPECT_EQ(r.body["store"], true);
+  const nlohmann::json output = nlohmann::json::array(
+      {{{"type", "function_call_output"}, {"call_id", call_item["call_id"]}, {"output", "{\"sky\":\"blue\"}"}}});
+  auto cont = respond(d.client(), greedy({{"input", output}, {"tools", tools}, {"previous_response_id", r.body["id"]}}, 24));
+  ASSERT_EQ(cont.status, 200u) << cont.raw;
+  expect_response_shape(cont.body);
+  EXPECT_EQ(cont.body["store"], true);
+  EXPECT_EQ(cont.body["previous_response_id"], r.body["id"]);
+  EXPECT_GE(cont.body["usage"]["input_tokens_details"]["cached_tokens"].get<int>(),
+            r.body["usage"]["input_tokens"].get<int>())
+      << cont.raw;
+  // Read back: its previous response is the call's.
+  auto got = call(d.client(), "GET", "/v1/responses/" + cont.body["id"].get<std::string>());
+  ASSERT_EQ(got.status, 200u) << got.raw;
+  EXPECT_EQ(got.body["previous_response_id"], r.body["id"]) << got.raw;
 }
 
 TEST(Responses, UnknownAndBadFieldsAre400sNamingThem) {

@@ -48,11 +48,19 @@ TEST(ResponsesRequest, ToolsToolChoiceAndTextFormat) {
   EXPECT_EQ(r->turn.chat.tool_name, "f");
   EXPECT_FALSE(r->turn.chat.json_schema.empty());
   EXPECT_EQ(r->turn.params.max_tokens, 7);
-  EXPECT_EQ(unstorable_param(*r), "tools");
+  EXPECT_EQ(unstorable_param(*r), "");  // tools and a format go with a session turn
   auto plain = read({{"input", "Hi"}});
   ASSERT_TRUE(plain);
   EXPECT_EQ(unstorable_param(*plain), "");
   EXPECT_EQ(plain->turn.chat.tool_choice, engine::ToolChoice::none);
+  // Outputs of calls alone: the next turn of the previous response's session; not without one.
+  const json output = json::array({{{"type", "function_call_output"}, {"call_id", "c"}, {"output", "42"}}});
+  auto results = read({{"input", output}, {"previous_response_id", "resp_00_2"}});
+  ASSERT_TRUE(results) << results.error().to_string();
+  EXPECT_EQ(unstorable_param(*results), "");
+  auto orphan = read({{"input", output}});
+  ASSERT_TRUE(orphan);
+  EXPECT_EQ(unstorable_param(*orphan), "input");
 }
 
 TEST(ResponsesRequest, EveryFieldItDoesNotTakeIsNamed) {
