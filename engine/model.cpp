@@ -146,6 +146,7 @@ Result<std::unique_ptr<Model>> Model::load(const ModelParams& params) {
   auto templates = load_chat_templates(model, info);
   std::unique_ptr<Model> out(new Model(model, std::move(info)));
   out->templates_ = templates.release();
+  out->first_bytes_ = build_first_byte_index(llama_model_get_vocab(model));
   return out;
 }
 

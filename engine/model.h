@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "engine/grammar_filter.h"
 
 struct llama_model;            // engine-internal handles; only engine/ sees their definitions
 struct common_chat_templates;
@@ -74,6 +75,7 @@ class Model {
 
   llama_model* handle() const { return model_; }  // engine-internal
   common_chat_templates* chat_templates() const { return templates_; }  // engine-internal
+  const FirstByteIndex& first_bytes() const { return first_bytes_; }      // engine-internal (sampler)
 
  private:
   Model(llama_model* model, ModelInfo info) : model_(model), info_(std::move(info)) {}
@@ -81,6 +83,7 @@ class Model {
   llama_model* model_;
   ModelInfo info_;
   common_chat_templates* templates_ = nullptr;  // owned
+  FirstByteIndex first_bytes_;  // the vocabulary by first byte (grammar_filter.h), built at load
 };
 
 }  // namespace llmd::engine

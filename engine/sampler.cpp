@@ -170,6 +170,8 @@ Result<Sampler> Sampler::create(const Model& model, const SamplingParams& p) {
   }
   Sampler out(chain, seed, greedy && p.logit_bias.empty(), penalise ? p.repeat_last_n : 0);
   out.grammar_ = grammar;
+  // Filtered by first-byte groups unless the grammar matches tokens by id (grammar_filter.h).
+  if (grammar != nullptr && !grammar_has_tokens(p.grammar.grammar)) out.first_bytes_ = &model.first_bytes();
   return out;
 }
 
@@ -177,6 +179,7 @@ Sampler::Sampler(Sampler&& o) noexcept
     : chain_(std::exchange(o.chain_, nullptr)),
       grammar_(std::exchange(o.grammar_, nullptr)),
       candidates_(std::move(o.candidates_)),
+      first_bytes_(o.first_bytes_),
       seed_(o.seed_),
       greedy_(o.greedy_),
       history_(o.history_) {}
@@ -188,6 +191,7 @@ Sampler& Sampler::operator=(Sampler&& o) noexcept {
     chain_ = std::exchange(o.chain_, nullptr);
     grammar_ = std::exchange(o.grammar_, nullptr);
     candidates_ = std::move(o.candidates_);
+    first_bytes_ = o.first_bytes_;
     seed_ = o.seed_;
     greedy_ = o.greedy_;
     history_ = o.history_;
@@ -231,19 +235,48 @@ void fill_logprobs(const float* logits, int32_t n_vocab, Token token, int32_t to
 // id first, as llama.cpp's greedy sampler breaks them), each checked alone, the first allowed one
 // taken. Only when none of the most likely kOrderedChecks is allowed does the full filter run.
 // nullopt: the full filter decides (a dead end included).
+bool Sampler::allowed(Token t) {
+  llama_token_data one{t, 1.0f, 0.0f};
+  llama_token_data_array single{&one, 1, -1, false};
+  llama_sampler_apply(grammar_, &single);
+  return !(std::isinf(one.logit) && one.logit < 0);
+}
+
+// The grammar's filter over `cur` (every token of the vocabulary, data[i].id == i): what it rejects
+// gets -inf. By first-byte groups where that is exact (grammar_filter.h): a group whose one-byte
+// token is rejected is rejected whole, the grammar walks only the others.
+void Sampler::filter(llama_token_data_array& cur) {
+  if (first_bytes_ == nullptr) {
+    llama_sampler_apply(grammar_, &cur);
+    return;
+  }
+  constexpr float kNo = -std::numeric_limits<float>::infinity();
+  survivors_.resize(cur.size * sizeof(llama_token_data));
+  auto* kept = reinterpret_cast<llama_token_data*>(survivors_.data());
+  std::size_t n = 0;
+  for (std::size_t b = 0; b < 256; ++b) {
+    const auto& group = first_bytes_->by_byte[b];
+    if (group.empty()) continue;
+    const Token one = first_bytes_->single[b];
+    if (one >= 0 && !allowed(one)) {
+      for (Token t : group) cur.data[t].logit = kNo;
+      continue;
+    }
+    for (Token t : group) kept[n++] = cur.data[t];
+  }
+  for (Token t : first_bytes_->always) kept[n++] = cur.data[t];
+  llama_token_data_array s{kept, n, -1, false};
+  llama_sampler_apply(grammar_, &s);
+  for (std::size_t i = 0; i < n; ++i) cur.data[kept[i].id].logit = kept[i].logit;
+}
+
 std::optional<Token> Sampler::greedy_constrained(const float* logits, int32_t n_vocab) {
-  const auto allowed = [&](Token t) {
-    llama_token_data one{t, 1.0f, 0.0f};
-    llama_token_data_array single{&one, 1, -1, false};
-    llama_sampler_apply(grammar_, &single);
-    return !(std::isinf(one.logit) && one.logit < 0);
-  };
   Token best = 0;
   for (int32_t i = 1; i < n_vocab; ++i) {
     if (logits[i] > logits[best]) best = i;
   }
   if (allowed(best)) return best;
-  constexpr int32_t kOrderedChecks = 64;
+  constexpr int32_t kOrderedChecks = 16;
   const int32_t k = std::min(kOrderedChecks, n_vocab);
   order_.resize(static_cast<size_t>(n_vocab));
   for (int32_t i = 0; i < n_vocab; ++i) order_[static_cast<size_t>(i)] = i;
@@ -280,7 +313,7 @@ Token Sampler::sample_constrained(const float* logits, int32_t n_vocab) {
   if (std::isinf(one.logit) && one.logit < 0) {
     // Rejected: the grammar filters every candidate, and the chain draws again.
     cur = fill();
-    llama_sampler_apply(grammar_, &cur);
+    filter(cur);
     bool any = false;
     for (size_t i = 0; i < cur.size && !any; ++i) any = !std::isinf(cur.data[i].logit);
     // A dead end: the vocabulary has no token the grammar allows here. Accepting anything would

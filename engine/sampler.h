@@ -22,6 +22,7 @@
 #include "engine/types.h"
 
 struct llama_sampler;
+struct llama_token_data_array;
 
 namespace llmd::engine {
 
@@ -102,12 +103,16 @@ class Sampler {
 
   Token sample_constrained(const float* logits, std::int32_t n_vocab);
   std::optional<Token> greedy_constrained(const float* logits, std::int32_t n_vocab);
+  bool allowed(Token t);                    // the grammar takes token t next
+  void filter(llama_token_data_array& cur);  // the grammar's filter over the whole vocabulary
   Token sample_plain(Context& ctx, std::int32_t batch_index);
 
   llama_sampler* chain_ = nullptr;
   llama_sampler* grammar_ = nullptr;  // owned; null: no grammar
   std::vector<std::uint8_t> candidates_;  // reused llama_token_data storage
   std::vector<Token> order_;              // reused: token ids in logit order (greedy_constrained)
+  const FirstByteIndex* first_bytes_ = nullptr;  // the model's; null: filter the whole vocabulary
+  std::vector<std::uint8_t> survivors_;          // reused llama_token_data storage (filter)
   std::uint32_t seed_ = 0;
   bool greedy_ = false;
   std::int32_t history_ = 0;  // tokens of prompt history worth accepting

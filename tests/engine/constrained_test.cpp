@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template.h"
+#include "engine/grammar_filter.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace llmd::engine {
@@ -309,24 +310,55 @@ TEST_F(Sampling, LogitBiasAndPenaltiesChangeWhatIsPicked) {
   EXPECT_EQ(validate_generate(p).error().code(), Errc::invalid_argument);
 }
 
-// Greedy under a grammar takes the most likely allowed token without filtering the vocabulary
-// (Sampler::greedy_constrained); a logit bias of 0 takes the full filter path (the chain) and
-// changes no logit: both must give the same answer, token for token.
-TEST_F(Sampling, GreedyUnderAGrammarMatchesTheFullFilter) {
+// Constrained sampling takes shortcuts (Sampler::greedy_constrained: tokens in logit order;
+// Sampler::filter: the vocabulary by first-byte groups). A grammar with a token element is filtered
+// whole, token by token, as llama.cpp does: the reference. Both must give the same answer, token for
+// token, greedy and sampled, on stories260K and on the random-weight smollm2 shape (49k tokens,
+// whose picks the grammar rejects at almost every structural position).
+class FilterExactness : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FilterExactness, ShortcutsGiveTheFullFiltersAnswer) {
+  const auto m = test::load_model(GetParam() == "stories260K" ? test::stories_path() : test::generated_model(GetParam()));
+  ASSERT_TRUE(m);
+  const Tokenizer tok(*m);
+  auto ctx = test::make_context(*m, 1, 512);
+  ASSERT_TRUE(ctx);
   ChatOptions o;
-  o.json_schema = R"({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]})";
-  auto p = apply_chat_template(*m_, kAsk, true, o);
+  o.json_schema = R"({"type":"object","properties":{"title":{"type":"string"},"mood":{"enum":["happy","sad"]},"count":{"type":"integer"}},"required":["title","mood","count"]})";
+  auto p = apply_chat_template(*m, kAsk, true, o);
   ASSERT_TRUE(p) << p.error().to_string();
-  SequenceJob fast = job(64);
-  fast.prompt = *tok_->tokenize(p->text, /*add_special=*/true, /*parse_special=*/true);
-  fast.params.sampling.grammar = p->grammar;
-  ASSERT_TRUE(bind_prefill(*m_, *tok_, fast.prompt, fast.params.sampling.grammar));
-  SequenceJob full = fast;
-  full.params.sampling.logit_bias = {{0, 0.0f}};
-  const auto a = run(fast);
-  const auto b = run(full);
-  ASSERT_GT(a.tokens.size(), 8u);
-  EXPECT_EQ(a.tokens, b.tokens);
+  const auto prompt = tok.tokenize(p->text, /*add_special=*/true, /*parse_special=*/true);
+  ASSERT_TRUE(prompt);
+  const auto run = [&](GrammarParams g, float temperature) {
+    SequenceJob j;
+    j.seq = 0;
+    j.prompt = *prompt;
+    j.params = test::greedy(48);
+    j.params.sampling.temperature = temperature;
+    j.params.sampling.seed = 7;
+    j.params.sampling.grammar = std::move(g);
+    EXPECT_TRUE(bind_prefill(*m, tok, j.prompt, j.params.sampling.grammar));
+    ctx->seq_clear(0);
+    return test::run_one(*ctx, tok, j).tokens;
+  };
+  GrammarParams reference = p->grammar;
+  reference.grammar += "\nunused-token-rule ::= <[0]>\n";
+  ASSERT_TRUE(grammar_has_tokens(reference.grammar));
+  ASSERT_FALSE(grammar_has_tokens(p->grammar.grammar));
+  for (float temperature : {0.0f, 0.8f}) {
+    const auto fast = run(p->grammar, temperature);
+    ASSERT_GT(fast.size(), 8u);
+    EXPECT_EQ(fast, run(reference, temperature)) << "temperature " << temperature;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FilterExactness, ::testing::Values("stories260K", "smollm2-135m-q8_0"));
+
+TEST(GrammarFilter, TokenElementsAreFoundOutsideStringsClassesAndComments) {
+  EXPECT_FALSE(grammar_has_tokens(R"(root ::= "<tag>" [<>] # <not a token>)"));
+  EXPECT_FALSE(grammar_has_tokens("root ::= \"a\\\"<\" x\nx ::= [\\]<]"));
+  EXPECT_TRUE(grammar_has_tokens("root ::= <[12]> \"x\""));
+  EXPECT_TRUE(grammar_has_tokens("root ::= !<think> x"));
 }
 
 }  // namespace
