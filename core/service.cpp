@@ -218,6 +218,7 @@ Result<Service::Prepared> Service::prepare(const TurnRequest& request, const Win
       LLMD_TRY_STATUS(engine::bind_prefill(model_, tok_, p.input, p.grammar));
       p.syntax = std::move(prompt->syntax);
       p.stops = std::move(prompt->stops);
+      p.shown_special = engine::preserved_token_ids(tok_, prompt->preserved_tokens);
       // A history that does not fit: under drop_oldest its oldest whole turns go (the request's
       // messages are not stored; the answer says what was left out). A sliding default is for
       // sessions: a stateless request has no KV kept to shift, and drops (asking for sliding is
@@ -289,6 +290,7 @@ void Service::prepared(RequestId id, TurnRequest request, Result<Prepared> prep)
   job.params = request.params;
   job.params.sampling.grammar = std::move(prep->grammar);
   for (auto& s : prep->stops) job.params.stop.push_back(std::move(s));
+  job.params.shown_special = std::move(prep->shown_special);
   if (prep->syntax.kind != engine::AnswerSyntax::Kind::text) f.answer.emplace(std::move(prep->syntax));
   job.cancelled = f.cancelled;
   job.client = f.client;

@@ -377,6 +377,7 @@ class Service {
     engine::GrammarParams grammar;
     engine::AnswerSyntax syntax;
     std::vector<std::string> stops;
+    std::vector<engine::Token> shown_special;  // GenerateParams::shown_special
   };
 
   bool visible(const Caller& caller, const std::string& id) const;

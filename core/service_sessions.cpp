@@ -470,6 +470,7 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     p.grammar = std::move(constrained->grammar);
     p.syntax = std::move(constrained->syntax);
     p.stops = std::move(constrained->stops);
+    p.shown_special = engine::preserved_token_ids(tok_, constrained->preserved_tokens);
   }
   p.history = std::move(plan->history);
   p.input = std::move(plan->input);

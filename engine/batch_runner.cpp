@@ -38,7 +38,7 @@ Status BatchRunner::add(SequenceJob job) {
   const SeqId seq = job.seq;
   const Pos start = ctx_.seq_pos_max(seq) + 1;
   done_.erase(seq);
-  TextStream stream(tokenizer_, job.params.stop, job.params.max_tokens, job.params.ignore_eog);
+  TextStream stream(tokenizer_, job.params.stop, job.params.max_tokens, job.params.ignore_eog, job.params.shown_special);
   Active a{std::move(job), std::move(*sampler), std::move(stream), {}, start, start, {}, 0, 0, kNoToken, -1, {}, {}, {}};
   a.out.n_prompt = static_cast<int32_t>(a.job.prompt.size());
   a.out.seed = a.sampler.seed();

@@ -293,6 +293,15 @@ Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatM
   return out;
 }
 
+std::vector<Token> preserved_token_ids(const Tokenizer& tok, const std::vector<std::string>& preserved) {
+  std::vector<Token> out;
+  for (const auto& text : preserved) {
+    auto t = tok.tokenize(text, /*add_special=*/false, /*parse_special=*/true);
+    if (t && t->size() == 1) out.push_back(t->front());
+  }
+  return out;
+}
+
 std::string tools_to_json(const std::vector<ChatTool>& tools) {
   json arr = json::array();
   for (const auto& t : tools) {

@@ -108,6 +108,10 @@ struct ChatPrompt {
 Result<ChatPrompt> apply_chat_template(const Model& model, std::span<const ChatMessage> messages, bool add_assistant,
                                        const ChatOptions& options = {});
 
+// The token ids of a ChatPrompt's preserved_tokens (those that are one token of this vocabulary):
+// GenerateParams::shown_special, so the answer's text shows them and its parser finds them.
+std::vector<Token> preserved_token_ids(const Tokenizer& tok, const std::vector<std::string>& preserved);
+
 // Tools as stored text (a session's tools: kvstore SessionRecord::tools): a JSON array in OpenAI's
 // "tools" shape, canonical (the same tools give the same text). tools_from_json reads it back:
 // invalid_argument (param "tools") for anything else.

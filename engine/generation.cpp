@@ -1,6 +1,8 @@
 // Generation parameters and the token-to-text stream (see generation.h).
 #include "engine/generation.h"
 
+#include <algorithm>
+
 namespace llmd::engine {
 
 Status validate_generate(const GenerateParams& p) {
@@ -46,7 +48,8 @@ TextStream::Delta TextStream::push(Token token) {
   if (done()) return {};
   ++n_generated_;
   if (!ignore_eog_ && tokenizer_.is_eog(token)) return flush(FinishReason::eog, {});
-  std::string complete = utf8_.push(tokenizer_.piece(token));
+  const bool shown = std::find(shown_special_.begin(), shown_special_.end(), token) != shown_special_.end();
+  std::string complete = utf8_.push(tokenizer_.piece(token, /*render_special=*/shown));
   if (n_generated_ >= max_tokens_) return flush(FinishReason::length, std::move(complete));
   Delta d;
   auto out = stop_.push(complete);

@@ -25,6 +25,9 @@ struct GenerateParams {
   // -1: no log-probabilities; else each generated token's, with this many alternatives
   // [0, kMaxTopLogprobs] (SequenceOutcome::logprobs, and per token as it is sampled).
   std::int32_t top_logprobs = -1;
+  // Special tokens whose text the answer shows (a format's preserved tokens: the tool-call markers
+  // of templates that write them as special tokens, so the parser finds them); others show none.
+  std::vector<Token> shown_special;
 };
 
 Status validate_generate(const GenerateParams& params);
@@ -43,8 +46,12 @@ std::string_view finish_reason_name(FinishReason reason);
 class TextStream {
  public:
   TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop, std::int32_t max_tokens,
-             bool ignore_eog = false)
-      : tokenizer_(tokenizer), stop_(std::move(stop)), max_tokens_(max_tokens), ignore_eog_(ignore_eog) {}
+             bool ignore_eog = false, std::vector<Token> shown_special = {})
+      : tokenizer_(tokenizer),
+        stop_(std::move(stop)),
+        max_tokens_(max_tokens),
+        ignore_eog_(ignore_eog),
+        shown_special_(std::move(shown_special)) {}
 
   struct Delta {
     std::string text;                          // text that can be shown now (may be empty)
@@ -70,6 +77,7 @@ class TextStream {
   StopMatcher stop_;
   std::int32_t max_tokens_;
   bool ignore_eog_;
+  std::vector<Token> shown_special_;
   std::int32_t n_generated_ = 0;
   FinishReason finish_ = FinishReason::none;
   std::string text_;

@@ -1,6 +1,7 @@
 // Tokenisation and streaming-safe detokenisation with real vocabularies.
 
 #include "engine/generation.h"
+#include "engine/chat_template.h"
 #include "engine/tokenizer.h"
 #include "common/utf8.h"
 #include "tests/engine/engine_test_util.h"
@@ -107,6 +108,21 @@ TEST_F(TokenizerTest, EndOfGenerationTokenEndsTheStreamWithoutText) {
   EXPECT_EQ(ignoring.push(tok.eos()).finish, FinishReason::none);
   EXPECT_EQ(ignoring.push(tok.eos()).finish, FinishReason::none);
   EXPECT_EQ(ignoring.push(tok.eos()).finish, FinishReason::length);
+}
+
+// A format's preserved tokens (a template's special tool-call markers) show their text in the
+// answer, so its parser finds them; other special tokens show none.
+TEST_F(TokenizerTest, OnlyTheSpecialTokensAFormatPreservesShowTheirText) {
+  ASSERT_TRUE(model_);
+  Tokenizer tok(*model_);
+  const Token bos = tok.bos();
+  ASSERT_FALSE(tok.is_eog(bos));
+  const std::string text = tok.piece(bos, /*render_special=*/true);
+  ASSERT_FALSE(text.empty());
+  TextStream hidden(tok, {}, 10);
+  EXPECT_EQ(hidden.push(bos).text, "");
+  TextStream shown(tok, {}, 10, false, preserved_token_ids(tok, {text, "not one token at all"}));
+  EXPECT_EQ(shown.push(bos).text, text);
 }
 
 }  // namespace
