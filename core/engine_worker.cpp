@@ -160,7 +160,7 @@ void EngineWorker::schedule_slots() {
   for (std::uint64_t id : plan.preempt) {
     for (const auto& [seq, r] : running_) {
       if (r.job.id == id) {
-        park(seq);
+        park(seq, /*preempted=*/true);
         break;
       }
     }
@@ -232,7 +232,7 @@ void EngineWorker::step() {
   if (running_.size() > 1) {
     spdlog::info("engine: the KV pool is full ({} cells); the newest job gives way until its cells are free",
                  ctx_.n_ctx());
-    park(newest);
+    park(newest, /*preempted=*/false);
   } else {
     runner_.cancel(newest, engine::FinishReason::context_full);
   }
@@ -249,7 +249,8 @@ void EngineWorker::publish_stats() {
   stats_.clients = std::move(clients);
   stats_.running = running_.size() + restoring_.size();
   stats_.queued = waiting_.size() + incoming_.size();
-  stats_.preemptions = preemptions_;
+  stats_.preemptions = sched_.preemptions();
+  stats_.parks = sched_.parks();
   stats_.policy = std::string(scheduler::policy_name(options_.scheduling.policy));
 }
 

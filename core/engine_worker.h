@@ -183,8 +183,9 @@ class EngineWorker {
   // that the slot holds exactly those.
   void start(engine::SeqId seq, Running run, std::size_t reuse);
   void kv_check_failed(engine::SeqId seq, Job& job, const Error& why) LLMD_EXCLUDES(mu_);
-  // Preemption: suspends the job on `seq`, saves its KV, and puts it back in the queue.
-  void park(engine::SeqId seq);
+  // Preemption (for fairness: `preempted`) or giving way to a full KV pool (parked): suspends the
+  // job on `seq`, saves its KV, charges its client (Scheduler::note_displaced) and requeues it.
+  void park(engine::SeqId seq, bool preempted);
   void release_slot(engine::SeqId seq, const Job& job);
   // Swap-in: the loader hands built states over (deliver, on its thread); the engine installs them.
   void deliver(engine::SeqId seq, kvstore::LoadResult result) LLMD_EXCLUDES(mu_);
@@ -203,7 +204,6 @@ class EngineWorker {
   std::map<engine::SeqId, Running> running_;
   std::map<std::uint64_t, Running> waiting_;     // queued in the scheduler by job id: new or parked
   std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
-  std::uint64_t preemptions_ = 0;
   std::uint64_t prefix_keys_ = 0;  // new_prefix_key()'s counter, seeded at random (keys outlive the process)
   std::chrono::milliseconds stall_fault_;  // the fault still to inject (fault_stall_first_step)
 

@@ -292,7 +292,7 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
   running_.emplace(seq, std::move(run));
 }
 
-void EngineWorker::park(engine::SeqId seq) {
+void EngineWorker::park(engine::SeqId seq, bool preempted) {
   auto it = running_.find(seq);
   if (it == running_.end()) return;
   auto suspended = runner_.suspend(seq);
@@ -308,9 +308,10 @@ void EngineWorker::park(engine::SeqId seq) {
   run.suspended = std::move(suspended);
   // Saved like any session's KV: the slot may be taken, the job comes back from chunks.
   slots_.settle(seq, job.session_id, run.kv_tokens, /*save=*/true);
-  ++preemptions_;
-  spdlog::debug("engine: job {} of {} preempted after {} generated tokens ({} KV tokens)", job.id, job.client,
-                run.suspended->generated().size(), run.kv_tokens.size());
+  sched_.note_displaced(job.id, preempted);  // charged to its client
+  spdlog::debug("engine: job {} of {} {} after {} generated tokens ({} KV tokens)", job.id, job.client,
+                preempted ? "preempted" : "parked (the KV pool is full)", run.suspended->generated().size(),
+                run.kv_tokens.size());
   sched_.requeue(job.id, prompt_left, static_cast<std::uint32_t>(run.kv_tokens.size()));
   const std::uint64_t id = job.id;
   waiting_.emplace(id, std::move(run));

@@ -123,6 +123,7 @@ nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& ca
                         {"swap_tokens", c.view.swap_tokens},
                         {"service", c.view.service},
                         {"preempted", c.view.preempted},
+                        {"parked", c.view.parked},
                         {"tokens_per_s", c.tokens_per_s},
                         {"share", c.share}};
     if (numeric) {
@@ -133,7 +134,7 @@ nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& ca
     }
     clients.push_back(std::move(j));
   }
-  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"clients", clients}};
+  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"parks", w.parks}, {"clients", clients}};
 }
 
 }  // namespace

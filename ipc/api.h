@@ -8,7 +8,9 @@
 //                                           a running one's KV, n > 1); "kv": the chunk
 //                                           store (bytes and chunks per tier and codec, budgets,
 //                                           write-backs, errors) or {"restore": "recompute"};
-//                                           "scheduler": policy, preemptions, clients (counters,
+//                                           "scheduler": policy, preemptions (fairness), parks
+//                                           (a full KV pool), each charged to a client: clients
+//                                           ("preempted", "parked", counters,
 //                                           tokens served, tokens/s, share). Admins see all;
 //                                           others see their own clients, their own sessions'
 //                                           slots ({index, busy, cells, session}), every other

@@ -91,6 +91,19 @@ void Scheduler::requeue(RequestId id, std::uint32_t prompt_tokens, std::uint32_t
   pending_.push_back({Request{id, a.client, a.priority, prompt_tokens, swap_tokens}, Clock::time_point{}, a.seq});
 }
 
+void Scheduler::note_displaced(RequestId id, bool preempted) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  Client& c = clients_[it->second.client];
+  if (preempted) {
+    ++c.preempted;
+    ++preemptions_;
+  } else {
+    ++c.parked;
+    ++parks_;
+  }
+}
+
 void Scheduler::forget_idle(std::size_t keep) {
   std::vector<std::pair<std::uint64_t, ClientId>> idle;
   for (const auto& [id, c] : clients_) {
@@ -150,7 +163,6 @@ SlotPlan Scheduler::schedule_slots(const StepInput& input) {
       if (victim) {
         const RequestId id = input.running[*victim].id;
         plan.preempt.push_back(id);
-        ++clients_[running_.at(id).client].preempted;
         slots = 1;
       }
     }
@@ -238,7 +250,7 @@ StepPlan Scheduler::plan(const StepInput& input, Clock::time_point /*now*/) {
 std::vector<ClientView> Scheduler::clients() const {
   std::vector<ClientView> out;
   for (const auto& [id, c] : clients_) {
-    out.push_back({id, c.weight, c.counter, c.queued, c.running, c.input, c.output, c.swap, c.service, c.preempted});
+    out.push_back({id, c.weight, c.counter, c.queued, c.running, c.input, c.output, c.swap, c.service, c.preempted, c.parked});
   }
   return out;
 }

@@ -111,7 +111,8 @@ struct ClientView {
   std::uint32_t queued = 0, running = 0;
   std::uint64_t input_tokens = 0, output_tokens = 0, swap_tokens = 0;  // served so far
   double service = 0;  // weighted tokens served (not divided by the weight)
-  std::uint64_t preempted = 0;  // times one of its requests was preempted
+  std::uint64_t preempted = 0;  // times one of its requests was preempted (fairness)
+  std::uint64_t parked = 0;     // times one of its requests gave way because the KV pool was full
 };
 
 class Scheduler {
@@ -135,6 +136,12 @@ class Scheduler {
   // A request that was running comes back as pending with what is left of it (preempted, or it
   // could not be placed after all).
   void requeue(RequestId id, std::uint32_t prompt_tokens, std::uint32_t swap_tokens);
+  // One of the request's generations was taken off its slot: preempted for fairness (a plan's
+  // preempt), or parked because the KV pool was full. Charged to its client and to the totals.
+  // (A plan's preempt is counted here, when it happens, not when it is planned.)
+  void note_displaced(RequestId id, bool preempted);
+  std::uint64_t preemptions() const { return preemptions_; }  // every client's, forgotten ones too
+  std::uint64_t parks() const { return parks_; }
   // Forgets clients with nothing queued or running beyond the `keep` most recently active ones
   // (their counters would be lifted on return anyway).
   void forget_idle(std::size_t keep);
@@ -149,7 +156,7 @@ class Scheduler {
     std::uint32_t queued = 0, running = 0;
     std::uint64_t input = 0, output = 0, swap = 0;
     double service = 0;
-    std::uint64_t preempted = 0;
+    std::uint64_t preempted = 0, parked = 0;
     std::uint64_t last_active = 0;  // submit order of its latest request
   };
   struct Pending {
@@ -176,6 +183,7 @@ class Scheduler {
   std::vector<Pending> pending_;
   std::map<RequestId, Admitted> running_;
   std::uint64_t next_seq_ = 0;
+  std::uint64_t preemptions_ = 0, parks_ = 0;
 };
 
 std::string_view policy_name(Policy p);

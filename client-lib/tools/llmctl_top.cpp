@@ -241,7 +241,7 @@ void render_header(const json& st, std::chrono::system_clock::time_point now, st
   const json& policy = field(sched, "policy");
   std::string line = "llmd " + clock_time(now) + " up " + duration(num(st, "uptime_s"));
   line += " | policy " + (policy.is_string() ? printable(policy.get<std::string>()) : std::string("?"));
-  line += " | preemptions " + compact(num(sched, "preemptions"));
+  line += " | preemptions " + compact(num(sched, "preemptions")) + " | parks " + compact(num(sched, "parks"));
   line += " | queued " + compact(num(queue, "queued")) + ", running " + compact(num(queue, "running")) +
           ", in flight " + compact(num(queue, "in_flight"));
   line += " | generated " + compact(num(field(st, "counters"), "tokens_generated")) + " tokens";

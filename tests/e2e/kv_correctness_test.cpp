@@ -111,6 +111,11 @@ TEST(KvCorrectness, ConcurrentTurnsOutgrowingThePoolAllFinish) {
     }
   }
   for (const auto& id : ids) expect_kv_right(c, id);
+  // Every job that gave way to the full pool is charged to its client.
+  const auto sched = call(c, "GET", "/v1/status").body["scheduler"];
+  std::uint64_t parked = 0;
+  for (const auto& cl : sched["clients"]) parked += cl["parked"].get<std::uint64_t>();
+  EXPECT_EQ(parked, sched["parks"].get<std::uint64_t>()) << sched.dump();
   // The daemon is still responsive to someone else.
   auto other = call(c, "POST", "/v1/completions", nlohmann::json{{"prompt", "Once"}, {"max_tokens", 4}});
   EXPECT_EQ(other.status, 200u) << other.raw;

@@ -172,6 +172,10 @@ TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
   ASSERT_EQ(busy_one_off.status, 200u) << busy_one_off.raw;
   const auto after = call(c, "GET", "/v1/status").body["scheduler"];
   EXPECT_GE(after["preemptions"].get<std::uint64_t>(), before + 2) << "the long generations were not preempted";
+  // Each one is charged to the client whose generation gave way (root sees every client).
+  std::uint64_t charged = 0;
+  for (const auto& cl : after["clients"]) charged += cl["preempted"].get<std::uint64_t>();
+  EXPECT_EQ(charged, after["preemptions"].get<std::uint64_t>()) << after.dump();
   EXPECT_EQ(busy_turn.body["message"]["content"], alone_turn.body["message"]["content"]);
   EXPECT_EQ(busy_one_off.body["choices"][0]["text"], alone_one_off.body["choices"][0]["text"]);
   EXPECT_EQ(busy_turn.body["usage"]["completion_tokens"], 300);

@@ -46,6 +46,7 @@ class Sim {
     for (RequestId id : p.preempt) {
       running_.erase(id);
       ++preemptions_;
+      s_.note_displaced(id, /*preempted=*/true);  // as the engine does once it parked the job
       // Swapped out with its KV: nothing to prefill again, its history to swap back in.
       s_.requeue(id, reqs_[id].prefill_left, reqs_[id].shape.prompt + reqs_[id].generated);
     }
@@ -222,6 +223,35 @@ TEST(SchedulerPreemption, AClientFarAheadGivesWayAndResumes) {
   EXPECT_GT(sim.preemptions(), 0u);        // once the hog ran ahead by the gap, it gave way
   EXPECT_GT(sim.finished("newcomer"), 5u);  // and the newcomer was served
   EXPECT_GT(sim.service("hog"), 0.0);
+  // Every preemption is charged to the client whose request gave way, and the totals agree.
+  std::uint64_t charged = 0;
+  for (const auto& c : sim.scheduler().clients()) {
+    charged += c.preempted;
+    if (c.client != "hog") EXPECT_EQ(c.preempted, 0u) << c.client;
+  }
+  EXPECT_EQ(charged, sim.preemptions());
+  EXPECT_EQ(sim.scheduler().preemptions(), sim.preemptions());
+  EXPECT_EQ(sim.scheduler().parks(), 0u);
+}
+
+// A planned preemption the engine could not carry out (the generation had just finished) is not
+// counted; a park for cells is counted apart; both stay in the totals after the client is forgotten.
+TEST(SchedulerPreemption, OnlyDisplacementsThatHappenAreCountedAndTheyOutliveTheClient) {
+  Scheduler s(with_policy(Policy::fair));
+  const auto now = Clock::time_point{};
+  ASSERT_TRUE(s.submit({1, "a", Priority::interactive, 10, 0}, now));
+  StepInput in;
+  in.free_slots = 1;
+  ASSERT_EQ(s.schedule_slots(in).admit.size(), 1u);
+  s.note_displaced(1, /*preempted=*/false);
+  s.note_displaced(99, /*preempted=*/true);  // not running: nothing
+  EXPECT_EQ(s.parks(), 1u);
+  EXPECT_EQ(s.preemptions(), 0u);
+  EXPECT_EQ(s.clients().at(0).parked, 1u);
+  s.remove(1);
+  s.forget_idle(0);
+  EXPECT_TRUE(s.clients().empty());
+  EXPECT_EQ(s.parks(), 1u);
 }
 
 TEST(SchedulerBatching, LongPromptsAreChunkedAndNeverStallDecoding) {
