@@ -107,7 +107,9 @@ void EngineWorker::join() {
 WorkerStats EngineWorker::stats() const {
   MutexLock lock(mu_);
   WorkerStats out = stats_;
-  rates_.fill(Clock::now(), out.clients);
+  const auto now = Clock::now();
+  rates_.fill(now, out.clients);
+  latencies_.fill(now, out.clients);
   return out;
 }
 

@@ -60,6 +60,7 @@
 
 #include "common/mutex.h"
 #include "common/result.h"
+#include "core/client_latency.h"
 #include "core/client_rates.h"
 #include "core/job.h"
 #include "core/kv_loader.h"
@@ -217,6 +218,7 @@ class EngineWorker {
   Clock::time_point stop_deadline_ LLMD_GUARDED_BY(mu_){};
   WorkerStats stats_ LLMD_GUARDED_BY(mu_);
   ClientRates rates_ LLMD_GUARDED_BY(mu_);
+  ClientLatencies latencies_ LLMD_GUARDED_BY(mu_);
   std::vector<std::pair<engine::SeqId, kvstore::LoadResult>> loaded_ LLMD_GUARDED_BY(mu_);  // built states
   std::atomic<Clock::rep> heartbeat_{Clock::now().time_since_epoch().count()};
   std::thread thread_;

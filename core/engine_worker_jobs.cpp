@@ -448,6 +448,10 @@ void EngineWorker::complete(engine::SeqId seq, engine::SequenceOutcome o) {
     MutexLock lock(mu_);
     ++stats_.jobs_done;
     stats_.tokens_generated += res.generated.size();
+    if (!res.error && res.finish != engine::FinishReason::cancelled && r.job.audit_of.empty()) {
+      const auto now = Clock::now();
+      latencies_.record(r.job.client, now, res.timings.ttft, ms_between(r.job.submitted, now));
+    }
   }
   publish_stats();  // before the callback: whoever hears of the result sees the slot free
   if (r.job.on_done) r.job.on_done(std::move(res));

@@ -17,11 +17,23 @@ struct SlotView {
   bool busy = false;
 };
 
+// Percentiles of one latency, in milliseconds.
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0;
+};
+// A client's requests that finished within the last minute (core/client_latency.h).
+struct ClientLatency {
+  std::uint32_t requests = 0;  // 0: none (the percentiles mean nothing)
+  Percentiles ttft_ms;         // reaching the engine -> first token
+  Percentiles e2e_ms;          // reaching the engine -> last token
+};
+
 struct ClientStats {
   scheduler::ClientView view;  // counters, tokens served, queued/running
   // Over a sliding window of at least a second ending at the stats() call (see client_rates.h).
   double tokens_per_s = 0;     // generated tokens per second
   double share = 0;            // its part of all weighted service, [0, 1]
+  ClientLatency latency;       // over the last minute
 };
 
 struct WorkerStats {

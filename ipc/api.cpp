@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "core/client_latency.h"
 #include "ipc/api_errors.h"
 
 namespace llmd::ipc {
@@ -99,6 +100,16 @@ nlohmann::json kv_status_json(const kvstore::StoreStats& s, const kvstore::Chunk
 
 
 // The scheduler's clients: all of them for admins, the caller's own for everyone else.
+// A client's latency over the last minute: {"window_s", "requests", "ttft_ms" and "e2e_ms" as
+// {"p50", "p90", "p99"}} (null percentiles when no request finished).
+nlohmann::json latency_json(const core::ClientLatency& l) {
+  auto pct = [&](const core::Percentiles& p) -> nlohmann::json {
+    if (l.requests == 0) return nullptr;
+    return {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}};
+  };
+  return {{"window_s", core::ClientLatencies::kWindow.count()}, {"requests", l.requests}, {"ttft_ms", pct(l.ttft_ms)}, {"e2e_ms", pct(l.e2e_ms)}};
+}
+
 nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& caller) {
   nlohmann::json clients = nlohmann::json::array();
   for (const auto& c : w.clients) {
@@ -125,7 +136,8 @@ nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& ca
                         {"preempted", c.view.preempted},
                         {"parked", c.view.parked},
                         {"tokens_per_s", c.tokens_per_s},
-                        {"share", c.share}};
+                        {"share", c.share},
+                        {"latency", latency_json(c.latency)}};
     if (numeric) {
       struct passwd pw {};
       struct passwd* found = nullptr;

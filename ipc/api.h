@@ -11,7 +11,9 @@
 //                                           "scheduler": policy, preemptions (fairness), parks
 //                                           (a full KV pool), each charged to a client: clients
 //                                           ("preempted", "parked", counters,
-//                                           tokens served, tokens/s, share). Admins see all;
+//                                           tokens served, tokens/s, share, "latency": {window_s,
+//                                           requests, ttft_ms and e2e_ms {p50, p90, p99}} over the
+//                                           last minute). Admins see all;
 //                                           others see their own clients, their own sessions'
 //                                           slots ({index, busy, cells, session}), every other
 //                                           slot as {index, session: null}, and aggregates

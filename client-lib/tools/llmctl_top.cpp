@@ -248,11 +248,19 @@ void render_header(const json& st, std::chrono::system_clock::time_point now, st
   lines.push_back(std::move(line));
 }
 
+// A latency percentile in ms ("-" when the client finished no request in the last minute).
+std::string ms_of(const json& percentiles, const char* which) {
+  if (!percentiles.is_object()) return "-";
+  const double v = num(percentiles, which);
+  return v < 10000 ? format("%.0fms", v) : format("%.0fs", v / 1000.0);
+}
+
 void render_clients(const json& st, const TopOptions& o, std::vector<std::string>& lines) {
   static const std::vector<Column> kColumns = {
       {"CLIENT", 24, false}, {"W", 5, true},      {"RUN", 4, true},  {"QUEUED", 6, true},
       {"TOK/S", 7, true},    {"COUNTER", 7, true}, {"SHARE", 6, true}, {"IN", 6, true},
-      {"OUT", 6, true},      {"SWAP", 6, true},    {"PREEMPT", 7, true}};
+      {"OUT", 6, true},      {"SWAP", 6, true},    {"PREEMPT", 7, true}, {"TTFT50", 7, true},
+      {"TTFT99", 7, true}};
   const json& sched = field(st, "scheduler");
   if (!sched.is_object()) {
     lines.push_back("(this llmd reports no scheduler)");
@@ -275,7 +283,9 @@ void render_clients(const json& st, const TopOptions& o, std::vector<std::string
                    compact(num(*c, "queued")), rate < 10000 ? format("%.1f", rate) : compact(rate),
                    compact(num(*c, "counter")), format("%.1f%%", 100.0 * num(*c, "share")),
                    compact(num(*c, "input_tokens")), compact(num(*c, "output_tokens")),
-                   compact(num(*c, "swap_tokens")), compact(num(*c, "preempted"))}));
+                   compact(num(*c, "swap_tokens")), compact(num(*c, "preempted")),
+                   ms_of(field(field(*c, "latency"), "ttft_ms"), "p50"),
+                   ms_of(field(field(*c, "latency"), "ttft_ms"), "p99")}));
   }
   if (clients.empty()) lines.push_back("(no clients yet)");
   const json& admin = field(field(st, "caller"), "admin");

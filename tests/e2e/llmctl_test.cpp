@@ -201,6 +201,11 @@ TEST_F(LlmctlTest, TopJsonIsASnapshotOfTheScheduler) {
   ASSERT_NE(found, nullptr) << client << " not in " << j["scheduler"].dump();
   EXPECT_EQ((*found)["app"], "t1");
   EXPECT_GT((*found)["output_tokens"].get<long>(), 0);
+  // Its latency over the last minute: one request, TTFT within its end-to-end time.
+  const auto& latency = (*found)["latency"];
+  EXPECT_EQ(latency["requests"], 1) << latency.dump();
+  EXPECT_GT(latency["ttft_ms"]["p50"].get<double>(), 0.0) << latency.dump();
+  EXPECT_LE(latency["ttft_ms"]["p99"].get<double>(), latency["e2e_ms"]["p99"].get<double>()) << latency.dump();
 }
 
 TEST_F(LlmctlTest, TopPrintsFramesWhenNotOnATerminal) {
