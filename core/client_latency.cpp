@@ -18,8 +18,8 @@ double percentile(const std::vector<double>& sorted, double p) {
 void ClientLatencies::record(const std::string& client, Clock::time_point now, double ttft_ms, double e2e_ms) {
   auto& samples = clients_[client];
   samples.push_back({now, ttft_ms, e2e_ms});
-  while (samples.size() > kSamples) samples.pop_front();
-  prune(now);
+  while (samples.size() > kSamples || samples.front().at < now - kWindow) samples.pop_front();
+  if (clients_.size() > kClients) prune(now);  // the other clients only when there are too many
 }
 
 void ClientLatencies::prune(Clock::time_point now) {

@@ -5,8 +5,8 @@
 //
 // A pure value: no clock (callers pass `now`), no thread, no lock; EngineWorker keeps it under its
 // mutex, records each finished job (engine thread) and fills the stats snapshot (any thread).
-// Bounded: at most kSamples samples per client and kClients clients (the least recently active
-// go first); a client with no sample in the window is dropped.
+// Bounded: at most kSamples samples per client and kClients clients (past that, clients with no
+// sample in the window go, then the least recently active).
 #pragma once
 
 #include <chrono>

@@ -327,10 +327,25 @@ std::uint64_t new_lineage() {
 
 // A session turn's tools: the session's, or those the turn sets; `text` as stored.
 struct SessionTools {
-  engine::ChatOptions chat;  // the tools, tool_choice automatic: how every rendering of the session has them
-  std::string text;
+  engine::ChatOptions stored;  // the stored tools, as the stored tokens were rendered with them
+  engine::ChatOptions chat;    // the turn's: the stored ones, or those it sets (`changed`)
+  std::string text;            // the turn's, as stored
   bool changed = false;
 };
+
+// Tools as every rendering of a session has them (tool_choice automatic); none where `text` is
+// empty or cannot be read.
+engine::ChatOptions tools_options(const std::string& session_id, const std::string& text) {
+  engine::ChatOptions o;
+  if (text.empty()) return o;
+  if (auto parsed = engine::tools_from_json(text)) {
+    o.tools = std::move(*parsed);
+  } else {
+    spdlog::warn("session {}: its stored tools cannot be read ({}); its turns go on without them", session_id,
+                 parsed.error().message());
+  }
+  return o;
+}
 
 SessionTools session_tools(const kvstore::SessionRecord& rec, const TurnRequest& request) {
   SessionTools t;
@@ -338,15 +353,21 @@ SessionTools session_tools(const kvstore::SessionRecord& rec, const TurnRequest&
   t.text = stored;
   if (request.session_tools) t.text = request.session_tools->empty() ? "" : engine::tools_to_json(*request.session_tools);
   t.changed = t.text != stored;
-  if (!t.text.empty()) {
-    if (auto parsed = engine::tools_from_json(t.text)) {
-      t.chat.tools = std::move(*parsed);
-    } else {
-      spdlog::warn("session {}: its stored tools cannot be read ({}); its turns go on without them", rec.id,
-                   parsed.error().message());
-    }
-  }
+  t.stored = tools_options(rec.id, stored);
+  t.chat = t.changed ? tools_options(rec.id, t.text) : t.stored;
   return t;
+}
+
+// A session with tools and no system prompt renders an empty one (not stored, seq -1) in every
+// rendering, so that its head (where templates describe tools) is the same; `window` gets it or
+// loses it to match `has_tools`.
+void match_tools_head(std::vector<kvstore::MessageRecord>& window, bool has_tools) {
+  const bool has_head = !window.empty() && window.front().seq < 0;
+  if (has_tools && !has_head && (window.empty() || window.front().role != "system")) {
+    window.insert(window.begin(), kvstore::MessageRecord{"system", ""});
+  } else if (!has_tools && has_head) {
+    window.erase(window.begin());
+  }
 }
 
 }  // namespace
@@ -379,12 +400,7 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
   }
   // The session's tools: those stored, or those this turn sets (a change is committed with the turn).
   const SessionTools tools = session_tools(*rec, request);
-  if (!tools.chat.tools.empty() && (window.empty() || window.front().role != "system")) {
-    // Where a template describes tools in the system message: a session without one renders an
-    // empty one (not stored), in every rendering of the session, so that its head is the same.
-    kvstore::MessageRecord head{"system", ""};
-    window.insert(window.begin(), head);
-  }
+  match_tools_head(window, !tools.stored.tools.empty());
   auto toks = store_.tokens(request.session_id);
   std::string damage;  // why the stored tokens cannot be used, if they cannot
   if (!toks) {
@@ -400,15 +416,12 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     damage = token_damage(*toks, tok_.n_vocab(),
                           stranded ? std::numeric_limits<std::size_t>::max() : max_stored_tokens(max_session_tokens_));
   }
-  const std::uint32_t stored = toks->size() <= std::numeric_limits<std::uint32_t>::max() && damage.empty()
-                                  ? static_cast<std::uint32_t>(toks->size())
-                                  : 0;
-  std::optional<DerivedWindow> retooled;  // the window re-rendered for new tools (committed with the turn)
   if (rec->model_id != model_.info().fingerprint || !damage.empty()) {
     // Tokens of another model, or damaged ones: re-derive the window's from its messages, with
     // where each message ends. (A model change or a damaged token sequence invalidates a session's
     // KV and tokens, never the session; its KV chunks no longer match and are not used.)
-    auto derived = derive_window(model_, tok_, chat_of(window), tools.chat);
+    // With the stored tools: committed now, as the tools are not (a new set is, with the turn, below).
+    auto derived = derive_window(model_, tok_, chat_of(window), tools.stored);
     if (!derived) return derived.error();
     std::map<std::int64_t, std::optional<std::uint32_t>> ends;
     for (std::size_t i = 0; i < window.size() && i < derived->ends.size(); ++i) {
@@ -421,7 +434,12 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
                    request.session_id, damage, derived->tokens.size(), window.size());
     }
     *toks = std::move(derived->tokens);
-  } else if (tools.changed && !toks->empty()) {
+  }
+  // What the store holds now: the turn is planned on it (SessionStore::append_turn checks it).
+  const auto planned_on = static_cast<std::uint32_t>(toks->size());
+  match_tools_head(window, !tools.chat.tools.empty());
+  std::optional<DerivedWindow> retooled;  // the window re-rendered for new tools (committed with the turn)
+  if (tools.changed && !toks->empty()) {
     // New tools: the sequence is re-rendered with them, as for a model change, but the new tokens
     // (and the tools) are committed with the turn, so a turn that fails leaves both as they were.
     auto derived = derive_window(model_, tok_, chat_of(window), tools.chat);
@@ -430,9 +448,6 @@ Result<Service::Prepared> Service::prepare_session(const TurnRequest& request, c
     *toks = derived->tokens;
     retooled = std::move(*derived);
   }
-  const std::uint32_t planned_on = damage.empty() && rec->model_id == model_.info().fingerprint
-                                       ? stored
-                                       : static_cast<std::uint32_t>(toks->size());
   const std::int64_t next_seq = msgs->empty() ? 0 : msgs->back().seq + 1;
   std::vector<engine::ChatMessage> added = request.tool_results;
   if (added.empty()) added.push_back({"user", request.content});

@@ -202,6 +202,28 @@ TEST_F(OpenAiSurface, ASessionHasToolsAndTakesTheirResults) {
   ASSERT_EQ(third.body["message"]["tool_calls"].size(), 1u) << third.raw;
   EXPECT_EQ(third.body["message"]["tool_calls"][0]["function"]["name"], "get_time");
 
+  // A session without a system prompt: its tools get an empty one (never stored); cleared with
+  // tools: [], the session renders without either, and goes on reusing its KV.
+  const auto bare = call(d_->client(), "POST", "/v1/sessions", json::object());
+  const std::string bare_path = "/v1/sessions/" + bare.body["id"].get<std::string>() + "/messages";
+  ASSERT_EQ(call(d_->client(), "POST", bare_path, ask).body["finish_reason"], "tool_calls");
+  json cleared = greedy_body(8);
+  cleared["stream"] = false;
+  cleared["content"] = "Tell me a story.";
+  cleared["tools"] = json::array();
+  const auto plain = call(d_->client(), "POST", bare_path, cleared);
+  ASSERT_EQ(plain.status, 200u) << plain.raw;
+  EXPECT_FALSE(plain.body["message"].contains("tool_calls")) << plain.raw;
+  cleared.erase("tools");
+  cleared["content"] = "And then?";
+  const auto after = call(d_->client(), "POST", bare_path, cleared);
+  ASSERT_EQ(after.status, 200u) << after.raw;
+  EXPECT_GE(after.body["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(),
+            plain.body["usage"]["prompt_tokens"].get<int>())
+      << after.raw;
+  const auto shown = call(d_->client(), "GET", "/v1/sessions/" + bare.body["id"].get<std::string>(), json());
+  EXPECT_EQ(shown.body["messages"][0]["role"], "user") << shown.raw;
+
   // The chat completions extension: a trailing tool message continues the session.
   json ext = greedy_body(8);
   ext["session"] = id;
