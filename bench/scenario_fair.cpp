@@ -92,6 +92,7 @@ struct ClientStats {
   std::atomic<std::int64_t> completed{0}, errors{0};
   std::mutex mu;
   std::vector<std::pair<Clock::time_point, double>> ttft;  // (request sent, ms to its first token)
+  std::vector<std::pair<Clock::time_point, double>> e2e;   // (request sent, ms to its end)
   std::string last_error;
 };
 
@@ -101,6 +102,8 @@ struct Load {
   bool llmd = false;
   std::vector<Shape> shapes;  // per client
   int outstanding = 1;        // requests each client keeps in flight
+  std::vector<int> depth;     // per client, instead of `outstanding` (closed loops: each thread
+                              // sends, waits for the whole answer, sends the next)
 };
 
 json request_body(const Load& load, int client, const std::string& prompt, int max_tokens, bool stream) {
@@ -160,6 +163,8 @@ void one_request(const Load& load, int client, int prompt_tokens, std::uint64_t 
   else if (!done && error.empty()) error = "the stream ended without usage";
   if (error.empty()) {
     ++st.completed;
+    std::lock_guard lock(st.mu);
+    st.e2e.emplace_back(t0, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     return;
   }
   ++st.errors;
@@ -192,6 +197,7 @@ struct Snapshot {
   std::vector<std::int64_t> service, generated, completed, errors;
   std::map<std::string, double> daemon_service;  // app -> the scheduler's "service"
   std::int64_t preemptions = 0;
+  double park_ms = 0;
 };
 
 Snapshot snapshot(const Load& load, std::vector<std::unique_ptr<ClientStats>>& stats) {
@@ -208,6 +214,7 @@ Snapshot snapshot(const Load& load, std::vector<std::unique_ptr<ClientStats>>& s
   auto j = r ? json::parse(r->body, nullptr, false) : json();
   if (!j.is_object() || !j.contains("scheduler")) return s;
   s.preemptions = j["scheduler"].value("preemptions", std::int64_t{0});
+  s.park_ms = j["scheduler"].value("park_ms", 0.0);
   for (const auto& cl : j["scheduler"].value("clients", json::array())) {
     if (cl.contains("app") && cl["app"].is_string()) s.daemon_service[cl["app"]] = cl.value("service", 0.0);
   }
@@ -218,7 +225,9 @@ struct RunResult {
   std::vector<double> service;         // per client, client side, in the window
   std::vector<double> daemon_service;  // per client, llmd's /v1/status, same window (llmd only)
   std::vector<std::vector<double>> ttft;  // per client: requests sent in the window, first token in it
+  std::vector<std::vector<double>> e2e;   // per client: requests sent in the window, ended in it
   std::int64_t generated = 0, completed = 0, errors = 0, preemptions = 0;
+  double park_ms = 0;  // engine time spent parking preempted generations (llmd)
   double seconds = 0;
   double other_cpus = 0;  // CPUs' worth of time other processes used during the window
   std::string last_error;
@@ -235,7 +244,8 @@ Result<RunResult> run_load(const Load& load, double warmup_s, double window_s) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
-    for (int k = 0; k < load.outstanding; ++k) {
+    const int depth = load.depth.empty() ? load.outstanding : load.depth[i];
+    for (int k = 0; k < depth; ++k) {
       threads.emplace_back([&, i, k] {
         for (std::uint64_t seq = 0; !stop; ++seq) {
           one_request(load, i, (*prompt_tokens)[i], (std::uint64_t(i) << 40) ^ (std::uint64_t(k) << 32) ^ seq, stop,
@@ -259,6 +269,7 @@ Result<RunResult> run_load(const Load& load, double warmup_s, double window_s) {
   out.seconds = std::chrono::duration<double>(t1 - t0).count();
   out.other_cpus = others;
   out.preemptions = b.preemptions - a.preemptions;
+  out.park_ms = b.park_ms - a.park_ms;
   for (int i = 0; i < n; ++i) {
     out.service.push_back(static_cast<double>(b.service[i] - a.service[i]));
     out.generated += b.generated[i] - a.generated[i];
@@ -277,6 +288,11 @@ Result<RunResult> run_load(const Load& load, double warmup_s, double window_s) {
       if (sent >= t0 && sent + std::chrono::duration<double, std::milli>(ms) <= t1) ttft.push_back(ms);
     }
     out.ttft.push_back(std::move(ttft));
+    std::vector<double> e2e;
+    for (const auto& [sent, ms] : stats[i]->e2e) {
+      if (sent >= t0 && sent + std::chrono::duration<double, std::milli>(ms) <= t1) e2e.push_back(ms);
+    }
+    out.e2e.push_back(std::move(e2e));
     if (!stats[i]->last_error.empty()) out.last_error = app.append(": ").append(stats[i]->last_error);
   }
   return out;
@@ -296,7 +312,8 @@ Result<RunResult> run_server(const BenchEnv& env, const std::string& model, Serv
     load.pid = ls.pid();
   } else {
     LLMD_TRY_STATUS(llmd.start(env, model,
-                               {"--slots", std::to_string(slots), "--ctx", std::to_string(ctx), "--batch",
+                               {"--parallel", std::to_string(slots), "--slots", std::to_string(std::max(slots, 16)),
+                                "--ctx", std::to_string(ctx), "--batch",
                                 std::to_string(kBatch), "--scheduler", s == Server::llmd_fair ? "fair" : "fifo"}));
     load.socket = llmd.socket();
     load.pid = llmd.pid();
@@ -447,6 +464,91 @@ Status throughput(const BenchEnv& env, const std::string& model, double warmup_s
   return {};
 }
 
+// The pattern real apps produce: uid A floods (6 requests outstanding, 300 words in, 96 tokens
+// out) while B, an interactive app, runs 2 closed-loop threads (20 words in, 32 out: send, wait
+// for the whole answer, send the next). B alone first, then beside A, on each server.
+Status interactive(const BenchEnv& env, const std::string& model, double warmup_s, double window_s, Report& report,
+                   json& ctx, std::string& table) {
+  constexpr int kCtx = 4096;
+  const Shape flood{300, 96}, chat{20, 32};
+  for (int slots : {2, 4}) {
+    std::map<Server, RunResult> alone, both;
+    for (Server s : {Server::llmd_fair, Server::llmd_fifo, Server::llama_server}) {
+      Load a;
+      a.shapes = {chat};
+      a.depth = {2};
+      std::fprintf(stderr, "llmd-bench: fair: interactive, %d slots, %s, B alone, %.0f s\n", slots, name_of(s), window_s);
+      auto ra = run_server(env, model, s, slots, kCtx, a, warmup_s, window_s);
+      if (!ra) return ra.error();
+      warn_errors(name_of(s), *ra);
+      Load b;
+      b.shapes = {flood, chat};
+      b.depth = {6, 2};
+      std::fprintf(stderr, "llmd-bench: fair: interactive, %d slots, %s, A flood + B, %.0f s\n", slots, name_of(s),
+                   window_s);
+      auto rb = run_server(env, model, s, slots, kCtx, b, warmup_s, window_s);
+      if (!rb) return rb.error();
+      warn_errors(name_of(s), *rb);
+      alone[s] = std::move(*ra);
+      both[s] = std::move(*rb);
+    }
+    struct Numbers {
+      double share = 0, p50 = 0, p99 = 0, p50_alone = 0, p99_alone = 0, a_rate = 0, total = 0, preempt_s = 0,
+             park_ms = 0;
+    };
+    auto numbers = [&](Server s) {
+      const RunResult &ra = alone[s], &rb = both[s];
+      Numbers n;
+      const double b_alone = ra.service[0] / ra.seconds, b_rate = rb.service[1] / rb.seconds;
+      n.total = (rb.service[0] + rb.service[1]) / rb.seconds;
+      n.share = b_rate / std::max(1e-9, std::min(b_alone, n.total / 2));
+      n.p50 = percentile(rb.e2e[1], 50), n.p99 = percentile(rb.e2e[1], 99);
+      n.p50_alone = percentile(ra.e2e[0], 50), n.p99_alone = percentile(ra.e2e[0], 99);
+      n.a_rate = rb.service[0] / rb.seconds;
+      n.preempt_s = static_cast<double>(rb.preemptions) / rb.seconds;
+      n.park_ms = rb.preemptions > 0 ? rb.park_ms / static_cast<double>(rb.preemptions) : 0;
+      return n;
+    };
+    const Numbers fair = numbers(Server::llmd_fair), fifo = numbers(Server::llmd_fifo);
+    const std::string tag = "interactive " + std::to_string(slots) + " slots ";
+    auto row = [&](const std::string& metric, double ours, Server base, double theirs, bool higher) {
+      Row r{"fair", tag + metric, summarize({ours}), summarize({theirs}), higher};
+      r.baseline = name_of(base);
+      report.rows.push_back(std::move(r));
+    };
+    for (Server base : {Server::llmd_fifo, Server::llama_server}) {
+      const Numbers other = numbers(base);
+      row("B share of min(demand, half)", fair.share, base, other.share, true);
+      row("B e2e p50 / alone", fair.p50 / std::max(1e-9, fair.p50_alone), base,
+          other.p50 / std::max(1e-9, other.p50_alone), false);
+      row("B e2e p99 / alone", fair.p99 / std::max(1e-9, fair.p99_alone), base,
+          other.p99 / std::max(1e-9, other.p99_alone), false);
+      row("weighted tok/s, sum", fair.total, base, other.total, true);
+    }
+    json runs = json::object();
+    for (Server s : {Server::llmd_fair, Server::llmd_fifo, Server::llama_server}) {
+      const Numbers n = numbers(s);
+      char line[512];
+      std::snprintf(line, sizeof line,
+                    "%5d  %-12s  %5.2f  %6.0f  %6.0f  %4.2fx  %6.0f  %6.0f  %4.2fx  %7.0f  %7.0f  %5.3fx  %5.1f  %6.1f  "
+                    "%lld\n",
+                    slots, name_of(s), n.share, n.p50_alone, n.p50, n.p50 / std::max(1e-9, n.p50_alone), n.p99_alone,
+                    n.p99, n.p99 / std::max(1e-9, n.p99_alone), n.a_rate, n.total,
+                    n.total / std::max(1e-9, fifo.total), n.preempt_s, n.park_ms,
+                    static_cast<long long>(alone[s].errors + both[s].errors));
+      table += line;
+      runs[name_of(s)] = {{"b_share", n.share}, {"b_e2e_p50_ms", n.p50}, {"b_e2e_p99_ms", n.p99},
+                          {"b_alone_e2e_p50_ms", n.p50_alone}, {"b_alone_e2e_p99_ms", n.p99_alone},
+                          {"a_wtok_s", n.a_rate}, {"total_wtok_s", n.total}, {"preemptions_s", n.preempt_s},
+                          {"park_ms_per_preemption", n.park_ms}, {"b_completed", both[s].e2e[1].size()},
+                          {"b_alone_completed", alone[s].e2e[0].size()}, {"other_cpus", both[s].other_cpus}};
+    }
+    (void)fair;
+    ctx["interactive"][std::to_string(slots) + "_slots"] = runs;
+  }
+  return {};
+}
+
 }  // namespace
 
 Status run_fair_scenario(const BenchEnv& env, Report& report) {
@@ -455,9 +557,14 @@ Status run_fair_scenario(const BenchEnv& env, Report& report) {
   const double window = env_number("LLMD_BENCH_FAIR_WINDOW", 25), warmup = env_number("LLMD_BENCH_FAIR_WARMUP", 4);
   json ctx = {{"model", *model}, {"window_s", window}, {"warmup_s", warmup}, {"batch", kBatch},
               {"service", "client side: 1 per prompt token + 2 per generated token, in the window"}};
-  std::string fair_table, tput_table;
-  LLMD_TRY_STATUS(fairness(env, *model, warmup, window, report, ctx, fair_table));
-  LLMD_TRY_STATUS(throughput(env, *model, warmup, window * 0.8, report, ctx, tput_table));
+  std::string fair_table, tput_table, inter_table;
+  if (env_number("LLMD_BENCH_FAIR_ONLY_INTERACTIVE", 0) == 0) {
+    LLMD_TRY_STATUS(fairness(env, *model, warmup, window, report, ctx, fair_table));
+  }
+  LLMD_TRY_STATUS(interactive(env, *model, warmup, window * 0.8, report, ctx, inter_table));
+  if (env_number("LLMD_BENCH_FAIR_ONLY_INTERACTIVE", 0) == 0) {
+    LLMD_TRY_STATUS(throughput(env, *model, warmup, window * 0.8, report, ctx, tput_table));
+  }
   std::printf("\nfair: per-client service (1*prompt + 2*generated tokens, client side) in %.0f s, 2 slots, "
               "c0 long (400+128), others short (20+16), 3 requests outstanding each\n"
               "(llmd's: /v1/status; short TTFT: p50 ms of c1..cN; other CPU: CPUs used by other processes)\n"
@@ -466,6 +573,13 @@ Status run_fair_scenario(const BenchEnv& env, Report& report) {
               "other", "service per client c0..cN");
   std::printf("%s\nfair: throughput, 8 clients x 1 request (64+64), 8 slots, %.0f s\n%s", fair_table.c_str(),
               window * 0.8, tput_table.c_str());
+  std::printf("\nfair: interactive beside a flood, %.0f s each: A 6 outstanding (300 words + 96 tokens), B 2 "
+              "closed-loop threads (20 words + 32 tokens); B alone first\n"
+              "(share: B's service / min(B alone, half the total); e2e ms of B's requests; A and total: weighted "
+              "tok/s; vs fifo: total / llmd fifo's; preem/s and ms of engine time per preemption)\n"
+              "%5s  %-12s  %5s  %6s  %6s  %5s  %6s  %6s  %5s  %7s  %7s  %6s  %5s  %6s  %s\n%s",
+              window * 0.8, "slots", "server", "share", "p50 1", "p50", "x", "p99 1", "p99", "x", "A", "total",
+              "vs fifo", "pre/s", "ms/pre", "errors", inter_table.c_str());
   report.context["fair"] = ctx;
   return {};
 }

@@ -20,6 +20,7 @@ EngineWorker::EngineWorker(engine::Context& ctx, const engine::Tokenizer& tokeni
     : ctx_(ctx),
       tok_(tokenizer),
       options_(std::move(options)),
+      max_running_(options_.max_running == 0 ? ctx.n_slots() : std::min(options_.max_running, ctx.n_slots())),
       runner_(ctx, tokenizer),
       slots_(ctx, options_.chunks, options_.keep_resident),
       sched_(options_.scheduling),
@@ -157,7 +158,9 @@ void EngineWorker::schedule_slots() {
     in.running.push_back({r.job.id, runner_.prompt_left(seq), r.steps >= kPreemptQuantum});
   }
   for (const auto& [seq, r] : restoring_) in.running.push_back({r.job.id, 0, false});
-  in.free_slots = slots_.free_slots();
+  // Room in the running batch, and a sequence to hold the job's KV.
+  const std::size_t active = running_.size() + restoring_.size();
+  in.free_slots = active >= max_running_ ? 0 : std::min<std::uint32_t>(slots_.free_slots(), max_running_ - active);
   const scheduler::SlotPlan plan = sched_.schedule_slots(in);
   for (std::uint64_t id : plan.preempt) {
     for (const auto& [seq, r] : running_) {
@@ -253,6 +256,7 @@ void EngineWorker::publish_stats() {
   stats_.queued = waiting_.size() + incoming_.size();
   stats_.preemptions = sched_.preemptions();
   stats_.parks = sched_.parks();
+  stats_.park_ms = park_ms_;
   stats_.policy = std::string(scheduler::policy_name(options_.scheduling.policy));
 }
 

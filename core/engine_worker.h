@@ -77,6 +77,9 @@ namespace llmd::core {
 
 struct WorkerOptions {
   bool keep_resident = true;
+  // Generations decoded together (`parallel`): the running batch. The other slots hold preempted
+  // generations and idle sessions, a cache that yields its cells on demand. 0: one per slot.
+  std::uint32_t max_running = 0;
   // restore=chunks: sessions' KV is written back to this store after each job and restored from it
   // when not resident. Null: history that is not resident is recomputed (restore=recompute).
   kvstore::ChunkStore* chunks = nullptr;
@@ -117,7 +120,8 @@ class EngineWorker {
   Clock::time_point last_progress() const {
     return Clock::time_point(Clock::duration(heartbeat_.load(std::memory_order_relaxed)));
   }
-  std::uint32_t n_slots() const { return slots_.size(); }                    // fixed at construction
+  std::uint32_t n_slots() const { return slots_.size(); }     // fixed at construction
+  std::uint32_t max_running() const { return max_running_; }  // at most n_slots(); fixed at construction
   const engine::KvLayout& kv_layout() const { return ctx_.kv_layout(); }  // fixed at construction
   std::uint32_t max_seq_len() const { return ctx_.max_seq_len(); }        // fixed at construction
 
@@ -197,6 +201,7 @@ class EngineWorker {
   engine::Context& ctx_;
   const engine::Tokenizer& tok_;
   const WorkerOptions options_;
+  const std::uint32_t max_running_;  // options_.max_running, at most the slots
   engine::BatchRunner runner_;
 
   // Engine-thread state.
@@ -205,6 +210,7 @@ class EngineWorker {
   std::map<engine::SeqId, Running> running_;
   std::map<std::uint64_t, Running> waiting_;     // queued in the scheduler by job id: new or parked
   std::map<engine::SeqId, Running> restoring_;  // jobs whose session is being swapped in
+  double park_ms_ = 0;  // time spent in park(), for stats
   std::uint64_t prefix_keys_ = 0;  // new_prefix_key()'s counter, seeded at random (keys outlive the process)
   std::chrono::milliseconds stall_fault_;  // the fault still to inject (fault_stall_first_step)
 

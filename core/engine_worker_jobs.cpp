@@ -295,6 +295,7 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
 void EngineWorker::park(engine::SeqId seq, bool preempted) {
   auto it = running_.find(seq);
   if (it == running_.end()) return;
+  const auto t0 = Clock::now();
   auto suspended = runner_.suspend(seq);
   if (!suspended) return;  // it has just finished: nothing to park
   Running run = std::move(it->second);
@@ -306,8 +307,10 @@ void EngineWorker::park(engine::SeqId seq, bool preempted) {
   run.kv_tokens.insert(run.kv_tokens.end(), suspended->decoded().begin(), suspended->decoded().end());
   const std::uint32_t prompt_left = suspended->prompt_left();
   run.suspended = std::move(suspended);
-  // Saved like any session's KV: the slot may be taken, the job comes back from chunks.
-  slots_.settle(seq, job.session_id, run.kv_tokens, /*save=*/true);
+  // Its KV stays in the slot, an idle one among the spare slots, and the job resumes on it. It is
+  // saved like any session's KV only when it would leave the slot (evicted, taken by another job):
+  // then the job comes back from chunks.
+  slots_.settle(seq, job.session_id, run.kv_tokens, /*save=*/true, /*defer=*/true);
   sched_.note_displaced(job.id, preempted);  // charged to its client
   spdlog::debug("engine: job {} of {} {} after {} generated tokens ({} KV tokens)", job.id, job.client,
                 preempted ? "preempted" : "parked (the KV pool is full)", run.suspended->generated().size(),
@@ -315,6 +318,7 @@ void EngineWorker::park(engine::SeqId seq, bool preempted) {
   sched_.requeue(job.id, prompt_left, static_cast<std::uint32_t>(run.kv_tokens.size()));
   const std::uint64_t id = job.id;
   waiting_.emplace(id, std::move(run));
+  park_ms_ += ms_between(t0, Clock::now());
 }
 
 void EngineWorker::release_slot(engine::SeqId seq, const Job& job) {

@@ -125,7 +125,7 @@ Service::RequestId Service::start_turn(const Caller& caller, TurnRequest request
                              in_flight_.size()));
   }
   const std::uint32_t may_run =
-      limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.n_slots();
+      limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.max_running();
   if (in_flight_of(caller.uid) >= may_run + limits_.max_queued_per_client) {
     return reject(over_limit("uid " + std::to_string(caller.uid) + " has " + std::to_string(in_flight_of(caller.uid)) +
                                  " requests running or queued; try again later",

@@ -180,7 +180,7 @@ struct ServiceLimits {
   std::uint32_t max_sessions_per_user = 1024;
   std::uint64_t max_stored_bytes_per_user = 1ull << 30;  // max-stored-mib-per-user
   std::uint32_t max_queued_per_client = 64;    // in flight beyond the ones that may run
-  std::uint32_t max_running_per_client = 0;    // 0: as many as there are slots
+  std::uint32_t max_running_per_client = 0;    // 0: as many as run together (`parallel`)
   std::uint32_t max_prompt_tokens = 0;         // 0: up to the context
   std::size_t max_message_bytes = 1u << 20;
   std::uint32_t max_in_flight = 256;          // turns accepted or being prepared, all callers
@@ -345,6 +345,7 @@ class Service {
   void set_limits(const ServiceLimits& limits) { limits_ = limits; }
   std::uint32_t max_session_tokens() const { return max_session_tokens_; }
   std::uint32_t slots() const { return worker_.n_slots(); }  // fixed at construction
+  std::uint32_t parallel() const { return worker_.max_running(); }  // fixed at construction
 
  private:
   struct IndexEntry {

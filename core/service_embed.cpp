@@ -25,7 +25,7 @@ Service::RequestId Service::embed(const Caller& caller, EmbedRequest request,
                     in_flight_.size()));
     return id;
   }
-  const std::uint32_t may_run = limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.n_slots();
+  const std::uint32_t may_run = limits_.max_running_per_client != 0 ? limits_.max_running_per_client : worker_.max_running();
   if (in_flight_of(caller.uid) >= may_run + limits_.max_queued_per_client) {
     done(over_limit("uid " + std::to_string(caller.uid) + " has " + std::to_string(in_flight_of(caller.uid)) +
                         " requests running or queued; try again later",

@@ -76,6 +76,7 @@ std::size_t SlotCache::reserve(engine::SeqId seq, std::uint64_t job_id, const st
     reuse = common_prefix(slot.cached, need);
   }
   if (reuse < slot.cached.size()) {
+    save_deferred(seq);  // before any of it is dropped
     if (reuse == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(reuse))) {
       ctx_.seq_clear(seq);
       reuse = 0;
@@ -133,6 +134,7 @@ std::optional<SlotCache::AnonymousHit> SlotCache::best_anonymous(std::uint32_t u
 void SlotCache::rename(engine::SeqId seq, const std::string& key, std::optional<kvstore::KeyOwner> owner) {
   Slot& slot = at(seq);
   if (slot.job) return;
+  save_deferred(seq);  // under the key it held until now
   slot.session_id = key;
   slot.owner = owner;
   slot.lineage = 0;
@@ -172,14 +174,22 @@ void SlotCache::release(engine::SeqId seq, const std::string& session_id) {
   if (chunks_ && !session_id.empty()) chunks_->unpin(session_id);
 }
 
-void SlotCache::settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save) {
+void SlotCache::settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save,
+                       bool defer) {
   Slot& slot = at(seq);
   tokens.resize(std::min(tokens.size(), static_cast<std::size_t>(ctx_.seq_pos_max(seq) + 1)));
   slot.cached = std::move(tokens);
   slot.job.reset();
   slot.last_used = Clock::now();
+  slot.unsaved = false;
   if (chunks_ && !session_id.empty()) {
-    if (save && !slot.cached.empty()) write_back(seq, session_id);
+    if (save && !slot.cached.empty()) {
+      if (defer && keep_resident_) {
+        slot.unsaved = true;
+      } else {
+        write_back(seq, session_id);
+      }
+    }
     chunks_->unpin(session_id);
   }
   // One-off work and the no-residency baseline keep nothing for later.
@@ -188,6 +198,7 @@ void SlotCache::settle(engine::SeqId seq, const std::string& session_id, std::ve
 
 void SlotCache::clear(engine::SeqId seq) {
   Slot& slot = at(seq);
+  save_deferred(seq);
   ctx_.seq_clear(seq);
   slot.cached.clear();
   slot.session_id.clear();
@@ -199,7 +210,9 @@ void SlotCache::drop_kv(engine::SeqId seq) { ctx_.seq_clear(seq); }
 
 void SlotCache::forget(const std::string& session_id) {
   for (std::uint32_t s = 0; s < n_; ++s) {
-    if (slots_[s].session_id == session_id && !slots_[s].job) clear(static_cast<engine::SeqId>(s));
+    if (slots_[s].session_id != session_id || slots_[s].job) continue;
+    slots_[s].unsaved = false;  // a deleted session's KV is not written back
+    clear(static_cast<engine::SeqId>(s));
   }
 }
 
@@ -208,6 +221,7 @@ void SlotCache::cut(const std::string& session_id, std::size_t n) {
     Slot& slot = slots_[s];
     if (slot.session_id != session_id || slot.job || slot.cached.size() <= n) continue;
     const auto seq = static_cast<engine::SeqId>(s);
+    slot.unsaved = false;  // what follows the new end is not the session's any more
     if (n == 0 || !ctx_.seq_truncate(seq, static_cast<engine::Pos>(n))) {
       clear(seq);
     } else {
@@ -260,7 +274,18 @@ AuditCapture SlotCache::capture(const std::string& session_id) const {
   return cap;
 }
 
+void SlotCache::save_deferred(engine::SeqId seq) {
+  Slot& slot = at(seq);
+  if (!slot.unsaved) return;
+  slot.unsaved = false;
+  if (chunks_ && !slot.session_id.empty() && !slot.cached.empty() &&
+      ctx_.seq_pos_max(seq) + 1 >= static_cast<engine::Pos>(slot.cached.size())) {
+    write_back(seq, slot.session_id);
+  }
+}
+
 void SlotCache::write_back(engine::SeqId seq, const std::string& session_id) {
+  at(seq).unsaved = false;
   auto state = ctx_.seq_state_get(seq);
   if (!state) {
     spdlog::warn("engine: cannot read the KV of {} for write-back: {}", session_id, state.error().message());

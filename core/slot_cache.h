@@ -102,8 +102,11 @@ class SlotCache {
   // The job on `seq` stops, finished or parked: the slot holds `tokens` (cut to what its KV holds)
   // and is idle; with `save`, its KV is handed to the chunk store's write-back (so that a later
   // eviction only drops memory); the session is unpinned. A one-off job (no session) and the
-  // baseline without residency leave nothing behind.
-  void settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save);
+  // baseline without residency leave nothing behind. With `defer` as well, the write-back waits
+  // until the KV is about to leave the slot (evicted, taken by another key or job): a parked
+  // generation usually resumes on it first, and then nothing needs writing (see Slot::unsaved).
+  void settle(engine::SeqId seq, const std::string& session_id, std::vector<engine::Token> tokens, bool save,
+              bool defer = false);
   // The slot's KV and what it says it holds are dropped (its job, if any, stays).
   void clear(engine::SeqId seq);
   void drop_kv(engine::SeqId seq);  // the KV only (the slot says it holds nothing more already)
@@ -130,11 +133,13 @@ class SlotCache {
     std::vector<engine::Token> cached;  // the tokens the slot's KV holds, in order
     std::uint64_t lineage = 0;          // what KV it is (Job::lineage)
     std::optional<std::uint64_t> job;   // the job that has it reserved or runs on it
+    bool unsaved = false;  // settle(save, defer): written back before its KV leaves the slot
     Clock::time_point last_used{};
   };
   Slot& at(engine::SeqId seq) { return slots_[static_cast<std::size_t>(seq)]; }
   const Slot& at(engine::SeqId seq) const { return slots_[static_cast<std::size_t>(seq)]; }
   void write_back(engine::SeqId seq, const std::string& session_id);
+  void save_deferred(engine::SeqId seq);  // the deferred write-back, if one is due
 
   engine::Context& ctx_;
   kvstore::ChunkStore* const chunks_;

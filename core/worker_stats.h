@@ -43,6 +43,7 @@ struct WorkerStats {
   std::uint64_t tokens_generated = 0;
   std::uint64_t preemptions = 0;  // generations preempted for fairness (every client's, charged to it)
   std::uint64_t parks = 0;        // generations that gave way because the KV pool was full (the same)
+  double park_ms = 0;             // engine-thread time spent parking them (suspend, KV write-back)
   // Slots whose KV was found not to be what the bookkeeping said (the job failed, the slot was
   // cleared): a bug if ever non-zero.
   std::uint64_t kv_check_failures = 0;

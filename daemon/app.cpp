@@ -207,8 +207,9 @@ Status App::start() {
   if (!ctx) return ctx.error();
   context_ = std::move(*ctx);
   tokenizer_ = std::make_unique<engine::Tokenizer>(*model_);
-  spdlog::info("context: {} KV cells shared by {} slots, sessions up to {} tokens, {} threads", context_->n_ctx(),
-               context_->n_slots(), context_->max_seq_len(), context_->n_threads());
+  spdlog::info("context: {} KV cells shared by {} slots, {} decoded together, sessions up to {} tokens, {} threads",
+               context_->n_ctx(), context_->n_slots(), std::min(config_.parallel, config_.slots),
+               context_->max_seq_len(), context_->n_threads());
 
   // Before any database is opened: SQLite gives a new -wal the mode of its database file.
   auto dir = prepare_state_dir(config_.state_dir);
@@ -251,6 +252,7 @@ Status App::start() {
   }
   core::WorkerOptions wo;
   wo.keep_resident = config_.keep_resident;
+  wo.max_running = config_.parallel;
   wo.chunks = chunks_.get();
   wo.scheduling = scheduling_options();
   wo.weights = scheduling_weights();

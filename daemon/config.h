@@ -42,7 +42,8 @@ struct Config {
   std::string bus = "auto";            // D-Bus: system | session | ADDRESS | none | auto
   std::string state_dir = "/var/lib/llmd";
   std::int32_t threads = 0;            // 0: one per CPU
-  std::uint32_t slots = 4;
+  std::uint32_t slots = 16;             // KV sequences: running, preempted and idle resident sessions
+  std::uint32_t parallel = 4;           // generations decoded together (the running batch), at most slots
   std::uint32_t ctx = 4096;            // KV cells shared by all slots
   std::uint32_t batch = 512;           // most tokens in one decode step
   engine::FlashAttn flash_attn = engine::FlashAttn::automatic;
@@ -60,7 +61,7 @@ struct Config {
   bool keep_resident = true;           // false: every turn recomputes its history (baseline)
   scheduler::Policy scheduler = scheduler::Policy::fair;  // fair (virtual token counters) | fifo (the baseline)
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"
-  double preempt_gap = 4096;           // counter lead (weighted tokens) that preempts; 0: never for fairness
+  double preempt_gap = 0;              // counter lead (weighted tokens) that preempts; 0: at or below
   LogLevel log_level = LogLevel::info;
   bool log_content = false;            // log prompts and answers (debug level); off by default
   std::string admin_group = "llmd-admin";

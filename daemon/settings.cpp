@@ -289,11 +289,14 @@ std::vector<Setting> make_settings() {
            bus_address),
       text("state-dir", &Config::state_dir, R::restart, "directory for sessions.db", not_empty),
       number<std::int32_t>("threads", &Config::threads, 0, engine::kMaxThreads, R::restart, "inference threads (0: one per CPU)"),
-      number<std::uint32_t>("slots", &Config::slots, 1, engine::kMaxSlots, R::restart, "sessions resident in the context at once"),
+      number<std::uint32_t>("slots", &Config::slots, 1, engine::kMaxSlots, R::restart,
+                            "sessions resident in the context at once: running, preempted and idle ones"),
+      number<std::uint32_t>("parallel", &Config::parallel, 1, engine::kMaxSlots, R::restart,
+                            "generations decoded together, the running batch (at most slots)"),
       number<std::uint32_t>("ctx", &Config::ctx, 64, engine::kMaxContext, R::restart,
                             "KV cells shared by all slots (longest session)"),
       number<std::uint32_t>("batch", &Config::batch, 1, 65536, R::restart,
-                            "most tokens decoded in one step (at least slots; capped at ctx)",
+                            "most tokens decoded in one step (at least parallel; capped at ctx)",
                             "must be between 1 and 65536 (it is capped at ctx)"),
       choice<engine::FlashAttn>("flash-attn", &Config::flash_attn,
                                 {{"auto", engine::FlashAttn::automatic},
@@ -347,8 +350,9 @@ std::vector<Setting> make_settings() {
                      "NAME=W: scheduling weight of a user (name or uid), or of one app of theirs (NAME/APP); "
                      "repeatable; default 1"),
       number<double>("preempt-gap", &Config::preempt_gap, 0, 1e12, R::restart,
-                     "weighted tokens a client may be ahead of a waiting one before its running request is "
-                     "preempted (swapped out, resumed exactly later); 0: never",
+                     "how far (weighted tokens) a running client's counter must be ahead of a waiting "
+                     "client's for its generation to be preempted (its KV stays resident while it can, it "
+                     "resumes exactly); 0: as soon as the waiting client is not ahead; 1e12: never",
                      "must be between 0 and 1e12"),
       choice<LogLevel>("log-level", &Config::log_level,
                        {{"trace", LogLevel::trace},
@@ -488,8 +492,8 @@ std::optional<SettingProblem> check_config(const Config& c) {
     return SettingProblem{"kv-policy",
                           "attention needs flash-attn = off (flash attention never materialises the weights)"};
   }
-  if (c.batch < c.slots) {
-    return SettingProblem{"batch", "must be at least slots (every slot decodes a token per step)"};
+  if (c.batch < std::min(c.parallel, c.slots)) {
+    return SettingProblem{"batch", "must be at least parallel (every running generation decodes a token per step)"};
   }
   if (static_cast<std::uint32_t>(c.default_max_tokens) > c.ctx) {
     return SettingProblem{"default-max-tokens", "must be between 1 and ctx"};

@@ -146,7 +146,8 @@ nlohmann::json scheduler_json(const core::WorkerStats& w, const core::Caller& ca
     }
     clients.push_back(std::move(j));
   }
-  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"parks", w.parks}, {"clients", clients}};
+  return {{"policy", w.policy}, {"preemptions", w.preemptions}, {"parks", w.parks}, {"park_ms", w.park_ms},
+          {"clients", clients}};
 }
 
 }  // namespace
@@ -349,7 +350,7 @@ nlohmann::json Api::status_json(const core::Caller& caller) const {
             {"n_vocab", i.n_vocab},
             {"kv_bytes_per_token", i.kv_bytes_per_token_f16},
             {"chat_template", i.has_chat_template ? "model" : "chatml (fallback)"}}},
-          {"context", {{"max_session_tokens", service_.max_session_tokens()}, {"slots", st.worker.slots.size()}}},
+          {"context", {{"max_session_tokens", service_.max_session_tokens()}, {"slots", st.worker.slots.size()}, {"parallel", service_.parallel()}}},
           {"slots", slots},
           {"queue", {{"queued", st.worker.queued}, {"running", st.worker.running}, {"in_flight", st.in_flight}}},
           {"sessions", {{"total", st.sessions}}},

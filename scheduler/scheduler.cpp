@@ -138,8 +138,8 @@ SlotPlan Scheduler::schedule_slots(const StepInput& input) {
   std::uint32_t slots = input.free_slots;
   const std::map<ClientId, double> none;
 
-  // Preemption: no slot free, and a waiting client is far behind a running one (or an interactive
-  // request waits behind background work).
+  // Preemption: no slot free, and a waiting client is not ahead of a running one by the gap (or an
+  // interactive request waits behind background work).
   if (opt_.policy == Policy::fair && slots == 0 && !input.running.empty()) {
     if (auto next = next_pending(none)) {
       const Pending& waiting = pending_[*next];
@@ -156,7 +156,7 @@ SlotPlan Scheduler::schedule_slots(const StepInput& input) {
         const bool background_blocks = a->second.priority == Priority::background &&
                                        waiting.req.priority == Priority::interactive;
         const bool far_ahead =
-            opt_.preempt_gap > 0 && clients_.at(a->second.client).counter - waiting_counter > opt_.preempt_gap;
+            opt_.preempt_gap && clients_.at(a->second.client).counter - waiting_counter >= *opt_.preempt_gap;
         if (!background_blocks && !far_ahead) continue;
         if (!victim || victim_key(r) > victim_key(input.running[*victim])) victim = i;
       }

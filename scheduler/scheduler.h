@@ -11,8 +11,12 @@
 // Each step has two phases. Slots (schedule_slots): free slots admit pending requests by counter
 // (within one step, a client's counter includes what its requests admitted in that step are about
 // to be charged, so free slots spread over clients); with no slot free, a running request whose
-// client is more than `preempt_gap` ahead of the next waiting client is preempted (the engine swaps
-// it out; it resumes exactly later). Tokens (schedule_tokens; continuous batching with chunked
+// client is at least `preempt_gap` ahead of the next waiting client is preempted (the engine parks
+// it; it resumes exactly later). With a gap of 0 a waiting client is never kept waiting behind a
+// running client that is ahead of it — what keeps clients that think between requests (closed
+// loops, which VTC's lifting puts level with the others when they come back) from queueing behind
+// a flood. The engine protects a request's first steps (Running::preemptible) so that two
+// backlogged clients do not swap a slot back and forth at every step. Tokens (schedule_tokens; continuous batching with chunked
 // prefill): one decode token for every running generation, then prefill chunks for running
 // requests that still have prompt left, by counter, within the step's token budget — a long prompt
 // takes several steps and never holds the others' decoding back for more than one. Interactive
@@ -61,7 +65,9 @@ struct Options {
   Policy policy = Policy::fair;
   Weights weights;
   Quotas quotas;
-  double preempt_gap = 0;  // counter lead that allows preemption; 0 = none
+  // How far a running client's counter must be ahead of a waiting client's for its generation to
+  // be preempted (0: as soon as the waiting client is not ahead). None: no preemption for fairness.
+  std::optional<double> preempt_gap;
 };
 
 struct Request {

@@ -33,6 +33,7 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"state-dir", {"", "/dev/null/state"}},
     {"threads", {"-1", "513", "many"}},
     {"slots", {"0", "257", "four", "-1"}},
+    {"parallel", {"0", "257", "two", "-1"}},
     {"ctx", {"63", "1048577", "4k"}},
     {"batch", {"0", "65537", "x"}},
     {"flash-attn", {"maybe", "ON"}},
@@ -171,10 +172,10 @@ TEST_F(ConfigTest, RulesBetweenKeysNameTheKeyAndItsLine) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().message().rfind(file + ":2: kv-policy: attention needs flash-attn = off", 0), 0u)
       << r.error().message();
-  write_file(file, "model = " + kModel + "\nslots = 8\n\nbatch = 4\n");
+  write_file(file, "model = " + kModel + "\nparallel = 8\nbatch = 4\n");
   r = parse({"--config", file, "--check-config"});
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().message().rfind(file + ":4: batch: must be at least slots", 0), 0u) << r.error().message();
+  EXPECT_EQ(r.error().message().rfind(file + ":3: batch: must be at least parallel", 0), 0u) << r.error().message();
   // From the command line: no FILE:LINE.
   r = parse({"--config", "/dev/null", "--model", kModel, "--ctx", "128", "--default-max-tokens", "200"});
   ASSERT_FALSE(r);
@@ -269,7 +270,7 @@ TEST_F(ConfigTest, TheTableSaysWhatSighupApplies) {
   EXPECT_FALSE(slots->same(a, b));
   slots->copy(b, a);
   EXPECT_TRUE(slots->same(a, b));
-  EXPECT_EQ(b.slots, 4u);
+  EXPECT_EQ(b.slots, 16u);
 }
 
 }  // namespace

@@ -22,7 +22,8 @@ TEST_F(ApiTest, HealthModelsStatus) {
   auto s = call(c_, "GET", "/v1/status");
   ASSERT_EQ(s.status, 200u);
   EXPECT_EQ(s.body["model"]["architecture"], "llama");
-  EXPECT_EQ(s.body["slots"].size(), 4u);
+  EXPECT_EQ(s.body["slots"].size(), 16u);  // the default
+  EXPECT_EQ(s.body["context"]["parallel"], 4);
   EXPECT_TRUE(s.body["caller"]["admin"].get<bool>());  // the tests run as root
 }
 

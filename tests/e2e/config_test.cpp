@@ -76,7 +76,7 @@ TEST(ConfigCheck, FileErrorsNameTheFileAndLine) {
       {"slots = 2\n\nfoo = 1\n", conf + ":4: unknown key 'foo'"},
       {"slots = 2\n\nsocket = \"/tmp/x.sock\n", conf + ":4: socket: stray quote"},
       {"slots = 2\nkv-type = bogus\n", conf + ":3: kv-type: 'bogus' is not a ggml type"},
-      {"slots = 8\nbatch = 4\n", conf + ":3: batch: must be at least slots"},
+      {"parallel = 8\nbatch = 4\n", conf + ":3: batch: must be at least parallel"},
   };
   for (const auto& [body, expected] : cases) {
     SCOPED_TRACE(body);

@@ -237,7 +237,7 @@ TEST(DaemonSignals, SighupReloadsLimits) {
   ASSERT_TRUE(reloaded) << d.log();
   EXPECT_EQ(call(d.client(), "POST", "/v1/completions", big).status, 413u);
   EXPECT_NE(d.log().find("restart llmd to apply"), std::string::npos);  // slots cannot change live
-  EXPECT_EQ(call(d.client(), "GET", "/v1/status").body["slots"].size(), 4u);
+  EXPECT_EQ(call(d.client(), "GET", "/v1/status").body["slots"].size(), 16u);
 }
 
 TEST(DaemonSignals, SigintStopsCleanly) {

@@ -118,12 +118,21 @@ TEST(SchedulerE2E, FourUidsShareByCountersFairAndNotFifo) {
 
 // A long generation is preempted again and again by another client's short requests (one slot,
 // a small preemption gap), and ends with exactly the text it gives alone: sessions (KV through the
-// chunk store, or recomputed) and one-off completions (replayed).
+// chunk store, or recomputed) and one-off completions (replayed). With one slot the preempted KV
+// leaves it (written back as it goes); with spare slots ("+resident") it stays and the generation
+// resumes on it.
 class SchedulerPreemption : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
+  const std::string param = GetParam();
+  const bool resident = param.ends_with("+resident");
   DaemonOptions o;
-  o.args = {"--slots", "1", "--preempt-gap", "40", "--flash-attn", "off", "--restore", GetParam()};
+  o.args = {"--preempt-gap", "40", "--flash-attn", "off", "--restore", param.substr(0, param.find('+'))};
+  if (resident) {
+    o.args.insert(o.args.end(), {"--parallel", "1", "--slots", "8"});
+  } else {
+    o.args.insert(o.args.end(), {"--slots", "1"});
+  }
   DaemonProcess d(scratch_dir(), o);
   ASSERT_TRUE(d.start()) << d.log();
   const auto c = d.client();
@@ -179,6 +188,17 @@ TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
   EXPECT_EQ(busy_turn.body["message"]["content"], alone_turn.body["message"]["content"]);
   EXPECT_EQ(busy_one_off.body["choices"][0]["text"], alone_one_off.body["choices"][0]["text"]);
   EXPECT_EQ(busy_turn.body["usage"]["completion_tokens"], 300);
+  std::printf("%s: busy turn usage %s, one-off usage %s\n", param.c_str(), busy_turn.body["usage"].dump().c_str(),
+              busy_one_off.body["usage"].dump().c_str());
+  if (resident) {
+    // Most of what the preempted generations had was still in their slots when they resumed
+    // (with one slot, a turn loads or recomputes all of it again at every resume).
+    for (const auto* r : {&busy_turn, &busy_one_off}) {
+      const auto& u = r->body["usage"];
+      EXPECT_LT(u["loaded_tokens"].get<int>() + u["restored_tokens"].get<int>(), u["total_tokens"].get<int>() / 2)
+          << u.dump();
+    }
+  }
   // The preempted session continues normally afterwards, like the one never preempted.
   nlohmann::json next = greedy_body(20);
   next["content"] = "And then?";
@@ -190,7 +210,8 @@ TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
   EXPECT_TRUE(d.log().find("ERROR") == std::string::npos) << d.log();
 }
 
-INSTANTIATE_TEST_SUITE_P(Restore, SchedulerPreemption, ::testing::Values("chunks", "recompute"));
+INSTANTIATE_TEST_SUITE_P(Restore, SchedulerPreemption,
+                         ::testing::Values("chunks", "recompute", "chunks+resident", "recompute+resident"));
 
 TEST(SchedulerLimits, OverALimitIs429NamingIt) {
   DaemonOptions o;
@@ -275,7 +296,7 @@ TEST(SchedulerConfig, BadSchedulerSettingsAreRefusedNamingTheKey) {
       {{"--weight", "al ice=2"}, "weight"},
       {{"--weight", "alice/my app=2"}, "weight"},
       {{"--preempt-gap", "-1"}, "preempt-gap"},
-      {{"--slots", "8", "--batch", "4"}, "batch"},
+      {{"--parallel", "8", "--slots", "8", "--batch", "4"}, "batch"},
       {{"--max-queued-per-client", "0"}, "max-queued-per-client"},
       {{"--max-stored-mib-per-user", "0"}, "max-stored-mib-per-user"},
   };

@@ -11,118 +11,14 @@
 #include <map>
 #include <set>
 
+#include "tests/scheduler/sim.h"
+
 namespace llmd::scheduler {
 namespace {
 
-struct Shape {
-  std::uint32_t prompt = 0, output = 0;
-  Priority priority = Priority::interactive;
-};
-
-// A simulated engine with `slots` slots and a token budget per step. Each client keeps `depth`
-// requests outstanding while it is active (closed loop).
-class Sim {
- public:
-  Sim(Options o, std::uint32_t slots, std::uint32_t budget) : s_(std::move(o)), slots_(slots), budget_(budget) {}
-
-  void client(const ClientId& id, Shape shape, std::uint32_t depth, double weight = 1.0) {
-    clients_[id] = {shape, depth, true};
-    s_.set_weight(id, weight);
-    top_up(id);
-  }
-  void stop(const ClientId& id) { clients_[id].active = false; }
-  void resume(const ClientId& id) {
-    clients_[id].active = true;
-    top_up(id);
-  }
-
-  // One engine step; returns the plan it carried out.
-  StepPlan step() {
-    StepInput in;
-    for (RequestId id : running_) in.running.push_back({id, reqs_[id].prefill_left});
-    in.free_slots = slots_ - static_cast<std::uint32_t>(running_.size());
-    in.token_budget = budget_;
-    StepPlan p = s_.plan(in, now_);
-    for (RequestId id : p.preempt) {
-      running_.erase(id);
-      ++preemptions_;
-      s_.note_displaced(id, /*preempted=*/true);  // as the engine does once it parked the job
-      // Swapped out with its KV: nothing to prefill again, its history to swap back in.
-      s_.requeue(id, reqs_[id].prefill_left, reqs_[id].shape.prompt + reqs_[id].generated);
-    }
-    for (RequestId id : p.admit) running_.insert(id);
-    for (auto [id, n] : p.prefill) {
-      reqs_[id].prefill_left -= n;
-      service_[reqs_[id].client] += 1.0 * n;
-      tokens_ += n;
-    }
-    for (RequestId id : p.decode) {
-      Req& r = reqs_[id];
-      ++r.generated;
-      service_[r.client] += 2.0;
-      ++tokens_;
-      if (r.generated == r.shape.output) {
-        running_.erase(id);
-        s_.remove(id);
-        --outstanding_[r.client];
-        ++finished_[r.client];
-        top_up(r.client);
-      }
-    }
-    now_ += std::chrono::milliseconds(10);
-    ++steps_;
-    return p;
-  }
-
-  Scheduler& scheduler() { return s_; }
-  double service(const ClientId& c) { return service_[c]; }
-  std::uint64_t finished(const ClientId& c) { return finished_[c]; }
-  std::size_t running() const { return running_.size(); }
-  std::uint64_t preemptions() const { return preemptions_; }
-  bool backlogged() const { return !running_.empty() || s_.pending() > 0; }
-  std::uint64_t tokens() const { return tokens_; }
-
- private:
-  struct Req {
-    ClientId client;
-    Shape shape;
-    std::uint32_t prefill_left = 0, generated = 0;
-  };
-  struct ClientState {
-    Shape shape;
-    std::uint32_t depth = 0;
-    bool active = false;
-  };
-  void top_up(const ClientId& id) {
-    ClientState& c = clients_[id];
-    while (c.active && outstanding_[id] < c.depth) {
-      const RequestId rid = next_id_++;
-      reqs_[rid] = {id, c.shape, c.shape.prompt, 0};
-      ASSERT_TRUE(s_.submit({rid, id, c.shape.priority, c.shape.prompt, 0}, now_));
-      ++outstanding_[id];
-    }
-  }
-
-  Scheduler s_;
-  std::uint32_t slots_, budget_;
-  Clock::time_point now_{};
-  std::map<ClientId, ClientState> clients_;
-  std::map<RequestId, Req> reqs_;
-  std::set<RequestId> running_;
-  std::map<ClientId, std::uint32_t> outstanding_;
-  std::map<ClientId, double> service_;
-  std::map<ClientId, std::uint64_t> finished_;
-  RequestId next_id_ = 1;
-  std::uint64_t steps_ = 0, preemptions_ = 0, tokens_ = 0;
-};
-
-Options with_policy(Policy p) {
-  Options o;
-  o.policy = p;
-  o.quotas.max_queued = 0;
-  o.quotas.max_running = 0;
-  return o;
-}
+using testing_sim::Shape;
+using testing_sim::Sim;
+using testing_sim::with_policy;
 
 // Heavy (long prompts, long answers) and light (short both), both always backlogged.
 double max_service_gap(Policy policy, int steps) {
