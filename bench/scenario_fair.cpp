@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -215,9 +216,12 @@ Snapshot snapshot(const Load& load, std::vector<std::unique_ptr<ClientStats>>& s
   if (!j.is_object() || !j.contains("scheduler")) return s;
   s.preemptions = j["scheduler"].value("preemptions", std::int64_t{0});
   s.park_ms = j["scheduler"].value("park_ms", 0.0);
+  const bool show = std::getenv("LLMD_BENCH_FAIR_SHOW") != nullptr;  // llmd's own view, for diagnosis
   for (const auto& cl : j["scheduler"].value("clients", json::array())) {
     if (cl.contains("app") && cl["app"].is_string()) s.daemon_service[cl["app"]] = cl.value("service", 0.0);
+    if (show) std::fprintf(stderr, "llmd-bench: fair: llmd's client %s\n", cl.dump().c_str());
   }
+  if (show) std::fprintf(stderr, "llmd-bench: fair: llmd's counters %s\n", j.value("counters", json()).dump().c_str());
   return s;
 }
 
@@ -471,7 +475,9 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
                    json& ctx, std::string& table) {
   constexpr int kCtx = 4096;
   const Shape flood{300, 96}, chat{20, 32};
+  const int only = static_cast<int>(env_number("LLMD_BENCH_FAIR_INTERACTIVE_SLOTS", 0));  // 0: 2 and 4
   for (int slots : {2, 4}) {
+    if (only != 0 && slots != only) continue;
     std::map<Server, RunResult> alone, both;
     for (Server s : {Server::llmd_fair, Server::llmd_fifo, Server::llama_server}) {
       Load a;
@@ -531,11 +537,12 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
       char line[512];
       std::snprintf(line, sizeof line,
                     "%5d  %-12s  %5.2f  %6.0f  %6.0f  %4.2fx  %6.0f  %6.0f  %4.2fx  %7.0f  %7.0f  %5.3fx  %5.1f  %6.1f  "
-                    "%lld\n",
+                    "%lld  %s\n",
                     slots, name_of(s), n.share, n.p50_alone, n.p50, n.p50 / std::max(1e-9, n.p50_alone), n.p99_alone,
                     n.p99, n.p99 / std::max(1e-9, n.p99_alone), n.a_rate, n.total,
                     n.total / std::max(1e-9, fifo.total), n.preempt_s, n.park_ms,
-                    static_cast<long long>(alone[s].errors + both[s].errors));
+                    static_cast<long long>(alone[s].errors + both[s].errors),
+                    both[s].daemon_service.empty() ? "" : ("(llmd's A B: " + list(both[s].daemon_service) + ")").c_str());
       table += line;
       runs[name_of(s)] = {{"b_share", n.share}, {"b_e2e_p50_ms", n.p50}, {"b_e2e_p99_ms", n.p99},
                           {"b_alone_e2e_p50_ms", n.p50_alone}, {"b_alone_e2e_p99_ms", n.p99_alone},

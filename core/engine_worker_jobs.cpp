@@ -261,7 +261,6 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
     run.kv_tokens.clear();
     if (!st) return kv_check_failed(seq, job, st.error());
     run.replayed += replayed;
-    sched_.charge_swap(job.id, static_cast<std::uint32_t>(run.loaded));
     slots_.touch(seq);
     run.steps = 0;
     running_.emplace(seq, std::move(run));
@@ -285,7 +284,6 @@ void EngineWorker::start(engine::SeqId seq, Running run, std::size_t reuse) {
     fail(job, st.error(), engine::FinishReason::error);
     return;
   }
-  sched_.charge_swap(job.id, static_cast<std::uint32_t>(run.loaded));
   slots_.touch(seq);
   run.reused = run.loaded > 0 ? 0 : reuse;
   run.restored = restore;
@@ -394,6 +392,9 @@ void EngineWorker::finish_restores() {
       slots_.set_cached(seq, std::span(need.data(), got));
     }
     run.loaded = got;
+    // Charged once, for this load: a job that resumes later on KV still resident loads nothing
+    // (charging `loaded` at every start billed a preempted job's first load again at each resume).
+    sched_.charge_swap(run.job.id, static_cast<std::uint32_t>(got));
     start(seq, std::move(run), got);
   }
 }

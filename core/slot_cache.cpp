@@ -49,9 +49,10 @@ std::size_t SlotCache::resident_prefix(const std::string& session_id, const std:
 std::optional<engine::SeqId> SlotCache::pick(const std::string& session_id) const {
   std::optional<engine::SeqId> best;
   auto consider = [&](std::uint32_t s) {
-    if (!best || slots_[s].last_used < at(*best).last_used) best = static_cast<engine::SeqId>(s);
+    if (!best || evicts_before(slots_[s], at(*best))) best = static_cast<engine::SeqId>(s);
   };
-  // 1. the session's own slot; 2. an empty slot; 3. the least recently used idle slot.
+  // 1. the session's own slot; 2. an empty slot; 3. the least recently used idle slot (one that
+  // holds a parked generation's KV last).
   if (!session_id.empty()) {
     for (std::uint32_t s = 0; s < n_; ++s) {
       if (!slots_[s].job && slots_[s].session_id == session_id) return static_cast<engine::SeqId>(s);
@@ -235,7 +236,7 @@ bool SlotCache::evict_one_idle() {
   for (std::size_t s = 0; s < slots_.size(); ++s) {
     const Slot& slot = slots_[s];
     if (slot.job || ctx_.seq_pos_max(static_cast<engine::SeqId>(s)) < 0) continue;
-    if (!victim || slot.last_used < slots_[*victim].last_used) victim = s;
+    if (!victim || evicts_before(slot, slots_[*victim])) victim = s;
   }
   if (!victim) return false;
   clear(static_cast<engine::SeqId>(*victim));

@@ -2,7 +2,8 @@
 // session's tokens (`cached`, exactly what its KV holds, in order) and, while a job runs on it,
 // that job. A session's KV stays in its slot after a job (keep_resident); a later job of the
 // session reuses the common prefix of what the slot holds and what the job needs. Idle slots are
-// evicted least recently used first when a job needs a slot or cells.
+// evicted least recently used first when a job needs a slot or cells, those holding a parked
+// generation's KV last.
 //
 // The cache knows slots, not jobs: EngineWorker decides which job goes where and when (admission,
 // preemption); the cache picks the slot, reserves it, keeps or cuts its KV, makes room, and when
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -136,6 +138,11 @@ class SlotCache {
     bool unsaved = false;  // settle(save, defer): written back before its KV leaves the slot
     Clock::time_point last_used{};
   };
+  // Eviction order of idle slots: least recently used first, but a parked generation's KV (unsaved:
+  // its job waits to resume on it) after every other — evicting it costs a write-back and a reload.
+  static bool evicts_before(const Slot& a, const Slot& b) {
+    return std::tie(a.unsaved, a.last_used) < std::tie(b.unsaved, b.last_used);
+  }
   Slot& at(engine::SeqId seq) { return slots_[static_cast<std::size_t>(seq)]; }
   const Slot& at(engine::SeqId seq) const { return slots_[static_cast<std::size_t>(seq)]; }
   void write_back(engine::SeqId seq, const std::string& session_id);

@@ -299,13 +299,19 @@ void render_slots(const json& st, std::vector<std::string>& lines) {
   static const std::vector<Column> kColumns = {
       {"SLOT", 4, true}, {"STATE", 5, false}, {"CELLS", 7, true}, {"SESSION", 40, false}};
   lines.push_back(table_header(kColumns));
+  std::size_t empty = 0;
   for (const auto& s : array_of(st, "slots")) {
     const json& session = field(s, "session");
     const json& busy = field(s, "busy");
     const bool is_busy = busy.is_boolean() && busy.get<bool>();
+    if (!is_busy && num(s, "cells") <= 0) {  // most of a large context's slots hold nothing
+      ++empty;
+      continue;
+    }
     lines.push_back(table_row(kColumns, {compact(num(s, "index")), is_busy ? "busy" : "idle", compact(num(s, "cells")),
                                          session.is_string() ? printable(session.get<std::string>()) : "-"}));
   }
+  if (empty > 0) lines.push_back("(" + std::to_string(empty) + " empty slots not shown)");
 }
 
 std::string codec_mix(const json& by_codec) {

@@ -39,8 +39,9 @@ class SlotCacheDeferredSave : public ::testing::Test {
     ASSERT_GT(tokens_.size(), 16u);
   }
 
-  // A job of `session` on `seq` decodes tokens_ and is parked: its KV stays, unsaved.
-  void park(engine::SeqId seq, const std::string& session, std::uint64_t job) {
+  // A job of `session` on `seq` decodes tokens_ and is parked: its KV stays, unsaved (or, with
+  // parked false, it ends and its slot is an ordinary idle one).
+  void park(engine::SeqId seq, const std::string& session, std::uint64_t job, bool parked = true) {
     EXPECT_EQ(slots_->reserve(seq, job, session, {}), 0u);
     slots_->occupy(seq, session, kvstore::KeyOwner{1000, false});
     engine::SequenceJob j;
@@ -48,7 +49,7 @@ class SlotCacheDeferredSave : public ::testing::Test {
     j.prompt = tokens_;
     j.params = greedy(1);
     (void)test::run_one(*ctx_, *tok_, std::move(j));
-    slots_->settle(seq, session, tokens_, /*save=*/true, /*defer=*/true);
+    slots_->settle(seq, session, tokens_, /*save=*/parked, /*defer=*/parked);
   }
   std::uint32_t stored(const std::string& session) {
     store_->flush();
@@ -80,6 +81,17 @@ TEST_F(SlotCacheDeferredSave, WrittenBackWhenAnotherSessionTakesTheSlot) {
   EXPECT_EQ(stored("first"), 0u);
   EXPECT_EQ(slots_->reserve(0, 2, "second", tokens_), 0u);  // a different key: the KV is dropped
   EXPECT_GE(stored("first"), 16u);
+}
+
+TEST_F(SlotCacheDeferredSave, AParkedGenerationsKvIsEvictedLast) {
+  park(0, "parked", 1);
+  park(1, "idle", 2, /*parked=*/false);  // used after the parked one, yet evicted first
+  ASSERT_TRUE(slots_->evict_one_idle());
+  EXPECT_EQ(slots_->cached(0).size(), tokens_.size());
+  EXPECT_TRUE(slots_->cached(1).empty());
+  EXPECT_NE(slots_->pick("another"), std::optional<engine::SeqId>(0)) << "a new job takes another slot first";
+  ASSERT_TRUE(slots_->evict_one_idle());
+  EXPECT_TRUE(slots_->cached(0).empty());
 }
 
 TEST_F(SlotCacheDeferredSave, ADeletedSessionIsNotWrittenBack) {

@@ -116,7 +116,7 @@ Observed run(const std::string& policy) {
 
 TEST(InteractiveE2E, AClosedLoopAppIsServedInEveryWindowBesideAFlood) {
   const Observed fair = run("fair");
-  EXPECT_GE(fair.windows, kStretch / kWindow - 1);
+  EXPECT_GE(fair.windows, 5u);
   EXPECT_EQ(fair.starved_windows, 0u);
   EXPECT_LE(fair.worst_lead, kBound);
   EXPECT_EQ(fair.preemptions, fair.flood_preempted + fair.chat_preempted) << "every preemption charged to a client";

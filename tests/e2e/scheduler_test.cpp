@@ -198,6 +198,17 @@ TEST_P(SchedulerPreemption, PreemptedGenerationsResumeIdentically) {
       EXPECT_LT(u["loaded_tokens"].get<int>() + u["restored_tokens"].get<int>(), u["total_tokens"].get<int>() / 2)
           << u.dump();
     }
+    // The app is charged for what was loaded for it once, not again at every resume on resident KV
+    // (a bug the fair bench found: each resume billed the job's first load again).
+    std::uint64_t loaded = 0;
+    for (const auto* r : {&alone_turn, &alone_one_off, &busy_turn, &busy_one_off}) {
+      loaded += r->body["usage"]["loaded_tokens"].get<std::uint64_t>();
+    }
+    for (const auto& cl : after["clients"]) {
+      if (cl["app"] == "long") {
+        EXPECT_EQ(cl["swap_tokens"].get<std::uint64_t>(), loaded) << cl.dump();
+      }
+    }
   }
   // The preempted session continues normally afterwards, like the one never preempted.
   nlohmann::json next = greedy_body(20);
