@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -315,10 +316,15 @@ Result<RunResult> run_server(const BenchEnv& env, const std::string& model, Serv
     load.socket = ls.socket();
     load.pid = ls.pid();
   } else {
-    LLMD_TRY_STATUS(llmd.start(env, model,
-                               {"--parallel", std::to_string(slots), "--slots", std::to_string(std::max(slots, 16)),
-                                "--ctx", std::to_string(ctx), "--batch",
-                                std::to_string(kBatch), "--scheduler", s == Server::llmd_fair ? "fair" : "fifo"}));
+    std::vector<std::string> args = {"--parallel", std::to_string(slots), "--slots", std::to_string(std::max(slots, 16)),
+                                     "--ctx", std::to_string(ctx), "--batch", std::to_string(kBatch), "--scheduler",
+                                     s == Server::llmd_fair ? "fair" : "fifo"};
+    // More llmd options for an experiment (space-separated), e.g. "--prefill-chunk 256".
+    if (const char* more = std::getenv("LLMD_BENCH_FAIR_LLMD_ARGS")) {
+      std::istringstream in(more);
+      for (std::string a; in >> a;) args.push_back(a);
+    }
+    LLMD_TRY_STATUS(llmd.start(env, model, args));
     load.socket = llmd.socket();
     load.pid = llmd.pid();
     load.llmd = true;

@@ -12,8 +12,17 @@
 //   2. Throughput: 8 clients, one request outstanding each (~64 prompt tokens, 64 generated), 8
 //      slots: generated tokens/s of all clients, p50/p99 time to first token (client side), llmd
 //      (fair) vs llama-server -np 8.
-// Same model (smollm2-135m q8_0), threads, context, batch and slot count for every server
-// (llama-server with its default per-slot KV split; llmd's pool is shared). Requests go through
+//   3. Interactive beside a flood (issue 17): A keeps 6 requests outstanding (~300 words, 96
+//      generated); B is an app with 2 closed-loop threads (~20 words, 32 generated: send, wait for
+//      the whole answer, send the next). B alone first, then beside A, for llmd fair, llmd fifo and
+//      llama-server, with 2 and 4 generations decoded together (llmd --parallel N with 16 slots,
+//      llama-server -np N). Reported: B's service as a fraction of min(B alone, half the total),
+//      B's end-to-end p50/p99 beside B alone's, A's and the total weighted tok/s (vs llmd fifo),
+//      preemptions/s and the engine time each cost (/v1/status park_ms).
+//      LLMD_BENCH_FAIR_ONLY_INTERACTIVE=1 runs only this part, LLMD_BENCH_FAIR_INTERACTIVE_SLOTS=N
+//      only N; LLMD_BENCH_FAIR_SHOW=1 prints llmd's own view of the clients after each window.
+// Same model (smollm2-135m q8_0), threads, context, batch and parallel generations for every
+// server (llama-server with its default per-slot KV split; llmd's pool is shared, 16 slots). Requests go through
 // the client module's HttpClient for every server.
 // LLMD_BENCH_FAIR_WINDOW: seconds measured per run (default 25; throughput uses 4/5 of it);
 // LLMD_BENCH_FAIR_WARMUP: seconds of load before the window (default 4). Before each run it waits

@@ -135,6 +135,7 @@ scheduler::Options App::scheduling_options() const {
   scheduler::Options o;
   o.policy = config_.scheduler;
   o.preempt_gap = config_.preempt_gap;
+  o.prefill_chunk = config_.prefill_chunk;
   // Queue lengths are the Service's to limit (it answers 429 at once); slots per client are the
   // scheduler's (a client over it waits).
   o.quotas.max_queued = 0;

@@ -62,6 +62,7 @@ struct Config {
   scheduler::Policy scheduler = scheduler::Policy::fair;  // fair (virtual token counters) | fifo (the baseline)
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"
   double preempt_gap = 0;              // counter lead (weighted tokens) that preempts; 0: at or below
+  std::uint32_t prefill_chunk = 256;   // prompt tokens per step while generations decode; 0: batch
   LogLevel log_level = LogLevel::info;
   bool log_content = false;            // log prompts and answers (debug level); off by default
   std::string admin_group = "llmd-admin";

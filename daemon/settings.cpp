@@ -354,6 +354,10 @@ std::vector<Setting> make_settings() {
                      "client's for its generation to be preempted (its KV stays resident while it can, it "
                      "resumes exactly); 0: as soon as the waiting client is not ahead; 1e12: never",
                      "must be between 0 and 1e12"),
+      number<std::uint32_t>("prefill-chunk", &Config::prefill_chunk, 0, 65536, R::restart,
+                            "prompt tokens one step carries while generations decode in it, so a long prompt "
+                            "never holds their next tokens back for long (0: up to batch)",
+                            "must be between 0 and 65536"),
       choice<LogLevel>("log-level", &Config::log_level,
                        {{"trace", LogLevel::trace},
                         {"debug", LogLevel::debug},

@@ -209,7 +209,8 @@ TokenPlan Scheduler::schedule_tokens(const std::vector<Running>& input, std::uin
     --budget;
     charge(clients_[running_.at(r.id).client], 0, 1, 0);
   }
-  // Prompt chunks, by counter (fair) or arrival (fifo).
+  // Prompt chunks, by counter (fair) or arrival (fifo); fewer while generations decode.
+  if (!plan.decode.empty() && opt_.prefill_chunk != 0) budget = std::min(budget, opt_.prefill_chunk);
   for (const Running& r : running) {
     if (r.prefill_left == 0 || budget == 0) continue;
     const std::uint32_t n = std::min(r.prefill_left, budget);

@@ -68,6 +68,11 @@ struct Options {
   // How far a running client's counter must be ahead of a waiting client's for its generation to
   // be preempted (0: as soon as the waiting client is not ahead). None: no preemption for fairness.
   std::optional<double> preempt_gap;
+  // Prompt tokens one step carries while generations decode in it (0: up to the step's budget). A
+  // long prompt then takes several steps, each about as long as a decode step, instead of one step
+  // that holds every generation's next token back (chunked prefill with a budget, as in
+  // Sarathi-Serve); a step with nothing to decode still takes the whole budget.
+  std::uint32_t prefill_chunk = 0;
 };
 
 struct Request {
