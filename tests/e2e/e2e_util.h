@@ -10,9 +10,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -77,6 +79,15 @@ inline Streamed stream(const client::HttpClient& c, const std::string& path, nlo
 
 inline nlohmann::json greedy_body(int max_tokens) { return {{"max_tokens", max_tokens}, {"temperature", 0}}; }
 
+// A greedy completion of exactly max_tokens (ignore_eos), not streamed.
+inline nlohmann::json completion(int max_tokens, const std::string& prompt) {
+  nlohmann::json b = greedy_body(max_tokens);
+  b["prompt"] = prompt;
+  b["ignore_eos"] = true;
+  b["stream"] = false;
+  return b;
+}
+
 // A session turn, greedy, not streamed.
 inline JsonReply session_turn(const client::HttpClient& c, const std::string& id, const std::string& text,
                               int max_tokens) {
@@ -134,6 +145,30 @@ inline pid_t spawn_as(uid_t uid, gid_t gid, const std::function<int()>& fn) {
     _exit(fn());
   }
   return pid;
+}
+
+// A client process of `uid` (spawn_as): `threads` threads each POST /v1/completions with body(t)
+// again and again, each waiting for its answer (a closed loop), until the daemon goes away. Exits
+// 0 unless an answer was neither 200 nor 503.
+inline pid_t spawn_completion_loop(const std::string& sock, uid_t uid, int threads,
+                                   const std::function<nlohmann::json(int)>& body) {
+  return spawn_as(uid, uid, [=] {
+    std::vector<std::thread> ts;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < threads; ++t) {
+      ts.emplace_back([&, t] {
+        client::HttpClient c(sock);
+        const std::string b = body(t).dump();
+        for (int i = 0; i < 1000000; ++i) {
+          auto r = c.request("POST", "/v1/completions", b);
+          if (!r) return;  // the daemon stopped
+          if (r->status != 200 && r->status != 503) ++failures;
+        }
+      });
+    }
+    for (auto& th : ts) th.join();
+    return failures.load() == 0 ? 0 : 1;
+  });
 }
 
 // The child's exit code (200 if it did not exit normally).

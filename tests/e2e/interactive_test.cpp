@@ -27,34 +27,6 @@ struct Observed {
   std::uint64_t chat_tokens = 0, preemptions = 0, flood_preempted = 0, chat_preempted = 0;
 };
 
-nlohmann::json completion(int max_tokens, const std::string& prompt) {
-  nlohmann::json b = greedy_body(max_tokens);
-  b["prompt"] = prompt;
-  b["ignore_eos"] = true;
-  b["stream"] = false;
-  return b;
-}
-
-pid_t start_client(const std::string& sock, uid_t uid, int threads, int tokens, const std::string& prompt) {
-  return spawn_as(uid, uid, [=] {
-    std::vector<std::thread> ts;
-    std::atomic<int> failures{0};
-    for (int t = 0; t < threads; ++t) {
-      ts.emplace_back([&, t] {
-        client::HttpClient c(sock);
-        // Until the parent stops the daemon: then requests fail, and the child ends.
-        for (int i = 0; i < 100000; ++i) {
-          auto r = c.request("POST", "/v1/completions", completion(tokens, prompt + " " + std::to_string(t)).dump());
-          if (!r) return;
-          if (r->status != 200 && r->status != 503) ++failures;
-        }
-      });
-    }
-    for (auto& th : ts) th.join();
-    return failures.load() == 0 ? 0 : 1;
-  });
-}
-
 Observed run(const std::string& policy) {
   DaemonOptions o;
   o.args = {"--parallel", "2", "--scheduler", policy, "--flash-attn", "off"};
@@ -62,8 +34,12 @@ Observed run(const std::string& policy) {
   EXPECT_TRUE(d.start()) << d.log();
   std::string long_prompt = "Once upon a time";
   for (int i = 0; i < 12; ++i) long_prompt += " there was a little girl who liked to play";
-  const pid_t flood = start_client(d.socket(), 4311, kFloodDepth, kFloodTokens, long_prompt);
-  const pid_t chat = start_client(d.socket(), 4312, kChatThreads, kChatTokens, "Tom had a dog");
+  const pid_t flood = spawn_completion_loop(d.socket(), 4311, kFloodDepth, [&](int t) {
+    return completion(kFloodTokens, long_prompt + " " + std::to_string(t));
+  });
+  const pid_t chat = spawn_completion_loop(d.socket(), 4312, kChatThreads, [](int t) {
+    return completion(kChatTokens, "Tom had a dog " + std::to_string(t));
+  });
   Observed ob;
   std::uint64_t window_flood = 0, window_chat = 0, start_flood = 0;
   bool started = false;

@@ -12,14 +12,6 @@
 namespace llmd::test {
 namespace {
 
-nlohmann::json completion(int max_tokens, const std::string& prompt) {
-  nlohmann::json b = greedy_body(max_tokens);
-  b["prompt"] = prompt;
-  b["ignore_eos"] = true;
-  b["stream"] = false;
-  return b;
-}
-
 std::map<std::string, nlohmann::json> clients_of(const DaemonProcess& d) {
   std::map<std::string, nlohmann::json> out;
   const auto st = call(d.client(), "GET", "/v1/status");
@@ -48,23 +40,8 @@ Spread run_four_uids(const std::string& policy) {
   for (uid_t uid : {4301u, 4302u, 4303u, 4304u}) {
     const int depth = uid == 4301 ? 4 : 2;
     const int tokens = uid == 4301 ? 120 : 12;
-    children.push_back(spawn_as(uid, uid, [=] {
-      std::vector<std::thread> threads;
-      std::atomic<int> failures{0};
-      for (int t = 0; t < depth; ++t) {
-        threads.emplace_back([&, t] {
-          client::HttpClient c(sock);
-          // Until the parent stops the daemon: then requests fail, and the child ends.
-          for (int i = 0; i < 10000; ++i) {
-            auto r = c.request("POST", "/v1/completions",
-                               completion(tokens, "Once upon a time " + std::to_string(t)).dump());
-            if (!r) return;
-            if (r->status != 200 && r->status != 503) ++failures;
-          }
-        });
-      }
-      for (auto& th : threads) th.join();
-      return failures.load() == 0 ? 0 : 1;
+    children.push_back(spawn_completion_loop(sock, uid, depth, [=](int t) {
+      return completion(tokens, "Once upon a time " + std::to_string(t));
     }));
   }
   // Wait until every client has been served, then long enough for the heavy one to pull ahead
