@@ -305,7 +305,7 @@ TEST_F(DbusApi, PropertiesAndActiveSessionsChanges) {
   const auto status = call(http(), "GET", "/v1/status").body;
   EXPECT_EQ(get("Model", "s"), status["model"]["id"]);
   EXPECT_EQ(get("Version", "s"), status["version"]);
-  EXPECT_EQ(get("Slots", "u"), 4);
+  EXPECT_EQ(get("Slots", "u"), status["context"]["slots"]);  // 16 by default
   EXPECT_EQ(get("ActiveSessions", "u"), 0);
   // ActiveSessions counts turns in flight and says when it changes.
   auto options = greedy(1900);
