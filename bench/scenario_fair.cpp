@@ -556,7 +556,6 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
                           {"park_ms_per_preemption", n.park_ms}, {"b_completed", both[s].e2e[1].size()},
                           {"b_alone_completed", alone[s].e2e[0].size()}, {"other_cpus", both[s].other_cpus}};
     }
-    (void)fair;
     ctx["interactive"][std::to_string(slots) + "_slots"] = runs;
   }
   return {};

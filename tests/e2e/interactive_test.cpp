@@ -6,9 +6,7 @@
 // preemption keeps it from waiting behind the flood's long generations). Windows are counted in
 // the flood's generated tokens, not in time. FIFO runs beside it and must fail the checks.
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
-#include <thread>
 
 #include "tests/e2e/e2e_util.h"
 
