@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/llama_bench.h"
 #include "bench/llmd_process.h"
 #include "bench/process.h"
 #include "tools/http_client/http_client.h"
@@ -62,19 +63,6 @@ Result<Streamed> stream_once(const std::string& socket, const std::string& promp
   return s;
 }
 
-Result<nlohmann::json> llama_bench(const BenchEnv& env, const std::string& model, const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {env.tools_dir + "/llama-bench", "-m", model, "-t", std::to_string(env.threads),
-                                   "-r", std::to_string(env.reps), "-fa", "auto", "-o", "json"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  auto text = run_capture(argv, env.log_path);
-  if (!text) return text.error();
-  auto j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_array() || j.empty()) return Error(Errc::internal, "cannot parse llama-bench output");
-  return j;
-}
-
-std::vector<double> samples(const nlohmann::json& test) { return test.value("samples_ts", std::vector<double>{}); }
-
 }  // namespace
 
 Status run_daemon_scenario(const BenchEnv& env, Report& report) {
@@ -105,11 +93,11 @@ Status run_daemon_scenario(const BenchEnv& env, Report& report) {
       } else {
         auto tg = llama_bench(env, *model, {"-p", "0", "-n", std::to_string(kGen)});
         if (!tg) return tg.error();
-        for (double v : samples((*tg)[0])) theirs_tps.push_back(v);
+        for (double v : bench_samples((*tg)[0])) theirs_tps.push_back(v);
         // pp16: llama.cpp's own time from a 16-token prompt to the logits of the first token.
         auto pp = llama_bench(env, *model, {"-p", "16", "-n", "0"});
         if (!pp) return pp.error();
-        for (double tps : samples((*pp)[0])) theirs_ttft.push_back(tps > 0 ? 16.0 / tps * 1000.0 : 0.0);
+        for (double tps : bench_samples((*pp)[0])) theirs_ttft.push_back(tps > 0 ? 16.0 / tps * 1000.0 : 0.0);
       }
     }
   }

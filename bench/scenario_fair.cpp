@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/cpu_load.h"
+#include "bench/llama_bench.h"
 #include "bench/llmd_process.h"
 #include "tools/http_client/http_client.h"
 
@@ -229,6 +230,7 @@ Snapshot snapshot(const Load& load, std::vector<std::unique_ptr<ClientStats>>& s
 struct RunResult {
   std::vector<double> service;         // per client, client side, in the window
   std::vector<double> daemon_service;  // per client, llmd's /v1/status, same window (llmd only)
+  std::vector<double> gen;             // per client: generated tokens in the window (client side)
   std::vector<std::vector<double>> ttft;  // per client: requests sent in the window, first token in it
   std::vector<std::vector<double>> e2e;   // per client: requests sent in the window, ended in it
   std::int64_t generated = 0, completed = 0, errors = 0, preemptions = 0;
@@ -278,6 +280,7 @@ Result<RunResult> run_load(const Load& load, double warmup_s, double window_s) {
   for (int i = 0; i < n; ++i) {
     out.service.push_back(static_cast<double>(b.service[i] - a.service[i]));
     out.generated += b.generated[i] - a.generated[i];
+    out.gen.push_back(static_cast<double>(b.generated[i] - a.generated[i]));
     out.completed += b.completed[i] - a.completed[i];
     out.errors += b.errors[i] - a.errors[i];
     std::string app = "c";
@@ -481,6 +484,16 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
                    json& ctx, std::string& table) {
   constexpr int kCtx = 4096;
   const Shape flood{300, 96}, chat{20, 32};
+  // What a prompt token and a generated token cost on this machine (llama-bench pp256 and tg32, one
+  // stream): the weighted total (1 and 2) favours prompt-heavy work, which costs ~10x less per
+  // token here, so the total is also reported in engine-seconds of work per second.
+  auto pp = llama_bench(env, model, {"-p", "256", "-n", "0"});
+  if (!pp) return pp.error();
+  auto tg = llama_bench(env, model, {"-p", "0", "-n", "32"});
+  if (!tg) return tg.error();
+  const double pp_rate = percentile(bench_samples((*pp)[0]), 50), tg_rate = percentile(bench_samples((*tg)[0]), 50);
+  if (pp_rate <= 0 || tg_rate <= 0) return Error(Errc::internal, "llama-bench reported no pp256/tg32 rate");
+  ctx["interactive"]["cost"] = {{"pp256_tok_s", pp_rate}, {"tg32_tok_s", tg_rate}};
   const int only = static_cast<int>(env_number("LLMD_BENCH_FAIR_INTERACTIVE_SLOTS", 0));  // 0: 2 and 4
   for (int slots : {2, 4}) {
     if (only != 0 && slots != only) continue;
@@ -506,13 +519,17 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
     }
     struct Numbers {
       double share = 0, p50 = 0, p99 = 0, p50_alone = 0, p99_alone = 0, a_rate = 0, total = 0, preempt_s = 0,
-             park_ms = 0;
+             park_ms = 0, work = 0;
     };
     auto numbers = [&](Server s) {
       const RunResult &ra = alone[s], &rb = both[s];
       Numbers n;
       const double b_alone = ra.service[0] / ra.seconds, b_rate = rb.service[1] / rb.seconds;
       n.total = (rb.service[0] + rb.service[1]) / rb.seconds;
+      // Engine-seconds of single-stream work done per second: prompt tokens / pp + generated / tg.
+      for (std::size_t i = 0; i < rb.gen.size(); ++i) {
+        n.work += ((rb.service[i] - 2 * rb.gen[i]) / pp_rate + rb.gen[i] / tg_rate) / rb.seconds;
+      }
       n.share = b_rate / std::max(1e-9, std::min(b_alone, n.total / 2));
       n.p50 = percentile(rb.e2e[1], 50), n.p99 = percentile(rb.e2e[1], 99);
       n.p50_alone = percentile(ra.e2e[0], 50), n.p99_alone = percentile(ra.e2e[0], 99);
@@ -536,23 +553,26 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
       row("B e2e p99 / alone", fair.p99 / std::max(1e-9, fair.p99_alone), base,
           other.p99 / std::max(1e-9, other.p99_alone), false);
       row("weighted tok/s, sum", fair.total, base, other.total, true);
+      row("work done, engine-s/s", fair.work, base, other.work, true);
     }
     json runs = json::object();
     for (Server s : {Server::llmd_fair, Server::llmd_fifo, Server::llama_server}) {
       const Numbers n = numbers(s);
       char line[512];
       std::snprintf(line, sizeof line,
-                    "%5d  %-12s  %5.2f  %6.0f  %6.0f  %4.2fx  %6.0f  %6.0f  %4.2fx  %7.0f  %7.0f  %5.3fx  %5.1f  %6.1f  "
-                    "%lld  %s\n",
+                    "%5d  %-12s  %5.2f  %6.0f  %6.0f  %4.2fx  %6.0f  %6.0f  %4.2fx  %7.0f  %7.0f  %5.3fx  %5.2f  %5.3fx  "
+                    "%5.1f  %6.1f  %lld  %s\n",
                     slots, name_of(s), n.share, n.p50_alone, n.p50, n.p50 / std::max(1e-9, n.p50_alone), n.p99_alone,
                     n.p99, n.p99 / std::max(1e-9, n.p99_alone), n.a_rate, n.total,
-                    n.total / std::max(1e-9, fifo.total), n.preempt_s, n.park_ms,
+                    n.total / std::max(1e-9, fifo.total), n.work, n.work / std::max(1e-9, fifo.work), n.preempt_s,
+                    n.park_ms,
                     static_cast<long long>(alone[s].errors + both[s].errors),
                     both[s].daemon_service.empty() ? "" : ("(llmd's A B: " + list(both[s].daemon_service) + ")").c_str());
       table += line;
       runs[name_of(s)] = {{"b_share", n.share}, {"b_e2e_p50_ms", n.p50}, {"b_e2e_p99_ms", n.p99},
                           {"b_alone_e2e_p50_ms", n.p50_alone}, {"b_alone_e2e_p99_ms", n.p99_alone},
-                          {"a_wtok_s", n.a_rate}, {"total_wtok_s", n.total}, {"preemptions_s", n.preempt_s},
+                          {"a_wtok_s", n.a_rate}, {"total_wtok_s", n.total}, {"work_engine_s_per_s", n.work},
+                          {"preemptions_s", n.preempt_s},
                           {"park_ms_per_preemption", n.park_ms}, {"b_completed", both[s].e2e[1].size()},
                           {"b_alone_completed", alone[s].e2e[0].size()}, {"other_cpus", both[s].other_cpus}};
     }
@@ -588,10 +608,12 @@ Status run_fair_scenario(const BenchEnv& env, Report& report) {
   std::printf("\nfair: interactive beside a flood, %.0f s each: A 6 outstanding (300 words + 96 tokens), B 2 "
               "closed-loop threads (20 words + 32 tokens); B alone first\n"
               "(share: B's service / min(B alone, half the total); e2e ms of B's requests; A and total: weighted "
-              "tok/s; vs fifo: total / llmd fifo's; preem/s and ms of engine time per preemption)\n"
-              "%5s  %-12s  %5s  %6s  %6s  %5s  %6s  %6s  %5s  %7s  %7s  %6s  %5s  %6s  %s\n%s",
+              "tok/s; vs fifo: total / llmd fifo's; work: engine-seconds of work done per second, a prompt token "
+              "costing 1/pp256 s and a generated one 1/tg32 s of llama-bench, and vs fifo; preem/s and ms of "
+              "engine time per preemption)\n"
+              "%5s  %-12s  %5s  %6s  %6s  %5s  %6s  %6s  %5s  %7s  %7s  %6s  %5s  %6s  %5s  %6s  %s\n%s",
               window * 0.8, "slots", "server", "share", "p50 1", "p50", "x", "p99 1", "p99", "x", "A", "total",
-              "vs fifo", "pre/s", "ms/pre", "errors", inter_table.c_str());
+              "vs fifo", "work", "vs fifo", "pre/s", "ms/pre", "errors", inter_table.c_str());
   report.context["fair"] = ctx;
   return {};
 }

@@ -18,7 +18,10 @@
 //      llama-server, with 2 and 4 generations decoded together (llmd --parallel N with 16 slots,
 //      llama-server -np N). Reported: B's service as a fraction of min(B alone, half the total),
 //      B's end-to-end p50/p99 beside B alone's, A's and the total weighted tok/s (vs llmd fifo),
-//      preemptions/s and the engine time each cost (/v1/status park_ms).
+//      the work done in engine-seconds per second (a prompt token costs 1/pp256 s, a generated one
+//      1/tg32 s, llama-bench's single-stream rates measured in the same run: the weighted total
+//      favours prompt-heavy work, so the fair share of a generation-heavy app lowers it even when
+//      nothing is wasted), preemptions/s and the engine time each cost (/v1/status park_ms).
 //      LLMD_BENCH_FAIR_ONLY_INTERACTIVE=1 runs only this part, LLMD_BENCH_FAIR_INTERACTIVE_SLOTS=N
 //      only N; LLMD_BENCH_FAIR_SHOW=1 prints llmd's own view of the clients after each window.
 // Same model (smollm2-135m q8_0), threads, context, batch and parallel generations for every

@@ -208,6 +208,12 @@ void EngineWorker::step() {
   const scheduler::TokenPlan plan = sched_.schedule_tokens(running, ctx_.n_batch());
   engine::StepLimits limits;
   for (const auto& [id, n] : plan.prefill) limits.prefill.emplace_back(seq_of.at(id), n);
+  // Generations the scheduler gave no token this step (paced) sit it out.
+  for (const scheduler::Running& r : running) {
+    if (r.prefill_left == 0 && std::find(plan.decode.begin(), plan.decode.end(), r.id) == plan.decode.end()) {
+      limits.hold.push_back(seq_of.at(r.id));
+    }
+  }
   if (stall_fault_.count() > 0) {
     // Fault injection (tests only): this step hangs, as a llama_decode that never returns would.
     spdlog::warn("engine: fault injection: this decode step stalls for {} ms", stall_fault_.count());

@@ -136,6 +136,7 @@ scheduler::Options App::scheduling_options() const {
   o.policy = config_.scheduler;
   o.preempt_gap = config_.preempt_gap;
   o.prefill_chunk = config_.prefill_chunk;
+  o.pace = config_.pace;
   // Queue lengths are the Service's to limit (it answers 429 at once); slots per client are the
   // scheduler's (a client over it waits).
   o.quotas.max_queued = 0;

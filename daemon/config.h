@@ -63,6 +63,7 @@ struct Config {
   std::vector<std::string> weights;    // "NAME=W": NAME a user name or uid, optionally "/APP"
   double preempt_gap = 0;              // counter lead (weighted tokens) that preempts; 0: at or below
   std::uint32_t prefill_chunk = 256;   // prompt tokens per step while generations decode; 0: batch
+  double pace = 128;                   // counter lead (weighted tokens) past which a client sits steps out
   LogLevel log_level = LogLevel::info;
   bool log_content = false;            // log prompts and answers (debug level); off by default
   std::string admin_group = "llmd-admin";

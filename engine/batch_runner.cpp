@@ -1,6 +1,7 @@
 // Batched generation over one context (see batch_runner.h).
 #include "engine/batch_runner.h"
 
+#include <algorithm>
 #include <limits>
 
 namespace llmd::engine {
@@ -97,6 +98,7 @@ Result<bool> BatchRunner::step(const StepLimits* limits) {
   for (auto& [seq, a] : active_) {
     a.batch_index = -1;
     if (a.pending == kNoToken || a.replay_done < a.replay.size()) continue;
+    if (limits != nullptr && std::find(limits->hold.begin(), limits->hold.end(), seq) != limits->hold.end()) continue;
     if (static_cast<uint32_t>(a.next_pos) >= ctx_.max_seq_len()) {
       finish(a, FinishReason::context_full);
       continue;

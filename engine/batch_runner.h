@@ -53,9 +53,11 @@ struct SequenceOutcome {
 };
 
 // Which prompt tokens one step carries: (slot, at most this many) in this order. Slots not named
-// get none this step; generating slots always get their one token.
+// get none this step; generating slots get their one token, except those in `hold` (the
+// scheduler's pacing: they sit this step out, nothing about them changes).
 struct StepLimits {
   std::vector<std::pair<SeqId, std::uint32_t>> prefill;
+  std::vector<SeqId> hold;
 };
 
 class BatchRunner {

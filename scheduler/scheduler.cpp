@@ -189,6 +189,29 @@ SlotPlan Scheduler::schedule_slots(const StepInput& input) {
   return plan;
 }
 
+// Which of the running requests sit this step out: their client is more than `pace` ahead of the
+// lowest counter among the clients running work of its priority (any priority, for background
+// work). Decided on the counters before the step, so the order of charging within it does not
+// matter; the client with the lowest counter always runs.
+std::vector<bool> Scheduler::paced(const std::vector<Running>& running) const {
+  std::vector<bool> held(running.size(), false);
+  if (opt_.policy != Policy::fair || !opt_.pace) return held;
+  std::optional<double> floor_interactive, floor_all;
+  auto lower = [](std::optional<double>& f, double c) { f = f ? std::min(*f, c) : c; };
+  for (const Running& r : running) {
+    const Admitted& a = running_.at(r.id);
+    const double c = clients_.at(a.client).counter;
+    lower(floor_all, c);
+    if (a.priority == Priority::interactive) lower(floor_interactive, c);
+  }
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    const Admitted& a = running_.at(running[i].id);
+    const std::optional<double>& f = a.priority == Priority::interactive ? floor_interactive : floor_all;
+    held[i] = clients_.at(a.client).counter > *f + *opt_.pace;
+  }
+  return held;
+}
+
 TokenPlan Scheduler::schedule_tokens(const std::vector<Running>& input, std::uint32_t token_budget) {
   TokenPlan plan;
   std::uint32_t budget = token_budget;
@@ -202,17 +225,20 @@ TokenPlan Scheduler::schedule_tokens(const std::vector<Running>& input, std::uin
     return std::tuple(a.priority == Priority::interactive ? 0 : 1, counter, a.seq);
   };
   std::sort(running.begin(), running.end(), [&](const Running& a, const Running& b) { return order(a) < order(b); });
+  const std::vector<bool> held = paced(running);
   // One token for every generation.
-  for (const Running& r : running) {
-    if (r.prefill_left != 0 || budget == 0) continue;
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    const Running& r = running[i];
+    if (r.prefill_left != 0 || budget == 0 || held[i]) continue;
     plan.decode.push_back(r.id);
     --budget;
     charge(clients_[running_.at(r.id).client], 0, 1, 0);
   }
   // Prompt chunks, by counter (fair) or arrival (fifo); fewer while generations decode.
   if (!plan.decode.empty() && opt_.prefill_chunk != 0) budget = std::min(budget, opt_.prefill_chunk);
-  for (const Running& r : running) {
-    if (r.prefill_left == 0 || budget == 0) continue;
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    const Running& r = running[i];
+    if (r.prefill_left == 0 || budget == 0 || held[i]) continue;
     const std::uint32_t n = std::min(r.prefill_left, budget);
     plan.prefill.emplace_back(r.id, n);
     budget -= n;

@@ -19,7 +19,8 @@
 // backlogged clients do not swap a slot back and forth at every step. Tokens (schedule_tokens; continuous batching with chunked
 // prefill): one decode token for every running generation, then prefill chunks for running
 // requests that still have prompt left, by counter, within the step's token budget — a long prompt
-// takes several steps and never holds the others' decoding back for more than one. Interactive
+// takes several steps and never holds the others' decoding back for more than one. With `pace`, a
+// client too far ahead of the others running gets nothing in a step (token-level VTC). Interactive
 // requests go before background ones, which are admitted only when no interactive one waits, and
 // are preempted first.
 // plan() runs both phases at once (for simulation: admitted requests prefill in the same step).
@@ -73,6 +74,13 @@ struct Options {
   // that holds every generation's next token back (chunked prefill with a budget, as in
   // Sarathi-Serve); a step with nothing to decode still takes the whole budget.
   std::uint32_t prefill_chunk = 0;
+  // Token-level pacing (fair only): a client whose counter is more than `pace` weighted tokens
+  // ahead of the lowest counter among the clients running requests of its priority (or of any,
+  // for background work) gets no tokens in a step — neither decode nor prompt — so the step is
+  // only as long as the others' work, and the client behind catches up. Admission alone cannot do
+  // this once every client's requests run: the one with more or longer requests would get more of
+  // every step. None: off (every running generation decodes each step).
+  std::optional<double> pace;
 };
 
 struct Request {
@@ -138,7 +146,8 @@ class Scheduler {
   void remove(RequestId id);
   // Phase 1 of a step: preemptions and admissions (input.token_budget is not used).
   SlotPlan schedule_slots(const StepInput& input);
-  // Phase 2: what one decode step carries for these running requests; charges their clients.
+  // Phase 2: what one decode step carries for these running requests; charges their clients. A
+  // generation not in `decode` gets no token this step (paced, or over the budget).
   TokenPlan schedule_tokens(const std::vector<Running>& running, std::uint32_t token_budget);
   // Charges a request's client for history brought back for it from stored KV.
   void charge_swap(RequestId id, std::uint32_t tokens);
@@ -188,6 +197,7 @@ class Scheduler {
   // The pending request to admit next, if any: by counter (fair) or arrival (fifo), interactive first.
   // `projected`: counter increments expected from this round's admissions.
   std::optional<std::size_t> next_pending(const std::map<ClientId, double>& projected) const;
+  std::vector<bool> paced(const std::vector<Running>& running) const;
 
   Options opt_;
   std::map<ClientId, Client> clients_;

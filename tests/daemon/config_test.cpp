@@ -52,6 +52,7 @@ const std::map<std::string, std::vector<std::string>> kBadValues = {
     {"scheduler", {"lottery"}},
     {"weight", {"alice", "alice=0", "alice=x", "a:b=2"}},
     {"preempt-gap", {"-1", "2e12", "inf"}},
+    {"pace", {"-1", "2e12", "inf"}},
     {"prefill-chunk", {"-1", "65537", "some"}},
     {"log-level", {"verbose", "INFO"}},
     {"log-content", {"sometimes"}},

@@ -170,7 +170,7 @@ TEST(BatchRunnerLimits, PrefillFollowsTheLimits) {
   const auto other = test::tokens_of(tok, "The dog");
   ASSERT_TRUE(r.add({1, other, test::greedy(8)}));
   EXPECT_EQ(r.prompt_left(0), prompt.size());
-  StepLimits limits{{{0, 4}}};
+  StepLimits limits{{{0, 4}}, {}};
   ASSERT_TRUE(r.step(&limits));
   EXPECT_EQ(r.prompt_left(0), prompt.size() - 4);
   EXPECT_EQ(r.prompt_left(1), other.size()) << "slot 1 was not named: it gets no prompt tokens";
@@ -182,6 +182,38 @@ TEST(BatchRunnerLimits, PrefillFollowsTheLimits) {
   }
   ASSERT_TRUE(r.run());
   EXPECT_EQ(r.outcome(0)->tokens, alone);
+}
+
+// A generation in `hold` sits the step out: no token, its KV untouched; the other decodes, and both
+// generate what they generate uninterrupted.
+TEST(BatchRunnerLimits, HeldGenerationsSitTheStepOut) {
+  auto model = test::load_model(test::stories_path());
+  ASSERT_TRUE(model);
+  Tokenizer tok(*model);
+  auto ctx = test::make_context(*model);
+  ASSERT_TRUE(ctx);
+  const auto p0 = test::tokens_of(tok, "Once upon a time there was a little girl");
+  const auto p1 = test::tokens_of(tok, "The dog ran");
+  const auto alone0 = test::run_one(*ctx, tok, {0, p0, sampled(12)}).tokens;
+  ctx->clear_all();
+  const auto alone1 = test::run_one(*ctx, tok, {1, p1, test::greedy(12)}).tokens;
+  ctx->clear_all();
+
+  BatchRunner r(*ctx, tok);
+  ASSERT_TRUE(r.add({0, p0, sampled(12)}));
+  ASSERT_TRUE(r.add({1, p1, test::greedy(12)}));
+  ASSERT_TRUE(r.step());  // both prompts; both sample their first token
+  StepLimits hold0;
+  hold0.hold = {0};
+  for (int i = 0; i < 5; ++i) {
+    const auto pos0 = ctx->seq_pos_max(0), pos1 = ctx->seq_pos_max(1);
+    ASSERT_TRUE(r.step(&hold0));
+    EXPECT_EQ(ctx->seq_pos_max(0), pos0) << "held: nothing decoded on slot 0";
+    EXPECT_EQ(ctx->seq_pos_max(1), pos1 + 1);
+  }
+  ASSERT_TRUE(r.run());
+  EXPECT_EQ(r.outcome(0)->tokens, alone0);
+  EXPECT_EQ(r.outcome(1)->tokens, alone1);
 }
 
 struct ResumeCase {
@@ -211,7 +243,7 @@ TEST_P(BatchRunnerResume, ContinuesExactly) {
 
   BatchRunner r(*ctx, tok);
   ASSERT_TRUE(r.add({0, prompt, params}));
-  StepLimits limits{{{0, 5}}};  // a 5-token prompt chunk per step: early suspensions land mid-prompt
+  StepLimits limits{{{0, 5}}, {}};  // a 5-token prompt chunk per step: early suspensions land mid-prompt
   for (int i = 0; i < c.steps_before; ++i) ASSERT_TRUE(r.step(&limits));
   auto s = r.suspend(0);
   ASSERT_TRUE(s.has_value());

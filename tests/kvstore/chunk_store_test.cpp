@@ -415,9 +415,13 @@ TEST(ChunkStore, Kill9DuringWriteBacksLeavesAConsistentStore) {
   std::mt19937 rng(5);
   std::size_t served = 0;
   for (int round = 0; round < 8; ++round) {
+    int committed[2];
+    ASSERT_EQ(::pipe(committed), 0);
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      ::close(committed[0]);
+      ::signal(SIGPIPE, SIG_IGN);  // odd rounds do not read the signal
       auto o = options(dir);
       o.chunk_tokens = 16;
       auto opened = ChunkStore::open(o, layout(), "model-a");
@@ -426,8 +430,21 @@ TEST(ChunkStore, Kill9DuringWriteBacksLeavesAConsistentStore) {
         (*opened)->write_back("ses_a", std::vector(toks.begin(), toks.begin() + static_cast<std::ptrdiff_t>(n)),
                               state_of(*engine::slice_cells(cells, 0, n)));
         (*opened)->flush();
+        if (committed[1] >= 0) {
+          (void)!::write(committed[1], "c", 1);
+          ::close(committed[1]);
+          committed[1] = -1;
+        }
       }
     }
+    ::close(committed[1]);
+    // Odd rounds kill at a random moment from the start (opening included); even ones at a random
+    // moment after the first commit, so a loaded machine cannot make every kill come before it.
+    if (round % 2 == 0) {
+      char c = 0;
+      ASSERT_EQ(::read(committed[0], &c, 1), 1) << "the writer died before its first commit";
+    }
+    ::close(committed[0]);
     ::usleep(20'000 + rng() % 80'000);
     ::kill(pid, SIGKILL);
     int status = 0;

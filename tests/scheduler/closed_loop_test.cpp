@@ -28,9 +28,12 @@ constexpr std::uint32_t kFloodDepth = 6, kChatThreads = 2;
 // with L_in the longest prompt and M the most tokens a step carries.
 const double kBound = 2 * std::max(1.0 * kFlood.prompt, 2.0 * kBudget);
 
+// The daemon's defaults (prefill-chunk 256, pace 128) with the given preemption gap.
 Options gap(std::optional<double> g, Policy p = Policy::fair) {
   Options o = with_policy(p);
   o.preempt_gap = g;
+  o.prefill_chunk = 256;
+  o.pace = 128;
   return o;
 }
 

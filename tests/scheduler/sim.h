@@ -69,7 +69,9 @@ class Sim {
       running_.insert(id);
       ran_[id] = 0;
     }
+    double prefilled = 0;
     for (auto [id, n] : p.prefill) {
+      prefilled += n;
       reqs_[id].prefill_left -= n;
       service_[reqs_[id].client] += 1.0 * n;
       tokens_ += n;
@@ -86,6 +88,7 @@ class Sim {
         s_.remove(id);
         ++finished_[r.client];
         latency_[r.client].push_back(steps_ + 1 - r.sent);
+        time_latency_[r.client].push_back(time_ + step_cost(p, prefilled) - r.sent_time);
         if (r.shape.think > 0) {
           thinking_.emplace(steps_ + 1 + r.shape.think, r.client);  // still outstanding while it thinks
         } else {
@@ -94,6 +97,7 @@ class Sim {
         }
       }
     }
+    time_ += step_cost(p, prefilled);
     now_ += std::chrono::milliseconds(10);
     ++steps_;
     return p;
@@ -106,7 +110,22 @@ class Sim {
   std::uint64_t preempted(const ClientId& c) { return preempted_[c]; }
   // Steps from each finished request's submission to its last token, in order.
   const std::vector<std::uint64_t>& latencies(const ClientId& c) { return latency_[c]; }
+  // The same in simulated time (step_cost units: a lone decode step is about 1.15).
+  const std::vector<double>& time_latencies(const ClientId& c) { return time_latency_[c]; }
+  double time() const { return time_; }
+  // What a step costs on a CPU, in units of about one decode step: a fixed part, a little per
+  // generation in the batch, and a prompt token about a twentieth of a decode step (roughly
+  // smollm2-135m on 2 threads). Deterministic: tests compare simulated time, never wall-clock.
+  static double step_cost(const StepPlan& p, double prefilled) {
+    if (p.decode.empty() && prefilled == 0) return 0.0;
+    return 1.0 + 0.15 * static_cast<double>(p.decode.size()) + 0.05 * prefilled;
+  }
   std::size_t running() const { return running_.size(); }
+  std::set<ClientId> running_clients() const {
+    std::set<ClientId> out;
+    for (RequestId id : running_) out.insert(reqs_.at(id).client);
+    return out;
+  }
   std::uint64_t preemptions() const { return preemptions_; }
   bool backlogged() const { return !running_.empty() || s_.pending() > 0; }
   std::uint64_t tokens() const { return tokens_; }
@@ -124,6 +143,7 @@ class Sim {
     Shape shape;
     std::uint32_t prefill_left = 0, generated = 0;
     std::uint64_t sent = 0;
+    double sent_time = 0;
   };
   struct ClientState {
     Shape shape;
@@ -134,7 +154,7 @@ class Sim {
     ClientState& c = clients_[id];
     while (c.active && outstanding_[id] < c.depth) {
       const RequestId rid = next_id_++;
-      reqs_[rid] = {id, c.shape, c.shape.prompt, 0, steps_};
+      reqs_[rid] = {id, c.shape, c.shape.prompt, 0, steps_, time_};
       ASSERT_TRUE(s_.submit({rid, id, c.shape.priority, c.shape.prompt, 0}, now_));
       ++outstanding_[id];
     }
@@ -153,6 +173,8 @@ class Sim {
   std::map<ClientId, double> service_;
   std::map<ClientId, std::uint64_t> finished_, preempted_;
   std::map<ClientId, std::vector<std::uint64_t>> latency_;
+  std::map<ClientId, std::vector<double>> time_latency_;
+  double time_ = 0;
   RequestId next_id_ = 1;
   std::uint64_t steps_ = 0, preemptions_ = 0, tokens_ = 0;
 };
