@@ -485,8 +485,9 @@ Status interactive(const BenchEnv& env, const std::string& model, double warmup_
   constexpr int kCtx = 4096;
   const Shape flood{300, 96}, chat{20, 32};
   // What a prompt token and a generated token cost on this machine (llama-bench pp256 and tg32, one
-  // stream): the weighted total (1 and 2) favours prompt-heavy work, which costs ~10x less per
-  // token here, so the total is also reported in engine-seconds of work per second.
+  // stream): the weighted total (1 and 2) favours prompt-heavy work, a prompt token costing about
+  // a fifth of a generated one here, so the total is also reported in engine-seconds of work per
+  // second.
   auto pp = llama_bench(env, model, {"-p", "256", "-n", "0"});
   if (!pp) return pp.error();
   auto tg = llama_bench(env, model, {"-p", "0", "-n", "32"});

@@ -360,8 +360,8 @@ std::vector<Setting> make_settings() {
                             "must be between 0 and 65536"),
       number<double>("pace", &Config::pace, 0, 1e12, R::restart,
                      "how far (weighted tokens) a client's counter may run ahead of the lowest counter among "
-                     "the clients running work before its requests sit decode steps out, so the one behind "
-                     "is not slowed by it; 1e12: never",
+                     "the clients running work before its requests sit steps out (no decode, no prompt), so "
+                     "the one behind is not slowed by it; 1e12: never",
                      "must be between 0 and 1e12"),
       choice<LogLevel>("log-level", &Config::log_level,
                        {{"trace", LogLevel::trace},
