@@ -319,12 +319,16 @@ std::vector<Setting> make_settings() {
                                    {"position", kvstore::PolicyKind::position},
                                    {"attention", kvstore::PolicyKind::attention},
                                    {"q8_0", kvstore::PolicyKind::q8_0},
-                                   {"q4_0", kvstore::PolicyKind::q4_0}},
+                                   {"q4_0", kvstore::PolicyKind::q4_0},
+                                   {"kivi8", kvstore::PolicyKind::kivi8},
+                                   {"kivi4", kvstore::PolicyKind::kivi4},
+                                   {"kivi2", kvstore::PolicyKind::kivi2}},
                                   R::restart,
-                                  "codec per chunk: exact, position (sinks and recent exact, older compressed), "
-                                  "attention (by the attention chunks receive; needs flash-attn = off), q8_0, q4_0"),
+                                  "codec per chunk: exact, position (sinks and recent exact, older down an "
+                                  "8/4/2-bit ladder), attention (by the attention chunks receive; needs "
+                                  "flash-attn = off), or one codec for all: q8_0, q4_0, kivi8, kivi4, kivi2"),
       number<double>("kv-target-ratio", &Config::kv_target_ratio, std::numeric_limits<double>::denorm_min(), 1.0,
-                     R::restart, "position policy: encoded bytes / exact bytes to aim for", "must be in (0, 1]",
+                     R::restart, "position and attention policies: encoded bytes / exact bytes to aim for", "must be in (0, 1]",
                      "(0, 1]"),
       flag("kv-disk-zstd", &Config::kv_disk_zstd, R::restart, "zstd-compress exact chunks on disk"),
       number<std::uint64_t>("kv-write-back-mib", &Config::kv_write_back_mib, 1, 1ull << 24, R::restart,

@@ -99,7 +99,8 @@ std::string codec_file_name(kvstore::Codec codec) {
 }
 
 constexpr kvstore::Codec kCodecs[] = {kvstore::Codec::exact, kvstore::Codec::exact_zstd, kvstore::Codec::q8_0,
-                                      kvstore::Codec::q4_0};
+                                      kvstore::Codec::q4_0,  kvstore::Codec::kivi8,      kvstore::Codec::kivi4,
+                                      kvstore::Codec::kivi2};
 
 std::optional<std::vector<std::uint8_t>> read_file(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);

@@ -49,7 +49,7 @@ namespace {
 
 nlohmann::json by_codec(const auto& values) {
   nlohmann::json j = nlohmann::json::object();
-  for (kvstore::Codec c : {kvstore::Codec::exact, kvstore::Codec::exact_zstd, kvstore::Codec::q8_0, kvstore::Codec::q4_0}) {
+  for (kvstore::Codec c : kvstore::kAllCodecs) {
     const auto v = values[static_cast<std::size_t>(c)];
     if (v != 0) j[std::string(kvstore::codec_name(c))] = v;
   }

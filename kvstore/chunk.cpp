@@ -9,6 +9,7 @@
 #include <zstd.h>
 
 #include "engine/ggml_types.h"
+#include "kvstore/kv_quant.h"
 
 namespace llmd::kvstore {
 namespace {
@@ -40,8 +41,32 @@ Result<engine::GgmlType> stored_type(Codec codec, engine::GgmlType own) {
     case Codec::exact_zstd: return own;
     case Codec::q8_0: return engine::ggml_type_from_name("q8_0");
     case Codec::q4_0: return engine::ggml_type_from_name("q4_0");
+    case Codec::kivi8:
+    case Codec::kivi4:
+    case Codec::kivi2: break;  // sections of their own (kv_quant.h), not rows of a ggml type
   }
-  return Error(Errc::invalid_argument, "unknown codec");
+  return Error(Errc::invalid_argument, "codec " + std::string(codec_name(codec)) + " has no row type");
+}
+
+// Code width of the chunk-native codecs; 0 for the others.
+int quant_bits(Codec codec) {
+  switch (codec) {
+    case Codec::kivi8: return 8;
+    case Codec::kivi4: return 4;
+    case Codec::kivi2: return 2;
+    default: return 0;
+  }
+}
+
+engine::GgmlType f32_type() {
+  static const engine::GgmlType t = *engine::ggml_type_from_name("f32");
+  return t;
+}
+
+Result<std::int64_t> row_elements(engine::GgmlType type, std::uint64_t row_bytes) {
+  auto n = engine::ggml_row_elements(type, row_bytes);
+  if (!n) return Error(Errc::invalid_argument, "a KV row is not a whole number of blocks");
+  return *n;
 }
 
 // Bytes of one stored row: the layout's row re-expressed in the codec's type.
@@ -71,14 +96,66 @@ Status convert(engine::GgmlType from, const std::uint8_t* src, std::uint64_t fro
   return engine::convert_rows(from, src, to, dst, static_cast<std::int64_t>(n_rows), *n);
 }
 
+// Bytes of one layer's K (or V) rows of n_cells cells in the payload: a section.
+Result<std::uint64_t> section_bytes(Codec codec, bool is_k, engine::GgmlType own, std::uint64_t own_row_bytes,
+                                    std::uint32_t n_cells) {
+  if (const int bits = quant_bits(codec)) {
+    auto n = row_elements(own, own_row_bytes);
+    if (!n) return n.error();
+    return is_k ? kv_quant::k_section_bytes(n_cells, *n, bits) : kv_quant::v_section_bytes(n_cells, *n, bits);
+  }
+  auto b = stored_row_bytes(codec, own, own_row_bytes);
+  if (!b) return b.error();
+  return *b * n_cells;
+}
+
+// Encodes n_cells rows of the own type into a section; `f32` is scratch.
+Status encode_section(Codec codec, bool is_k, engine::GgmlType own, std::uint64_t own_row_bytes,
+                      const std::uint8_t* src, std::uint32_t n_cells, std::uint8_t* dst, std::vector<float>& f32) {
+  if (const int bits = quant_bits(codec)) {
+    auto n = row_elements(own, own_row_bytes);
+    if (!n) return n.error();
+    f32.resize(static_cast<std::size_t>(*n) * n_cells);
+    LLMD_TRY_STATUS(engine::convert_rows(own, src, f32_type(), f32.data(), n_cells, *n));
+    return is_k ? kv_quant::encode_k(f32.data(), n_cells, *n, bits, dst)
+                : kv_quant::encode_v(f32.data(), n_cells, *n, bits, dst);
+  }
+  auto to = stored_type(codec, own);
+  if (!to) return to.error();
+  return convert(own, src, own_row_bytes, *to, dst, n_cells);
+}
+
+// Decodes a section back into n_cells rows of the own type; `f32` is scratch.
+Status decode_section(Codec codec, bool is_k, engine::GgmlType own, std::uint64_t own_row_bytes,
+                      const std::uint8_t* src, std::uint32_t n_cells, std::uint8_t* dst, std::vector<float>& f32) {
+  if (const int bits = quant_bits(codec)) {
+    auto n = row_elements(own, own_row_bytes);
+    if (!n) return n.error();
+    const bool direct = own == f32_type();
+    if (!direct) f32.resize(static_cast<std::size_t>(*n) * n_cells);
+    float* out = direct ? reinterpret_cast<float*>(dst) : f32.data();
+    if (is_k) {
+      kv_quant::decode_k(src, n_cells, *n, bits, out);
+    } else {
+      kv_quant::decode_v(src, n_cells, *n, bits, out);
+    }
+    return direct ? Status{} : engine::convert_rows(f32_type(), out, own, dst, n_cells, *n);
+  }
+  auto from = stored_type(codec, own);
+  if (!from) return from.error();
+  auto from_bytes = stored_row_bytes(codec, own, own_row_bytes);
+  if (!from_bytes) return from_bytes.error();
+  return convert(*from, src, *from_bytes, own, dst, n_cells);
+}
+
 Result<std::uint64_t> payload_bytes(const engine::KvLayout& layout, Codec codec, std::uint32_t n_cells) {
   std::uint64_t total = static_cast<std::uint64_t>(n_cells) * (sizeof(engine::Pos) + layout.cell_ext_bytes);
   for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
-    auto k = stored_row_bytes(codec, layout.k_type[l], layout.k_row_bytes[l]);
+    auto k = section_bytes(codec, true, layout.k_type[l], layout.k_row_bytes[l], n_cells);
     if (!k) return k.error();
-    auto v = stored_row_bytes(codec, layout.v_type[l], layout.v_row_bytes[l]);
+    auto v = section_bytes(codec, false, layout.v_type[l], layout.v_row_bytes[l], n_cells);
     if (!v) return v.error();
-    total += static_cast<std::uint64_t>(n_cells) * (*k + *v);
+    total += *k + *v;
   }
   return total;
 }
@@ -95,21 +172,29 @@ std::uint64_t checksum(std::span<const std::uint8_t> header, std::span<const std
 
 }  // namespace
 
+Result<std::uint64_t> chunk_payload_bytes(const engine::KvLayout& layout, Codec codec, std::uint32_t n_cells) {
+  return payload_bytes(layout, codec, n_cells);
+}
+
 std::string_view codec_name(Codec codec) {
   switch (codec) {
     case Codec::exact: return "exact";
     case Codec::exact_zstd: return "exact+zstd";
     case Codec::q8_0: return "q8_0";
     case Codec::q4_0: return "q4_0";
+    case Codec::kivi8: return "kivi8";
+    case Codec::kivi4: return "kivi4";
+    case Codec::kivi2: return "kivi2";
   }
   return "unknown";
 }
 
 Result<Codec> codec_from_name(std::string_view name) {
-  for (Codec c : {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0}) {
+  for (Codec c : kAllCodecs) {
     if (name == codec_name(c)) return c;
   }
-  return Error(Errc::invalid_argument, "unknown codec '" + std::string(name) + "' (exact, exact+zstd, q8_0, q4_0)");
+  return Error(Errc::invalid_argument,
+               "unknown codec '" + std::string(name) + "' (exact, exact+zstd, q8_0, q4_0, kivi8, kivi4, kivi2)");
 }
 
 std::uint64_t layout_id(const engine::KvLayout& l) {
@@ -139,14 +224,14 @@ Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, co
     at += sizeof c.pos;
     for (std::uint32_t i = 0; i < layout.cell_ext_bytes; ++i) raw[at++] = i < c.ext.size() ? c.ext[i] : 0;
   }
+  std::vector<float> f32;
   for (std::uint32_t l = 0; l < layout.n_layer; ++l) {
-    for (const auto* rows : {&cells.k[l], &cells.v[l]}) {
-      auto to = stored_type(codec, rows->type);
-      auto bytes = stored_row_bytes(codec, rows->type, rows->row_bytes);
-      if (!to) return to.error();
+    for (const bool is_k : {true, false}) {
+      const engine::KvRows& rows = is_k ? cells.k[l] : cells.v[l];
+      auto bytes = section_bytes(codec, is_k, rows.type, rows.row_bytes, n_cells);
       if (!bytes) return bytes.error();
-      LLMD_TRY_STATUS(convert(rows->type, rows->data.data(), rows->row_bytes, *to, raw.data() + at, n_cells));
-      at += *bytes * n_cells;
+      LLMD_TRY_STATUS(encode_section(codec, is_k, rows.type, rows.row_bytes, rows.data.data(), n_cells, raw.data() + at, f32));
+      at += *bytes;
     }
   }
 
@@ -188,7 +273,7 @@ Result<ChunkInfo> inspect_chunk(std::span<const std::uint8_t> blob, Verify verif
     return corrupt("checksum mismatch");
   }
   const auto codec = get<std::uint8_t>(blob, 6);
-  if (codec > static_cast<std::uint8_t>(Codec::q4_0)) return corrupt("unknown codec " + std::to_string(codec));
+  if (codec >= kNumCodecs) return corrupt("unknown codec " + std::to_string(codec));
   ChunkInfo info;
   info.codec = static_cast<Codec>(codec);
   info.n_cells = get<std::uint32_t>(blob, 8);
@@ -232,8 +317,8 @@ Result<Payload> open_payload(std::span<const std::uint8_t> blob, const engine::K
   return Payload{*info, payload};
 }
 
-// Calls cell(i, pos, ext) for every cell and rows(layer, is_k, stored type, stored row bytes,
-// data) for every layer's K and V rows of the payload.
+// Calls cell(i, pos, ext) for every cell and rows(layer, is_k, section) for every layer's K and V
+// section of the payload.
 template <typename CellFn, typename RowsFn>
 Status walk_payload(const Payload& p, const engine::KvLayout& layout, CellFn&& cell, RowsFn&& rows) {
   std::size_t at = 0;
@@ -248,12 +333,10 @@ Status walk_payload(const Payload& p, const engine::KvLayout& layout, CellFn&& c
     for (const bool is_k : {true, false}) {
       const engine::GgmlType own = is_k ? layout.k_type[l] : layout.v_type[l];
       const std::uint64_t own_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
-      auto from = stored_type(p.info.codec, own);
-      if (!from) return from.error();
-      auto from_bytes = stored_row_bytes(p.info.codec, own, own_bytes);
-      if (!from_bytes) return from_bytes.error();
-      LLMD_TRY_STATUS(rows(l, is_k, *from, *from_bytes, p.raw.data() + at));
-      at += *from_bytes * p.info.n_cells;
+      auto bytes = section_bytes(p.info.codec, is_k, own, own_bytes, p.info.n_cells);
+      if (!bytes) return bytes.error();
+      LLMD_TRY_STATUS(rows(l, is_k, p.raw.data() + at));
+      at += *bytes;
     }
   }
   return {};
@@ -271,6 +354,7 @@ Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const 
   out.cells.resize(n_cells);
   out.k.resize(layout.n_layer);
   out.v.resize(layout.n_layer);
+  std::vector<float> f32;
   LLMD_TRY_STATUS(walk_payload(
       *p, layout,
       [&](std::uint32_t i, engine::Pos pos, const std::uint8_t* ext) {
@@ -278,13 +362,13 @@ Result<engine::KvStream> decode_chunk(std::span<const std::uint8_t> blob, const 
         if (ext) out.cells[i].ext.assign(ext, ext + layout.cell_ext_bytes);
         out.cells[i].seq_ids = {0};
       },
-      [&](std::uint32_t l, bool is_k, engine::GgmlType from, std::uint64_t from_bytes, const std::uint8_t* src) -> Status {
+      [&](std::uint32_t l, bool is_k, const std::uint8_t* src) -> Status {
         engine::KvRows& rows = is_k ? out.k[l] : out.v[l];
         rows.type = is_k ? layout.k_type[l] : layout.v_type[l];
         rows.row_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
         rows.elem_bytes = !is_k && layout.v_trans ? layout.v_elem_bytes[l] : 0;
         rows.data.resize(rows.row_bytes * n_cells);
-        return convert(from, src, from_bytes, rows.type, rows.data.data(), n_cells);
+        return decode_section(p->info.codec, is_k, rows.type, rows.row_bytes, src, n_cells, rows.data.data(), f32);
       }));
   return out;
 }
@@ -297,14 +381,17 @@ Result<ChunkInfo> decode_chunk_into(std::span<const std::uint8_t> blob, const en
   const std::uint32_t n = p->info.n_cells;
   if (first_cell + n > out.n_cells()) return Error(Errc::invalid_argument, "the chunk does not fit the state");
   std::vector<std::uint8_t> vtmp;
+  std::vector<float> f32;
+  const Codec codec = p->info.codec;
   const Status walked = walk_payload(
       *p, layout, [&](std::uint32_t i, engine::Pos pos, const std::uint8_t* ext) { out.set_cell(first_cell + i, pos, ext); },
-      [&](std::uint32_t l, bool is_k, engine::GgmlType from, std::uint64_t from_bytes, const std::uint8_t* src) -> Status {
+      [&](std::uint32_t l, bool is_k, const std::uint8_t* src) -> Status {
         const engine::GgmlType own = is_k ? layout.k_type[l] : layout.v_type[l];
-        if (is_k) return convert(from, src, from_bytes, own, out.k_rows(l, first_cell), n);
-        if (std::uint8_t* dst = out.v_rows(l, first_cell)) return convert(from, src, from_bytes, own, dst, n);
-        vtmp.resize(layout.v_row_bytes[l] * n);  // v_trans: convert, then scatter
-        LLMD_TRY_STATUS(convert(from, src, from_bytes, own, vtmp.data(), n));
+        const std::uint64_t own_bytes = is_k ? layout.k_row_bytes[l] : layout.v_row_bytes[l];
+        if (is_k) return decode_section(codec, true, own, own_bytes, src, n, out.k_rows(l, first_cell), f32);
+        if (std::uint8_t* dst = out.v_rows(l, first_cell)) return decode_section(codec, false, own, own_bytes, src, n, dst, f32);
+        vtmp.resize(layout.v_row_bytes[l] * n);  // v_trans: decode, then scatter
+        LLMD_TRY_STATUS(decode_section(codec, false, own, own_bytes, src, n, vtmp.data(), f32));
         out.put_v_rows(l, first_cell, n, vtmp.data());
         return {};
       });

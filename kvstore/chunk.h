@@ -6,6 +6,10 @@
 //   exact       the context's own KV type, bit for bit
 //   exact_zstd  the same, zstd-compressed (for disk)
 //   q8_0, q4_0  rows re-quantized through ggml (engine::convert_rows); lossy, 53% / 28% of f16
+//   kivi8, kivi4, kivi2
+//               chunk-native quantization (kv_quant.h): K per channel over the chunk's cells, V
+//               per token in groups of 32 channels (64 at 8 bits), asymmetric, 8 / 4 / 2-bit codes; lossy, about
+//               (bits + 1) / 16 of f16 at 64-cell chunks (the K ranges cost more in shorter ones)
 // A decoded chunk always comes back in the context's KV types (engine::KvLayout), ready to join
 // other chunks and go into llama.cpp.
 //
@@ -25,6 +29,7 @@
 // Pure code over the engine's layout types; no llama.h, no I/O. Thread-safe (no shared state).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -35,7 +40,10 @@
 
 namespace llmd::kvstore {
 
-enum class Codec : std::uint8_t { exact = 0, exact_zstd = 1, q8_0 = 2, q4_0 = 3 };
+enum class Codec : std::uint8_t { exact = 0, exact_zstd = 1, q8_0 = 2, q4_0 = 3, kivi8 = 4, kivi4 = 5, kivi2 = 6 };
+inline constexpr std::size_t kNumCodecs = 7;  // arrays indexed by Codec
+inline constexpr Codec kAllCodecs[kNumCodecs] = {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0,
+                                                 Codec::kivi8, Codec::kivi4, Codec::kivi2};
 
 std::string_view codec_name(Codec codec);
 Result<Codec> codec_from_name(std::string_view name);  // invalid_argument for unknown names
@@ -56,10 +64,16 @@ struct ChunkInfo {
 // Encodes a stream's cells (all of them; cut them with engine::slice_cells first), recording
 // `prefix_hash` (the identity of the tokens the KV was computed from; 0 for a chunk bound to none,
 // as in tests and benchmarks) in the header, under the checksum. Errors: invalid_argument if the
-// cells do not match the layout, or a row cannot be quantized to the codec's type (its length is
-// not a multiple of 32 elements).
+// cells do not match the layout, or a row cannot be quantized to the codec's type (q8_0, q4_0: its
+// length is not a multiple of 32 elements; kivi: non-finite values or a range beyond half
+// precision — the caller keeps such a chunk exact).
 Result<std::vector<std::uint8_t>> encode_chunk(const engine::KvStream& cells, const engine::KvLayout& layout,
                                                Codec codec, std::uint64_t prefix_hash = 0);
+
+// Payload bytes of a chunk of n_cells cells under a codec (without the 64-byte header; for
+// exact_zstd, before compression). Errors: invalid_argument if the layout's rows cannot be held in
+// the codec (q8_0 and q4_0 need multiples of 32 elements).
+Result<std::uint64_t> chunk_payload_bytes(const engine::KvLayout& layout, Codec codec, std::uint32_t n_cells);
 
 // Whether a blob's checksum is checked: always for what comes from disk; a blob the process made
 // and kept in its own memory (T1) may skip it (a restore then reads its bytes once, not twice).

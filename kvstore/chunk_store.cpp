@@ -35,7 +35,7 @@ std::uint64_t file_gen(const std::string& path) {
 ChunkStore::ChunkStore(ChunkStoreOptions options, const engine::KvLayout& layout)
     : opt_(std::move(options)),
       layout_(layout),
-      ratios_(codec_ratios(layout)),
+      ratios_(codec_ratios(layout, opt_.chunk_tokens)),
       tiers_(opt_.ram_budget, opt_.disk_budget) {}
 
 Result<std::unique_ptr<ChunkStore>> ChunkStore::open(ChunkStoreOptions options, const engine::KvLayout& layout,

@@ -153,7 +153,7 @@ struct SessionResidency {
   std::uint32_t tokens = 0;          // positions they cover
   std::uint32_t ram_chunks = 0, disk_chunks = 0;
   std::uint64_t ram_bytes = 0, disk_bytes = 0;
-  std::array<std::uint32_t, 4> chunks_by_codec{};  // by the codec of the RAM copy, else the disk copy
+  std::array<std::uint32_t, kNumCodecs> chunks_by_codec{};  // by the codec of the RAM copy, else the disk copy
 };
 
 // Where a restored state goes: what engine::Context says for the destination slot.
@@ -337,7 +337,7 @@ class ChunkStore {
 
   const ChunkStoreOptions opt_;
   const engine::KvLayout layout_;
-  const std::array<double, 4> ratios_{};
+  const CodecRatios ratios_{};
   std::uint64_t chain_seed_ = 0;  // set by init(), then constant
   // The store's thread (and open()); null when a damaged index could not even be recreated: the
   // disk tier is then off until a restart.

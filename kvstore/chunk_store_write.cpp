@@ -237,7 +237,7 @@ void ChunkStore::do_write_back(Op& op) {
                         ? attention_chunk_importance(op.attention, n, C)
                         : std::vector<float>{};
   if (importance.empty()) importance = position_importance(n_chunks, opt_.policy);
-  const auto codecs = choose_codecs(opt_.policy, importance, ratios_);
+  auto codecs = choose_codecs(opt_.policy, importance, ratios_);
 
   // Which chunks are new or changed.
   std::vector<bool> keep(n_chunks, false);
@@ -289,6 +289,12 @@ void ChunkStore::do_write_back(Op& op) {
       break;
     }
     auto blob = encode_chunk(*slice, layout_, codecs[i], hashes[i]);
+    if (!blob && codecs[i] != Codec::exact && blob.error().code() == Errc::invalid_argument) {
+      // KV a lossy codec cannot hold (non-finite values, a range beyond half precision): exact.
+      spdlog::warn("kvstore: chunk {} of {} kept exact: {}", i, op.session, blob.error().message());
+      codecs[i] = Codec::exact;
+      blob = encode_chunk(*slice, layout_, Codec::exact, hashes[i]);
+    }
     if (!blob) {
       record_error("cannot encode a chunk of " + op.session + ": " + blob.error().message());
       break;

@@ -30,8 +30,8 @@ struct TierStats {
   std::uint64_t chunks = 0;          // copies held (a shared copy once)
   std::uint64_t shared_refs = 0;     // references beyond each copy's first (chunks stored once for several keys)
   std::uint64_t bytes_saved = 0;     // what those references would take as copies of their own
-  std::array<std::uint64_t, 4> bytes_by_codec{};  // index: Codec value
-  std::array<std::uint64_t, 4> chunks_by_codec{};
+  std::array<std::uint64_t, kNumCodecs> bytes_by_codec{};  // index: Codec value
+  std::array<std::uint64_t, kNumCodecs> chunks_by_codec{};
 };
 
 // One chunk of a session as the store holds it.

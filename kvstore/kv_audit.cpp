@@ -106,7 +106,7 @@ Result<engine::KvStream> cells_of(std::span<const std::uint8_t> state, const eng
 
 // Lossier codecs last: a chunk's KV was computed over whatever its predecessors were restored
 // from, so it is judged by the lossiest codec among them and its own.
-int lossiness(Codec c) { return c == Codec::q4_0 ? 2 : c == Codec::q8_0 ? 1 : 0; }
+int lossiness(Codec c) { return tolerance_level(c) * 2 + (c == Codec::q8_0 || c == Codec::q4_0 ? 1 : 0); }
 Codec lossier(Codec a, Codec b) { return lossiness(a) >= lossiness(b) ? a : b; }
 
 bool positions_from_zero(const engine::KvStream& cells) {
@@ -124,6 +124,9 @@ const AuditTolerance::Limits& AuditTolerance::of(Codec codec) const {
     case Codec::exact_zstd: return exact;
     case Codec::q8_0: return q8_0;
     case Codec::q4_0: return q4_0;
+    case Codec::kivi8: return kivi8;
+    case Codec::kivi4: return kivi4;
+    case Codec::kivi2: return kivi2;
   }
   return exact;
 }

@@ -47,6 +47,9 @@ struct AuditTolerance {
   Limits exact{0.01, 0.02};
   Limits q8_0{0.06, 0.08};
   Limits q4_0{0.5, 0.6};
+  Limits kivi8{0.06, 0.08};
+  Limits kivi4{0.5, 0.6};
+  Limits kivi2{1.0, 1.0};
   const Limits& of(Codec codec) const;
 };
 

@@ -8,11 +8,19 @@
 // always exact.
 //
 //   exact      every chunk exact (bit-identical restore; the default)
-//   position   importance from position alone: sinks and the recent window exact, older chunks
-//              compressed harder (q8_0, then q4_0) until the target ratio holds
+//   position   a tolerance ladder (exact, then the ladder's codecs: kivi8, kivi4, kivi2 by
+//              default) with importance from position alone: sinks and the recent window exact,
+//              older chunks compressed harder until the target ratio holds
 //   attention  like position, but importance is the attention each chunk received (the engine's
 //              AttentionProbe, flash attention off), falling back to position when none was seen
-//   q8_0, q4_0 every unprotected chunk in that codec (measurement baselines)
+//   q8_0, q4_0, kivi8, kivi4, kivi2
+//              every unprotected chunk in that codec (measurement baselines)
+//
+// The ladder is solved for the target, not cut at fixed thresholds: starting from all exact, the
+// step taken next is the one demotion (a chunk one rung down) that adds the least importance-
+// weighted error per byte saved, error modelled as the codec's relative quantization variance
+// (codec_distortion); so chunks that receive little attention go to 2 bits while important ones
+// stay at 8, and a uniform step down wins when importances are alike.
 //
 // Pure code; thread-safe.
 #pragma once
@@ -29,7 +37,7 @@
 
 namespace llmd::kvstore {
 
-enum class PolicyKind { exact, position, attention, q8_0, q4_0 };
+enum class PolicyKind { exact, position, attention, q8_0, q4_0, kivi8, kivi4, kivi2 };
 
 std::string_view policy_name(PolicyKind kind);
 Result<PolicyKind> policy_from_name(std::string_view name);  // invalid_argument, naming the choices
@@ -39,11 +47,19 @@ struct PolicyParams {
   double target_ratio = 0.5;       // encoded bytes / exact bytes the position policy aims for
   std::uint32_t sink_chunks = 1;   // first chunks kept exact
   std::uint32_t recent_chunks = 2;  // last chunks kept exact
+  // The rungs below exact for position and attention, finest first.
+  std::vector<Codec> ladder = {Codec::kivi8, Codec::kivi4, Codec::kivi2};
 };
 
-// Encoded size of each codec relative to exact, for a layout (index: Codec value). A codec the
-// layout cannot use (rows not a whole number of its blocks) gets ratio 0 and is never chosen.
-std::array<double, 4> codec_ratios(const engine::KvLayout& layout);
+using CodecRatios = std::array<double, kNumCodecs>;
+
+// Encoded size of each codec relative to exact (payload bytes, cell positions included), for a
+// layout and chunks of chunk_tokens cells (index: Codec value). A codec the layout cannot use
+// (rows not a whole number of its blocks) gets ratio 0 and is never chosen.
+CodecRatios codec_ratios(const engine::KvLayout& layout, std::uint32_t chunk_tokens);
+
+// The relative quantization variance a codec adds (0 for exact): ((2^bits - 1))^-2 of its levels.
+double codec_distortion(Codec codec);
 
 // Position-based importance of chunk i of n: 1 for protected chunks, else decreasing with age
 // (distance from the end), in (0, 1).
@@ -57,10 +73,10 @@ std::vector<float> attention_chunk_importance(std::span<const float> per_positio
 // The codec for each of n chunks with the given importance scores (same length). Chunks of equal
 // importance are compressed oldest first.
 std::vector<Codec> choose_codecs(const PolicyParams& params, std::span<const float> importance,
-                                 const std::array<double, 4>& ratios);
+                                 const CodecRatios& ratios);
 
 // How tolerant a codec's chunks are of compression, for LCTRU eviction: exact 0 (least, evicted
-// first), q8_0 1, q4_0 2.
+// first), 8-bit codecs 1, 4-bit 2, 2-bit 3.
 int tolerance_level(Codec codec);
 
 }  // namespace llmd::kvstore

@@ -137,7 +137,7 @@ TEST_P(KvAuditLossy, PassesCorrectChunksOfTheCodec) {
   EXPECT_GT(expect_kv_right(c, b), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Codecs, KvAuditLossy, ::testing::Values("q8_0", "q4_0"),
+INSTANTIATE_TEST_SUITE_P(Codecs, KvAuditLossy, ::testing::Values("q8_0", "q4_0", "kivi8", "kivi4", "kivi2"),
                          [](const auto& p) { return std::string(p.param); });
 
 // The audit is not a test that cannot fail: KV of another history, made to look like this

@@ -560,7 +560,7 @@ TEST(KvVisibility, LlmctlShowsTiersAndASessionsResidency) {
 TEST(KvPolicies, CompressedChunksRestoreAndKeepAnswering) {
   for (const std::vector<std::string>& policy :
        {std::vector<std::string>{"--kv-policy", "attention", "--flash-attn", "off"},
-        std::vector<std::string>{"--kv-policy", "position"}}) {
+        std::vector<std::string>{"--kv-policy", "position"}, std::vector<std::string>{"--kv-policy", "kivi4"}}) {
     std::vector<std::string> args = {"--slots", "1", "--chunk-tokens", "16", "--kv-target-ratio", "0.5"};
     args.insert(args.end(), policy.begin(), policy.end());
     DaemonProcess d(scratch_dir(), with(args));
@@ -573,7 +573,7 @@ TEST(KvPolicies, CompressedChunksRestoreAndKeepAnswering) {
     }
     const auto kv = call(c, "GET", "/v1/sessions/" + a).body["kv"];
     const auto& mix = kv["chunks_by_codec"];
-    EXPECT_GT(mix.value("q8_0", 0) + mix.value("q4_0", 0), 0) << policy[1] << ": " << kv.dump();
+    EXPECT_GT(mix.value("kivi8", 0) + mix.value("kivi4", 0) + mix.value("kivi2", 0), 0) << policy[1] << ": " << kv.dump();
     EXPECT_GT(mix.value("exact", 0), 0) << policy[1] << ": " << kv.dump();  // sinks and the recent window
     const Turn t = turn(c, a, kTurns[3], 16);
     EXPECT_FALSE(t.text.empty()) << policy[1];

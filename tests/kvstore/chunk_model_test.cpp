@@ -17,6 +17,32 @@ namespace {
 
 using engine::FlashAttn;
 
+std::vector<float> values_of(const engine::KvRows& r);
+
+// Restored KV of a chunk-native codec against the original, each 16-cell chunk and layer: every
+// value within half a quantization step of the chunk's range of that layer's K or V (a channel's
+// or a group's range is within it), plus the f16 rounding of the restored value.
+void expect_within_step(const engine::KvStream& got, const engine::KvStream& want, int bits) {
+  ASSERT_EQ(got.cells.size(), want.cells.size());
+  for (std::size_t l = 0; l < want.k.size(); ++l) {
+    for (auto side : {&engine::KvStream::k, &engine::KvStream::v}) {
+      const auto a = values_of((got.*side)[l]), b = values_of((want.*side)[l]);
+      ASSERT_EQ(a.size(), b.size());
+      const std::size_t per_chunk = b.size() / want.cells.size() * 16;
+      for (std::size_t c0 = 0; c0 < b.size(); c0 += per_chunk) {
+        const std::size_t c1 = std::min(b.size(), c0 + per_chunk);
+        const auto [lo, hi] = std::minmax_element(b.begin() + static_cast<std::ptrdiff_t>(c0),
+                                                  b.begin() + static_cast<std::ptrdiff_t>(c1));
+        const float half_step = (*hi - *lo) / static_cast<float>((1 << bits) - 1) / 2 * 1.01f;
+        for (std::size_t i = c0; i < c1; ++i) {
+          ASSERT_LE(std::abs(a[i] - b[i]), half_step + std::abs(b[i]) / 1024 + 1e-6f)
+              << "layer " << l << " value " << i << " bits " << bits;
+        }
+      }
+    }
+  }
+}
+
 class ChunkRestore : public ::testing::TestWithParam<std::pair<std::string, FlashAttn>> {};
 
 TEST_P(ChunkRestore, ChunksRestoreASequence) {
@@ -39,7 +65,7 @@ TEST_P(ChunkRestore, ChunksRestoreASequence) {
   const auto& cells = st->streams[static_cast<std::size_t>(stream)];
   const auto& layout = ctx->kv_layout();
 
-  for (Codec codec : {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0}) {
+  for (Codec codec : kAllCodecs) {
     std::vector<std::vector<std::uint8_t>> blobs;
     std::size_t encoded_bytes = 0;
     for (std::size_t b = 0; b < cells.cells.size(); b += 16) {
@@ -72,6 +98,12 @@ TEST_P(ChunkRestore, ChunksRestoreASequence) {
     } else {
       EXPECT_EQ(rest.tokens.size(), 24u) << codec_name(codec);  // lossy KV still generates
       EXPECT_LT(encoded_bytes, bytes->size()) << codec_name(codec);
+      if (codec == Codec::kivi8 || codec == Codec::kivi4 || codec == Codec::kivi2) {
+        auto built = engine::parse_seq_state(out.bytes(), ctx->seq_state_format());
+        ASSERT_TRUE(built) << built.error().to_string();
+        expect_within_step(built->streams[static_cast<std::size_t>(built->active_stream())], cells,
+                           codec == Codec::kivi8 ? 8 : codec == Codec::kivi4 ? 4 : 2);
+      }
     }
     ctx->seq_clear(2);
   }

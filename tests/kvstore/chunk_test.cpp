@@ -168,7 +168,7 @@ TEST(Chunk, ChunksDecodeIntoAState) {
 }
 
 TEST(Chunk, CodecNames) {
-  for (Codec c : {Codec::exact, Codec::exact_zstd, Codec::q8_0, Codec::q4_0}) EXPECT_EQ(*codec_from_name(codec_name(c)), c);
+  for (Codec c : kAllCodecs) EXPECT_EQ(*codec_from_name(codec_name(c)), c);
   EXPECT_EQ(codec_from_name("q2").error().code(), Errc::invalid_argument);
 }
 

@@ -1,0 +1,239 @@
+// Chunk-native KV quantization (see kv_quant.h).
+#include "kvstore/kv_quant.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace llmd::kvstore::kv_quant {
+namespace {
+
+std::uint64_t code_bytes(std::int64_t n, int bits) {
+  return (static_cast<std::uint64_t>(n) * static_cast<std::uint64_t>(bits) + 7) / 8;
+}
+std::int64_t n_groups(std::int64_t n, int bits) { return (n + v_group(bits) - 1) / v_group(bits); }
+
+void put_half(std::uint8_t* p, std::uint16_t h) { std::memcpy(p, &h, 2); }
+std::uint16_t get_half(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+bool half_finite(std::uint16_t h) { return (h & 0x7C00u) != 0x7C00u; }
+
+// The largest half <= x, and the smallest half >= x (x finite).
+std::uint16_t half_down(float x) {
+  std::uint16_t h = to_half(x);
+  if (from_half(h) > x) h = (h == 0x0000u) ? 0x8001u : ((h & 0x8000u) ? h + 1 : h - 1);
+  return h;
+}
+std::uint16_t half_up(float x) {
+  std::uint16_t h = to_half(x);
+  if (from_half(h) < x) h = (h == 0x8000u) ? 0x0001u : ((h & 0x8000u) ? h - 1 : h + 1);
+  return h;
+}
+
+struct Range {
+  float min, step;           // as stored (half-exact)
+  std::uint16_t hmin, hstep;
+};
+
+// The quantization range of values [lo, hi] at `maxq` levels: minimum rounded down, step up, so
+// that (hi - min) / step <= maxq.
+Result<Range> make_range(float lo, float hi, int maxq) {
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    return Error(Errc::invalid_argument, "KV values are not finite and cannot be quantized");
+  }
+  Range r;
+  r.hmin = half_down(lo);
+  r.min = from_half(r.hmin);
+  const float span = hi - r.min;
+  r.hstep = span > 0.0f ? half_up(span / static_cast<float>(maxq)) : 0;
+  r.step = from_half(r.hstep);
+  if (r.step * static_cast<float>(maxq) < span) {  // float rounding of the division
+    r.hstep = half_up(std::nextafter(r.step, INFINITY));
+    r.step = from_half(r.hstep);
+  }
+  if (!half_finite(r.hmin) || !half_finite(r.hstep)) {
+    return Error(Errc::invalid_argument, "KV values exceed the range of half precision and cannot be quantized");
+  }
+  return r;
+}
+
+inline unsigned code_of(float x, const Range& r, int maxq) {
+  if (r.step == 0.0f) return 0;
+  const float q = std::nearbyint((x - r.min) / r.step);
+  return static_cast<unsigned>(std::clamp(q, 0.0f, static_cast<float>(maxq)));
+}
+
+// Packs one code at index i of a row (the row's bytes start zeroed).
+inline void pack(std::uint8_t* row, std::int64_t i, int bits, unsigned q) {
+  const std::uint64_t bit = static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(bits);
+  row[bit / 8] = static_cast<std::uint8_t>(row[bit / 8] | (q << (bit % 8)));
+}
+
+// Unpacks a row of n codes to floats min[i] + step[i] * q (K: per-channel parameters; V: the
+// group's parameters repeated, see decode_v).
+template <int B>
+void unpack_k(const std::uint8_t* row, std::int64_t n, const float* mins, const float* steps, float* out) {
+  constexpr unsigned kMask = (1u << B) - 1;
+  constexpr int kPerByte = 8 / B;
+  std::int64_t i = 0;
+  for (; i + kPerByte <= n; i += kPerByte) {
+    const unsigned byte = row[i / kPerByte];
+    for (int j = 0; j < kPerByte; ++j) {
+      out[i + j] = mins[i + j] + steps[i + j] * static_cast<float>((byte >> (j * B)) & kMask);
+    }
+  }
+  for (; i < n; ++i) {
+    const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
+    out[i] = mins[i] + steps[i] * static_cast<float>(q);
+  }
+}
+
+template <int B>
+void unpack_group(const std::uint8_t* row, std::int64_t first, std::int64_t n, float min, float step, float* out) {
+  constexpr unsigned kMask = (1u << B) - 1;
+  constexpr int kPerByte = 8 / B;
+  for (std::int64_t i = first; i < first + n; ++i) {
+    const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
+    out[i] = min + step * static_cast<float>(q);
+  }
+}
+
+}  // namespace
+
+std::uint16_t to_half(float f) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t abs = x & 0x7FFFFFFFu;
+  if (abs >= 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7C00u | (abs > 0x7F800000u ? 0x200u : 0));
+  if (abs >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // rounds past 65504: infinity
+  if (abs < 0x38800000u) {  // below the smallest normal half: a subnormal (or zero)
+    const float a = std::bit_cast<float>(abs);
+    const auto m = static_cast<std::uint32_t>(std::nearbyint(a * 16777216.0f));  // units of 2^-24
+    return static_cast<std::uint16_t>(sign | m);
+  }
+  // Normal: rebias the exponent, round the mantissa to 10 bits, nearest even.
+  std::uint32_t h = ((abs >> 13) - (112u << 10));
+  const std::uint32_t rest = abs & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<std::uint16_t>(sign | h);
+}
+
+float from_half(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+  if (exp == 0) {
+    const float v = static_cast<float>(man) / 16777216.0f;
+    return sign ? -v : v;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7F800000u | (man << 13));
+  return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+bool valid_bits(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+
+std::uint64_t k_section_bytes(std::uint32_t n_cells, std::int64_t n, int bits) {
+  return 4 * static_cast<std::uint64_t>(n) + n_cells * code_bytes(n, bits);
+}
+
+std::uint64_t v_section_bytes(std::uint32_t n_cells, std::int64_t n, int bits) {
+  return n_cells * (4 * static_cast<std::uint64_t>(n_groups(n, bits)) + code_bytes(n, bits));
+}
+
+Status encode_k(const float* x, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
+  if (!valid_bits(bits)) return Error(Errc::invalid_argument, "unsupported code width");
+  const int maxq = (1 << bits) - 1;
+  const std::uint64_t row_bytes = code_bytes(n, bits);
+  std::uint8_t* codes = out + 4 * n;
+  std::memset(codes, 0, n_cells * row_bytes);
+  for (std::int64_t i = 0; i < n; ++i) {
+    float lo = x[i], hi = x[i];
+    for (std::uint32_t c = 1; c < n_cells; ++c) {
+      const float v = x[static_cast<std::int64_t>(c) * n + i];
+      if (!std::isfinite(v)) return Error(Errc::invalid_argument, "KV values are not finite and cannot be quantized");
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    auto r = make_range(lo, hi, maxq);
+    if (!r) return r.error();
+    put_half(out + 2 * i, r->hmin);
+    put_half(out + 2 * n + 2 * i, r->hstep);
+    for (std::uint32_t c = 0; c < n_cells; ++c) {
+      pack(codes + c * row_bytes, i, bits, code_of(x[static_cast<std::int64_t>(c) * n + i], *r, maxq));
+    }
+  }
+  return {};
+}
+
+Status encode_v(const float* x, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
+  if (!valid_bits(bits)) return Error(Errc::invalid_argument, "unsupported code width");
+  const int maxq = (1 << bits) - 1;
+  const std::int64_t groups = n_groups(n, bits);
+  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    const float* row = x + static_cast<std::int64_t>(c) * n;
+    std::uint8_t* dst = out + c * row_bytes;
+    std::uint8_t* codes = dst + 4 * groups;
+    std::memset(codes, 0, code_bytes(n, bits));
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::int64_t b = g * v_group(bits), e = std::min(n, b + v_group(bits));
+      float lo = row[b], hi = row[b];
+      for (std::int64_t i = b; i < e; ++i) {
+        if (!std::isfinite(row[i])) return Error(Errc::invalid_argument, "KV values are not finite and cannot be quantized");
+        lo = std::min(lo, row[i]);
+        hi = std::max(hi, row[i]);
+      }
+      auto r = make_range(lo, hi, maxq);
+      if (!r) return r.error();
+      put_half(dst + 4 * g, r->hmin);
+      put_half(dst + 4 * g + 2, r->hstep);
+      for (std::int64_t i = b; i < e; ++i) pack(codes, i, bits, code_of(row[i], *r, maxq));
+    }
+  }
+  return {};
+}
+
+void decode_k(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out) {
+  std::vector<float> mins(static_cast<std::size_t>(n)), steps(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    mins[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * i));
+    steps[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * n + 2 * i));
+  }
+  const std::uint64_t row_bytes = code_bytes(n, bits);
+  const std::uint8_t* codes = in + 4 * n;
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    const std::uint8_t* row = codes + c * row_bytes;
+    float* dst = out + static_cast<std::int64_t>(c) * n;
+    switch (bits) {
+      case 2: unpack_k<2>(row, n, mins.data(), steps.data(), dst); break;
+      case 4: unpack_k<4>(row, n, mins.data(), steps.data(), dst); break;
+      default: unpack_k<8>(row, n, mins.data(), steps.data(), dst); break;
+    }
+  }
+}
+
+void decode_v(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out) {
+  const std::int64_t groups = n_groups(n, bits);
+  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    const std::uint8_t* src = in + c * row_bytes;
+    const std::uint8_t* codes = src + 4 * groups;
+    float* dst = out + static_cast<std::int64_t>(c) * n;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const std::int64_t b = g * v_group(bits), len = std::min(n, b + v_group(bits)) - b;
+      const float min = from_half(get_half(src + 4 * g)), step = from_half(get_half(src + 4 * g + 2));
+      switch (bits) {
+        case 2: unpack_group<2>(codes, b, len, min, step, dst); break;
+        case 4: unpack_group<4>(codes, b, len, min, step, dst); break;
+        default: unpack_group<8>(codes, b, len, min, step, dst); break;
+      }
+    }
+  }
+}
+
+}  // namespace llmd::kvstore::kv_quant
