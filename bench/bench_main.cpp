@@ -16,6 +16,7 @@
 
 #include "bench/bench_env.h"
 #include "bench/report.h"
+#include "bench/scenario_continuation.h"
 #include "bench/scenario_conversations.h"
 #include "bench/scenario_daemon.h"
 #include "bench/scenario_engine.h"
@@ -48,7 +49,9 @@ const std::map<std::string, std::pair<Scenario, std::string>>& scenarios() {
       {"grammar", {llmd::bench::run_grammar_scenario,
                    "decode tok/s: plain vs json_schema vs tools (required), 3 models; llmd vs llama-server"}},
       {"quality", {llmd::bench::run_quality_scenario,
-                   "KV policies x chunk sizes: bytes/token vs greedy agreement and KL, stories260K"}},
+                   "KV codecs and policies x chunk sizes: bytes/token vs greedy agreement and KL, 2 models"}},
+      {"continuation", {llmd::bench::run_continuation_scenario,
+                        "KV policies through the daemon: restored sessions' greedy answers vs the exact policy's"}},
       {"window", {llmd::bench::run_window_scenario,
                   "overflow policies: sliding vs drop_oldest against the full context, both real models"}},
   };

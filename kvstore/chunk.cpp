@@ -62,6 +62,10 @@ engine::GgmlType f32_type() {
   static const engine::GgmlType t = *engine::ggml_type_from_name("f32");
   return t;
 }
+engine::GgmlType f16_type() {
+  static const engine::GgmlType t = *engine::ggml_type_from_name("f16");
+  return t;
+}
 
 Result<std::int64_t> row_elements(engine::GgmlType type, std::uint64_t row_bytes) {
   auto n = engine::ggml_row_elements(type, row_bytes);
@@ -131,6 +135,14 @@ Status decode_section(Codec codec, bool is_k, engine::GgmlType own, std::uint64_
   if (const int bits = quant_bits(codec)) {
     auto n = row_elements(own, own_row_bytes);
     if (!n) return n.error();
+    if (own == f16_type()) {  // the usual KV type: straight into halves (vectorised)
+      if (is_k) {
+        kv_quant::decode_k_f16(src, n_cells, *n, bits, dst);
+      } else {
+        kv_quant::decode_v_f16(src, n_cells, *n, bits, dst);
+      }
+      return {};
+    }
     const bool direct = own == f32_type();
     if (!direct) f32.resize(static_cast<std::size_t>(*n) * n_cells);
     float* out = direct ? reinterpret_cast<float*>(dst) : f32.data();

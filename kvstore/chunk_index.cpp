@@ -1,6 +1,7 @@
 // The chunk index over SQLite (see chunk_index.h).
 #include "kvstore/chunk_index.h"
 
+#include <optional>
 #include <system_error>
 
 #include "kvstore/sqlite_db.h"
@@ -42,7 +43,11 @@ Result<std::vector<std::string>> columns_of(Db& db, const std::string& table) {
   return out;
 }
 
-Codec codec_of(std::int64_t v) { return static_cast<Codec>(v & 3); }
+// A codec column's value; nullopt for none llmd knows (a damaged or future row: not loaded).
+std::optional<Codec> codec_of(std::int64_t v) {
+  if (v < 0 || v >= static_cast<std::int64_t>(kNumCodecs)) return std::nullopt;
+  return static_cast<Codec>(v);
+}
 
 }  // namespace
 
@@ -119,13 +124,15 @@ Status ChunkIndex::open_existing(Opened& out) {
     if (!row) return row.error();
     if (!*row) break;
     IndexRow r;
+    const auto codec = codec_of(q->column_int(3)), disk_codec = codec_of(q->column_int(6));
+    if (!codec || !disk_codec) continue;  // its file is swept as one without a row
     r.session = q->column_text(0);
     r.idx = static_cast<std::uint32_t>(q->column_int(1));
     r.n_cells = static_cast<std::uint32_t>(q->column_int(2));
-    r.codec = codec_of(q->column_int(3));
+    r.codec = *codec;
     r.prefix_hash = static_cast<std::uint64_t>(q->column_int(4));
     r.file = q->column_text(5);
-    r.disk_codec = codec_of(q->column_int(6));
+    r.disk_codec = *disk_codec;
     r.bytes = static_cast<std::uint64_t>(q->column_int(7));
     out.rows.push_back(std::move(r));
   }

@@ -2,10 +2,16 @@
 #include "kvstore/kv_quant.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LLMD_KV_QUANT_X86 1
+#endif
 
 namespace llmd::kvstore::kv_quant {
 namespace {
@@ -104,6 +110,88 @@ void unpack_group(const std::uint8_t* row, std::int64_t first, std::int64_t n, f
   }
 }
 
+// The minimum and step of every channel of a K section, as floats.
+void k_ranges(const std::uint8_t* in, std::int64_t n, std::vector<float>& mins, std::vector<float>& steps) {
+  mins.resize(static_cast<std::size_t>(n));
+  steps.resize(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    mins[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * i));
+    steps[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * n + 2 * i));
+  }
+}
+
+// One row of codes [first, first + len) to halves: min[i] + step[i] * q, where the K path gives
+// per-channel arrays and the V path one group's pair (stride 0).
+template <int B>
+void row_f16_scalar(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
+                    const float* steps, std::int64_t stride, std::uint8_t* out) {
+  constexpr unsigned kMask = (1u << B) - 1;
+  constexpr int kPerByte = 8 / B;
+  for (std::int64_t i = first; i < first + len; ++i) {
+    const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
+    const std::int64_t p = i * stride;
+    const std::uint16_t h = to_half(mins[p] + steps[p] * static_cast<float>(q));
+    std::memcpy(out + 2 * i, &h, 2);  // `out` need not be aligned
+  }
+}
+
+#ifdef LLMD_KV_QUANT_X86
+// Eight codes at a time: the codes as 32-bit lanes (a broadcast word shifted per lane; bytes
+// widened at 8 bits), min + step * q in float (multiply, then add: the scalar path's rounding), and
+// the halves by F16C's round to nearest even. Ranges: per lane (K) or broadcast (V, stride 0).
+template <int B>
+__attribute__((target("avx2,f16c"))) void row_f16_avx2(const std::uint8_t* row, std::int64_t first, std::int64_t len,
+                                                        const float* mins, const float* steps, std::int64_t stride,
+                                                        std::uint8_t* out) {
+  const __m256i shifts = B == 4 ? _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)
+                                : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
+  const __m256 gmin = _mm256_set1_ps(mins[0]), gstep = _mm256_set1_ps(steps[0]);
+  std::int64_t i = first;
+  for (; i + 8 <= first + len; i += 8) {
+    __m256i q;
+    if constexpr (B == 8) {
+      q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i)));
+    } else {
+      std::uint32_t w = 0;
+      std::memcpy(&w, row + i * B / 8, B);  // 8 codes of B bits: B bytes
+      q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), shifts), mask);
+    }
+    const __m256 mn = stride ? _mm256_loadu_ps(mins + i) : gmin;
+    const __m256 st = stride ? _mm256_loadu_ps(steps + i) : gstep;
+    const __m256 v = _mm256_add_ps(mn, _mm256_mul_ps(st, _mm256_cvtepi32_ps(q)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  row_f16_scalar<B>(row, i, first + len - i, mins, steps, stride, out);
+}
+
+bool cpu_has_avx2_f16c() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+}
+std::atomic<bool> g_simd{cpu_has_avx2_f16c()};
+#else
+std::atomic<bool> g_simd{false};
+#endif
+
+template <int B>
+void row_f16(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins, const float* steps,
+             std::int64_t stride, std::uint8_t* out) {
+#ifdef LLMD_KV_QUANT_X86
+  if (g_simd.load(std::memory_order_relaxed)) return row_f16_avx2<B>(row, first, len, mins, steps, stride, out);
+#endif
+  row_f16_scalar<B>(row, first, len, mins, steps, stride, out);
+}
+
+void row_f16_bits(int bits, const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
+                  const float* steps, std::int64_t stride, std::uint8_t* out) {
+  switch (bits) {
+    case 2: return row_f16<2>(row, first, len, mins, steps, stride, out);
+    case 4: return row_f16<4>(row, first, len, mins, steps, stride, out);
+    default: return row_f16<8>(row, first, len, mins, steps, stride, out);
+  }
+}
+
 }  // namespace
 
 std::uint16_t to_half(float f) {
@@ -199,11 +287,8 @@ Status encode_v(const float* x, std::uint32_t n_cells, std::int64_t n, int bits,
 }
 
 void decode_k(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out) {
-  std::vector<float> mins(static_cast<std::size_t>(n)), steps(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    mins[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * i));
-    steps[static_cast<std::size_t>(i)] = from_half(get_half(in + 2 * n + 2 * i));
-  }
+  std::vector<float> mins, steps;
+  k_ranges(in, n, mins, steps);
   const std::uint64_t row_bytes = code_bytes(n, bits);
   const std::uint8_t* codes = in + 4 * n;
   for (std::uint32_t c = 0; c < n_cells; ++c) {
@@ -232,6 +317,39 @@ void decode_v(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int
         case 4: unpack_group<4>(codes, b, len, min, step, dst); break;
         default: unpack_group<8>(codes, b, len, min, step, dst); break;
       }
+    }
+  }
+}
+
+bool f16_simd_available() { return g_simd.load(); }
+
+void set_f16_simd(bool enabled) {
+#ifdef LLMD_KV_QUANT_X86
+  g_simd = enabled && cpu_has_avx2_f16c();
+#else
+  (void)enabled;
+#endif
+}
+
+void decode_k_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
+  thread_local std::vector<float> mins, steps;
+  k_ranges(in, n, mins, steps);
+  const std::uint64_t row_bytes = code_bytes(n, bits);
+  const std::uint8_t* codes = in + 4 * n;
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    row_f16_bits(bits, codes + c * row_bytes, 0, n, mins.data(), steps.data(), 1, out + 2 * static_cast<std::int64_t>(c) * n);
+  }
+}
+
+void decode_v_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
+  const std::int64_t groups = n_groups(n, bits), g = v_group(bits);
+  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    const std::uint8_t* src = in + c * row_bytes;
+    std::uint8_t* dst = out + 2 * static_cast<std::int64_t>(c) * n;
+    for (std::int64_t k = 0; k < groups; ++k) {
+      const float min = from_half(get_half(src + 4 * k)), step = from_half(get_half(src + 4 * k + 2));
+      row_f16_bits(bits, src + 4 * groups, k * g, std::min(n, (k + 1) * g) - k * g, &min, &step, 0, dst);
     }
   }
 }

@@ -43,6 +43,16 @@ Status encode_v(const float* x, std::uint32_t n_cells, std::int64_t n, int bits,
 void decode_k(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out);
 void decode_v(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out);
 
+// The same, straight into IEEE halves (the usual KV type; `out`: 2 * n_cells * n bytes, any
+// alignment): the values decode_k / decode_v give, rounded to nearest even. With AVX2 and F16C
+// (checked at run time) eight values at a time.
+void decode_k_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out);
+void decode_v_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out);
+// Whether the f16 decoders use the vector path on this CPU; set_f16_simd(false) switches it off
+// (tests compare both paths). Not thread-safe: call before decoding starts.
+bool f16_simd_available();
+void set_f16_simd(bool enabled);
+
 // IEEE half <-> float (round to nearest even; exposed for tests).
 std::uint16_t to_half(float f);
 float from_half(std::uint16_t h);

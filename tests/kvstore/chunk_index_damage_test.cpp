@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 
+#include "kvstore/chunk_index.h"
 #include "kvstore/chunk_store.h"
 #include "kvstore/sqlite_db.h"
 #include "tests/kvstore/chunk_store_util.h"
@@ -204,6 +205,30 @@ TEST(ChunkIndexDamage, CorruptionAtRunTimeIsDiscardedAndTheStoreKeepsServing) {
   EXPECT_EQ(c.tokens, 100u);
   expect_same_cells(c.cells, cells_c, 100);
   EXPECT_EQ(load(*again, "ses_a", tokens(100, 1)).tokens, 0u);
+}
+
+// Every codec survives a reopen of the index as itself (the codec column once kept only two bits,
+// so kivi chunks came back as exact ones after a restart); a row whose codec is none llmd knows
+// is not loaded.
+TEST(ChunkIndexCodecs, EveryCodecReadsBackAsItselfAndUnknownOnesAreSkipped) {
+  const fs::path path = fs::path(test::scratch_dir()) / "index.db";
+  {
+    auto opened = ChunkIndex::open(path, "id");
+    ASSERT_TRUE(opened) << opened.error().to_string();
+    IndexUpdate u;
+    std::uint32_t i = 0;
+    for (Codec c : kAllCodecs) u.put.push_back({"s", i++, 16, c, 7, "f" + std::to_string(i), c, 100});
+    u.put.push_back({"s", i++, 16, static_cast<Codec>(99), 7, "bad", Codec::exact, 100});
+    ASSERT_TRUE(opened->index->apply(u));
+  }
+  auto again = ChunkIndex::open(path, "id");
+  ASSERT_TRUE(again) << again.error().to_string();
+  ASSERT_EQ(again->rows.size(), kNumCodecs);
+  for (const IndexRow& r : again->rows) {
+    ASSERT_LT(r.idx, kNumCodecs);
+    EXPECT_EQ(r.codec, kAllCodecs[r.idx]) << r.idx;
+    EXPECT_EQ(r.disk_codec, kAllCodecs[r.idx]) << r.idx;
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include "kvstore/kv_quant.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -141,6 +142,44 @@ TEST(KvQuant, NonFiniteValuesAndHugeRangesAreRefused) {
       ASSERT_FALSE(k) << bad;
       ASSERT_FALSE(v) << bad;
       EXPECT_EQ(k.error().code(), Errc::invalid_argument);
+    }
+  }
+}
+
+// Decoding straight into halves gives the float decoder's values rounded to nearest even, on the
+// vector path (where the CPU has it) and the scalar one alike, for every width, row length
+// (tails of fewer than 8 values, V groups cut short) and misaligned output.
+TEST(KvQuant, HalfDecodersMatchTheFloatDecoders) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> d(0.0f, 3.0f);
+  const bool simd = kv_quant::f16_simd_available();
+  for (std::int64_t n : {1, 5, 8, 33, 64, 100, 192}) {
+    for (std::uint32_t cells : {1u, 16u}) {
+      std::vector<float> x(cells * static_cast<std::size_t>(n));
+      for (auto& v : x) v = d(rng);
+      for (int bits : kBits) {
+        for (bool is_k : {true, false}) {
+          std::vector<std::uint8_t> packed(is_k ? kv_quant::k_section_bytes(cells, n, bits)
+                                                : kv_quant::v_section_bytes(cells, n, bits));
+          ASSERT_TRUE(is_k ? kv_quant::encode_k(x.data(), cells, n, bits, packed.data())
+                           : kv_quant::encode_v(x.data(), cells, n, bits, packed.data()));
+          std::vector<float> f(x.size());
+          (is_k ? kv_quant::decode_k : kv_quant::decode_v)(packed.data(), cells, n, bits, f.data());
+          for (bool vector_path : {true, false}) {
+            kv_quant::set_f16_simd(vector_path);
+            std::vector<std::uint8_t> h(2 * x.size() + 1, 0xCC);  // written from byte 1: misaligned
+            (is_k ? kv_quant::decode_k_f16 : kv_quant::decode_v_f16)(packed.data(), cells, n, bits, h.data() + 1);
+            for (std::size_t i = 0; i < f.size(); ++i) {
+              std::uint16_t got;
+              std::memcpy(&got, h.data() + 1 + 2 * i, 2);
+              ASSERT_EQ(got, kv_quant::to_half(f[i])) << "n " << n << " bits " << bits << (is_k ? " K" : " V")
+                                                      << (vector_path ? " vector" : " scalar") << " at " << i;
+            }
+            EXPECT_EQ(h[0], 0xCC);
+          }
+          kv_quant::set_f16_simd(simd);
+        }
+      }
     }
   }
 }
