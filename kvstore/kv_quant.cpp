@@ -9,6 +9,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LLMD_KV_QUANT_X86 1
 #endif
@@ -167,7 +168,8 @@ __attribute__((target("avx2,f16c"))) void row_f16_avx2(const std::uint8_t* row, 
 
 bool cpu_has_avx2_f16c() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  unsigned a = 0, b = 0, c = 0, d = 0;  // F16C by CPUID (clang's __builtin_cpu_supports lacks it)
+  return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
 }
 std::atomic<bool> g_simd{cpu_has_avx2_f16c()};
 #else
