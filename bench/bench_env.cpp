@@ -24,6 +24,10 @@ Result<std::string> ensure_model(const BenchEnv& env, const std::string& shape, 
   return path;
 }
 
+std::string real_model_path(const RealModel& model) {
+  return std::string(LLMD_BENCH_SHARED_MODELS_DIR) + "/" + model.file;
+}
+
 std::string words(int n, std::uint64_t seed) {
   static const char* const kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "then", "we", "saw", "big",
                                        "red", "dog", "run", "to", "house", "in", "town", "with", "old", "man",

@@ -27,4 +27,14 @@ Result<std::string> ensure_model(const BenchEnv& env, const std::string& shape, 
 // text per seed, so two prompts share no more than a word or two of prefix.
 std::string words(int n, std::uint64_t seed);
 
+// The real trained models of ../shared/models, by the name tables print.
+struct RealModel {
+  const char* name;
+  const char* file;
+};
+inline constexpr RealModel kRealModels[] = {{"stories260K", "stories260K.gguf"},
+                                            {"TinyStories-656K", "TinyStories-656K-Q8_0.gguf"}};
+// Its path under ../shared/models.
+std::string real_model_path(const RealModel& model);
+
 }  // namespace llmd::bench

@@ -93,4 +93,16 @@ void end_process(pid_t& pid, int sig) {
   pid = -1;
 }
 
+Result<nlohmann::json> request_json(const std::string& socket, const std::string& method, const std::string& path,
+                                    const nlohmann::json& body) {
+  client::HttpClient c(socket);
+  auto r = c.request(method, path, body.is_null() ? std::string() : body.dump());
+  if (!r) return r.error();
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (r->status >= 300 || j.is_discarded()) {
+    return Error(Errc::internal, method + " " + path + " -> " + std::to_string(r->status) + ": " + r->body.substr(0, 300));
+  }
+  return j;
+}
+
 }  // namespace llmd::bench

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/result.h"
 
 namespace llmd::bench {
@@ -25,5 +27,10 @@ Status wait_until_healthy(pid_t& pid, const std::string& socket, const std::stri
                           const std::string& what, const std::string& log_path);
 // Sends `sig` to the process (if pid > 0) and reaps it; pid becomes -1.
 void end_process(pid_t& pid, int sig);
+
+// One request to a server on its Unix socket, answered in JSON (`body` null: no body). Errors: the
+// request failed, a status >= 300 or a body that is not JSON (naming the start of the body).
+Result<nlohmann::json> request_json(const std::string& socket, const std::string& method, const std::string& path,
+                                    const nlohmann::json& body = nullptr);
 
 }  // namespace llmd::bench

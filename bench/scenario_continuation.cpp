@@ -2,14 +2,16 @@
 #include "bench/scenario_continuation.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "bench/llmd_process.h"
-#include "tools/http_client/http_client.h"
+#include "bench/process.h"
 
 namespace llmd::bench {
 namespace {
@@ -37,17 +39,6 @@ const Policy kPolicies[] = {
     {"attention 0.45", {"--kv-policy", "attention", "--kv-target-ratio", "0.45"}},
 };
 
-Result<json> call(const std::string& socket, const std::string& method, const std::string& path, const json& body) {
-  client::HttpClient c(socket);
-  auto r = c.request(method, path, body.is_null() ? std::string() : body.dump());
-  if (!r) return r.error();
-  auto j = json::parse(r->body, nullptr, false);
-  if (r->status >= 300 || j.is_discarded()) {
-    return Error(Errc::internal, method + " " + path + " -> " + std::to_string(r->status) + ": " + r->body.substr(0, 300));
-  }
-  return j;
-}
-
 struct Answer {
   std::string text;
   int loaded = 0, prompt = 0;
@@ -59,7 +50,7 @@ struct Run {
 };
 
 Result<json> turn(const std::string& socket, const std::string& id, const std::string& content, int max_tokens) {
-  return call(socket, "POST", "/v1/sessions/" + id + "/messages",
+  return request_json(socket, "POST", "/v1/sessions/" + id + "/messages",
               {{"content", content}, {"max_tokens", max_tokens}, {"temperature", 0}, {"ignore_eos", true}, {"stream", false}});
 }
 
@@ -70,7 +61,7 @@ Status run_policy(const BenchEnv& env, const std::string& model, const Policy& p
   LLMD_TRY_STATUS(d.start(env, model, args));
   std::vector<std::string> ids;
   for (int i = 0; i < kSessions; ++i) {
-    auto s = call(d.socket(), "POST", "/v1/sessions", json::object());
+    auto s = request_json(d.socket(), "POST", "/v1/sessions", json::object());
     if (!s) return s.error();
     ids.push_back((*s)["id"]);
     auto first = turn(d.socket(), ids.back(), kOpenings[i], kFirstTokens);
@@ -83,9 +74,17 @@ Status run_policy(const BenchEnv& env, const std::string& model, const Policy& p
     a.text = (*second)["message"].value("content", "");
     a.loaded = (*second)["usage"].value("loaded_tokens", 0);
     a.prompt = (*second)["usage"].value("prompt_tokens", 0);
-    auto info = call(d.socket(), "GET", "/v1/sessions/" + ids[static_cast<std::size_t>(i)], nullptr);
-    if (info && info->contains("kv")) a.kv_bytes = (*info)["kv"]["ram"].value("bytes", 0ull);
     out.second.push_back(std::move(a));
+  }
+  // Each session's stored bytes once the last write-backs are done (10 s at most).
+  for (int i = 0, idle = 0; i < 200 && idle < 2; ++i) {
+    auto st = request_json(d.socket(), "GET", "/v1/status");
+    idle = st && (*st)["kv"].value("pending_write_backs", 1) == 0 ? idle + 1 : 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (int i = 0; i < kSessions; ++i) {
+    auto info = request_json(d.socket(), "GET", "/v1/sessions/" + ids[static_cast<std::size_t>(i)]);
+    if (info && info->contains("kv")) out.second[static_cast<std::size_t>(i)].kv_bytes = (*info)["kv"]["ram"].value("bytes", 0ull);
   }
   return {};
 }
@@ -96,15 +95,8 @@ double common_prefix_share(const std::string& got, const std::string& want) {
   return static_cast<double>(mismatch.first - want.begin()) / static_cast<double>(want.size());
 }
 
-struct ModelSpec {
-  const char* name;
-  const char* file;
-};
-constexpr ModelSpec kModels[] = {{"stories260K", "stories260K.gguf"},
-                                 {"TinyStories-656K", "TinyStories-656K-Q8_0.gguf"}};
-
-Status run_model(const BenchEnv& env, const ModelSpec& spec, Report& report, json& ctx) {
-  const std::string model = std::string(LLMD_BENCH_SHARED_MODELS_DIR) + "/" + spec.file;
+Status run_model(const BenchEnv& env, const RealModel& spec, Report& report, json& ctx) {
+  const std::string model = real_model_path(spec);
   std::vector<Run> runs;
   for (const Policy& p : kPolicies) {
     std::fprintf(stderr, "llmd-bench: continuation %s, %s\n", spec.name, p.name);
@@ -146,7 +138,7 @@ Status run_model(const BenchEnv& env, const ModelSpec& spec, Report& report, jso
 
 Status run_continuation_scenario(const BenchEnv& env, Report& report) {
   json ctx = json::object();
-  for (const ModelSpec& m : kModels) LLMD_TRY_STATUS(run_model(env, m, report, ctx));
+  for (const RealModel& m : kRealModels) LLMD_TRY_STATUS(run_model(env, m, report, ctx));
   report.context["continuation"] = ctx;
   return {};
 }

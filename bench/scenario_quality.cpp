@@ -167,6 +167,16 @@ struct Outcome {
   std::vector<double> step_kl;
 };
 
+// The context's logits for the kFollow tokens just fed (batch indices 0..), copied out.
+std::vector<float> follow_logits(engine::Context& ctx) {
+  const auto n_vocab = static_cast<std::size_t>(ctx.model().info().n_vocab);
+  std::vector<float> out(static_cast<std::size_t>(kFollow) * n_vocab);
+  for (int i = 0; i < kFollow; ++i) {
+    std::copy_n(ctx.logits(i), n_vocab, out.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(i) * n_vocab));
+  }
+  return out;
+}
+
 // Compares the context's logits for the kFollow fed tokens (batch indices 0..) with the reference.
 Outcome compare(engine::Context& ctx, const std::vector<float>& reference) {
   const int n_vocab = ctx.model().info().n_vocab;
@@ -283,11 +293,7 @@ Status measure_llama_kv(engine::Context& f16, std::vector<std::unique_ptr<engine
     return feed(ctx, follow, static_cast<engine::Pos>(history.size()), 0, true);
   };
   LLMD_TRY_STATUS(run(f16));
-  const std::size_t n_vocab = static_cast<std::size_t>(f16.model().info().n_vocab);
-  std::vector<float> reference(static_cast<std::size_t>(kFollow) * n_vocab);
-  for (int i = 0; i < kFollow; ++i) {
-    std::copy_n(f16.logits(i), n_vocab, reference.begin() + static_cast<std::ptrdiff_t>(i * n_vocab));
-  }
+  const std::vector<float> reference = follow_logits(f16);
   results.llama_f16_bytes_per_token = static_cast<double>(f16.kv_layout().bytes_per_cell());
   for (std::size_t t = 0; t < quantized.size(); ++t) {
     if (!quantized[t]) continue;
@@ -319,11 +325,7 @@ Status measure_prompt(engine::Context& ctx, LlamaKv& llama, const engine::Tokeni
 
   // The reference: the exact slot fed the continuation as one batch, then cut back again.
   LLMD_TRY_STATUS(feed(ctx, follow, history_len, kExactSlot, true));
-  const std::size_t n_vocab = static_cast<std::size_t>(tok.n_vocab());
-  std::vector<float> reference(static_cast<std::size_t>(kFollow) * n_vocab);
-  for (int i = 0; i < kFollow; ++i) {
-    std::copy_n(ctx.logits(i), n_vocab, reference.begin() + static_cast<std::ptrdiff_t>(i * n_vocab));
-  }
+  const std::vector<float> reference = follow_logits(ctx);
   if (!ctx.seq_truncate(kExactSlot, history_len)) return Error(Errc::internal, "cannot truncate the exact slot");
 
   auto bytes = ctx.seq_state_get(kExactSlot);
@@ -475,15 +477,8 @@ void publish(const Results& r, const std::string& model, const std::string& mode
   }
 }
 
-struct ModelSpec {
-  const char* name;
-  const char* file;
-};
-constexpr ModelSpec kModels[] = {{"stories260K", "stories260K.gguf"},
-                                 {"TinyStories-656K", "TinyStories-656K-Q8_0.gguf"}};
-
-Status run_model(const BenchEnv& env, const ModelSpec& spec, Report& report) {
-  const std::string path = std::string(LLMD_BENCH_SHARED_MODELS_DIR) + "/" + spec.file;
+Status run_model(const BenchEnv& env, const RealModel& spec, Report& report) {
+  const std::string path = real_model_path(spec);
   auto model = engine::Model::load({path});
   if (!model) return model.error().with_context("loading " + path);
   const int train = (*model)->info().n_ctx_train;
@@ -545,7 +540,7 @@ Status run_model(const BenchEnv& env, const ModelSpec& spec, Report& report) {
 }  // namespace
 
 Status run_quality_scenario(const BenchEnv& env, Report& report) {
-  for (const ModelSpec& m : kModels) LLMD_TRY_STATUS(run_model(env, m, report));
+  for (const RealModel& m : kRealModels) LLMD_TRY_STATUS(run_model(env, m, report));
   return {};
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/llmd_process.h"
+#include "bench/process.h"
 #include "tools/http_client/http_client.h"
 
 namespace llmd::bench {
@@ -26,17 +27,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-Result<json> post(const std::string& socket, const std::string& path, const json& body) {
-  client::HttpClient c(socket);
-  auto r = c.request("POST", path, body.dump());
-  if (!r) return r.error();
-  auto j = json::parse(r->body, nullptr, false);
-  if (r->status >= 300 || j.is_discarded()) {
-    return Error(Errc::internal, "POST " + path + " -> " + std::to_string(r->status) + ": " + r->body.substr(0, 300));
-  }
-  return j;
-}
 
 struct TurnTimes {
   double client_ttft = 0;  // request sent -> first token event
@@ -116,9 +106,9 @@ Status measure_mode(const BenchEnv& env, const std::string& model, int n, const 
   }
   LlmdProcess d;
   LLMD_TRY_STATUS(d.start(env, model, all));
-  auto a = post(d.socket(), "/v1/sessions", json::object());
+  auto a = request_json(d.socket(), "POST", "/v1/sessions", json::object());
   if (!a) return a.error();
-  auto b = post(d.socket(), "/v1/sessions", json::object());
+  auto b = request_json(d.socket(), "POST", "/v1/sessions", json::object());
   if (!b) return b.error();
   const std::string A = (*a)["id"], B = (*b)["id"];
   auto first = turn(d.socket(), A, words(n - 12, static_cast<std::uint64_t>(n)));
@@ -195,16 +185,17 @@ Status measure_llama_server(const BenchEnv& env, const std::string& model, int n
     if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (!up) return Error(Errc::internal, "llama-server did not come up; see " + env.log_path);
-  auto done = post(sock, "/completion", {{"prompt", words(n - 12, static_cast<std::uint64_t>(n))}, {"n_predict", 1},
-                                         {"cache_prompt", true}});
+  auto done = request_json(sock, "POST", "/completion",
+                           {{"prompt", words(n - 12, static_cast<std::uint64_t>(n))}, {"n_predict", 1},
+                            {"cache_prompt", true}});
   if (!done) return done.error();
-  auto saved = post(sock, "/slots/0?action=save", {{"filename", "a.bin"}});
+  auto saved = request_json(sock, "POST", "/slots/0?action=save", {{"filename", "a.bin"}});
   if (!saved) return saved.error();
   state_bytes = fs::file_size(dir / "slots" / "a.bin");
   for (int rep = -1; rep < env.reps; ++rep) {
-    auto erased = post(sock, "/slots/0?action=erase", json::object());
+    auto erased = request_json(sock, "POST", "/slots/0?action=erase", json::object());
     if (!erased) return erased.error();
-    auto r = post(sock, "/slots/0?action=restore", {{"filename", "a.bin"}});
+    auto r = request_json(sock, "POST", "/slots/0?action=restore", {{"filename", "a.bin"}});
     if (!r) return r.error();
     if (rep >= 0) restore_ms.push_back((*r)["timings"].value("restore_ms", 0.0));
   }
@@ -284,19 +275,18 @@ Status run_model(const BenchEnv& env, const std::string& shape, Report& report, 
                         {"256MiB", under10(*m, 256)}, {"1GiB", under10(*m, 1024)}};
     }
     for (std::uint64_t mib : {256ull, 1024ull}) {
-      Row r{"switch", tag + " sessions <10 ms in " + (mib == 256 ? std::string("256 MiB") : std::string("1 GiB")) + " kivi4",
+      Row r{"switch", tag + " sessions <10 ms in " + (mib == 256 ? "256 MiB" : "1 GiB") + " kivi4",
             summarize({static_cast<double>(under10(t1_k4, mib))}), summarize({static_cast<double>(under10(t1_q8, mib))}),
             true};
       r.baseline = "uniform q8_0";
       report.rows.push_back(std::move(r));
     }
     per_n.back()["sessions_under_10ms_t1"] = sessions;
-    const json& under10_json = sessions;
     const double restore_ms = summarize(t1.restore).mean;
     std::fprintf(stderr, "llmd-bench:   TTFT T1 %.1f ms, T2 %.1f ms, re-prefill %.1f ms; restore T1 %.2f ms, "
                          "llama-server %.2f ms; sessions under 10 ms: %s\n",
                  summarize(t1.ttft).mean, summarize(t2.ttft).mean, summarize(re.ttft).mean, restore_ms,
-                 summarize(ls).mean, under10_json.dump().c_str());
+                 summarize(ls).mean, sessions.dump().c_str());
   }
   ctx[shape] = per_n;
   return {};

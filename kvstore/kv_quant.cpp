@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -82,35 +83,6 @@ inline void pack(std::uint8_t* row, std::int64_t i, int bits, unsigned q) {
   row[bit / 8] = static_cast<std::uint8_t>(row[bit / 8] | (q << (bit % 8)));
 }
 
-// Unpacks a row of n codes to floats min[i] + step[i] * q (K: per-channel parameters; V: the
-// group's parameters repeated, see decode_v).
-template <int B>
-void unpack_k(const std::uint8_t* row, std::int64_t n, const float* mins, const float* steps, float* out) {
-  constexpr unsigned kMask = (1u << B) - 1;
-  constexpr int kPerByte = 8 / B;
-  std::int64_t i = 0;
-  for (; i + kPerByte <= n; i += kPerByte) {
-    const unsigned byte = row[i / kPerByte];
-    for (int j = 0; j < kPerByte; ++j) {
-      out[i + j] = mins[i + j] + steps[i + j] * static_cast<float>((byte >> (j * B)) & kMask);
-    }
-  }
-  for (; i < n; ++i) {
-    const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
-    out[i] = mins[i] + steps[i] * static_cast<float>(q);
-  }
-}
-
-template <int B>
-void unpack_group(const std::uint8_t* row, std::int64_t first, std::int64_t n, float min, float step, float* out) {
-  constexpr unsigned kMask = (1u << B) - 1;
-  constexpr int kPerByte = 8 / B;
-  for (std::int64_t i = first; i < first + n; ++i) {
-    const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
-    out[i] = min + step * static_cast<float>(q);
-  }
-}
-
 // The minimum and step of every channel of a K section, as floats.
 void k_ranges(const std::uint8_t* in, std::int64_t n, std::vector<float>& mins, std::vector<float>& steps) {
   mins.resize(static_cast<std::size_t>(n));
@@ -121,19 +93,28 @@ void k_ranges(const std::uint8_t* in, std::int64_t n, std::vector<float>& mins, 
   }
 }
 
-// One row of codes [first, first + len) to halves: min[i] + step[i] * q, where the K path gives
-// per-channel arrays and the V path one group's pair (stride 0).
-template <int B>
-void row_f16_scalar(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
-                    const float* steps, std::int64_t stride, std::uint8_t* out) {
+// One row's codes [first, first + len) decoded: store(i, min[p] + step[p] * q), p = i * stride
+// (the K path gives per-channel arrays, stride 1; the V path one group's pair, stride 0).
+template <int B, typename Store>
+void row_scalar(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins, const float* steps,
+                std::int64_t stride, Store&& store) {
   constexpr unsigned kMask = (1u << B) - 1;
   constexpr int kPerByte = 8 / B;
   for (std::int64_t i = first; i < first + len; ++i) {
     const unsigned q = (row[i / kPerByte] >> ((i % kPerByte) * B)) & kMask;
     const std::int64_t p = i * stride;
-    const std::uint16_t h = to_half(mins[p] + steps[p] * static_cast<float>(q));
-    std::memcpy(out + 2 * i, &h, 2);  // `out` need not be aligned
+    store(i, mins[p] + steps[p] * static_cast<float>(q));
   }
+}
+
+// The same into halves at `out` (need not be aligned).
+template <int B>
+void row_f16_scalar(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
+                    const float* steps, std::int64_t stride, std::uint8_t* out) {
+  row_scalar<B>(row, first, len, mins, steps, stride, [out](std::int64_t i, float v) {
+    const std::uint16_t h = to_half(v);
+    std::memcpy(out + 2 * i, &h, 2);
+  });
 }
 
 #ifdef LLMD_KV_QUANT_X86
@@ -176,22 +157,50 @@ std::atomic<bool> g_simd{cpu_has_avx2_f16c()};
 std::atomic<bool> g_simd{false};
 #endif
 
-template <int B>
-void row_f16(const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins, const float* steps,
-             std::int64_t stride, std::uint8_t* out) {
-#ifdef LLMD_KV_QUANT_X86
-  if (g_simd.load(std::memory_order_relaxed)) return row_f16_avx2<B>(row, first, len, mins, steps, stride, out);
-#endif
-  row_f16_scalar<B>(row, first, len, mins, steps, stride, out);
+// Calls fn(std::integral_constant<int, bits>{}) for a valid code width.
+template <typename Fn>
+void with_bits(int bits, Fn&& fn) {
+  switch (bits) {
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    default: return fn(std::integral_constant<int, 8>{});
+  }
 }
 
-void row_f16_bits(int bits, const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
-                  const float* steps, std::int64_t stride, std::uint8_t* out) {
-  switch (bits) {
-    case 2: return row_f16<2>(row, first, len, mins, steps, stride, out);
-    case 4: return row_f16<4>(row, first, len, mins, steps, stride, out);
-    default: return row_f16<8>(row, first, len, mins, steps, stride, out);
+// Walks a K section (made with n_cells, n, bits): row(cell, codes, mins, steps) per cell, with the
+// channels' ranges as floats.
+template <typename RowFn>
+void walk_k(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, RowFn&& row) {
+  thread_local std::vector<float> mins, steps;
+  k_ranges(in, n, mins, steps);
+  const std::uint64_t row_bytes = code_bytes(n, bits);
+  const std::uint8_t* codes = in + 4 * n;
+  for (std::uint32_t c = 0; c < n_cells; ++c) row(c, codes + c * row_bytes, mins.data(), steps.data());
+}
+
+// Walks a V section: group(cell, codes, first, len, min, step) per cell and group.
+template <typename GroupFn>
+void walk_v(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, GroupFn&& group) {
+  const std::int64_t groups = n_groups(n, bits), g = v_group(bits);
+  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
+  for (std::uint32_t c = 0; c < n_cells; ++c) {
+    const std::uint8_t* src = in + c * row_bytes;
+    for (std::int64_t k = 0; k < groups; ++k) {
+      const float min = from_half(get_half(src + 4 * k)), step = from_half(get_half(src + 4 * k + 2));
+      group(c, src + 4 * groups, k * g, std::min(n, (k + 1) * g) - k * g, min, step);
+    }
   }
+}
+
+// A row's codes into halves: the vector path where the CPU has it, else the scalar one.
+void row_f16(int bits, const std::uint8_t* row, std::int64_t first, std::int64_t len, const float* mins,
+             const float* steps, std::int64_t stride, std::uint8_t* out) {
+  with_bits(bits, [&](auto b) {
+#ifdef LLMD_KV_QUANT_X86
+    if (g_simd.load(std::memory_order_relaxed)) return row_f16_avx2<b()>(row, first, len, mins, steps, stride, out);
+#endif
+    row_f16_scalar<b()>(row, first, len, mins, steps, stride, out);
+  });
 }
 
 }  // namespace
@@ -289,38 +298,22 @@ Status encode_v(const float* x, std::uint32_t n_cells, std::int64_t n, int bits,
 }
 
 void decode_k(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out) {
-  std::vector<float> mins, steps;
-  k_ranges(in, n, mins, steps);
-  const std::uint64_t row_bytes = code_bytes(n, bits);
-  const std::uint8_t* codes = in + 4 * n;
-  for (std::uint32_t c = 0; c < n_cells; ++c) {
-    const std::uint8_t* row = codes + c * row_bytes;
+  walk_k(in, n_cells, n, bits, [&](std::uint32_t c, const std::uint8_t* row, const float* mins, const float* steps) {
     float* dst = out + static_cast<std::int64_t>(c) * n;
-    switch (bits) {
-      case 2: unpack_k<2>(row, n, mins.data(), steps.data(), dst); break;
-      case 4: unpack_k<4>(row, n, mins.data(), steps.data(), dst); break;
-      default: unpack_k<8>(row, n, mins.data(), steps.data(), dst); break;
-    }
-  }
+    with_bits(bits, [&](auto b) {
+      row_scalar<b()>(row, 0, n, mins, steps, 1, [dst](std::int64_t i, float v) { dst[i] = v; });
+    });
+  });
 }
 
 void decode_v(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, float* out) {
-  const std::int64_t groups = n_groups(n, bits);
-  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
-  for (std::uint32_t c = 0; c < n_cells; ++c) {
-    const std::uint8_t* src = in + c * row_bytes;
-    const std::uint8_t* codes = src + 4 * groups;
-    float* dst = out + static_cast<std::int64_t>(c) * n;
-    for (std::int64_t g = 0; g < groups; ++g) {
-      const std::int64_t b = g * v_group(bits), len = std::min(n, b + v_group(bits)) - b;
-      const float min = from_half(get_half(src + 4 * g)), step = from_half(get_half(src + 4 * g + 2));
-      switch (bits) {
-        case 2: unpack_group<2>(codes, b, len, min, step, dst); break;
-        case 4: unpack_group<4>(codes, b, len, min, step, dst); break;
-        default: unpack_group<8>(codes, b, len, min, step, dst); break;
-      }
-    }
-  }
+  walk_v(in, n_cells, n, bits,
+         [&](std::uint32_t c, const std::uint8_t* codes, std::int64_t first, std::int64_t len, float min, float step) {
+           float* dst = out + static_cast<std::int64_t>(c) * n;
+           with_bits(bits, [&](auto b) {
+             row_scalar<b()>(codes, first, len, &min, &step, 0, [dst](std::int64_t i, float v) { dst[i] = v; });
+           });
+         });
 }
 
 bool f16_simd_available() { return g_simd.load(); }
@@ -334,26 +327,16 @@ void set_f16_simd(bool enabled) {
 }
 
 void decode_k_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
-  thread_local std::vector<float> mins, steps;
-  k_ranges(in, n, mins, steps);
-  const std::uint64_t row_bytes = code_bytes(n, bits);
-  const std::uint8_t* codes = in + 4 * n;
-  for (std::uint32_t c = 0; c < n_cells; ++c) {
-    row_f16_bits(bits, codes + c * row_bytes, 0, n, mins.data(), steps.data(), 1, out + 2 * static_cast<std::int64_t>(c) * n);
-  }
+  walk_k(in, n_cells, n, bits, [&](std::uint32_t c, const std::uint8_t* row, const float* mins, const float* steps) {
+    row_f16(bits, row, 0, n, mins, steps, 1, out + 2 * static_cast<std::int64_t>(c) * n);
+  });
 }
 
 void decode_v_f16(const std::uint8_t* in, std::uint32_t n_cells, std::int64_t n, int bits, std::uint8_t* out) {
-  const std::int64_t groups = n_groups(n, bits), g = v_group(bits);
-  const std::uint64_t row_bytes = 4 * static_cast<std::uint64_t>(groups) + code_bytes(n, bits);
-  for (std::uint32_t c = 0; c < n_cells; ++c) {
-    const std::uint8_t* src = in + c * row_bytes;
-    std::uint8_t* dst = out + 2 * static_cast<std::int64_t>(c) * n;
-    for (std::int64_t k = 0; k < groups; ++k) {
-      const float min = from_half(get_half(src + 4 * k)), step = from_half(get_half(src + 4 * k + 2));
-      row_f16_bits(bits, src + 4 * groups, k * g, std::min(n, (k + 1) * g) - k * g, &min, &step, 0, dst);
-    }
-  }
+  walk_v(in, n_cells, n, bits,
+         [&](std::uint32_t c, const std::uint8_t* codes, std::int64_t first, std::int64_t len, float min, float step) {
+           row_f16(bits, codes, first, len, &min, &step, 0, out + 2 * static_cast<std::int64_t>(c) * n);
+         });
 }
 
 }  // namespace llmd::kvstore::kv_quant
