@@ -2,6 +2,7 @@
 #include "bench/llmd_process.h"
 
 #include <signal.h>
+#include <cstdlib>
 #include <unistd.h>
 
 #include "bench/process.h"
@@ -31,6 +32,8 @@ Status LlmdProcess::start(const BenchEnv& env, const std::string& model, const s
   std::vector<std::string> argv = {"llmd", "--config", "/dev/null", "--model", model, "--socket", socket_,
                                    "--state-dir", state_dir().string(), "--threads", std::to_string(env.threads),
                                    "--log-level", "warn"};
+  // LLMD_BENCH_LOG_LEVEL: the daemons' log level (e.g. debug, for the restore split), into the log.
+  if (const char* level = std::getenv("LLMD_BENCH_LOG_LEVEL")) argv.back() = level;
   argv.insert(argv.end(), args.begin(), args.end());
   auto pid = spawn(LLMD_BENCH_LLMD_BIN, std::move(argv), env.log_path, /*with_stdout=*/false);
   if (!pid) return pid.error();

@@ -36,7 +36,10 @@ ChunkStore::ChunkStore(ChunkStoreOptions options, const engine::KvLayout& layout
     : opt_(std::move(options)),
       layout_(layout),
       ratios_(codec_ratios(layout, opt_.chunk_tokens)),
-      tiers_(opt_.ram_budget, opt_.disk_budget) {}
+      tiers_(opt_.ram_budget, opt_.disk_budget) {
+  restore_threads_ = opt_.restore_threads ? opt_.restore_threads
+                                          : std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+}
 
 Result<std::unique_ptr<ChunkStore>> ChunkStore::open(ChunkStoreOptions options, const engine::KvLayout& layout,
                                                      const std::string& model_fingerprint) {

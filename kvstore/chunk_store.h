@@ -60,6 +60,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -107,6 +108,10 @@ struct ChunkStoreOptions {
   // far that a stateless request found its previous history not yet written, and a kill -9 lost
   // it (measured; see ARCHITECTURE.md, Threads). Writing back while the engine idles is the way.
   int writer_nice = 0;
+  // Threads that decode one restore's chunks together (the loader's own among them): a T1 restore
+  // is memory-bound copying, which one core does not saturate (2 threads: ~0.6x one's time on a
+  // 2-core machine). 0: one per CPU, at most 4.
+  unsigned restore_threads = 0;
 };
 
 // Whose KV a key's chunks are. A load for a key may use the chunks of every key of the same uid
@@ -343,9 +348,24 @@ class ChunkStore {
   // disk tier is then off until a restart.
   std::unique_ptr<ChunkIndex> index_;
   bool disk_low_ = false;  // the store's thread: the reserve kept the last chunk off disk (logged once)
-  // load()'s (one loader at a time, see above): decompression, a chunk file's bytes.
-  std::vector<std::uint8_t> scratch_;
-  std::vector<std::uint8_t> read_buf_;
+  // load()'s (one loader at a time, see above), per thread of a restore: a chunk file's bytes,
+  // decompression.
+  struct Buffers {
+    std::vector<std::uint8_t> read, scratch;
+  };
+  std::vector<Buffers> buffers_;
+  unsigned restore_threads_ = 1;  // opt_.restore_threads resolved
+  // One chunk of a load: fetched (read from disk unless in RAM, then kept in RAM if it fits),
+  // decoded into cells [first_cell, ...) of `out` and checked against the index and `hash`.
+  struct Fetched {
+    Status ok;
+    bool in_ram = false;
+    double read_ms = 0, decode_ms = 0;
+  };
+  Fetched fetch_decode(Chunk& c, const std::string& owner, std::uint64_t hash, std::size_t first_cell,
+                       engine::SeqStateWriter& out, Buffers& buf) LLMD_EXCLUDES(mu_);
+  // Runs work(buffers) on this thread and on as many more as the load is worth (restore_threads).
+  void run_workers(std::size_t n_chunks, std::size_t cells, const std::function<void(Buffers&)>& work);
   RestoreCostModel costs_;  // its own mutex
 
   mutable Mutex mu_;

@@ -1,7 +1,11 @@
 // The chunk store's reads, on their callers' threads: load (the restore plan and build),
 // stored_chunks (for audits), residency (see chunk_store.h). The plan itself is restore_plan.h's.
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <functional>
+#include <thread>
 #include <optional>
 
 #include "kvstore/chunk_store.h"
@@ -105,6 +109,56 @@ PrefixLookup ChunkStore::find_prefix(std::uint32_t uid, std::span<const engine::
   return out;
 }
 
+ChunkStore::Fetched ChunkStore::fetch_decode(Chunk& c, const std::string& owner, std::uint64_t hash,
+                                             std::size_t first_cell, engine::SeqStateWriter& out, Buffers& buf) {
+  Fetched f;
+  f.in_ram = c.ram != nullptr;
+  if (!c.ram) {
+    const auto t = Clock::now();
+    // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
+    const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
+    f.ok = opt_.fs->read_file(opt_.dir / c.file, max_bytes, buf.read);
+    f.read_ms = ms_since(t);
+    if (!f.ok) return f;
+  }
+  const auto t = Clock::now();
+  const std::span<const std::uint8_t> blob = c.ram ? std::span<const std::uint8_t>(*c.ram) : buf.read;
+  auto info = decode_chunk_into(blob, layout_, out, first_cell, buf.scratch,
+                                c.ram ? Verify::header_only : Verify::checksum);
+  if (!info) f.ok = info.error();
+  else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(first_cell)) {
+    f.ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
+  } else if (info->prefix_hash != hash) {
+    f.ok = Error(Errc::corrupt, "the chunk was made for other tokens than this history (another session's or an "
+                                "earlier history's file)");
+  }
+  f.decode_ms = ms_since(t);
+  if (f.ok && !c.ram && opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
+    MutexLock lock(mu_);
+    SessionEntry* s = tiers_.find(owner);
+    if (s && c.index < s->chunks.size() && s->chunks[c.index].prefix_hash == c.prefix_hash &&
+        !s->chunks[c.index].ram && tiers_.room_in_ram(buf.read.size())) {
+      c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(buf.read));
+      buf.read = {};
+      tiers_.keep_in_ram(s->chunks[c.index], c.ram);  // there is room now
+    }
+  }
+  return f;
+}
+
+void ChunkStore::run_workers(std::size_t n_chunks, std::size_t cells, const std::function<void(Buffers&)>& work) {
+  // Threads only where there is enough to share: starting one costs tens of microseconds, a
+  // chunk of a small model's KV about as much to copy.
+  const std::size_t threads =
+      std::max<std::size_t>(1, std::min({static_cast<std::size_t>(restore_threads_), n_chunks / 2, cells / 128}));
+  if (buffers_.size() < threads) buffers_.resize(threads);
+  std::vector<std::thread> helpers;
+  helpers.reserve(threads - 1);
+  for (std::size_t t = 1; t < threads; ++t) helpers.emplace_back([&work, this, t] { work(buffers_[t]); });
+  work(buffers_[0]);
+  for (std::thread& h : helpers) h.join();
+}
+
 LoadResult ChunkStore::load(const std::string& session, std::span<const engine::Token> history,
                             const RestoreTarget& target, std::vector<std::uint8_t>& buffer,
                             std::optional<std::uint32_t> uid, std::uint64_t lineage) {
@@ -143,75 +197,61 @@ LoadResult ChunkStore::load(const std::string& session, std::span<const engine::
   std::size_t plan = lineage != 0 ? chunks.size()
                                   : cheapest_prefix(chunks, chunks.size(), history.size(), costs_.costs());
   // Each chunk is fetched (T1: in memory; T2: read, checksummed) and decoded straight into the
-  // state. A bad chunk ends the plan there; the state is then rebuilt for the chunks before it.
+  // state, by up to restore_threads threads (chunks write disjoint cells). A bad chunk ends the
+  // plan there; the state is then rebuilt for the chunks before it.
   while (plan > 0) {
+    std::vector<std::size_t> first(plan);  // each chunk's first cell in the state
     std::size_t cells = 0;
-    for (std::size_t i = 0; i < plan; ++i) cells += chunks[i].n_cells;
-    engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
-    std::size_t at = 0, from_ram = 0, from_disk = 0;
-    std::optional<std::size_t> failed;
-    LoadCostSample cost;
     for (std::size_t i = 0; i < plan; ++i) {
-      Chunk& c = chunks[i];
-      const bool in_ram = c.ram != nullptr;
-      const auto chunk_start = Clock::now();
-      Status ok;
-      if (!c.ram) {
-        const auto t = Clock::now();
-        // An upper bound for any encoding of the chunk: the exact rows plus positions and header.
-        const std::uint64_t max_bytes = 4096 + c.n_cells * (layout_.bytes_per_cell() + 64);
-        ok = opt_.fs->read_file(opt_.dir / c.file, max_bytes, read_buf_);
-        r.read_ms += ms_since(t);
-      }
-      if (ok) {
-        const auto t = Clock::now();
-        const std::span<const std::uint8_t> blob = c.ram ? std::span<const std::uint8_t>(*c.ram) : read_buf_;
-        auto info = decode_chunk_into(blob, layout_, out, at, scratch_, c.ram ? Verify::header_only : Verify::checksum);
-        if (!info) ok = info.error();
-        else if (info->n_cells != c.n_cells || info->first_pos != static_cast<engine::Pos>(at)) {
-          ok = Error(Errc::corrupt, "the chunk holds other positions than its index says");
-        } else if (info->prefix_hash != history_hash[i]) {
-          ok = Error(Errc::corrupt, "the chunk was made for other tokens than this history (another session's or an "
-                                    "earlier history's file)");
-        }
-        r.decode_ms += ms_since(t);
-      }
-      if (!ok) {
-        record_error("KV chunk " + std::to_string(i) + " of " + owners[i] + " is bad (" + ok.error().message() +
-                     "); recomputing from there");
-        ++r.bad;
-        failed = i;
-        break;
-      }
-      if (c.ram) {
-        ++from_ram;
-      } else {
-        ++from_disk;
-        if (opt_.ram_budget > 0) {  // keep what was read from disk in RAM, if it fits
-          MutexLock lock(mu_);
-          SessionEntry* s = tiers_.find(owners[i]);
-          if (s && i < s->chunks.size() && s->chunks[i].prefix_hash == c.prefix_hash && !s->chunks[i].ram &&
-              tiers_.room_in_ram(read_buf_.size())) {
-            c.ram = std::make_shared<const std::vector<std::uint8_t>>(std::move(read_buf_));
-            read_buf_ = {};
-            tiers_.keep_in_ram(s->chunks[i], c.ram);  // there is room now
+      first[i] = cells;
+      cells += chunks[i].n_cells;
+    }
+    engine::SeqStateWriter out(buffer, layout_, target.seq, target.n_stream, target.stream, cells);
+    std::vector<Fetched> got(plan);
+    std::atomic<std::size_t> next{0}, failed{plan};  // failed: the first bad chunk's index (plan: none)
+    auto work = [&](Buffers& buf) {
+      for (std::size_t i = next++; i < plan && i < failed.load(); i = next++) {
+        got[i] = fetch_decode(chunks[i], owners[i], history_hash[i], first[i], out, buf);
+        if (!got[i].ok) {
+          std::size_t f = failed.load();
+          while (i < f && !failed.compare_exchange_weak(f, i)) {
           }
         }
       }
-      (in_ram ? cost.ram_cells : cost.disk_cells) += c.n_cells;
-      (in_ram ? cost.ram_ms : cost.disk_ms) += ms_since(chunk_start);
-      at += c.n_cells;
+    };
+    const auto start = Clock::now();
+    run_workers(plan, cells, work);
+    const double wall = ms_since(start);
+    // Every chunk before the first bad one was done (workers take them in order).
+    const std::size_t bad = failed.load();
+    if (bad < plan) {
+      record_error("KV chunk " + std::to_string(bad) + " of " + owners[bad] + " is bad (" +
+                   got[bad].ok.error().message() + "); recomputing from there");
+      ++r.bad;
+      plan = bad;
+      continue;
     }
-    if (!failed) {
-      costs_.learn_load(cost);
-      r.tokens = at;
-      r.state_bytes = out.bytes().size();
-      r.from_ram = from_ram;
-      r.from_disk = from_disk;
-      for (std::size_t i = 0; i < plan; ++i) r.from_other += owners[i] != session ? 1 : 0;
-      break;
+    // Per-chunk times add up across threads; the cost model learns wall time (scaled by each).
+    double sum = 0;
+    for (const Fetched& f : got) sum += f.read_ms + f.decode_ms;
+    const double scale = sum > 0 ? wall / sum : 0.0;
+    LoadCostSample cost;
+    std::size_t from_ram = 0, from_disk = 0;
+    for (std::size_t i = 0; i < plan; ++i) {
+      const Fetched& f = got[i];
+      (f.in_ram ? from_ram : from_disk) += 1;
+      (f.in_ram ? cost.ram_cells : cost.disk_cells) += chunks[i].n_cells;
+      (f.in_ram ? cost.ram_ms : cost.disk_ms) += (f.read_ms + f.decode_ms) * scale;
+      r.read_ms += f.read_ms * scale;
+      r.decode_ms += f.decode_ms * scale;
     }
-    plan = *failed;
+    costs_.learn_load(cost);
+    r.tokens = cells;
+    r.state_bytes = out.bytes().size();
+    r.from_ram = from_ram;
+    r.from_disk = from_disk;
+    for (std::size_t i = 0; i < plan; ++i) r.from_other += owners[i] != session ? 1 : 0;
+    break;
   }
   if (r.from_other > 0) {
     MutexLock lock(mu_);
